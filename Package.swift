@@ -1,0 +1,116 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// MARK: - Settings shared by every Swift target
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+]
+
+// MARK: - Package
+
+let package = Package(
+    name: "fedrec",
+    products: [
+        .executable(name: "fedrec", targets: ["fedrec"]),
+        .library(name: "FedRecTensor", targets: ["FedRecTensor"]),
+        .library(name: "FedRecSecurity", targets: ["FedRecSecurity"]),
+        .library(name: "FedRecData", targets: ["FedRecData"]),
+        .library(name: "FedRecModel", targets: ["FedRecModel"]),
+        .library(name: "FedRecEvaluation", targets: ["FedRecEvaluation"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        // MARK: C shims (system libraries, headers only)
+        .systemLibrary(
+            name: "CFedRecBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CFedRecSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+
+        // MARK: Numeric core and security primitives
+        .target(
+            name: "FedRecTensor",
+            dependencies: ["CFedRecBLAS"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FedRecSecurity",
+            dependencies: ["CFedRecSodium"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Data, model, evaluation (pure logic, file formats)
+        .target(
+            name: "FedRecData",
+            dependencies: ["FedRecSecurity", "FedRecTensor"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FedRecModel",
+            dependencies: ["FedRecTensor", "FedRecData"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FedRecEvaluation",
+            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Command-line interface
+        .executableTarget(
+            name: "fedrec",
+            dependencies: [
+                "FedRecTensor", "FedRecSecurity", "FedRecData", "FedRecModel", "FedRecEvaluation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "FedRecTensorTests",
+            dependencies: ["FedRecTensor", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecSecurityTests",
+            dependencies: ["FedRecSecurity"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecDataTests",
+            dependencies: ["FedRecData"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecModelTests",
+            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecEvaluationTests",
+            dependencies: [
+                "FedRecEvaluation", "FedRecModel", "FedRecData", "FedRecTensor",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "fedrecCLITests",
+            dependencies: ["fedrec"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+// The FedRecEvaluation module; see the DocC catalogue and README for its design.

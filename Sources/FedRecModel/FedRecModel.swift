@@ -1,0 +1,1 @@
+// The FedRecModel module; see the DocC catalogue and README for its design.
