@@ -1,1 +1,0 @@
-// The FedRecEvaluation module; see the DocC catalogue and README for its design.
