@@ -1,9 +1,102 @@
 import ArgumentParser
+import FedRecModel
+import FedRecTensor
 
-// Placeholder while the command is being written; replaced by its owner.
+/// `fedrec bench train-step`: training examples per second of one optimizer step on seeded synthetic data.
 struct BenchTrainStepCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "train-step", abstract: "Training examples per second of one step.")
+    static let configuration = CommandConfiguration(
+        commandName: "train-step",
+        abstract: "Training examples per second of one step (single BLAS thread, synthetic data).")
+
+    @Option(name: .customLong("items"), help: "Catalogue sizes to measure (repeatable).")
+    var items: [Int] = [1_682, 100_000]
+    @Option(help: "Examples per step.") var batch: Int = 256
+    @Option(help: "History items per example.") var history: Int = 20
+    @Option(help: "Steps per timed run.") var steps: Int = 20
+    @Option(help: "Timed runs (the median is reported).") var runs: Int = 7
+    @Option(help: "Embedding width.") var dimension: Int = 64
+    @Option(help: "Item content features.") var itemFeatures: Int = 31
+    @Option(help: "User features.") var userFeatures: Int = 30
+    @Option(help: "Sampled negatives per step (catalogues above 20,000 items).") var negatives: Int = 2_048
+    @Option(help: "Random seed.") var seed: UInt64 = 1
+
+    func validate() throws {
+        guard items.allSatisfy({ $0 > history }) else { throw ValidationError("--items must exceed --history") }
+        guard batch > 0, history >= 0, steps > 0, runs > 0, dimension > 0, negatives > 0 else {
+            throw ValidationError("--batch, --steps, --runs, --dimension, --negatives must be positive")
+        }
+        guard itemFeatures >= 0, userFeatures >= 0 else { throw ValidationError("feature counts must be non-negative") }
+    }
+
     func run() async throws {
-        throw ValidationError("'train-step' is not implemented yet")
+        BLAS.setThreadCount(1)
+        print("fedrec bench train-step: batch \(batch), d \(dimension), history \(history), \(itemFeatures) item / \(userFeatures) user features, 1 BLAS thread, median of \(runs) runs x \(steps) steps")
+        for itemCount in items { measure(itemCount: itemCount) }
+    }
+
+    func measure(itemCount: Int) {
+        var rng = SplitMix64(seed: seed)
+        let configuration = TwoTowerConfiguration(
+            dimension: dimension, itemCount: itemCount, itemFeatureCount: itemFeatures, userFeatureCount: userFeatures,
+            maxHistory: history, sampledNegatives: negatives)
+        // Items: 2 genre-like features each; users: 3 one-hot-like features (ml-100k-like sparsity).
+        let itemMatrix = SparseMatrix(columns: itemFeatures, rows: (0..<itemCount).map { _ in
+            itemFeatures == 0 ? [] : (0..<2).map { _ in (Int(rng.next() % UInt64(itemFeatures)), Float(1)) }
+        })
+        let userCount = 1_000
+        let userMatrix = SparseMatrix(columns: userFeatures, rows: (0..<userCount).map { _ in
+            userFeatures == 0 ? [] : (0..<3).map { _ in (Int(rng.next() % UInt64(userFeatures)), Float(1)) }
+        })
+        // Popularity-skewed synthetic items (squared uniform) so unigram sampling has something to model.
+        func item() -> Int32 { let u = rng.nextUnitFloat(); return Int32(min(Int(u * u * Float(itemCount)), itemCount - 1)) }
+        let batches: [TrainingBatch] = (0..<8).map { _ in
+            var b = TrainingBatch()
+            for _ in 0..<batch {
+                let known = (0...history).map { _ in item() }
+                b.append(known: known, position: history, userRow: Int(rng.next() % UInt64(userCount)), maxHistory: history)
+            }
+            return b
+        }
+        var frequencies = [Int](repeating: 0, count: itemCount)
+        for b in batches { for t in b.targets { frequencies[Int(t)] += 1 } }
+        let sampler = configuration.usesSampledSoftmax
+            ? NegativeSampler(proposal: configuration.negativeProposal, itemFrequencies: frequencies, sampleCount: negatives) : nil
+        var trainer = Trainer(
+            model: TwoTowerModel(configuration: configuration, seed: seed), optimizer: .adam(learningRate: 0.005),
+            seed: seed, negativeSampler: sampler)
+        var step = 0
+        func runSteps(_ count: Int) -> (seconds: Double, timing: StepTiming, loss: Float) {
+            var timing = StepTiming()
+            var loss: Float = 0
+            let clock = ContinuousClock()
+            let start = clock.now
+            for _ in 0..<count {
+                let result = trainer.step(batch: batches[step % batches.count], itemFeatures: itemMatrix, userFeatures: userMatrix)
+                step += 1
+                timing.forward += result.timing.forward
+                timing.backward += result.timing.backward
+                timing.optimizer += result.timing.optimizer
+                loss = result.loss
+            }
+            let elapsed = clock.now - start
+            return (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18, timing, loss)
+        }
+        _ = runSteps(max(3, steps / 4))  // warm-up: workspaces reach their steady size
+        var results = (0..<runs).map { _ in runSteps(steps) }
+        results.sort { $0.seconds < $1.seconds }
+        let median = results[results.count / 2]
+        let perStep = median.seconds / Double(steps)
+        let rate = Double(batch * steps) / median.seconds
+        func ms(_ s: Double) -> String { formatted(s / Double(steps) * 1e3, digits: 3) }
+        let mode = configuration.usesSampledSoftmax ? "sampled softmax, \(negatives) negatives, log-Q" : "full softmax"
+        print("items \(itemCount) (\(mode)): \(formatted(rate, digits: 0)) examples/s, \(formatted(perStep * 1e3, digits: 3)) ms/step "
+            + "[forward \(ms(median.timing.forward)) ms, backward \(ms(median.timing.backward)) ms, optimizer \(ms(median.timing.optimizer)) ms], last loss \(formatted(Double(median.loss), digits: 3))")
+    }
+
+    private func formatted(_ value: Double, digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let rounded = (value * scale).rounded() / scale
+        return digits == 0 ? String(Int(rounded)) : String(rounded)
     }
 }

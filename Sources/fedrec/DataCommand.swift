@@ -1,9 +1,169 @@
 import ArgumentParser
+import FedRecData
+import Foundation
 
-// Placeholder while the command is being written; replaced by its owner.
+/// `fedrec data`: import a source into a data-set folder, export the evaluation split.
 struct DataCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "data", abstract: "Import, clean and split behaviour data.")
-    func run() async throws {
-        throw ValidationError("'data' is not implemented yet")
+    static let configuration = CommandConfiguration(
+        commandName: "data",
+        abstract: "Import, clean and split behaviour data.",
+        subcommands: [DataImportCommand.self, DataSplitCommand.self]
+    )
+}
+
+/// Parses a `--format` value, or throws a `ValidationError` listing the accepted ones.
+func parseSourceFormat(_ text: String?) throws -> SourceFormat? {
+    guard let text else { return nil }
+    guard let format = SourceFormat(rawValue: text) else {
+        let known = SourceFormat.allCases.map(\.rawValue).joined(separator: ", ")
+        throw ValidationError("unknown --format '\(text)'; expected one of: \(known)")
     }
+    return format
+}
+
+/// Options shared by commands that import a source.
+struct SourceImportOptions: ParsableArguments {
+    @Option(help: "Source format: ml-100k, ml-latest-small or generic (default: detected from the folder's files).")
+    var format: String?
+
+    @Option(name: .customLong("items"), help: "Generic format: items file with item, title, genres/tags columns.")
+    var itemsFile: String?
+
+    @Option(help: "Hash buckets for title words.")
+    var titleBuckets: Int = 256
+
+    @Option(help: "Hash buckets for tags.")
+    var tagBuckets: Int = 256
+
+    @Flag(help: "Skip malformed rows (counted and reported) instead of failing.")
+    var skipInvalid = false
+
+    func validate() throws {
+        _ = try parseSourceFormat(format)
+        guard titleBuckets >= 1 && titleBuckets <= 1 << 24 else {
+            throw ValidationError("--title-buckets must be in 1...16777216, got \(titleBuckets)")
+        }
+        guard tagBuckets >= 1 && tagBuckets <= 1 << 24 else {
+            throw ValidationError("--tag-buckets must be in 1...16777216, got \(tagBuckets)")
+        }
+        if let itemsFile, !FileManager.default.fileExists(atPath: itemsFile) {
+            throw ValidationError("--items file '\(itemsFile)' does not exist")
+        }
+    }
+
+    var importOptions: ImportOptions {
+        ImportOptions(
+            titleBuckets: titleBuckets, tagBuckets: tagBuckets, skipInvalid: skipInvalid, itemsFile: itemsFile)
+    }
+
+    func run(source: String) throws -> ImportResult {
+        try DatasetImporter.importDataset(format: try parseSourceFormat(format), source: source, options: importOptions)
+    }
+}
+
+struct DataImportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Import a MovieLens or generic CSV/TSV source into a data-set folder.",
+        discussion: """
+            Cleans per fedrec-eval-v1 (de-duplication, users with <5 interactions dropped), builds item and \
+            user features and writes the folder atomically (manifest.json with SHA-256 checksums plus TSV files).
+            """
+    )
+
+    @Argument(help: "Source folder (or, for the generic format, the interactions file).")
+    var source: String
+
+    @Option(name: .shortAndLong, help: "Output data-set folder.")
+    var out: String
+
+    @Flag(help: "Replace an existing non-empty output folder.")
+    var force = false
+
+    @OptionGroup var options: SourceImportOptions
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: source) else {
+            throw ValidationError("source '\(source)' does not exist")
+        }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), !force {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+            if !isDirectory.boolValue || !entries.isEmpty {
+                throw ValidationError("output '\(out)' exists and is not an empty folder; use --force to replace it")
+            }
+        }
+    }
+
+    func run() async throws {
+        let result = try options.run(source: source)
+        let dataset = try result.write(to: out, force: force)
+        print(summary(of: dataset.manifest, split: dataset.split))
+        print("written: \(out)")
+    }
+}
+
+struct DataSplitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "split",
+        abstract: "Export the fedrec-eval-v1 split (train.tsv, test.tsv, items.tsv).",
+        discussion: "Reads a data-set folder (--dataset) or imports a source folder on the fly (--source)."
+    )
+
+    @Option(help: "Data-set folder written by 'fedrec data import'.")
+    var dataset: String?
+
+    @Option(help: "Raw source folder to import and split in one go (instead of --dataset).")
+    var source: String?
+
+    @Option(name: .shortAndLong, help: "Folder for train.tsv, test.tsv and items.tsv.")
+    var out: String
+
+    @OptionGroup var options: SourceImportOptions
+
+    func validate() throws {
+        guard (dataset == nil) != (source == nil) else {
+            throw ValidationError("give exactly one of --dataset and --source")
+        }
+        if let path = dataset ?? source, !FileManager.default.fileExists(atPath: path) {
+            throw ValidationError("'\(path)' does not exist")
+        }
+    }
+
+    func run() async throws {
+        let content: DatasetContent
+        let split: Split
+        let manifest: DatasetManifest
+        if let dataset {
+            let loaded = try Dataset.load(from: dataset)
+            (content, split, manifest) = (loaded.content, loaded.split, loaded.manifest)
+        } else {
+            let result = try options.run(source: source!)
+            (content, split, manifest) = (result.content, result.split, result.manifest)
+        }
+        try SplitExport.write(content, to: out)
+        print(summary(of: manifest, split: split))
+        print("written: \(SplitExport.fileNames.map { out + "/" + $0 }.joined(separator: ", "))")
+    }
+}
+
+/// A short human summary of an import and its split.
+func summary(of manifest: DatasetManifest, split: Split) -> String {
+    let c = manifest.counts
+    let s = split.counts
+    var lines = [
+        "source format: \(manifest.sourceFormat.rawValue)",
+        "rows: \(c.rawRows) read, \(c.skippedRows) skipped, \(c.nonPositiveValueRows) with value <= 0, "
+            + "\(c.duplicatesRemoved) duplicates removed, \(c.interactionsKept) kept",
+        "users: \(c.usersKept) kept, \(c.usersDropped) dropped (<5 interactions)",
+        "items: \(c.catalogueItems) in the catalogue, \(c.contentOnlyItems) content-only; "
+            + "features: \(c.itemFeatureColumns) item, \(c.userFeatureColumns) user columns",
+        "split: \(s.train) train (\(s.fit) fit + \(s.validation) validation), \(s.test) test; "
+            + "\(s.itemsWithTrain) items with a training interaction",
+    ]
+    for reason in manifest.skippedReasons {
+        lines.append("skipped: \(reason.count) x \(reason.reason)")
+    }
+    if !manifest.checksum.isEmpty { lines.append("checksum: \(manifest.checksum)") }
+    return lines.joined(separator: "\n")
 }

@@ -1,1 +1,0 @@
-// The FedRecModel module; see the DocC catalogue and README for its design.

@@ -1,0 +1,130 @@
+import FedRecData
+import Testing
+
+/// Bad input fails with a `DataError` naming file, line and field; `skipInvalid` counts such rows.
+@Suite struct ImportErrorTests {
+    static let movies = "movieId,title,genres\n1,A (1990),Drama\n2,B (1991),Comedy\n"
+
+    /// Six valid ratings of user 1, then `extra` lines.
+    static func ratings(_ extra: String = "") -> String {
+        "userId,movieId,rating,timestamp\n" + (1...6).map { "1,\($0),4.0,\(100 + $0)\n" }.joined() + extra
+    }
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        var name: String
+        var files: [String: String]
+        var format: SourceFormat?
+        var code: DataError.Code
+        var file: String
+        var line: Int?
+        var field: String?
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(
+            name: "missing ratings file", files: ["movies.csv": movies], format: .mlLatestSmall,
+            code: .fileNotFound, file: "ratings.csv", line: nil, field: nil),
+        Case(
+            name: "tab-separated ratings.csv",
+            files: ["ratings.csv": "userId\tmovieId\trating\ttimestamp\n1\t1\t4.0\t5\n", "movies.csv": movies],
+            format: nil, code: .missingColumn, file: "ratings.csv", line: 1, field: "userId"),
+        Case(
+            name: "header without rating",
+            files: ["ratings.csv": "userId,movieId,timestamp\n1,1,5\n", "movies.csv": movies],
+            format: .mlLatestSmall, code: .missingColumn, file: "ratings.csv", line: 1, field: "rating"),
+        Case(
+            name: "non-numeric rating", files: ["ratings.csv": ratings("1,7,good,107\n"), "movies.csv": movies],
+            format: .mlLatestSmall, code: .invalidField, file: "ratings.csv", line: 8, field: "rating"),
+        Case(
+            name: "non-numeric timestamp",
+            files: ["ratings.csv": ratings("1,7,4.0,yesterday\n"), "movies.csv": movies],
+            format: .mlLatestSmall, code: .invalidField, file: "ratings.csv", line: 8, field: "timestamp"),
+        Case(
+            name: "row with too few fields", files: ["ratings.csv": ratings("1,7,4.0\n"), "movies.csv": movies],
+            format: .mlLatestSmall, code: .tooFewFields, file: "ratings.csv", line: 8, field: "timestamp"),
+        Case(
+            name: "empty ratings file", files: ["ratings.csv": "", "movies.csv": movies], format: .mlLatestSmall,
+            code: .emptyFile, file: "ratings.csv", line: 1, field: nil),
+        Case(
+            name: "header only", files: ["ratings.csv": "userId,movieId,rating,timestamp\n", "movies.csv": movies],
+            format: .mlLatestSmall, code: .emptyFile, file: "ratings.csv", line: nil, field: nil),
+        Case(
+            name: "unterminated quote in movies.csv",
+            files: ["ratings.csv": ratings(), "movies.csv": "movieId,title,genres\n1,\"A (1990),Drama\n"],
+            format: .mlLatestSmall, code: .invalidField, file: "movies.csv", line: 2, field: "title"),
+        Case(
+            name: "unknown format", files: ["notes.txt": "hello\n"], format: nil, code: .unknownFormat,
+            file: "fedrec-data-tests-", line: nil, field: nil),
+        Case(
+            name: "u.data with too few fields", files: ["u.data": "1\t2\t3\t4\n1\t3\n"], format: .ml100k,
+            code: .tooFewFields, file: "u.data", line: 2, field: "rating"),
+        Case(
+            name: "u.data comma-separated", files: ["u.data": "1,2,3,4\n"], format: .ml100k,
+            code: .tooFewFields, file: "u.data", line: 1, field: "item id"),
+        Case(
+            name: "generic non-numeric value",
+            files: ["interactions.tsv": "user\titem\tvalue\nu1\ti1\t1\nu1\ti2\tx\n"], format: .generic,
+            code: .invalidField, file: "interactions.tsv", line: 3, field: "value"),
+        Case(
+            name: "generic header without item", files: ["interactions.csv": "user,thing\nu1,i1\n"], format: nil,
+            code: .missingColumn, file: "interactions.csv", line: 1, field: "item"),
+        Case(
+            name: "generic empty user id", files: ["interactions.csv": "user,item\n,i1\n"], format: .generic,
+            code: .invalidField, file: "interactions.csv", line: 2, field: "user"),
+    ]
+
+    @Test(arguments: cases)
+    func badInputNamesFileLineAndField(_ c: Case) throws {
+        let folder = try Fixtures.folder(c.files)
+        defer { Fixtures.remove(folder) }
+        let error = try #require(throws: DataError.self) {
+            try DatasetImporter.importDataset(format: c.format, source: folder)
+        }
+        #expect(error.code == c.code)
+        #expect(error.message.contains(c.file))
+        #expect(error.file?.contains(c.file) == true)
+        #expect(error.line == c.line)
+        #expect(error.field == c.field)
+        if let line = c.line { #expect(error.message.contains("line \(line)")) }
+        if let field = c.field { #expect(error.message.contains("field '\(field)'")) }
+        #expect(error.description == error.message)
+    }
+
+    @Test func skipInvalidCountsSkippedRowsByReason() throws {
+        let bad = "1,7,good,107\n1,8,4.0\n1,9,4.0,later\n1,10,3.5,110\n2,1,x,5\n"
+        let folder = try Fixtures.folder(["ratings.csv": Self.ratings(bad), "movies.csv": Self.movies])
+        defer { Fixtures.remove(folder) }
+        let result = try DatasetImporter.importDataset(
+            format: .mlLatestSmall, source: folder, options: ImportOptions(skipInvalid: true))
+        let counts = result.manifest.counts
+        #expect(counts.rawRows == 11)
+        #expect(counts.skippedRows == 4)
+        #expect(counts.interactionsKept == 7)
+        let reasons = Dictionary(uniqueKeysWithValues: result.manifest.skippedReasons.map { ($0.reason, $0.count) })
+        #expect(
+            reasons == [
+                "ratings.csv: invalid 'rating'": 2, "ratings.csv: too few fields": 1,
+                "ratings.csv: invalid 'timestamp'": 1,
+            ])
+        // Skipped rows add nothing to the catalogue or the users.
+        #expect(result.content.itemIDs == ["1", "2", "3", "4", "5", "6", "10"])
+        #expect(result.content.userIDs == ["1"])
+    }
+
+    @Test func skipInvalidDoesNotHideHeaderErrors() throws {
+        let folder = try Fixtures.folder(["ratings.csv": "a,b\n1,2\n", "movies.csv": Self.movies])
+        defer { Fixtures.remove(folder) }
+        #expect(throws: DataError.self) {
+            try DatasetImporter.importDataset(
+                format: .mlLatestSmall, source: folder, options: ImportOptions(skipInvalid: true))
+        }
+    }
+
+    @Test func invalidOptionsAreRejected() throws {
+        let error = try #require(throws: DataError.self) {
+            try DatasetImporter.importDataset(source: "/nonexistent", options: ImportOptions(titleBuckets: 0))
+        }
+        #expect(error.code == .invalidOptions)
+    }
+}

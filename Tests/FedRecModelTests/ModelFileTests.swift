@@ -1,0 +1,60 @@
+import FedRecModel
+import FedRecTensor
+import Foundation
+import Testing
+
+@Suite struct ModelFileTests {
+    func temporaryPath(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-model-test-\(name)-\(UInt32.random(in: 0...UInt32.max)).safetensors").path
+    }
+
+    @Test func roundTripIsBitExact() throws {
+        let fixture = Fixture()
+        let model = TwoTowerModel(configuration: fixture.configuration, seed: 11)
+        let ids = (0..<12).map { "item-\($0)\u{e9}\"" }
+        let file = ModelFile(model: model, itemFeatures: fixture.itemFeatures, datasetChecksum: "abc123", itemIDs: ids, extraMetadata: ["training": "{\"epochs\":7}"])
+        let path = temporaryPath("roundtrip")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try file.write(to: path)
+        let read = try ModelFile.read(from: path)
+        #expect(read.model == model)
+        #expect(read.itemEmbeddings == model.itemEmbeddings(itemFeatures: fixture.itemFeatures))
+        #expect(read.itemIDs == ids)
+        #expect(read.datasetChecksum == "abc123")
+        #expect(read.extraMetadata == ["training": "{\"epochs\":7}"])
+        let raw = try SafeTensors.read(from: path)
+        #expect(raw.metadata["format"] == "fedrec-model")
+        #expect(raw.metadata["format_version"] == "1")
+        #expect(raw["item_embeddings"]?.shape == [12, 6])
+        #expect(raw["item_tower.content_projection.bias"]?.shape == [6])
+    }
+
+    @Test func truncatedAndCorruptedFilesGiveClearErrors() throws {
+        let fixture = Fixture()
+        let model = TwoTowerModel(configuration: fixture.configuration, seed: 11)
+        let file = ModelFile(model: model, itemFeatures: fixture.itemFeatures, datasetChecksum: "x", itemIDs: (0..<12).map(String.init))
+        let path = temporaryPath("errors")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try file.write(to: path)
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+
+        try Data(bytes.dropLast(100)).write(to: URL(fileURLWithPath: path))
+        let truncated = #expect(throws: TensorFileError.self) { try ModelFile.read(from: path) }
+        #expect(truncated?.code == .truncated)
+        #expect(truncated?.file == path)
+
+        var corrupted = bytes
+        corrupted[9] = UInt8(ascii: "#")
+        try Data(corrupted).write(to: URL(fileURLWithPath: path))
+        let header = #expect(throws: TensorFileError.self) { try ModelFile.read(from: path) }
+        #expect(header?.code == .corruptedHeader)
+
+        // A valid safetensors file that lacks a tensor.
+        var partial = try SafeTensors(bytes: bytes, file: path)
+        partial.tensors.removeAll { $0.name == "user_tower.mlp.2.weight" }
+        try partial.write(to: path)
+        let missing = #expect(throws: TensorFileError.self) { try ModelFile.read(from: path) }
+        #expect(missing?.code == .missingTensor)
+        #expect(missing?.message.contains("user_tower.mlp.2.weight") == true)
+    }
+}

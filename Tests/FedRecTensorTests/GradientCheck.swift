@@ -1,0 +1,64 @@
+import FedRecTensor
+
+/// Central-difference check (Richardson-extrapolated) of an analytic gradient along a few unit directions: along the analytic gradient
+/// itself (catches any error that is not tiny), and along random-signed combinations of the largest and of
+/// random coordinates. Returns the largest relative error `|fd - g.v| / max(|fd|, |g.v|, floor)`.
+/// (`floor` keeps an all-but-zero directional derivative from dividing noise by noise.)
+func maxGradientError(
+    at x: [Float], analytic: [Float], step h: Double = 1e-2, seed: UInt64 = 1, floor: Double = 1e-4,
+    loss: ([Float]) -> Double
+) -> Double {
+    precondition(x.count == analytic.count)
+    guard !x.isEmpty else { return 0 }
+    var rng = SplitMix64(seed: seed)
+    var directions: [[Double]] = []
+    let norm = analytic.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+    if norm > 0 { directions.append(analytic.map { Double($0) / norm }) }
+    let byMagnitude = analytic.indices.sorted { abs(analytic[$0]) > abs(analytic[$1]) }
+    for trial in 0..<3 {
+        var v = [Double](repeating: 0, count: x.count)
+        let top = byMagnitude.prefix(4)
+        for i in top { v[i] = rng.next() & 1 == 0 ? 1 : -1 }
+        for _ in 0..<(trial + 2) { v[Int(rng.next() % UInt64(x.count))] += Double(rng.nextGaussian()) }
+        let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        if n > 0 { directions.append(v.map { $0 / n }) }
+    }
+    var worst = 0.0
+    for v in directions {
+        // Central difference at steps h and h/2, combined by Richardson extrapolation (cancels the h^2 term,
+        // so a step large enough to keep Float round-off small stays accurate).
+        func derivative(_ s: Double) -> Double {
+            let plus = zip(x, v).map { Float(Double($0) + s * $1) }
+            let minus = zip(x, v).map { Float(Double($0) - s * $1) }
+            // The step actually representable in Float, projected on v.
+            var realised = 0.0
+            for i in x.indices where v[i] != 0 { realised += (Double(plus[i]) - Double(minus[i])) / 2 * v[i] }
+            return (loss(plus) - loss(minus)) / (2 * realised)
+        }
+        let numeric = (4 * derivative(h / 2) - derivative(h)) / 3
+        var analyticDerivative = 0.0
+        for i in x.indices { analyticDerivative += Double(analytic[i]) * v[i] }
+        // Floor: a fraction of the gradient norm, so a direction nearly orthogonal to the gradient (whose
+        // derivative is all Float round-off) is judged against the gradient's size.
+        let scale = max(abs(numeric), abs(analyticDerivative), floor, 1e-2 * norm)
+        worst = max(worst, abs(numeric - analyticDerivative) / scale)
+    }
+    return worst
+}
+
+/// `sum_i w_i y_i` in Double.
+func weightedSum(_ y: [Float], _ w: [Float]) -> Double {
+    zip(y, w).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+}
+
+func randomMatrix(_ rows: Int, _ columns: Int, _ rng: inout SplitMix64, scale: Float = 1) -> Matrix {
+    Matrix(rows: rows, columns: columns, storage: (0..<(rows * columns)).map { _ in scale * rng.nextGaussian() })
+}
+
+func randomSparse(rows: Int, columns: Int, perRow: Int, _ rng: inout SplitMix64) -> SparseMatrix {
+    SparseMatrix(
+        columns: columns,
+        rows: (0..<rows).map { _ in
+            columns == 0 ? [] : (0..<perRow).map { _ in (Int(rng.next() % UInt64(columns)), 0.5 + rng.nextUnitFloat()) }
+        })
+}
