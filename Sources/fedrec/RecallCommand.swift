@@ -24,7 +24,7 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "User id in the data set: recall from their training history.")
     var user: String?
 
-    @Option(help: "History as comma-separated item ids.")
+    @Option(name: .customLong("history-ids"), help: "History as comma-separated item ids.")
     var historyIDs: String?
 
     @Option(help: "How many items to return.")

@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+
+/// End-to-end tests of the `fedrec` command as a separate process: help, input validation, and the
+/// import -> split -> train -> evaluate -> recall pipeline on a small synthetic data set.
+@Suite(.serialized) struct CLITests {
+    @Test(arguments: [
+        ["--help"], ["data", "--help"], ["data", "import", "--help"], ["data", "split", "--help"], ["train", "--help"],
+        ["evaluate", "--help"], ["recall", "--help"], ["bench", "--help"], ["bench", "train-step", "--help"],
+        ["bench", "import", "--help"],
+    ])
+    func everyCommandHasHelp(arguments: [String]) throws {
+        let result = try CLI.run(arguments)
+        #expect(result.status == 0, "\(arguments): \(result.combined)")
+        #expect(result.combined.contains("USAGE:"))
+    }
+
+    @Test(arguments: [
+        (["train", "--dataset", "x", "--out", "y", "--batch-size", "0"], "--batch-size must be positive"),
+        (["train", "--dataset", "x", "--out", "y", "--tau=-1"], "--tau must be a positive number"),
+        (["train", "--dataset", "x", "--out", "y", "--optimizer", "rmsprop"], "--optimizer must be 'adam' or 'sgd'"),
+        (["train", "--dataset", "x", "--out", "y", "--threads", "0"], "--threads must be at least 1"),
+        (["evaluate", "--model", "m", "--dataset", "d", "--k", "0"], "--k must be positive whole numbers"),
+        (["evaluate", "--model", "m", "--dataset", "d", "--fold", "train"], "--fold must be 'test' or 'validation'"),
+        (["recall", "--model", "m", "--history-ids", "1", "--k", "0"], "--k must be positive"),
+        (["recall", "--model", "m", "--user", "1"], "--user needs --dataset"),
+        (["recall", "--model", "m"], "give exactly one of --user"),
+    ])
+    func invalidOptionsAreRejectedWithAMessage(arguments: [String], message: String) throws {
+        let result = try CLI.run(arguments)
+        #expect(result.status != 0)
+        #expect(result.combined.contains(message), "\(arguments): \(result.combined)")
+    }
+
+    @Test func missingInputsAreNamed() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let missing = folder.appendingPathComponent("no-such-folder").path
+        let importResult = try CLI.run(["data", "import", missing, "--out", folder.appendingPathComponent("d").path])
+        #expect(importResult.status != 0)
+        #expect(importResult.combined.contains("no-such-folder"))
+
+        let model = folder.appendingPathComponent("missing.safetensors").path
+        let evaluate = try CLI.run(["evaluate", "--model", model, "--dataset", missing])
+        #expect(evaluate.status != 0)
+        #expect(evaluate.combined.contains("model file '\(model)' does not exist"))
+    }
+
+    @Test func pipelineImportSplitTrainEvaluateRecall() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try CLI.writeSyntheticInteractions(to: folder)
+        let dataset = folder.appendingPathComponent("dataset").path
+        let model = folder.appendingPathComponent("model.safetensors").path
+
+        let imported = try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset])
+        try #require(imported.status == 0, "\(imported.combined)")
+
+        let splitFolder = folder.appendingPathComponent("split").path
+        let split = try CLI.run(["data", "split", "--dataset", dataset, "--out", splitFolder])
+        try #require(split.status == 0, "\(split.combined)")
+        for file in ["train.tsv", "test.tsv", "items.tsv"] {
+            #expect(FileManager.default.fileExists(atPath: splitFolder + "/" + file))
+        }
+
+        let trained = try CLI.run([
+            "train", "--dataset", dataset, "--out", model, "--dimension", "8", "--batch-size", "32", "--max-epochs", "3",
+            "--patience", "1", "--lr", "0.05",
+        ])
+        try #require(trained.status == 0, "\(trained.combined)")
+        #expect(trained.output.contains("validation epoch  1"))
+        #expect(trained.output.contains("refit epoch"))
+        #expect(trained.output.contains("wrote \(model)"))
+
+        let evaluated = try CLI.run(["evaluate", "--model", model, "--dataset", dataset, "--json"])
+        try #require(evaluated.status == 0, "\(evaluated.combined)")
+        let reports = try #require(
+            try JSONSerialization.jsonObject(with: Data(evaluated.output.utf8)) as? [String: [String: Any]])
+        let modelReport = try #require(reports["model"])
+        #expect(modelReport["protocol"] as? String == "fedrec-eval-v1")
+        #expect(reports["popularity"] != nil)
+        let recall = try #require((modelReport["values"] as? [String: [String: Double]])?["recall"]?["20"])
+        #expect(recall >= 0 && recall <= 1)
+
+        let recalled = try CLI.run(["recall", "--model", model, "--dataset", dataset, "--user", "u3", "--k", "5", "--json"])
+        try #require(recalled.status == 0, "\(recalled.combined)")
+        let items = try #require(try JSONSerialization.jsonObject(with: Data(recalled.output.utf8)) as? [[String: Any]])
+        #expect(items.count == 5)
+        #expect(items.map { $0["rank"] as? Int } == [1, 2, 3, 4, 5])
+        let scores = items.compactMap { $0["score"] as? Double }
+        #expect(scores == scores.sorted(by: >))
+
+        let byIDs = try CLI.run(["recall", "--model", model, "--history-ids", "i1,i2", "--k", "3"])
+        #expect(byIDs.status == 0, "\(byIDs.combined)")
+        #expect(!byIDs.output.contains(" i1 ") && !byIDs.output.contains(" i2 "))
+
+        let unknown = try CLI.run(["recall", "--model", model, "--history-ids", "i1,nope", "--k", "3"])
+        #expect(unknown.status != 0)
+        #expect(unknown.combined.contains("history item 'nope' is not in the model's catalogue"))
+
+        // A data set other than the model's is refused.
+        let other = folder.appendingPathComponent("other").path
+        let otherSource = folder.appendingPathComponent("other.tsv")
+        try String(contentsOf: source, encoding: .utf8).replacingOccurrences(of: "\t1\t", with: "\t2\t")
+            .write(to: otherSource, atomically: true, encoding: .utf8)
+        try #require(try CLI.run(["data", "import", otherSource.path, "--format", "generic", "--out", other]).status == 0)
+        let mismatch = try CLI.run(["evaluate", "--model", model, "--dataset", other])
+        #expect(mismatch.status != 0)
+        #expect(mismatch.combined.contains("is not the one the model was trained on"))
+
+        // A truncated model file is refused with a message naming the file.
+        let truncated = folder.appendingPathComponent("truncated.safetensors")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: model))
+        try bytes.prefix(bytes.count / 2).write(to: truncated)
+        let broken = try CLI.run(["evaluate", "--model", truncated.path, "--dataset", dataset])
+        #expect(broken.status != 0)
+        #expect(broken.combined.contains("truncated.safetensors"))
+
+        // The README's Python reader loads the same file (skipped when numpy/safetensors are not installed).
+        if Self.pythonReaderAvailable {
+            let python = Process()
+            python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            python.arguments = ["python3", CLI.packageRoot.appendingPathComponent("scripts/read_model.py").path, model]
+            let pipe = Pipe()
+            python.standardOutput = pipe
+            python.standardError = pipe
+            try python.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            python.waitUntilExit()
+            #expect(python.terminationStatus == 0, "\(output)")
+            #expect(output.contains("user_tower.history_embedding"))
+            #expect(output.contains("item_embeddings"))
+        }
+    }
+
+    /// Whether `python3 -c "import numpy, safetensors"` works here (scripts/test.sh installs them when it can).
+    static let pythonReaderAvailable: Bool = {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", "import numpy, safetensors"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }()
+}
