@@ -22,7 +22,7 @@ public struct Trainer: Sendable {
     public var negativeSampler: NegativeSampler?
     private var workspace = TwoTowerWorkspace()
     private var gradients: TwoTowerGradients
-    private var batch = TrainingBatch()
+    private var batch = TrainingBatch(form: .leaveOneOut)
     private var negatives = NegativeSample(items: [], logExpectedCounts: [])
 
     public init(model: TwoTowerModel, optimizer: OptimizerConfiguration, seed: UInt64, negativeSampler: NegativeSampler? = nil) {
@@ -34,6 +34,8 @@ public struct Trainer: Sendable {
     }
 
     /// One pass over every (user, known item) example in an order shuffled by `rng`; the last batch may be smaller.
+    /// Batches use the grouped history form (`HistoryInput.leaveOneOut`): one group per user of the batch whose
+    /// history is not cut by `maxHistory`, one own bag per example whose history is.
     public mutating func trainEpoch(
         users: [FoldUser], itemFeatures: SparseMatrix, userFeatures: SparseMatrix?, batchSize: Int
     ) -> EpochStatistics {
@@ -58,6 +60,8 @@ public struct Trainer: Sendable {
                 examples.swapAt(i, j)
             }
         }
+        var groupOfUser = [Int32](repeating: -1, count: users.count)
+        var groupedUsers: [Int32] = []
         let clock = ContinuousClock()
         let start = clock.now
         var timing = StepTiming()
@@ -66,11 +70,25 @@ public struct Trainer: Sendable {
         var index = 0
         while index < examples.count {
             let end = min(index + batchSize, examples.count)
-            batch.removeAll()
+            // Grouped form: a user whose whole leave-one-out history is used (no cut) contributes its known items
+            // once; a cut history depends on the target's position, so such an example keeps a bag of its own.
+            batch.removeAll(form: .leaveOneOut)
             for (u, position) in examples[index..<end] {
                 let user = users[Int(u)]
-                batch.append(known: user.known, position: Int(position), userRow: user.userIndex, maxHistory: configuration.maxHistory)
+                if configuration.maxHistory.map({ $0 >= user.known.count - 1 }) ?? true {
+                    var group = Int(groupOfUser[Int(u)])
+                    if group < 0 {
+                        group = batch.appendUser(known: user.known)
+                        groupOfUser[Int(u)] = Int32(group)
+                        groupedUsers.append(u)
+                    }
+                    batch.appendExample(group: group, position: Int(position), userRow: user.userIndex)
+                } else {
+                    batch.append(known: user.known, position: Int(position), userRow: user.userIndex, maxHistory: configuration.maxHistory)
+                }
             }
+            for u in groupedUsers { groupOfUser[Int(u)] = -1 }
+            groupedUsers.removeAll(keepingCapacity: true)
             let result = step(batch: batch, itemFeatures: itemFeatures, userFeatures: userFeatures)
             lossSum += Double(result.loss) * Double(end - index)
             timing.forward += result.timing.forward

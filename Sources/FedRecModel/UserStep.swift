@@ -54,7 +54,7 @@ extension UserTower {
     ) -> Float {
         precondition(itemEmbeddings.columns == configuration.dimension, "item embeddings must have \(configuration.dimension) columns")
         precondition(candidates.positives.count == batch.count, "one positive per example")
-        forward(histories: batch.histories, userFeatures: userFeatures, userRows: batch.userRows, cache: &workspace.cache)
+        forward(history: batch.history, userFeatures: userFeatures, userRows: batch.userRows, cache: &workspace.cache)
         let scale = 1 / configuration.tau
         if let negatives = candidates.negatives {
             return SampledSoftmaxCrossEntropy.forward(
@@ -81,6 +81,6 @@ extension UserTower {
                 logitGradient: workspace.logits, users: workspace.cache.embeddings, items: itemEmbeddings, scale: scale,
                 userGradient: &workspace.userGradient, itemGradient: &itemEmbeddingGradient)
         }
-        backward(embeddingGradient: &workspace.userGradient, histories: batch.histories, cache: &workspace.cache, into: &gradients)
+        backward(embeddingGradient: &workspace.userGradient, history: batch.history, cache: &workspace.cache, into: &gradients)
     }
 }

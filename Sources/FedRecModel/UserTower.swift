@@ -76,9 +76,20 @@ public struct UserTower: Sendable, Equatable {
 
     /// Forward pass into a reusable cache.
     public func forward(histories: IndexBags, userFeatures: SparseMatrix?, userRows: [Int32]?, cache: inout UserTowerCache) {
+        forward(history: .bags(histories), userFeatures: userFeatures, userRows: userRows, cache: &cache)
+    }
+
+    /// Forward pass into a reusable cache, from either form of history input (same result up to float rounding).
+    public func forward(history: HistoryInput, userFeatures: SparseMatrix?, userRows: [Int32]?, cache: inout UserTowerCache) {
         let (d, fu) = (configuration.dimension, configuration.userFeatureCount)
-        let b = histories.count
-        EmbeddingBagMean.forward(table: historyEmbedding, bags: histories, into: &cache.historyMean)
+        let b = history.count
+        switch history {
+        case .bags(let bags):
+            EmbeddingBagMean.forward(table: historyEmbedding, bags: bags, into: &cache.historyMean)
+        case .leaveOneOut(let bags):
+            EmbeddingBagMean.forward(
+                table: historyEmbedding, bags: bags, workspace: &cache.groupWorkspace, into: &cache.historyMean)
+        }
         // Input = [history mean | user features], densified row by row.
         cache.input.reshape(rows: b, columns: d + fu)
         if fu > 0 {
@@ -112,8 +123,16 @@ public struct UserTower: Sendable, Equatable {
     public func backward(
         embeddingGradient: inout Matrix, histories: IndexBags, cache: inout UserTowerCache, into gradients: inout UserTowerGradients
     ) {
+        backward(embeddingGradient: &embeddingGradient, history: .bags(histories), cache: &cache, into: &gradients)
+    }
+
+    /// Backward pass for the history input given to the matching `forward(history:...)`.
+    public func backward(
+        embeddingGradient: inout Matrix, history: HistoryInput, cache: inout UserTowerCache,
+        into gradients: inout UserTowerGradients
+    ) {
         let (d, h) = (configuration.dimension, configuration.hiddenWidth)
-        let b = histories.count
+        let b = history.count
         precondition(embeddingGradient.rows == b && embeddingGradient.columns == d, "user-embedding gradient must be \(b)x\(d)")
         L2Normalize.backward(output: cache.embeddings, norms: cache.norms, gradient: &embeddingGradient)
         DenseLinear.backward(
@@ -136,7 +155,14 @@ public struct UserTower: Sendable, Equatable {
                 }
             }
         }
-        EmbeddingBagMean.backward(outputGradient: cache.historyMeanGradient, bags: histories, into: &gradients.historyEmbedding)
+        switch history {
+        case .bags(let bags):
+            EmbeddingBagMean.backward(outputGradient: cache.historyMeanGradient, bags: bags, into: &gradients.historyEmbedding)
+        case .leaveOneOut(let bags):
+            EmbeddingBagMean.backward(
+                outputGradient: cache.historyMeanGradient, bags: bags, workspace: &cache.groupWorkspace,
+                into: &gradients.historyEmbedding)
+        }
     }
 
     /// Applies one optimizer update (the caller calls `optimizer.beginStep()` first).
@@ -160,6 +186,7 @@ public struct UserTowerCache: Sendable {
     var norms: [Float] = []
     var hiddenGradient = Matrix(rows: 0, columns: 0)
     var historyMeanGradient = Matrix(rows: 0, columns: 0)
+    var groupWorkspace = EmbeddingBagMean.GroupWorkspace()
     public init() {}
 }
 

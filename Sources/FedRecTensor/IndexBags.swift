@@ -43,4 +43,17 @@ public struct IndexBags: Sendable, Equatable {
         indices.append(contentsOf: bag)
         offsets.append(Int32(indices.count))
     }
+
+    /// Appends one bag (contiguous copy; the generic form goes element by element when called across modules).
+    public mutating func append(_ bag: ArraySlice<Int32>) {
+        indices.append(contentsOf: bag)
+        offsets.append(Int32(indices.count))
+    }
+
+    /// Appends one bag made of `first` followed by `second`.
+    public mutating func append(_ first: ArraySlice<Int32>, followedBy second: ArraySlice<Int32>) {
+        indices.append(contentsOf: first)
+        indices.append(contentsOf: second)
+        offsets.append(Int32(indices.count))
+    }
 }

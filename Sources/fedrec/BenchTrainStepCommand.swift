@@ -19,18 +19,37 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
     @Option(help: "User features.") var userFeatures: Int = 30
     @Option(help: "Sampled negatives per step (catalogues above 20,000 items).") var negatives: Int = 2_048
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: ArgumentHelp(
+        "With --known: how batches hold the histories: per-example (one bag per example) or leave-one-out (one group per user).",
+        valueName: "mode"))
+    var historyMode: HistoryMode = .leaveOneOut
+    @Option(help: "Leave-one-out batches: users with this many known items, each example's history all the user's others (replaces --history).")
+    var known: Int?
+    @Option(help: "Leave-one-out batches: examples per user in a batch.") var perUser: Int = 3
+
+    enum HistoryMode: String, ExpressibleByArgument {
+        case perExample = "per-example"
+        case leaveOneOut = "leave-one-out"
+    }
 
     func validate() throws {
-        guard items.allSatisfy({ $0 > history }) else { throw ValidationError("--items must exceed --history") }
+        guard known != nil || items.allSatisfy({ $0 > history }) else { throw ValidationError("--items must exceed --history") }
         guard batch > 0, history >= 0, steps > 0, runs > 0, dimension > 0, negatives > 0 else {
             throw ValidationError("--batch, --steps, --runs, --dimension, --negatives must be positive")
         }
         guard itemFeatures >= 0, userFeatures >= 0 else { throw ValidationError("feature counts must be non-negative") }
+        if let known {
+            guard known > 0, perUser > 0, perUser <= known else {
+                throw ValidationError("--known must be positive and --per-user between 1 and --known")
+            }
+        }
     }
 
     func run() async throws {
         BLAS.setThreadCount(1)
-        print("fedrec bench train-step: batch \(batch), d \(dimension), history \(history), \(itemFeatures) item / \(userFeatures) user features, 1 BLAS thread, median of \(runs) runs x \(steps) steps")
+        let shape = known.map { "\(historyMode.rawValue) histories of \($0 - 1) (\(perUser) examples per user)" }
+            ?? "history \(history)"
+        print("fedrec bench train-step: batch \(batch), d \(dimension), \(shape), \(itemFeatures) item / \(userFeatures) user features, 1 BLAS thread, median of \(runs) runs x \(steps) steps")
         for itemCount in items { measure(itemCount: itemCount) }
     }
 
@@ -38,7 +57,7 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
         var rng = SplitMix64(seed: seed)
         let configuration = TwoTowerConfiguration(
             dimension: dimension, itemCount: itemCount, itemFeatureCount: itemFeatures, userFeatureCount: userFeatures,
-            maxHistory: history, sampledNegatives: negatives)
+            maxHistory: known == nil ? history : nil, sampledNegatives: negatives)
         // Items: 2 genre-like features each; users: 3 one-hot-like features (ml-100k-like sparsity).
         let itemMatrix = SparseMatrix(columns: itemFeatures, rows: (0..<itemCount).map { _ in
             itemFeatures == 0 ? [] : (0..<2).map { _ in (Int(rng.next() % UInt64(itemFeatures)), Float(1)) }
@@ -50,10 +69,31 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
         // Popularity-skewed synthetic items (squared uniform) so unigram sampling has something to model.
         func item() -> Int32 { let u = rng.nextUnitFloat(); return Int32(min(Int(u * u * Float(itemCount)), itemCount - 1)) }
         let batches: [TrainingBatch] = (0..<8).map { _ in
-            var b = TrainingBatch()
-            for _ in 0..<batch {
-                let known = (0...history).map { _ in item() }
-                b.append(known: known, position: history, userRow: Int(rng.next() % UInt64(userCount)), maxHistory: history)
+            guard let known else {
+                var b = TrainingBatch()
+                for _ in 0..<batch {
+                    let known = (0...history).map { _ in item() }
+                    b.append(known: known, position: history, userRow: Int(rng.next() % UInt64(userCount)), maxHistory: history)
+                }
+                return b
+            }
+            // Users with `known` items each; `perUser` of their items are targets, interleaved across users as in a
+            // shuffled epoch. Both modes hold the same examples.
+            var b = TrainingBatch(form: historyMode == .leaveOneOut ? .leaveOneOut : .bags)
+            var users: [(known: [Int32], row: Int, group: Int)] = []
+            while users.count * perUser < batch {
+                let items = (0..<known).map { _ in item() }
+                let row = Int(rng.next() % UInt64(userCount))
+                users.append((items, row, historyMode == .leaveOneOut ? b.appendUser(known: items) : -1))
+            }
+            for e in 0..<batch {
+                let user = users[e % users.count]
+                let position = (e / users.count * 7919) % known  // distinct positions per user while perUser <= known
+                if historyMode == .leaveOneOut {
+                    b.appendExample(group: user.group, position: position, userRow: user.row)
+                } else {
+                    b.append(known: user.known, position: position, userRow: user.row, maxHistory: nil)
+                }
             }
             return b
         }

@@ -195,3 +195,106 @@ extension TwoTowerModel {
         #expect(run() == run())
     }
 }
+
+/// The grouped leave-one-out history form against the per-example bags it stands for.
+@Suite struct LeaveOneOutBatchTests {
+    /// Random users with several examples each in the batch (examples interleaved across users).
+    static func batches(maxHistory: Int?, seed: UInt64) -> (grouped: TrainingBatch, perExample: TrainingBatch) {
+        var rng = SplitMix64(seed: seed)
+        let users: [[Int32]] = [5, 2, 1, 7, 4].map { n in (0..<n).map { _ in Int32(rng.next() % 12) } }
+        var examples: [(user: Int, position: Int)] = []
+        for (u, known) in users.enumerated() { for p in known.indices where u != 3 || p % 2 == 0 { examples.append((u, p)) } }
+        for i in stride(from: examples.count - 1, to: 0, by: -1) { examples.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        var grouped = TrainingBatch(form: .leaveOneOut), perExample = TrainingBatch()
+        var groups: [Int: Int] = [:]
+        for (u, p) in examples {
+            perExample.append(known: users[u], position: p, userRow: u % 3, maxHistory: maxHistory)
+            if let cap = maxHistory, cap < users[u].count - 1 {
+                grouped.append(known: users[u], position: p, userRow: u % 3, maxHistory: maxHistory)
+            } else {
+                let group = groups[u] ?? grouped.appendUser(known: users[u])
+                groups[u] = group
+                grouped.appendExample(group: group, position: p, userRow: u % 3)
+            }
+        }
+        return (grouped, perExample)
+    }
+
+    static func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+        let scale = max(b.map(abs).max() ?? 0, 1e-6)
+        return zip(a, b).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
+    }
+
+    @Test(arguments: [(false, nil), (true, nil), (false, 3), (true, 3)] as [(Bool, Int?)])
+    func lossAndGradientsEqualThePerExamplePath(sampled: Bool, maxHistory: Int?) throws {
+        let fixture = Fixture()
+        let (grouped, perExample) = Self.batches(maxHistory: maxHistory, seed: 21)
+        #expect(grouped.histories == perExample.histories)
+        #expect(grouped.targets == perExample.targets && grouped.userRows == perExample.userRows)
+        let model = TwoTowerModel(configuration: fixture.configuration, seed: 17)
+        let sampler = NegativeSampler(proposal: .uniform, itemFrequencies: [Int](repeating: 1, count: 12), sampleCount: 6)
+        let negatives = sampled ? NegativeSample(items: [1, 1, 6, 10, 5, 0], logExpectedCounts: sampler.logExpectedCounts) : nil
+        let a = model.lossAndGradients(
+            batch: grouped, itemFeatures: fixture.itemFeatures, userFeatures: fixture.userFeatures, negatives: negatives)
+        let b = model.lossAndGradients(
+            batch: perExample, itemFeatures: fixture.itemFeatures, userFeatures: fixture.userFeatures, negatives: negatives)
+        #expect(abs(a.loss - b.loss) <= 1e-5 * abs(b.loss))
+        let (ga, gb) = (a.gradients.named, b.gradients.named)
+        for name in ModelGradientTests.names {
+            let x = try #require(ga[name]), y = try #require(gb[name])
+            let error = Self.relativeError(x.storage, y.storage)
+            #expect(error <= 1e-5, "\(name): relative error \(error)")
+        }
+        // The same rows move under a lazy optimizer.
+        #expect(Set(a.gradients.user.historyEmbedding.rowIndices) == Set(b.gradients.user.historyEmbedding.rowIndices))
+    }
+
+    @Test func singleKnownItemGivesAZeroMean() {
+        let configuration = TwoTowerConfiguration(dimension: 6, hiddenWidth: 8, itemCount: 12)
+        let tower = UserTower(configuration: configuration, seed: 3)
+        var batch = TrainingBatch(form: .leaveOneOut)
+        let lone = batch.appendUser(known: [7])
+        let pair = batch.appendUser(known: [2, 9])
+        batch.appendExample(group: lone, position: 0, userRow: 0)
+        batch.appendExample(group: pair, position: 1, userRow: 1)
+        var cache = UserTowerCache()
+        tower.forward(history: batch.history, userFeatures: nil, userRows: batch.userRows, cache: &cache)
+        // Zero mean, zero (initial) biases: the zero embedding, as for an empty per-example bag.
+        #expect(cache.embeddings.row(0).allSatisfy { $0 == 0 })
+        let reference = tower.embeddings(histories: IndexBags([[], [2]]), userFeatures: nil, userRows: nil)
+        #expect(Self.relativeError(cache.embeddings.storage, reference.storage) <= 1e-6)
+        // No gradient reaches the lone user's item.
+        var gradients = UserTowerGradients(configuration: configuration)
+        var upstream = Matrix(rows: 2, columns: 6, storage: (0..<12).map { Float($0) - 5 })
+        tower.backward(embeddingGradient: &upstream, history: batch.history, cache: &cache, into: &gradients)
+        #expect(gradients.historyEmbedding.existingSlot(for: 7) == nil)
+        #expect(gradients.historyEmbedding.existingSlot(for: 9) == nil)
+        #expect(gradients.historyEmbedding.existingSlot(for: 2) != nil)
+    }
+
+    /// The trainer's grouped batches train exactly as per-example batches would, up to float rounding.
+    @Test(arguments: [nil, 3] as [Int?]) func trainerGroupedEpochMatchesPerExampleSteps(maxHistory: Int?) {
+        let users = ModelTests.clusteredUsers(items: 30, users: 6, clusters: 3, perUser: 5, seed: 8)
+        var configuration = TwoTowerConfiguration(dimension: 8, hiddenWidth: 8, itemCount: 30)
+        configuration.maxHistory = maxHistory
+        let model = TwoTowerModel(configuration: configuration, seed: 3)
+        var trainer = Trainer(model: model, optimizer: .sgd(learningRate: 0.1), seed: 4)
+        let statistics = trainer.trainEpoch(users: users, itemFeatures: .empty(rows: 30), userFeatures: nil, batchSize: 64)
+        // One batch holds every example; replay it as per-example bags in the trainer's shuffled order.
+        var rng = SplitMix64(seed: 4)
+        var examples: [(Int, Int)] = []
+        for (u, user) in users.enumerated() { for p in user.known.indices { examples.append((u, p)) } }
+        for i in stride(from: examples.count - 1, to: 0, by: -1) { examples.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        var batch = TrainingBatch()
+        for (u, p) in examples {
+            batch.append(known: users[u].known, position: p, userRow: users[u].userIndex, maxHistory: maxHistory)
+        }
+        var reference = Trainer(model: model, optimizer: .sgd(learningRate: 0.1), seed: 4)
+        let loss = reference.step(batch: batch, itemFeatures: .empty(rows: 30), userFeatures: nil).loss
+        #expect(statistics.batches == 1)
+        #expect(abs(statistics.meanLoss - loss) <= 1e-5 * loss)
+        for (x, y) in zip(trainer.model.namedParameters, reference.model.namedParameters) {
+            #expect(Self.relativeError(x.value.storage, y.value.storage) <= 1e-5, "\(x.name)")
+        }
+    }
+}

@@ -24,6 +24,77 @@ import Testing
         #expect(error < Self.tolerance)
     }
 
+    /// Groups with several examples each, a repeated item (counted per occurrence), a single-item group (empty
+    /// bag), a group with one example (its left-out row is in no bag) and a group with nothing left out.
+    static func leaveOneOutBags() -> LeaveOneOutBags {
+        var bags = LeaveOneOutBags()
+        let a = bags.appendGroup([0, 3, 5, 3, 6])
+        let b = bags.appendGroup([2])
+        let c = bags.appendGroup([1, 4, 6])
+        let d = bags.appendGroup([5, 2])
+        bags.appendExample(group: a, excluding: 1)
+        bags.appendExample(group: b, excluding: 0)
+        bags.appendExample(group: a, excluding: 4)
+        bags.appendExample(group: c, excluding: 2)
+        bags.appendExample(group: a, excluding: 3)
+        bags.appendExample(group: d, excluding: nil)
+        bags.appendExample(group: a, excluding: 1)
+        return bags
+    }
+
+    @Test func leaveOneOutBagsMaterialise() {
+        let bags = Self.leaveOneOutBags()
+        let expected: [[Int32]] = [[0, 5, 3, 6], [], [0, 3, 5, 3], [1, 4], [0, 3, 5, 6], [5, 2], [0, 5, 3, 6]]
+        #expect(bags.perExampleBags == IndexBags(expected))
+        #expect((0..<bags.count).map { bags.excludedItem($0) } == [3, 2, 6, 6, 3, nil, 3])
+    }
+
+    /// The grouped pass equals the per-example pass on the materialised bags (values and touched rows).
+    @Test func embeddingBagMeanLeaveOneOutEqualsPerExample() {
+        var rng = SplitMix64(seed: 11)
+        let table = randomMatrix(7, 5, &rng)
+        let bags = Self.leaveOneOutBags()
+        let perExample = bags.perExampleBags
+        let w = randomMatrix(bags.count, 5, &rng)
+        var workspace = EmbeddingBagMean.GroupWorkspace()
+        var grouped = Matrix(rows: 0, columns: 0), reference = Matrix(rows: 0, columns: 0)
+        EmbeddingBagMean.forward(table: table, bags: bags, workspace: &workspace, into: &grouped)
+        EmbeddingBagMean.forward(table: table, bags: perExample, into: &reference)
+        #expect(grouped.row(1) == [0, 0, 0, 0, 0])
+        #expect(grouped.row(5) == reference.row(5))  // nothing left out: the same operations
+        for (x, y) in zip(grouped.storage, reference.storage) { #expect(abs(x - y) <= 1e-5 * max(1, abs(y))) }
+        var g = RowSparseGradient(tableRows: 7, columns: 5), h = RowSparseGradient(tableRows: 7, columns: 5)
+        EmbeddingBagMean.backward(outputGradient: w, bags: bags, workspace: &workspace, into: &g)
+        EmbeddingBagMean.backward(outputGradient: w, bags: perExample, into: &h)
+        #expect(Set(g.rowIndices) == Set(h.rowIndices))
+        for (x, y) in zip(g.dense().storage, h.dense().storage) { #expect(abs(x - y) <= 1e-5 * max(1, abs(y))) }
+        // Group c has one example leaving out item 6, which is in group a's bags: touched. A lone example whose
+        // left-out item occurs once and nowhere else leaves that row untouched.
+        var lone = LeaveOneOutBags()
+        lone.appendExample(group: lone.appendGroup([1, 4, 2]), excluding: 2)
+        var l = RowSparseGradient(tableRows: 7, columns: 5)
+        EmbeddingBagMean.backward(outputGradient: randomMatrix(1, 5, &rng), bags: lone, workspace: &workspace, into: &l)
+        #expect(Set(l.rowIndices) == [1, 4])
+    }
+
+    @Test func embeddingBagMeanLeaveOneOut() {
+        var rng = SplitMix64(seed: 12)
+        let table = randomMatrix(7, 5, &rng)
+        let bags = Self.leaveOneOutBags()
+        let w = randomMatrix(bags.count, 5, &rng)
+        var workspace = EmbeddingBagMean.GroupWorkspace()
+        var g = RowSparseGradient(tableRows: 7, columns: 5)
+        EmbeddingBagMean.backward(outputGradient: w, bags: bags, workspace: &workspace, into: &g)
+        let error = maxGradientError(at: table.storage, analytic: g.dense().storage) { x in
+            var y = Matrix(rows: 0, columns: 0)
+            var scratch = EmbeddingBagMean.GroupWorkspace()
+            EmbeddingBagMean.forward(
+                table: Matrix(rows: 7, columns: 5, storage: x), bags: bags, workspace: &scratch, into: &y)
+            return weightedSum(y.storage, w.storage)
+        }
+        #expect(error < Self.tolerance)
+    }
+
     @Test(arguments: [false, true]) func sparseLinear(selectRows: Bool) {
         var rng = SplitMix64(seed: 2)
         let x = randomSparse(rows: 6, columns: 9, perRow: 3, &rng)
