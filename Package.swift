@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "FedRecData", targets: ["FedRecData"]),
         .library(name: "FedRecModel", targets: ["FedRecModel"]),
         .library(name: "FedRecEvaluation", targets: ["FedRecEvaluation"]),
+        .library(name: "FedRecFederation", targets: ["FedRecFederation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -68,6 +69,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Federation (strategies, sampling, round state machine, client training: pure logic, no I/O)
+        .target(
+            name: "FedRecFederation",
+            dependencies: ["FedRecModel", "FedRecSecurity", "FedRecTensor", "FedRecData"],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Command-line interface
         .executableTarget(
             name: "fedrec",
@@ -87,6 +95,11 @@ let package = Package(
         .testTarget(
             name: "FedRecSecurityTests",
             dependencies: ["FedRecSecurity"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecFederationTests",
+            dependencies: ["FedRecFederation", "FedRecModel", "FedRecData", "FedRecTensor", "FedRecSecurity"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

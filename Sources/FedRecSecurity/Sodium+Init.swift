@@ -21,3 +21,14 @@ enum Sodium {
         }
     }
 }
+
+extension Sodium {
+    /// Throws `invalidLength` unless `count == expected`.
+    static func checkLength(_ count: Int, _ expected: Int, _ what: String) throws {
+        guard count == expected else {
+            throw SecurityError(code: .invalidLength, message: "\(what) must be \(expected) bytes, got \(count)")
+        }
+    }
+}
+
+extension SecureBytes: ContiguousBytes {}

@@ -1,0 +1,175 @@
+public import FedRecData
+public import FedRecModel
+public import FedRecTensor
+
+/// Hyper-parameters of a client's local training.
+public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
+    /// Passes over the client's examples per round (E).
+    public var localEpochs: Int
+    /// Mini-batch size (B); a client with fewer examples takes one batch.
+    public var batchSize: Int
+    /// Local optimizer (fresh state every round: clients keep nothing between rounds).
+    public var optimizer: OptimizerConfiguration
+    /// FedProx proximal coefficient mu (`mu/2 ||w - w_global||^2` added to the local loss); 0 disables it.
+    public var proximalMu: Float
+    /// Upper bound on local steps per round (nil: none), to bound a heavy client's work.
+    public var maximumSteps: Int?
+
+    public init(
+        localEpochs: Int = 1, batchSize: Int = 32, optimizer: OptimizerConfiguration = .sgd(learningRate: 0.5),
+        proximalMu: Float = 0, maximumSteps: Int? = nil
+    ) {
+        precondition(localEpochs > 0, "local epochs must be positive")
+        precondition(batchSize > 0, "batch size must be positive")
+        precondition(proximalMu >= 0 && proximalMu.isFinite, "proximal mu must be non-negative")
+        precondition(maximumSteps.map { $0 > 0 } ?? true, "maximum steps must be positive")
+        self.localEpochs = localEpochs
+        self.batchSize = batchSize
+        self.optimizer = optimizer
+        self.proximalMu = proximalMu
+        self.maximumSteps = maximumSteps
+    }
+}
+
+/// Local training of one virtual client at a time. One trainer serves any number of virtual clients in turn:
+/// its buffers (batch, forward/backward workspace, gradients) are reused, so a virtual client costs only its
+/// own data between rounds.
+///
+/// Examples are the user's leave-one-out pairs (target = one known item, history = the other known items, cut
+/// to `maxHistory`), trained with full softmax against the FIXED item-embedding matrix of the round.
+public struct ClientTrainer: Sendable {
+    public let configuration: ClientTrainingConfiguration
+    private var workspace = UserStepWorkspace()
+    private var gradients: UserTowerGradients?
+    private var stepItemGradient = Matrix(rows: 0, columns: 0)
+    private var itemGradientSum = Matrix(rows: 0, columns: 0)
+    private var batch = TrainingBatch(form: .leaveOneOut)
+    private var order: [Int32] = []
+
+    public init(configuration: ClientTrainingConfiguration) {
+        self.configuration = configuration
+    }
+
+    /// Trains a copy of `globalUserTower` on `user`'s examples and returns its update. `seed` drives the example
+    /// order (derive it from the run seed, round and client). A user with no known items gives an update with
+    /// `exampleCount == 0` (which validation rejects).
+    public mutating func train(
+        globalUserTower global: UserTower, itemEmbeddings: Matrix, user: FoldUser, userFeatures: SparseMatrix?,
+        seed: UInt64
+    ) -> ClientUpdate {
+        let config = global.configuration
+        precondition(
+            !config.usesSampledSoftmax,
+            "federated clients train with full softmax (catalogue above the sampled-softmax threshold)")
+        precondition(
+            itemEmbeddings.rows == config.itemCount && itemEmbeddings.columns == config.dimension,
+            "item embeddings must be \(config.itemCount)x\(config.dimension)")
+        if gradients == nil || gradients!.hiddenWeight.rows != config.userInputWidth
+            || gradients!.historyEmbedding.tableRows != config.itemCount
+        {
+            gradients = UserTowerGradients(configuration: config)
+        }
+        var gradients = self.gradients.take()!
+        defer { self.gradients = gradients }
+        itemGradientSum.reshape(rows: config.itemCount, columns: config.dimension, zeroed: true)
+        stepItemGradient.reshape(rows: config.itemCount, columns: config.dimension)
+
+        var local = global
+        var optimizer = Optimizer(configuration: configuration.optimizer)
+        var rng = SplitMix64(seed: seed)
+        let n = user.known.count
+        order.removeAll(keepingCapacity: true)
+        order.append(contentsOf: (0..<Int32(n)))
+        let uncut = config.maxHistory.map { $0 >= n - 1 } ?? true
+        var lossSum = 0.0
+        var processed = 0
+        var steps = 0
+        training: for _ in 0..<configuration.localEpochs {
+            if n > 1 {
+                for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            }
+            var start = 0
+            while start < n {
+                if let maximum = configuration.maximumSteps, steps >= maximum { break training }
+                let end = min(start + configuration.batchSize, n)
+                batch.removeAll(form: .leaveOneOut)
+                if uncut {
+                    let group = batch.appendUser(known: user.known)
+                    for position in order[start..<end] {
+                        batch.appendExample(group: group, position: Int(position), userRow: user.userIndex)
+                    }
+                } else {
+                    for position in order[start..<end] {
+                        batch.append(
+                            known: user.known, position: Int(position), userRow: user.userIndex,
+                            maxHistory: config.maxHistory)
+                    }
+                }
+                gradients.reset()
+                let loss = local.lossAndGradients(
+                    batch: batch, userFeatures: userFeatures, itemEmbeddings: itemEmbeddings,
+                    candidates: .full(targets: batch.targets), gradients: &gradients,
+                    itemEmbeddingGradient: &stepItemGradient, workspace: &workspace)
+                let b = end - start
+                lossSum += Double(loss) * Double(b)
+                // Example-weighted accumulation of the item-embedding gradient of this step's mean loss.
+                let weight = Float(b)
+                itemGradientSum.storage.withUnsafeMutableBufferPointer { sum in
+                    stepItemGradient.storage.withUnsafeBufferPointer { g in
+                        for i in 0..<sum.count { sum[i] += weight * g[i] }
+                    }
+                }
+                if configuration.proximalMu > 0 {
+                    Self.addProximalGradient(mu: configuration.proximalMu, local: local, global: global, to: &gradients)
+                }
+                optimizer.beginStep()
+                local.apply(gradients, optimizer: &optimizer)
+                processed += b
+                steps += 1
+                start = end
+            }
+        }
+        if processed > 0 {
+            let scale = 1 / Float(processed)
+            itemGradientSum.storage.withUnsafeMutableBufferPointer { sum in
+                for i in 0..<sum.count { sum[i] *= scale }
+            }
+        }
+        return ClientUpdate(
+            userTowerDelta: local.delta(from: global), itemEmbeddingGradient: .dense(itemGradientSum),
+            exampleCount: n, meanLoss: processed > 0 ? Float(lossSum / Double(processed)) : 0)
+    }
+
+    /// Adds `mu (w - w_global)` to every dense gradient, and to the touched rows of the history-embedding
+    /// gradient (only touched rows ever move, and every step of one user touches the same rows, so this is
+    /// the exact proximal gradient on the rows that differ).
+    static func addProximalGradient(
+        mu: Float, local: UserTower, global: UserTower, to gradients: inout UserTowerGradients
+    ) {
+        func add(_ g: inout Matrix, _ w: Matrix, _ w0: Matrix) {
+            g.storage.withUnsafeMutableBufferPointer { gs in
+                w.storage.withUnsafeBufferPointer { ws in
+                    w0.storage.withUnsafeBufferPointer { w0s in
+                        for i in 0..<gs.count { gs[i] += mu * (ws[i] - w0s[i]) }
+                    }
+                }
+            }
+        }
+        add(&gradients.hiddenWeight, local.hiddenWeight, global.hiddenWeight)
+        add(&gradients.hiddenBias, local.hiddenBias, global.hiddenBias)
+        add(&gradients.outputWeight, local.outputWeight, global.outputWeight)
+        add(&gradients.outputBias, local.outputBias, global.outputBias)
+        let d = local.historyEmbedding.columns
+        let rows = gradients.historyEmbedding.rowIndices
+        gradients.historyEmbedding.withUnsafeMutableValues { gs in
+            local.historyEmbedding.storage.withUnsafeBufferPointer { ws in
+                global.historyEmbedding.storage.withUnsafeBufferPointer { w0s in
+                    for (slot, row) in rows.enumerated() {
+                        let r = Int(row) * d
+                        for j in 0..<d { gs[slot * d + j] += mu * (ws[r + j] - w0s[r + j]) }
+                    }
+                }
+            }
+        }
+    }
+}

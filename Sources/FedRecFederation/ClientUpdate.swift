@@ -1,0 +1,212 @@
+public import FedRecTensor
+
+/// A client's gradient w.r.t. the item-embedding matrix it was sent.
+public enum ItemEmbeddingGradient: Sendable, Equatable {
+    /// Every row (full softmax touches the whole catalogue).
+    case dense(Matrix)
+    /// Only some rows (sampled softmax, or a client that scored a subset).
+    case rowSparse(RowSparseGradient)
+
+    public var rows: Int {
+        switch self {
+        case .dense(let m): m.rows
+        case .rowSparse(let g): g.tableRows
+        }
+    }
+
+    public var columns: Int {
+        switch self {
+        case .dense(let m): m.columns
+        case .rowSparse(let g): g.columns
+        }
+    }
+
+    /// The stored values (dense: all; row-sparse: the touched rows).
+    public var storedValues: [Float] {
+        switch self {
+        case .dense(let m): m.storage
+        case .rowSparse(let g): g.values
+        }
+    }
+
+    /// `target += weight * self`.
+    public func add(scaledBy weight: Float, to target: inout Matrix) {
+        precondition(target.rows == rows && target.columns == columns, "item-embedding gradient shape")
+        switch self {
+        case .dense(let m):
+            target.storage.withUnsafeMutableBufferPointer { t in
+                m.storage.withUnsafeBufferPointer { s in
+                    for i in 0..<t.count { t[i] += weight * s[i] }
+                }
+            }
+        case .rowSparse(let g):
+            let d = g.columns
+            target.storage.withUnsafeMutableBufferPointer { t in
+                g.values.withUnsafeBufferPointer { s in
+                    for (slot, row) in g.rowIndices.enumerated() {
+                        for j in 0..<d { t[Int(row) * d + j] += weight * s[slot * d + j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A dense copy.
+    public var dense: Matrix {
+        switch self {
+        case .dense(let m): m
+        case .rowSparse(let g): g.dense()
+        }
+    }
+}
+
+/// What a client returns for one round.
+public struct ClientUpdate: Sendable, Equatable {
+    /// `local - global` user-tower parameters, flattened in `ParameterLayout.userTower` order.
+    public var userTowerDelta: [Float]
+    /// Example-weighted mean over the client's local steps of the gradient of its mean loss w.r.t. the
+    /// (fixed) item-embedding matrix.
+    public var itemEmbeddingGradient: ItemEmbeddingGradient
+    /// Distinct local examples (the aggregation weight).
+    public var exampleCount: Int
+    /// Example-weighted mean data loss over the local steps (without the proximal term).
+    public var meanLoss: Float
+
+    public init(
+        userTowerDelta: [Float], itemEmbeddingGradient: ItemEmbeddingGradient, exampleCount: Int, meanLoss: Float
+    ) {
+        self.userTowerDelta = userTowerDelta
+        self.itemEmbeddingGradient = itemEmbeddingGradient
+        self.exampleCount = exampleCount
+        self.meanLoss = meanLoss
+    }
+}
+
+/// Checks an untrusted update before it reaches the aggregate.
+public struct UpdateValidator: Sendable, Hashable {
+    public var layout: ParameterLayout
+    /// Shape of the item-embedding matrix (catalogue x d).
+    public var itemRows: Int
+    public var dimension: Int
+    /// Upper bound on the L2 norm of the user-tower delta (nil: none).
+    public var maximumDeltaNorm: Double?
+    /// Upper bound on the L2 norm of the item-embedding gradient (nil: none).
+    public var maximumItemGradientNorm: Double?
+    /// Upper bound on the example count (nil: none); a client cannot buy weight by claiming many examples.
+    public var maximumExampleCount: Int?
+
+    public init(
+        layout: ParameterLayout, itemRows: Int, dimension: Int, maximumDeltaNorm: Double? = nil,
+        maximumItemGradientNorm: Double? = nil, maximumExampleCount: Int? = nil
+    ) {
+        self.layout = layout
+        self.itemRows = itemRows
+        self.dimension = dimension
+        self.maximumDeltaNorm = maximumDeltaNorm
+        self.maximumItemGradientNorm = maximumItemGradientNorm
+        self.maximumExampleCount = maximumExampleCount
+    }
+
+    /// Throws a `FederationError` naming `client` and `round` for the first problem found: shape, example count,
+    /// non-finite values, norm bounds (in that order).
+    public func validate(_ update: ClientUpdate, client: ClientID, round: Int) throws {
+        func fail(_ code: FederationError.Code, _ message: String) -> FederationError {
+            FederationError(code: code, message: message, client: client, round: round)
+        }
+        guard update.userTowerDelta.count == layout.count else {
+            throw fail(
+                .wrongShape, "user-tower delta has \(update.userTowerDelta.count) values, expected \(layout.count)")
+        }
+        let g = update.itemEmbeddingGradient
+        guard g.rows == itemRows, g.columns == dimension else {
+            throw fail(
+                .wrongShape, "item-embedding gradient is \(g.rows)x\(g.columns), expected \(itemRows)x\(dimension)")
+        }
+        if case .rowSparse(let sparse) = g {
+            guard sparse.values.count == sparse.rowIndices.count * dimension,
+                sparse.rowIndices.allSatisfy({ $0 >= 0 && Int($0) < itemRows })
+            else { throw fail(.wrongShape, "row-sparse item-embedding gradient is inconsistent") }
+        }
+        guard update.exampleCount > 0 else {
+            throw fail(.noExamples, "example count \(update.exampleCount) must be positive")
+        }
+        if let maximum = maximumExampleCount, update.exampleCount > maximum {
+            throw fail(.tooManyExamples, "example count \(update.exampleCount) exceeds \(maximum)")
+        }
+        guard FlatVector.isFinite(update.userTowerDelta) else {
+            throw fail(.nonFinite, "user-tower delta is not finite")
+        }
+        guard FlatVector.isFinite(g.storedValues) else {
+            throw fail(.nonFinite, "item-embedding gradient is not finite")
+        }
+        guard update.meanLoss.isFinite else { throw fail(.nonFinite, "mean loss is not finite") }
+        if let maximum = maximumDeltaNorm {
+            let norm = FlatVector.l2Norm(update.userTowerDelta)
+            guard norm <= maximum else { throw fail(.normTooLarge, "user-tower delta norm \(norm) exceeds \(maximum)") }
+        }
+        if let maximum = maximumItemGradientNorm {
+            let norm = FlatVector.l2Norm(g.storedValues)
+            guard norm <= maximum else {
+                throw fail(.normTooLarge, "item-embedding gradient norm \(norm) exceeds \(maximum)")
+            }
+        }
+    }
+}
+
+/// The example-weighted mean of a round's accepted updates.
+public struct AggregateUpdate: Sendable, Equatable {
+    /// `sum_k n_k delta_k / sum_k n_k`.
+    public var meanDelta: [Float]
+    /// `sum_k n_k g_k / sum_k n_k`.
+    public var meanItemEmbeddingGradient: Matrix
+    /// `sum_k n_k`.
+    public var exampleCount: Int
+    /// Example-weighted mean of the clients' mean losses.
+    public var meanLoss: Double
+    /// Contributors, in order of arrival.
+    public var participants: [ClientID]
+}
+
+/// Streaming weighted sum: memory is one update's size whatever the cohort size.
+public struct WeightedAggregator: Sendable {
+    public let deltaCount: Int
+    public let itemRows: Int
+    public let dimension: Int
+    private var deltaSum: [Float]
+    private var itemGradientSum: Matrix
+    private var lossSum: Double = 0
+    public private(set) var exampleCount = 0
+    public private(set) var participants: [ClientID] = []
+
+    public init(deltaCount: Int, itemRows: Int, dimension: Int) {
+        self.deltaCount = deltaCount
+        self.itemRows = itemRows
+        self.dimension = dimension
+        deltaSum = [Float](repeating: 0, count: deltaCount)
+        itemGradientSum = Matrix(rows: itemRows, columns: dimension)
+    }
+
+    /// Adds a (validated) update with weight `exampleCount`.
+    public mutating func add(_ update: ClientUpdate, from client: ClientID) {
+        precondition(update.userTowerDelta.count == deltaCount, "validate updates before aggregating them")
+        let weight = Float(update.exampleCount)
+        FlatVector.add(update.userTowerDelta, scaledBy: weight, to: &deltaSum)
+        update.itemEmbeddingGradient.add(scaledBy: weight, to: &itemGradientSum)
+        lossSum += Double(update.meanLoss) * Double(update.exampleCount)
+        exampleCount += update.exampleCount
+        participants.append(client)
+    }
+
+    /// The weighted means, or nil when nothing was added.
+    public func result() -> AggregateUpdate? {
+        guard exampleCount > 0 else { return nil }
+        let scale = 1 / Float(exampleCount)
+        var gradient = itemGradientSum
+        gradient.storage.withUnsafeMutableBufferPointer { g in
+            for i in 0..<g.count { g[i] *= scale }
+        }
+        return AggregateUpdate(
+            meanDelta: deltaSum.map { $0 * scale }, meanItemEmbeddingGradient: gradient, exampleCount: exampleCount,
+            meanLoss: lossSum / Double(exampleCount), participants: participants)
+    }
+}

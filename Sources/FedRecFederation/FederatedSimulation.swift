@@ -1,0 +1,177 @@
+public import FedRecData
+public import FedRecModel
+public import FedRecTensor
+
+/// What a federated run trains on: one virtual client per user.
+public struct FederatedDataset: Sendable {
+    /// Each user's known items (what its client holds) in the fold trained on.
+    public var users: [FoldUser]
+    /// Item features as the model sees them (the coordinator's, never sent to clients).
+    public var itemFeatures: SparseMatrix
+    /// User features (row = user index) as the model sees them; nil when the model takes none.
+    public var userFeatures: SparseMatrix?
+
+    public init(users: [FoldUser], itemFeatures: SparseMatrix, userFeatures: SparseMatrix?) {
+        self.users = users
+        self.itemFeatures = itemFeatures
+        self.userFeatures = userFeatures
+    }
+
+    /// The users of `fold` of `dataset`, with the features `configuration` uses.
+    public init(dataset: Dataset, fold: Fold, configuration: TwoTowerConfiguration) {
+        self.init(
+            users: dataset.split.fold(fold).filter { !$0.known.isEmpty },
+            itemFeatures: configuration.itemFeatureCount == 0
+                ? .empty(rows: dataset.itemIDs.count) : dataset.itemFeatures,
+            userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
+    }
+}
+
+/// Settings of a simulated federated run.
+public struct FederatedSimulationConfiguration: Sendable {
+    public var model: TwoTowerConfiguration
+    public var client: ClientTrainingConfiguration
+    public var server: ServerOptimizerConfiguration
+    /// Optimizer of the central item-tower step.
+    public var itemOptimizer: OptimizerConfiguration
+    public var cohort: CohortSelection
+    /// Fewest updates that make a round (a simulated round always gets its whole cohort).
+    public var minimumClients: Int
+    /// Evaluate every this many rounds (and after the last); 0: never.
+    public var evaluationInterval: Int
+    /// Bounds checked on every update (nil: none).
+    public var maximumDeltaNorm: Double?
+    public var seed: UInt64
+
+    public init(
+        model: TwoTowerConfiguration, client: ClientTrainingConfiguration = .init(),
+        server: ServerOptimizerConfiguration = .fedAvg,
+        itemOptimizer: OptimizerConfiguration = .adam(learningRate: 0.005),
+        cohort: CohortSelection = .count(32), minimumClients: Int = 1, evaluationInterval: Int = 10,
+        maximumDeltaNorm: Double? = nil, seed: UInt64 = 1
+    ) {
+        self.model = model
+        self.client = client
+        self.server = server
+        self.itemOptimizer = itemOptimizer
+        self.cohort = cohort
+        self.minimumClients = minimumClients
+        self.evaluationInterval = evaluationInterval
+        self.maximumDeltaNorm = maximumDeltaNorm
+        self.seed = seed
+    }
+}
+
+/// Figures of one simulated round.
+public struct SimulatedRound: Sendable, Equatable {
+    public var round: Int
+    public var participants: Int
+    public var examples: Int
+    /// Example-weighted mean local loss of the participants.
+    public var meanLoss: Double
+    /// The caller's metric (validation Recall@20) when evaluated this round.
+    public var evaluation: Double?
+    /// Updates refused by validation (logged, excluded).
+    public var rejected: [FederationError]
+    public var seconds: Double
+}
+
+/// The outcome of `FederatedSimulation.run`.
+public struct FederatedSimulationResult: Sendable {
+    public var server: FederatedServer
+    public var rounds: [SimulatedRound]
+    public var model: TwoTowerModel { server.model }
+}
+
+/// In-process, single-threaded federated training for experiments: per round, sample a cohort of users (one
+/// virtual client each), train each locally, aggregate through the same `RoundStateMachine` the coordinator
+/// uses, apply the server optimizer and the central item step. Deterministic under `configuration.seed`
+/// (given a deterministic `evaluate`).
+public enum FederatedSimulation {
+    /// Runs `rounds` rounds from `initialModel` (nil: `TwoTowerModel(configuration:seed:)`). `evaluate` scores the
+    /// current model (e.g. validation Recall@20); `progress` sees every round.
+    public static func run(
+        dataset: FederatedDataset, configuration: FederatedSimulationConfiguration, rounds: Int,
+        initialModel: TwoTowerModel? = nil, evaluate: ((TwoTowerModel) -> Double)? = nil,
+        progress: (SimulatedRound) -> Void = { _ in }
+    ) -> FederatedSimulationResult {
+        precondition(rounds >= 0, "rounds must be non-negative")
+        precondition(!dataset.users.isEmpty, "no users to federate")
+        let model = initialModel ?? TwoTowerModel(configuration: configuration.model, seed: configuration.seed)
+        precondition(model.configuration == configuration.model, "initial model has another configuration")
+        var server = FederatedServer(
+            model: model, itemFeatures: dataset.itemFeatures, serverOptimizer: configuration.server,
+            itemOptimizer: configuration.itemOptimizer)
+        let sampler = ClientSampler(selection: configuration.cohort, seed: configuration.seed &+ 0x5EED)
+        let validator = UpdateValidator(
+            layout: server.layout, itemRows: configuration.model.itemCount, dimension: configuration.model.dimension,
+            maximumDeltaNorm: configuration.maximumDeltaNorm)
+        var machine = RoundStateMachine<SimulatedInstant>(
+            configuration: .init(
+                minimumClients: configuration.minimumClients, roundTimeout: .seconds(3600), maximumAttempts: 100,
+                validator: validator))
+        var trainer = ClientTrainer(configuration: configuration.client)
+        let ids = dataset.users.map { ClientID($0.userIndex) }
+        var userOfID: [ClientID: Int] = [:]
+        for (i, id) in ids.enumerated() { userOfID[id] = i }
+        var reports: [SimulatedRound] = []
+        let clock = ContinuousClock()
+
+        var completed = 0
+        while completed < rounds {
+            let started = clock.now
+            let round = machine.currentRound!
+            let attempt = machine.currentAttempt!
+            let cohort = sampler.cohort(round: round, attempt: attempt, from: ids)
+            var rejected: [FederationError] = []
+            var result: RoundStateMachine<SimulatedInstant>.RoundResult?
+            var action = machine.openRound(cohort: cohort, now: SimulatedInstant())
+            if case .startRound = action {
+                for id in cohort {
+                    let user = dataset.users[userOfID[id]!]
+                    let seed = SplitMix64.stream(
+                        seed: configuration.seed, index: UInt64(round) << 32 | UInt64(user.userIndex)
+                    ).state
+                    let update = trainer.train(
+                        globalUserTower: server.userTower, itemEmbeddings: server.itemEmbeddings, user: user,
+                        userFeatures: dataset.userFeatures, seed: seed)
+                    action = machine.receiveUpdate(update, from: id, round: round)
+                }
+            }
+            switch action {
+            case .closeRound(let r):
+                result = r
+                rejected += r.rejections
+            case .retryRound(_, _, let reason, let rejections): rejected += rejections + [reason]
+            case .fail(let error): preconditionFailure("simulation failed: \(error)")
+            default: preconditionFailure("round \(round) did not close after every member answered")
+            }
+            guard let result else { continue }  // retried with another cohort (e.g. an empty Poisson draw)
+            server.apply(result.aggregate)
+            completed += 1
+            var evaluation: Double? = nil
+            if let evaluate, configuration.evaluationInterval > 0,
+                completed % configuration.evaluationInterval == 0 || completed == rounds
+            {
+                evaluation = evaluate(server.model)
+            }
+            let report = SimulatedRound(
+                round: round, participants: result.aggregate.participants.count,
+                examples: result.aggregate.exampleCount,
+                meanLoss: result.aggregate.meanLoss, evaluation: evaluation, rejected: rejected,
+                seconds: Double((clock.now - started) / .milliseconds(1)) / 1000)
+            reports.append(report)
+            progress(report)
+        }
+        return FederatedSimulationResult(server: server, rounds: reports)
+    }
+}
+
+/// A clock-free instant for simulations and tests of the round machine: a duration since an arbitrary origin.
+public struct SimulatedInstant: InstantProtocol, Sendable {
+    public var offset: Duration
+    public init(offset: Duration = .zero) { self.offset = offset }
+    public func advanced(by duration: Duration) -> SimulatedInstant { SimulatedInstant(offset: offset + duration) }
+    public func duration(to other: SimulatedInstant) -> Duration { other.offset - offset }
+    public static func < (lhs: SimulatedInstant, rhs: SimulatedInstant) -> Bool { lhs.offset < rhs.offset }
+}

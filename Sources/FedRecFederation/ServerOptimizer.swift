@@ -1,0 +1,137 @@
+public import FedRecModel
+public import FedRecTensor
+
+/// How the coordinator applies the mean client delta to the global user tower (Reddi et al. 2021,
+/// "Adaptive Federated Optimization", Algorithm 2; FedAvg is `x += eta * delta`).
+public enum ServerOptimizerConfiguration: Sendable, Hashable, Codable {
+    /// `x += learningRate * delta` (learning rate 1: McMahan et al.'s FedAvg).
+    case fedAvg(learningRate: Float)
+    /// `m = b1 m + (1-b1) delta; v = b2 v + (1-b2) delta^2; x += eta m / (sqrt(v) + tau)`.
+    case fedAdam(learningRate: Float, beta1: Float, beta2: Float, tau: Float)
+    /// As FedAdam with Yogi's `v = v - (1-b2) delta^2 sign(v - delta^2)`.
+    case fedYogi(learningRate: Float, beta1: Float, beta2: Float, tau: Float)
+
+    public static let fedAvg = ServerOptimizerConfiguration.fedAvg(learningRate: 1)
+    public static func fedAdam(learningRate: Float = 0.01, tau: Float = 1e-3) -> ServerOptimizerConfiguration {
+        .fedAdam(learningRate: learningRate, beta1: 0.9, beta2: 0.99, tau: tau)
+    }
+    public static func fedYogi(learningRate: Float = 0.01, tau: Float = 1e-3) -> ServerOptimizerConfiguration {
+        .fedYogi(learningRate: learningRate, beta1: 0.9, beta2: 0.99, tau: tau)
+    }
+
+    /// Traps on invalid hyper-parameters (programmer error).
+    public func validate() {
+        switch self {
+        case .fedAvg(let eta):
+            precondition(eta > 0 && eta.isFinite, "server learning rate must be positive")
+        case .fedAdam(let eta, let b1, let b2, let tau), .fedYogi(let eta, let b1, let b2, let tau):
+            precondition(eta > 0 && eta.isFinite, "server learning rate must be positive")
+            precondition((0..<1).contains(b1) && (0..<1).contains(b2), "server betas must lie in [0, 1)")
+            precondition(tau > 0 && tau.isFinite, "tau must be positive")
+        }
+    }
+}
+
+/// Server optimizer state over a flat parameter vector. Adaptive moments start at `m = 0`, `v = tau^2`
+/// (the paper's `v_{-1} >= tau^2`), without bias correction, as in the paper.
+public struct ServerOptimizer: Sendable, Codable, Equatable {
+    public let configuration: ServerOptimizerConfiguration
+    /// Applied steps.
+    public private(set) var step = 0
+    private var first: [Float] = []
+    private var second: [Float] = []
+
+    public init(configuration: ServerOptimizerConfiguration) {
+        configuration.validate()
+        self.configuration = configuration
+    }
+
+    /// Moves `parameters` along the mean client `delta` (`local - global`, a negative pseudo-gradient).
+    public mutating func apply(delta: [Float], to parameters: inout [Float]) {
+        precondition(delta.count == parameters.count, "delta and parameters differ in length")
+        step += 1
+        let count = delta.count
+        switch configuration {
+        case .fedAvg(let eta):
+            FlatVector.add(delta, scaledBy: eta, to: &parameters)
+        case .fedAdam(let eta, let b1, let b2, let tau), .fedYogi(let eta, let b1, let b2, let tau):
+            var yogi = false
+            if case .fedYogi = configuration { yogi = true }
+            if first.count != count {
+                first = [Float](repeating: 0, count: count)
+                second = [Float](repeating: tau * tau, count: count)
+            }
+            parameters.withUnsafeMutableBufferPointer { x in
+                delta.withUnsafeBufferPointer { g in
+                    first.withUnsafeMutableBufferPointer { m in
+                        second.withUnsafeMutableBufferPointer { v in
+                            for i in 0..<count {
+                                let d = g[i]
+                                let d2 = g[i] * g[i]
+                                m[i] = b1 * m[i] + (1 - b1) * d
+                                if yogi {
+                                    let s: Float = v[i] > d2 ? 1 : (v[i] < d2 ? -1 : 0)
+                                    v[i] = v[i] - (1 - b2) * d2 * s
+                                } else {
+                                    v[i] = b2 * v[i] + (1 - b2) * d2
+                                }
+                                x[i] += eta * m[i] / (v[i].squareRoot() + tau)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The coordinator's model state: the global user tower (moved by a `ServerOptimizer`), the item tower
+/// (trained centrally, never sent) and the item-embedding matrix the clients receive.
+public struct FederatedServer: Sendable {
+    public let configuration: TwoTowerConfiguration
+    public private(set) var userTower: UserTower
+    public private(set) var itemTower: ItemTower
+    /// Normalised item embeddings of the current item tower (what clients train against).
+    public private(set) var itemEmbeddings: Matrix
+    public private(set) var serverOptimizer: ServerOptimizer
+    public private(set) var itemOptimizer: Optimizer
+    public let itemFeatures: SparseMatrix
+    public let layout: ParameterLayout
+    /// Aggregates applied so far.
+    public private(set) var appliedRounds = 0
+
+    public init(
+        model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizerConfiguration,
+        itemOptimizer: OptimizerConfiguration
+    ) {
+        self.configuration = model.configuration
+        self.userTower = model.userTower
+        self.itemTower = model.itemTower
+        self.itemFeatures = itemFeatures
+        self.serverOptimizer = ServerOptimizer(configuration: serverOptimizer)
+        self.itemOptimizer = Optimizer(configuration: itemOptimizer)
+        self.layout = .userTower(model.configuration)
+        self.itemEmbeddings = model.itemTower.embeddings(itemFeatures: itemFeatures)
+    }
+
+    public var model: TwoTowerModel { TwoTowerModel(userTower: userTower, itemTower: itemTower) }
+
+    /// Applies one round's aggregate: the server optimizer on the user tower, then the central item step
+    /// (back-propagate the mean item-embedding gradient through the item tower, one optimizer step, recompute
+    /// the item embeddings).
+    public mutating func apply(_ aggregate: AggregateUpdate) {
+        var flat = userTower.flattened()
+        serverOptimizer.apply(delta: aggregate.meanDelta, to: &flat)
+        userTower = UserTower(configuration: configuration, flattened: flat)
+        applyItemStep(itemEmbeddingGradient: aggregate.meanItemEmbeddingGradient)
+        appliedRounds += 1
+    }
+
+    /// The central item-tower step alone.
+    public mutating func applyItemStep(itemEmbeddingGradient: Matrix) {
+        let gradients = itemTower.backward(itemEmbeddingGradient: itemEmbeddingGradient, itemFeatures: itemFeatures)
+        itemOptimizer.beginStep()
+        itemTower.apply(gradients, optimizer: &itemOptimizer)
+        itemEmbeddings = itemTower.embeddings(itemFeatures: itemFeatures)
+    }
+}

@@ -1,0 +1,216 @@
+import FedRecData
+import FedRecFederation
+import FedRecModel
+import FedRecTensor
+import Testing
+
+@Suite struct ClientTrainerTests {
+    let data = SyntheticData()
+
+    /// One epoch, one batch, SGD: the delta is `-lr * gradient` and the item gradient is the user-side step's,
+    /// both at the global weights.
+    @Test func oneFullBatchStepMatchesTheUserSideStep() {
+        let model = data.model
+        let items = model.itemEmbeddings(itemFeatures: data.itemFeatures)
+        let user = data.users[1]
+        var trainer = ClientTrainer(
+            configuration: .init(localEpochs: 1, batchSize: 64, optimizer: .sgd(learningRate: 0.3)))
+        let update = trainer.train(
+            globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 1)
+        var batch = TrainingBatch(form: .leaveOneOut)
+        let group = batch.appendUser(known: user.known)
+        for p in user.known.indices { batch.appendExample(group: group, position: p, userRow: user.userIndex) }
+        let step = model.userTower.lossAndGradients(
+            batch: batch, userFeatures: nil, itemEmbeddings: items, candidates: .full(targets: batch.targets))
+        #expect(update.exampleCount == user.known.count)
+        #expect(isClose(Double(update.meanLoss), Double(step.loss), relative: 1e-5))
+        let layout = ParameterLayout.userTower(data.configuration)
+        let named = step.gradients.named
+        for entry in layout.entries {
+            let g = named[entry.name]!.storage
+            for j in 0..<entry.count {
+                #expect(
+                    isClose(
+                        Double(update.userTowerDelta[entry.offset + j]), -0.3 * Double(g[j]), relative: 1e-4,
+                        absolute: 1e-7))
+            }
+        }
+        let itemGradient = update.itemEmbeddingGradient.dense.storage
+        for i in itemGradient.indices {
+            #expect(
+                isClose(
+                    Double(itemGradient[i]), Double(step.itemEmbeddingGradient.storage[i]), relative: 1e-4,
+                    absolute: 1e-7))
+        }
+    }
+
+    @Test func localTrainingLowersTheLossAndFedProxShrinksTheDelta() {
+        let model = data.model
+        let items = model.itemEmbeddings(itemFeatures: data.itemFeatures)
+        let user = data.users[2]
+        var trainer = ClientTrainer(
+            configuration: .init(localEpochs: 5, batchSize: 2, optimizer: .sgd(learningRate: 0.5)))
+        let update = trainer.train(
+            globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 3)
+        var trained = model.userTower.flattened()
+        FlatVector.add(update.userTowerDelta, to: &trained)
+        var after = ClientTrainer(
+            configuration: .init(localEpochs: 1, batchSize: 64, optimizer: .sgd(learningRate: 1e-9)))
+        let before = after.train(
+            globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 1)
+        let later = after.train(
+            globalUserTower: UserTower(configuration: data.configuration, flattened: trained), itemEmbeddings: items,
+            user: user,
+            userFeatures: nil, seed: 1)
+        #expect(later.meanLoss < before.meanLoss)
+
+        var prox = ClientTrainer(
+            configuration: .init(localEpochs: 5, batchSize: 2, optimizer: .sgd(learningRate: 0.5), proximalMu: 2))
+        let proximal = prox.train(
+            globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 3)
+        #expect(FlatVector.l2Norm(proximal.userTowerDelta) < FlatVector.l2Norm(update.userTowerDelta))
+        // Same seed, same result (the trainer's reused buffers carry nothing over).
+        #expect(
+            trainer.train(
+                globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 3)
+                == update)
+        var adam = ClientTrainer(
+            configuration: .init(localEpochs: 2, batchSize: 4, optimizer: .adam(learningRate: 0.01)))
+        let adamUpdate = adam.train(
+            globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 3)
+        #expect(FlatVector.isFinite(adamUpdate.userTowerDelta) && FlatVector.l2Norm(adamUpdate.userTowerDelta) > 0)
+    }
+}
+
+/// Coordinator state machine + virtual clients in process, no network.
+@Suite struct InProcessFederationTests {
+    let data = SyntheticData()
+
+    /// Runs `rounds` rounds through the state machine with a manual clock; checks each aggregate against the
+    /// plain weighted average of the same updates. Returns the mean client loss per round.
+    func run(server serverConfiguration: ServerOptimizerConfiguration, rounds: Int) -> [Double] {
+        let clock = ManualClock()
+        var server = FederatedServer(
+            model: data.model, itemFeatures: data.itemFeatures, serverOptimizer: serverConfiguration,
+            itemOptimizer: .adam(learningRate: 0.01))
+        var machine = RoundStateMachine<ManualClock.Instant>(
+            configuration: .init(minimumClients: 3, roundTimeout: .seconds(30), validator: data.validator))
+        let sampler = ClientSampler(selection: .count(6), seed: 8)
+        var trainer = ClientTrainer(
+            configuration: .init(localEpochs: 2, batchSize: 4, optimizer: .sgd(learningRate: 0.5)))
+        var losses: [Double] = []
+        for round in 0..<rounds {
+            let cohort = sampler.cohort(round: round, from: data.ids)
+            guard case .startRound(round, 0, _, let deadline) = machine.openRound(cohort: cohort, now: clock.now) else {
+                Issue.record("round \(round) did not open")
+                return losses
+            }
+            var sent: [(ClientID, ClientUpdate)] = []
+            for (k, id) in cohort.enumerated() {
+                if k == 0 {
+                    _ = machine.clientDropped(id)  // one dropout per round
+                    continue
+                }
+                let user = data.users[data.ids.firstIndex(of: id)!]
+                let update = trainer.train(
+                    globalUserTower: server.userTower, itemEmbeddings: server.itemEmbeddings, user: user,
+                    userFeatures: nil,
+                    seed: UInt64(round * 100 + k))
+                if k == cohort.count - 1 { break }  // the last member is a straggler
+                sent.append((id, update))
+                guard case .accepted = machine.receiveUpdate(update, from: id, round: round) else {
+                    Issue.record("update of \(id) not accepted")
+                    return losses
+                }
+            }
+            clock.advance(by: clock.now.duration(to: deadline))
+            guard case .closeRound(let result) = machine.deadlineReached(now: clock.now) else {
+                Issue.record("round \(round) did not close")
+                return losses
+            }
+            #expect(result.stragglers == [cohort.last!] && result.droppedOut == [cohort.first!])
+            // The aggregate equals the weighted average computed directly.
+            let total = sent.reduce(0) { $0 + $1.1.exampleCount }
+            #expect(result.aggregate.exampleCount == total)
+            for i in stride(from: 0, to: result.aggregate.meanDelta.count, by: 37) {
+                let direct =
+                    sent.reduce(0.0) { $0 + Double($1.1.exampleCount) * Double($1.1.userTowerDelta[i]) } / Double(total)
+                #expect(isClose(Double(result.aggregate.meanDelta[i]), direct, relative: 1e-4, absolute: 1e-7))
+            }
+            for i in stride(from: 0, to: result.aggregate.meanItemEmbeddingGradient.count, by: 11) {
+                let direct =
+                    sent.reduce(0.0) {
+                        $0 + Double($1.1.exampleCount) * Double($1.1.itemEmbeddingGradient.dense.storage[i])
+                    } / Double(total)
+                #expect(
+                    isClose(
+                        Double(result.aggregate.meanItemEmbeddingGradient.storage[i]), direct, relative: 1e-4,
+                        absolute: 1e-7))
+            }
+            server.apply(result.aggregate)
+            losses.append(result.aggregate.meanLoss)
+        }
+        #expect(server.appliedRounds == rounds)
+        return losses
+    }
+
+    @Test(arguments: [
+        ServerOptimizerConfiguration.fedAvg(learningRate: 1),
+        .fedAdam(learningRate: 0.05, tau: 1e-2),
+        .fedYogi(learningRate: 0.05, tau: 1e-2),
+    ])
+    func trainingLossGoesDown(server: ServerOptimizerConfiguration) {
+        let losses = run(server: server, rounds: 12)
+        #expect(losses.count == 12 && losses.allSatisfy(\.isFinite))
+        let first = losses.prefix(3).reduce(0, +) / 3
+        let last = losses.suffix(3).reduce(0, +) / 3
+        #expect(last < first, "\(losses)")
+    }
+}
+
+@Suite struct FederatedSimulationTests {
+    let data = SyntheticData()
+
+    func configuration(_ server: ServerOptimizerConfiguration, cohort: CohortSelection = .count(6))
+        -> FederatedSimulationConfiguration
+    {
+        FederatedSimulationConfiguration(
+            model: data.configuration, client: .init(localEpochs: 2, batchSize: 4, optimizer: .sgd(learningRate: 0.5)),
+            server: server, itemOptimizer: .adam(learningRate: 0.01), cohort: cohort, minimumClients: 1,
+            evaluationInterval: 5, seed: 21)
+    }
+
+    /// Full-batch loss of every user at the current model (independent of the clients' local training).
+    func globalLoss(_ model: TwoTowerModel) -> Double {
+        var batch = TrainingBatch(form: .leaveOneOut)
+        for user in data.users {
+            let g = batch.appendUser(known: user.known)
+            for p in user.known.indices { batch.appendExample(group: g, position: p, userRow: user.userIndex) }
+        }
+        let items = model.itemEmbeddings(itemFeatures: data.itemFeatures)
+        return Double(
+            model.userTower.lossAndGradients(
+                batch: batch, userFeatures: nil, itemEmbeddings: items, candidates: .full(targets: batch.targets)
+            ).loss)
+    }
+
+    @Test func deterministicEvaluatesOnScheduleAndLearns() {
+        var seen: [SimulatedRound] = []
+        let config = configuration(.fedAdam(learningRate: 0.05, tau: 1e-2))
+        let a = FederatedSimulation.run(
+            dataset: data.dataset, configuration: config, rounds: 12, evaluate: { -globalLoss($0) },
+            progress: { seen.append($0) })
+        let b = FederatedSimulation.run(dataset: data.dataset, configuration: config, rounds: 12)
+        #expect(a.model == b.model)
+        #expect(seen.map(\.round) == Array(0..<12) && seen.allSatisfy { $0.participants == 6 && $0.rejected.isEmpty })
+        #expect(seen.map { $0.evaluation != nil } == (1...12).map { $0 % 5 == 0 || $0 == 12 })
+        #expect(globalLoss(a.model) < globalLoss(data.model))
+    }
+
+    @Test func poissonCohortsRetryEmptyDraws() {
+        let result = FederatedSimulation.run(
+            dataset: data.dataset, configuration: configuration(.fedAvg, cohort: .poisson(rate: 0.15)), rounds: 6)
+        #expect(result.rounds.count == 6 && result.server.appliedRounds == 6)
+        #expect(Set(result.rounds.map(\.participants)).count > 1 || result.rounds.allSatisfy { $0.participants > 0 })
+    }
+}

@@ -1,0 +1,224 @@
+import FedRecFederation
+import FedRecModel
+import FedRecTensor
+import Testing
+
+@Suite struct ParameterLayoutTests {
+    @Test func flattenRoundTripsInModelFileOrder() {
+        let data = SyntheticData()
+        let tower = data.model.userTower
+        let layout = ParameterLayout.userTower(data.configuration)
+        #expect(layout.entries.map(\.name) == tower.namedParameters.map(\.name))
+        #expect(layout.entries.map(\.shape) == tower.namedParameters.map(\.shape))
+        let flat = tower.flattened()
+        #expect(flat.count == layout.count)
+        #expect(UserTower(configuration: data.configuration, flattened: flat) == tower)
+        let hidden = layout.entry(named: UserTower.hiddenBiasName)!
+        #expect(Array(flat[hidden.offset..<(hidden.offset + hidden.count)]) == tower.hiddenBias.storage)
+    }
+
+    @Test func deltaIsLocalMinusGlobal() {
+        let data = SyntheticData()
+        let global = data.model.userTower
+        var localFlat = global.flattened()
+        var rng = SplitMix64(seed: 5)
+        for i in localFlat.indices where i % 7 == 0 { localFlat[i] += rng.nextGaussian() }
+        let local = UserTower(configuration: data.configuration, flattened: localFlat)
+        let delta = local.delta(from: global)
+        #expect(delta == FlatVector.delta(local: localFlat, global: global.flattened()))
+        var back = global.flattened()
+        FlatVector.add(delta, to: &back)
+        #expect(zip(back, localFlat).allSatisfy { abs($0 - $1) <= 1e-6 })
+    }
+}
+
+@Suite struct UpdateValidatorTests {
+    func update(_ data: SyntheticData) -> ClientUpdate {
+        let c = data.configuration
+        return ClientUpdate(
+            userTowerDelta: [Float](repeating: 0.01, count: ParameterLayout.userTower(c).count),
+            itemEmbeddingGradient: .dense(Matrix(rows: c.itemCount, columns: c.dimension, repeating: 0.01)),
+            exampleCount: 5, meanLoss: 1)
+    }
+
+    @Test func acceptsAWellFormedUpdate() throws {
+        let data = SyntheticData()
+        try data.validator.validate(update(data), client: "a", round: 3)
+    }
+
+    @Test(arguments: [
+        "shortDelta", "itemShape", "zeroExamples", "nan", "infiniteGradient", "nanLoss", "norm", "tooMany", "sparseRow",
+    ])
+    func rejectsWithATypedErrorNamingClientAndRound(defect: String) {
+        let data = SyntheticData()
+        var validator = data.validator
+        var u = update(data)
+        let expected: FederationError.Code
+        switch defect {
+        case "shortDelta":
+            u.userTowerDelta.removeLast()
+            expected = .wrongShape
+        case "itemShape":
+            u.itemEmbeddingGradient = .dense(Matrix(rows: 3, columns: 8))
+            expected = .wrongShape
+        case "zeroExamples":
+            u.exampleCount = 0
+            expected = .noExamples
+        case "nan":
+            u.userTowerDelta[17] = .nan
+            expected = .nonFinite
+        case "infiniteGradient":
+            var m = u.itemEmbeddingGradient.dense
+            m[2, 3] = .infinity
+            u.itemEmbeddingGradient = .dense(m)
+            expected = .nonFinite
+        case "nanLoss":
+            u.meanLoss = .nan
+            expected = .nonFinite
+        case "norm":
+            validator.maximumDeltaNorm = 0.01
+            expected = .normTooLarge
+        case "tooMany":
+            validator.maximumExampleCount = 4
+            expected = .tooManyExamples
+        default:
+            var sparse = RowSparseGradient(tableRows: 5, columns: 8)
+            sparse.slot(for: 1)
+            u.itemEmbeddingGradient = .rowSparse(sparse)
+            expected = .wrongShape
+        }
+        do {
+            try validator.validate(u, client: "client-9", round: 4)
+            Issue.record("accepted a \(defect) update")
+        } catch let error as FederationError {
+            #expect(error.code == expected)
+            #expect(error.client == "client-9" && error.round == 4)
+            #expect(error.description.contains("client-9") && error.description.contains("round 4"))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+}
+
+@Suite struct AggregationTests {
+    @Test func weightedMeanEqualsTheDirectComputation() {
+        let data = SyntheticData()
+        let c = data.configuration
+        let p = ParameterLayout.userTower(c).count
+        var rng = SplitMix64(seed: 9)
+        let updates = (0..<5).map { k in
+            ClientUpdate(
+                userTowerDelta: (0..<p).map { _ in rng.nextGaussian() },
+                itemEmbeddingGradient: k == 2
+                    ? .rowSparse(
+                        {
+                            var g = RowSparseGradient(tableRows: c.itemCount, columns: c.dimension)
+                            let values = (0..<c.dimension).map { _ in rng.nextGaussian() }
+                            values.withUnsafeBufferPointer { g.add(row: 4, $0.baseAddress!) }
+                            return g
+                        }())
+                    : .dense(
+                        Matrix(
+                            rows: c.itemCount, columns: c.dimension,
+                            storage: (0..<(c.itemCount * c.dimension)).map { _ in rng.nextGaussian() })),
+                exampleCount: 1 + k * 3, meanLoss: Float(k))
+        }
+        var aggregator = WeightedAggregator(deltaCount: p, itemRows: c.itemCount, dimension: c.dimension)
+        for (k, u) in updates.enumerated() { aggregator.add(u, from: "c\(k)") }
+        let result = aggregator.result()!
+        let total = updates.reduce(0) { $0 + $1.exampleCount }
+        #expect(result.exampleCount == total)
+        #expect(result.participants == ["c0", "c1", "c2", "c3", "c4"])
+        for i in stride(from: 0, to: p, by: 97) {
+            let direct =
+                updates.reduce(0.0) { $0 + Double($1.exampleCount) * Double($1.userTowerDelta[i]) } / Double(total)
+            #expect(isClose(Double(result.meanDelta[i]), direct, relative: 1e-5))
+        }
+        let dense = updates.map { $0.itemEmbeddingGradient.dense }
+        for i in 0..<(c.itemCount * c.dimension) {
+            let direct =
+                zip(updates, dense).reduce(0.0) { $0 + Double($1.0.exampleCount) * Double($1.1.storage[i]) }
+                / Double(total)
+            #expect(isClose(Double(result.meanItemEmbeddingGradient.storage[i]), direct, relative: 1e-5))
+        }
+        #expect(
+            isClose(
+                result.meanLoss,
+                updates.reduce(0.0) { $0 + Double($1.exampleCount) * Double($1.meanLoss) } / Double(total)))
+        #expect(WeightedAggregator(deltaCount: p, itemRows: c.itemCount, dimension: c.dimension).result() == nil)
+    }
+}
+
+@Suite struct ServerOptimizerTests {
+    /// Scalar reference of Reddi et al. 2021, Algorithm 2 (m0 = 0, v0 = tau^2, no bias correction).
+    func reference(_ kind: String, deltas: [Double], eta: Double, b1: Double, b2: Double, tau: Double) -> Double {
+        var (x, m, v) = (0.5, 0.0, tau * tau)
+        for d in deltas {
+            m = b1 * m + (1 - b1) * d
+            switch kind {
+            case "adam": v = b2 * v + (1 - b2) * d * d
+            case "yogi": v = v - (1 - b2) * d * d * (v - d * d > 0 ? 1 : (v - d * d < 0 ? -1 : 0))
+            default: break
+            }
+            x += kind == "avg" ? eta * d : eta * m / (v.squareRoot() + tau)
+        }
+        return x
+    }
+
+    @Test(arguments: ["avg", "adam", "yogi"])
+    func matchesTheScalarReference(kind: String) {
+        let deltas: [Double] = [0.3, -0.1, 0.05, 0.2, -0.4]
+        let configuration: ServerOptimizerConfiguration =
+            switch kind {
+            case "avg": .fedAvg(learningRate: 0.7)
+            case "adam": .fedAdam(learningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 0.01)
+            default: .fedYogi(learningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 0.01)
+            }
+        var optimizer = ServerOptimizer(configuration: configuration)
+        var x: [Float] = [0.5, 0.5]
+        for d in deltas { optimizer.apply(delta: [Float(d), Float(d)], to: &x) }
+        let expected = reference(kind, deltas: deltas, eta: kind == "avg" ? 0.7 : 0.1, b1: 0.9, b2: 0.99, tau: 0.01)
+        #expect(isClose(Double(x[0]), expected, relative: 1e-5))
+        #expect(x[0] == x[1])
+        #expect(optimizer.step == deltas.count)
+    }
+}
+
+@Suite struct ClientSamplerTests {
+    @Test func fixedCohortsAreSeededDistinctAndSized() {
+        let sampler = ClientSampler(selection: .count(7), seed: 42)
+        let a = sampler.sample(round: 3, populationSize: 50)
+        #expect(a == sampler.sample(round: 3, populationSize: 50))
+        #expect(a.count == 7 && Set(a).count == 7 && a == a.sorted() && a.allSatisfy { (0..<50).contains($0) })
+        #expect(a != sampler.sample(round: 4, populationSize: 50))
+        #expect(a != sampler.sample(round: 3, attempt: 1, populationSize: 50))
+        #expect(sampler.sample(round: 0, populationSize: 5) == [0, 1, 2, 3, 4])
+        let fraction = ClientSampler(selection: .fraction(0.1), seed: 1)
+        #expect(fraction.sample(round: 0, populationSize: 95).count == 10)
+        #expect(fraction.sample(round: 0, populationSize: 3).count == 1)
+        #expect(sampler.cohort(round: 3, from: Array(100..<150)) == a.map { $0 + 100 })
+    }
+
+    @Test func everyClientIsEquallyLikely() {
+        let sampler = ClientSampler(selection: .count(5), seed: 7)
+        var counts = [Int](repeating: 0, count: 20)
+        for round in 0..<2000 { for i in sampler.sample(round: round, populationSize: 20) { counts[i] += 1 } }
+        // Expected 500 each; 5 standard deviations is about 97.
+        #expect(counts.allSatisfy { abs($0 - 500) < 100 }, "\(counts)")
+    }
+
+    @Test func poissonSamplingHasRateQ() {
+        let sampler = ClientSampler(selection: .poisson(rate: 0.05), seed: 3)
+        var total = 0
+        var sizes = Set<Int>()
+        for round in 0..<400 {
+            let cohort = sampler.sample(round: round, populationSize: 200)
+            total += cohort.count
+            sizes.insert(cohort.count)
+        }
+        // Mean 10 per round, 4000 in all (sd about 62).
+        #expect(abs(total - 4000) < 300)
+        #expect(sizes.count > 5)  // variable cohort size
+        #expect(sampler.sample(round: 9, populationSize: 200) == sampler.sample(round: 9, populationSize: 200))
+    }
+}
