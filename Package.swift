@@ -80,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "fedrec",
             dependencies: [
-                "FedRecTensor", "FedRecSecurity", "FedRecData", "FedRecModel", "FedRecEvaluation",
+                "FedRecTensor", "FedRecSecurity", "FedRecData", "FedRecModel", "FedRecEvaluation", "FedRecFederation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

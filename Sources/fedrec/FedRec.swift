@@ -12,6 +12,7 @@ struct FedRec: AsyncParsableCommand {
             EvaluateCommand.self,
             RecallCommand.self,
             KeysCommand.self,
+            SimulateCommand.self,
             BenchCommand.self,
         ]
     )

@@ -1,0 +1,167 @@
+import ArgumentParser
+import FedRecData
+import FedRecEvaluation
+import FedRecFederation
+import FedRecModel
+import FedRecTensor
+import Foundation
+
+/// In-process federated simulation (one virtual client per user, single thread) for experiments: the same
+/// client trainer, round state machine, server optimizer and central item step as the real processes, without
+/// transport or encryption, so settings can be chosen on the validation slice quickly.
+struct SimulateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Simulate federated training in one process (for choosing settings on validation).",
+        discussion: """
+            With --fold validation the clients hold train minus validation and Recall@20 is measured on the \
+            validation slice every --eval-every rounds; with --fold test they hold the full training set and the \
+            final model is evaluated on test (choose the round count on validation first).
+            """
+    )
+
+    @Option(help: "Data-set folder.")
+    var dataset: String
+
+    @Option(help: "'validation' (tuning) or 'test' (final figures).")
+    var fold: String = "validation"
+
+    @Option(help: "Rounds to run.")
+    var rounds: Int = 300
+
+    @Option(help: "Users sampled per round.")
+    var cohort: Int = 32
+
+    @Option(help: "Local epochs per round (E).")
+    var localEpochs: Int = 1
+
+    @Option(help: "Local batch size (B); 0: the client's whole data in one batch (one step, FedSGD).")
+    var localBatch: Int = 0
+
+    @Option(help: "Local SGD learning rate.")
+    var clientLR: Float = 1
+
+    @Option(help: "FedProx proximal coefficient mu.")
+    var proximalMu: Float = 0
+
+    @Option(help: "Server optimizer: fedavg, fedadam or fedyogi.")
+    var server: String = "fedadam"
+
+    @Option(help: "Server learning rate.")
+    var serverLR: Float = 0.005
+
+    @Option(help: "Server beta1 (FedAdam/FedYogi).")
+    var beta1: Float = 0.9
+
+    @Option(help: "Server beta2 (FedAdam/FedYogi).")
+    var beta2: Float = 0.999
+
+    @Option(help: "Server adaptivity tau (FedAdam/FedYogi epsilon).")
+    var serverTau: Float = 1e-8
+
+    @Option(help: "Learning rate of the central item-tower Adam step.")
+    var itemLR: Float = 0.005
+
+    @Option(help: "Softmax temperature tau.")
+    var tau: Float = 0.1
+
+    @Option(help: "Embedding width d.")
+    var dimension: Int = 64
+
+    @Option(help: "Evaluate every this many rounds.")
+    var evalEvery: Int = 25
+
+    @Flag(help: "Ignore the data set's user features.")
+    var noUserFeatures = false
+
+    @Option(help: "Seed.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Write the final model here (safetensors).")
+    var out: String?
+
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        guard Fold(rawValue: fold) != nil else { throw ValidationError("--fold must be 'test' or 'validation'") }
+        guard rounds > 0 else { throw ValidationError("--rounds must be positive, got \(rounds)") }
+        guard cohort > 0 else { throw ValidationError("--cohort must be positive, got \(cohort)") }
+        guard localEpochs > 0 else { throw ValidationError("--local-epochs must be positive, got \(localEpochs)") }
+        guard localBatch >= 0 else { throw ValidationError("--local-batch must be >= 0, got \(localBatch)") }
+        guard ["fedavg", "fedadam", "fedyogi"].contains(server) else {
+            throw ValidationError("--server must be fedavg, fedadam or fedyogi, got '\(server)'")
+        }
+        for (name, value) in [("--client-lr", clientLR), ("--server-lr", serverLR), ("--item-lr", itemLR), ("--tau", tau)]
+        where !(value > 0 && value.isFinite) {
+            throw ValidationError("\(name) must be a positive number, got \(value)")
+        }
+        guard (0..<1).contains(beta1), (0..<1).contains(beta2) else {
+            throw ValidationError("--beta1 and --beta2 must lie in [0, 1)")
+        }
+        guard serverTau > 0 else { throw ValidationError("--server-tau must be positive, got \(serverTau)") }
+        guard evalEvery > 0 else { throw ValidationError("--eval-every must be positive, got \(evalEvery)") }
+    }
+
+    func run() async throws {
+        runtime.apply()
+        let data = try Dataset.load(from: dataset)
+        let fold = Fold(rawValue: fold)!
+        var central = CentralTrainingConfiguration()
+        central.dimension = dimension
+        central.tau = tau
+        central.useUserFeatures = !noUserFeatures
+        let modelConfiguration = central.modelConfiguration(for: data)
+        let serverOptimizer: ServerOptimizerConfiguration =
+            switch server {
+            case "fedavg": .fedAvg(learningRate: serverLR)
+            case "fedyogi": .fedYogi(learningRate: serverLR, beta1: beta1, beta2: beta2, tau: serverTau)
+            default: .fedAdam(learningRate: serverLR, beta1: beta1, beta2: beta2, tau: serverTau)
+            }
+        let configuration = FederatedSimulationConfiguration(
+            model: modelConfiguration,
+            client: ClientTrainingConfiguration(
+                localEpochs: localEpochs, batchSize: localBatch == 0 ? Int(Int32.max) : localBatch,
+                optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu),
+            server: serverOptimizer, itemOptimizer: .adam(learningRate: itemLR), cohort: .count(cohort),
+            evaluationInterval: evalEvery, seed: seed)
+        let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
+        print(
+            "simulating \(rounds) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "
+                + "\(federated.users.count) virtual clients, cohort \(cohort), E=\(localEpochs), "
+                + "B=\(localBatch == 0 ? "all" : String(localBatch)), server \(server) lr \(serverLR)")
+        let started = ContinuousClock.now
+        var lossSum = 0.0
+        var lossRounds = 0
+        let result = FederatedSimulation.run(
+            dataset: federated, configuration: configuration, rounds: rounds,
+            evaluate: { model in
+                CentralTraining.evaluate(model: model, dataset: data, fold: fold, cutoffs: [20])
+                    .value(.recall, at: 20) ?? 0
+            },
+            progress: { round in
+                lossSum += round.meanLoss
+                lossRounds += 1
+                if let recall = round.evaluation {
+                    let elapsed = (ContinuousClock.now - started) / .seconds(1)
+                    print(
+                        String(
+                            format: "round %4d  loss %.4f  %@ R@20 %.4f  %.1f s", round.round, lossSum / Double(lossRounds),
+                            fold.rawValue, recall, elapsed))
+                    lossSum = 0
+                    lossRounds = 0
+                }
+            })
+        if let out {
+            let file = ModelFile(
+                model: result.model, itemFeatures: federated.itemFeatures, datasetChecksum: data.checksum,
+                itemIDs: data.itemIDs,
+                extraMetadata: [
+                    ModelLoading.MetadataKey.itemTitles: ModelLoading.encodeJSON(data.titles),
+                    ModelLoading.MetadataKey.itemGenres: ModelLoading.encodeJSON(data.genres),
+                    ModelLoading.MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
+                ])
+            try file.write(to: out)
+            print("wrote \(out)")
+        }
+    }
+}
