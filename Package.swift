@@ -22,10 +22,12 @@ let package = Package(
         .library(name: "FedRecModel", targets: ["FedRecModel"]),
         .library(name: "FedRecEvaluation", targets: ["FedRecEvaluation"]),
         .library(name: "FedRecFederation", targets: ["FedRecFederation"]),
+        .library(name: "FedRecRecall", targets: ["FedRecRecall"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // MARK: C shims (system libraries, headers only)
@@ -38,6 +40,17 @@ let package = Package(
             name: "CFedRecSodium",
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]
+        ),
+        // faiss (Debian libfaiss-dev, static) behind a small C API; every C++ exception becomes an error code.
+        .target(
+            name: "CFedRecFaiss",
+            cxxSettings: [
+                .unsafeFlags(["-O2", "-fopenmp", "-isystem", "/usr/lib/gcc/x86_64-linux-gnu/12/include"])
+            ],
+            linkerSettings: [
+                .linkedLibrary("faiss"), .linkedLibrary("gomp"), .linkedLibrary("openblas"),
+                .linkedLibrary("lapack"), .linkedLibrary("m"), .linkedLibrary("stdc++"),
+            ]
         ),
 
         // MARK: Numeric core and security primitives
@@ -76,20 +89,40 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Recall (item index, recall strategy)
+        .target(
+            name: "FedRecRecall",
+            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor", "CFedRecFaiss"],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Command-line interface
         .executableTarget(
             name: "fedrec",
             dependencies: [
                 "FedRecTensor", "FedRecSecurity", "FedRecData", "FedRecModel", "FedRecEvaluation", "FedRecFederation",
+                "FedRecRecall",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),
 
         // MARK: Tests
+        // Helpers shared by test targets (finite-difference gradient checks, random fixtures).
+        .target(
+            name: "FedRecTestSupport",
+            dependencies: ["FedRecTensor"],
+            path: "Tests/FedRecTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "FedRecTensorTests",
-            dependencies: ["FedRecTensor", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: [
+                "FedRecTensor", "FedRecTestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -109,13 +142,21 @@ let package = Package(
         ),
         .testTarget(
             name: "FedRecModelTests",
-            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor"],
+            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor", "FedRecTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "FedRecEvaluationTests",
             dependencies: [
                 "FedRecEvaluation", "FedRecModel", "FedRecData", "FedRecTensor",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecRecallTests",
+            dependencies: [
+                "FedRecRecall", "FedRecModel", "FedRecData", "FedRecTensor",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: swiftSettings

@@ -1,20 +1,46 @@
 internal import Foundation
 
-/// One named F32 tensor of a safetensors file.
+/// One named F32 or I32 tensor of a safetensors file.
 public struct SafeTensor: Sendable, Equatable {
+    /// The element types fedrec reads and writes (both 4 bytes, little-endian).
+    public enum DType: String, Sendable, Equatable {
+        case f32 = "F32"
+        case i32 = "I32"
+    }
+
     public var name: String
     /// Dimensions, outermost first (`[]` for a scalar).
     public var shape: [Int]
-    /// Row-major values; `values.count == shape.product`.
+    public var dtype: DType
+    /// Row-major F32 values (`dtype == .f32`; empty for I32); `values.count == shape.product`.
     public var values: [Float]
+    /// Row-major I32 values (`dtype == .i32`; empty for F32); `integers.count == shape.product`.
+    public var integers: [Int32]
 
+    /// An F32 tensor.
     public init(name: String, shape: [Int], values: [Float]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "tensor dimensions must be non-negative")
         precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) needs \(shape.reduce(1, *)) values, got \(values.count)")
         self.name = name
         self.shape = shape
+        self.dtype = .f32
         self.values = values
+        self.integers = []
     }
+
+    /// An I32 tensor.
+    public init(name: String, shape: [Int], integers: [Int32]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "tensor dimensions must be non-negative")
+        precondition(shape.reduce(1, *) == integers.count, "tensor \(name): shape \(shape) needs \(shape.reduce(1, *)) values, got \(integers.count)")
+        self.name = name
+        self.shape = shape
+        self.dtype = .i32
+        self.values = []
+        self.integers = integers
+    }
+
+    /// The number of elements.
+    public var elementCount: Int { dtype == .f32 ? values.count : integers.count }
 
     /// The tensor as a matrix: 2-D as is, 1-D as one row.
     public var matrix: Matrix {
@@ -25,7 +51,7 @@ public struct SafeTensor: Sendable, Equatable {
     }
 }
 
-/// Reader and writer of the safetensors format (https://github.com/huggingface/safetensors), F32 only:
+/// Reader and writer of the safetensors format (https://github.com/huggingface/safetensors), F32 and I32:
 /// 8-byte little-endian header length `N`, `N` bytes of UTF-8 JSON
 /// `{"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}`
 /// padded with spaces to a multiple of 8, then the little-endian data (offsets relative to its start,
@@ -55,6 +81,23 @@ public struct SafeTensors: Sendable, Equatable {
         guard tensor.shape == shape else {
             throw TensorFileError(code: .wrongShape, file: file, message: "tensor '\(name)' has shape \(tensor.shape), expected \(shape)")
         }
+        guard tensor.dtype == .f32 else {
+            throw TensorFileError(code: .unsupportedDType, file: file, message: "tensor '\(name)' has dtype I32, expected F32")
+        }
+        return tensor
+    }
+
+    /// The tensor called `name` with exactly `shape` and `dtype`, or a `TensorFileError` naming `file`.
+    public func tensor(_ name: String, shape: [Int], dtype: SafeTensor.DType, file: String) throws(TensorFileError) -> SafeTensor {
+        guard let tensor = self[name] else {
+            throw TensorFileError(code: .missingTensor, file: file, message: "missing tensor '\(name)'")
+        }
+        guard tensor.shape == shape else {
+            throw TensorFileError(code: .wrongShape, file: file, message: "tensor '\(name)' has shape \(tensor.shape), expected \(shape)")
+        }
+        guard tensor.dtype == dtype else {
+            throw TensorFileError(code: .unsupportedDType, file: file, message: "tensor '\(name)' has dtype \(tensor.dtype.rawValue), expected \(dtype.rawValue)")
+        }
         return tensor
     }
 
@@ -72,10 +115,10 @@ public struct SafeTensors: Sendable, Equatable {
             first = false
         }
         for tensor in tensors {
-            let bytes = tensor.values.count * 4
+            let bytes = tensor.elementCount * 4
             if !first { header += "," }
             first = false
-            header += "\(Self.jsonString(tensor.name)):{\"dtype\":\"F32\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+            header += "\(Self.jsonString(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
             offset += bytes
         }
         header += "}"
@@ -87,10 +130,17 @@ public struct SafeTensors: Sendable, Equatable {
         out.append(contentsOf: headerBytes)
         for tensor in tensors {
             #if _endian(little)
-            tensor.values.withUnsafeBytes { out.append(contentsOf: $0) }
+            if tensor.dtype == .f32 {
+                tensor.values.withUnsafeBytes { out.append(contentsOf: $0) }
+            } else {
+                tensor.integers.withUnsafeBytes { out.append(contentsOf: $0) }
+            }
             #else
             for value in tensor.values {
                 withUnsafeBytes(of: value.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+            }
+            for value in tensor.integers {
+                withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
             }
             #endif
         }
@@ -128,7 +178,7 @@ public struct SafeTensors: Sendable, Equatable {
         return try SafeTensors(bytes: [UInt8](data), file: path, requireFinite: requireFinite)
     }
 
-    /// Parses and validates: header length within the file, JSON object of tensor entries, dtype F32,
+    /// Parses and validates: header length within the file, JSON object of tensor entries, dtype F32 or I32,
     /// shapes of non-negative integers, offsets in range, contiguous from 0 to the end of the data with no
     /// gaps or overlaps, `product(shape) * 4 == end - begin`, and (optionally) every value finite.
     public init(bytes: [UInt8], file: String, requireFinite: Bool = false) throws(TensorFileError) {
@@ -150,7 +200,7 @@ public struct SafeTensors: Sendable, Equatable {
         }
         guard let object = json as? [String: Any] else { throw fail(.corruptedHeader, "header is not a JSON object") }
         var metadata: [String: String] = [:]
-        var entries: [(name: String, shape: [Int], begin: Int, end: Int)] = []
+        var entries: [(name: String, shape: [Int], begin: Int, end: Int, dtype: SafeTensor.DType)] = []
         for (name, value) in object {
             if name == "__metadata__" {
                 guard let dictionary = value as? [String: Any] else { throw fail(.corruptedHeader, "__metadata__ is not an object") }
@@ -162,14 +212,16 @@ public struct SafeTensors: Sendable, Equatable {
             }
             guard let entry = value as? [String: Any] else { throw fail(.corruptedHeader, "entry '\(name)' is not an object") }
             guard let dtype = entry["dtype"] as? String else { throw fail(.corruptedHeader, "tensor '\(name)' has no dtype") }
-            guard dtype == "F32" else { throw fail(.unsupportedDType, "tensor '\(name)' has dtype \(dtype); only F32 is supported") }
+            guard let type = SafeTensor.DType(rawValue: dtype) else {
+                throw fail(.unsupportedDType, "tensor '\(name)' has dtype \(dtype); only F32 and I32 are supported")
+            }
             guard let shape = Self.integers(entry["shape"]), shape.allSatisfy({ $0 >= 0 }) else {
                 throw fail(.corruptedHeader, "tensor '\(name)' has no valid shape")
             }
             guard let offsets = Self.integers(entry["data_offsets"]), offsets.count == 2 else {
                 throw fail(.corruptedHeader, "tensor '\(name)' has no valid data_offsets")
             }
-            entries.append((name, shape, offsets[0], offsets[1]))
+            entries.append((name, shape, offsets[0], offsets[1], type))
         }
         let dataLength = bytes.count - dataStart
         entries.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
@@ -199,6 +251,19 @@ public struct SafeTensors: Sendable, Equatable {
         tensors.reserveCapacity(entries.count)
         for entry in entries {
             let count = (entry.end - entry.begin) / 4
+            if entry.dtype == .i32 {
+                var integers = [Int32](repeating: 0, count: count)
+                bytes.withUnsafeBytes { raw in
+                    integers.withUnsafeMutableBytes { target in
+                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[(dataStart + entry.begin)..<(dataStart + entry.end)]))
+                    }
+                }
+                #if !_endian(little)
+                for i in 0..<count { integers[i] = Int32(littleEndian: integers[i]) }
+                #endif
+                tensors.append(SafeTensor(name: entry.name, shape: entry.shape, integers: integers))
+                continue
+            }
             var values = [Float](repeating: 0, count: count)
             bytes.withUnsafeBytes { raw in
                 values.withUnsafeMutableBytes { target in

@@ -11,6 +11,7 @@ struct FedRec: AsyncParsableCommand {
             TrainCommand.self,
             EvaluateCommand.self,
             RecallCommand.self,
+            ItemsCommand.self,
             KeysCommand.self,
             SimulateCommand.self,
             BenchCommand.self,

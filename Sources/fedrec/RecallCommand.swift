@@ -1,17 +1,20 @@
 import ArgumentParser
 import FedRecData
-import FedRecEvaluation
 import FedRecModel
+import FedRecRecall
 import FedRecTensor
 import Foundation
 
 struct RecallCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recall",
-        abstract: "Top-K recall for a history, with the aggregated user tower and the model's item index.",
+        abstract: "Top-K recall: embedding, content and popularity channels over the model's item index.",
         discussion: """
-            The history is a user's training items from a data set (--user with --dataset) or a list of item ids \
-            (--history-ids). Items in the history are excluded from the result.
+            The history is given by titles (--history, case-insensitive), item ids (--history-ids), a user's \
+            training items in a data set (--user with --dataset), or many histories in a file (--input: one \
+            comma-separated id list per line, or a split file such as train.tsv; writes JSON lines). --serve \
+            answers POST /recall with JSON instead. An empty history (--history-ids "") is a cold user: \
+            popularity plus content. Seen items are excluded unless --include-seen.
             """
     )
 
@@ -24,89 +27,229 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "User id in the data set: recall from their training history.")
     var user: String?
 
-    @Option(name: .customLong("history-ids"), help: "History as comma-separated item ids.")
+    @Option(help: "History as comma-separated titles, e.g. \"Star Wars (1977),Fargo (1996)\".")
+    var history: String?
+
+    @Option(name: .customLong("history-ids"), help: "History as comma-separated item ids (\"\" for none).")
     var historyIDs: String?
+
+    @Option(help: "Recall for every history of this file, writing JSON lines.")
+    var input: String?
+
+    @Flag(help: "Serve recall over HTTP (POST /recall, GET /health).")
+    var serve = false
+
+    @Option(help: "Address to listen on with --serve.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on with --serve (0: any free port, printed).")
+    var port: Int = 8080
+
+    @Option(help: "Largest request body accepted with --serve, in bytes.")
+    var maxRequestBytes: Int = 65_536
 
     @Option(help: "How many items to return.")
     var k: Int = 10
 
+    @Option(help: "Comma-separated item ids never to return.")
+    var exclude: String?
+
+    @Flag(help: "Allow items of the history in the result.")
+    var includeSeen = false
+
+    @Option(help: "Minimum cosine of the embedding and content channels.")
+    var minScore: Float?
+
+    @Option(help: "Channel shares for users with a full history, e.g. embedding=0.8,content=0.2.")
+    var quotas: String?
+
+    @Option(help: "Channel shares for short histories.")
+    var shortQuotas: String?
+
+    @Option(help: "Channel shares for cold users (no trained item in the history).")
+    var coldQuotas: String?
+
+    @Option(help: "Histories with fewer trained items than this get the short-history shares.")
+    var shortHistory: Int = 5
+
     @Flag(help: "Print JSON.")
     var json = false
 
+    @OptionGroup var indexOptions: IndexOptions
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         guard k > 0 else { throw ValidationError("--k must be positive, got \(k)") }
-        guard (user == nil) != (historyIDs == nil) else {
-            throw ValidationError("give exactly one of --user (with --dataset) or --history-ids")
+        let sources = [user != nil, history != nil, historyIDs != nil, input != nil, serve].filter { $0 }.count
+        guard sources == 1 else {
+            throw ValidationError(
+                "give exactly one of --user (with --dataset), --history, --history-ids, --input or --serve")
         }
         if user != nil, dataset == nil { throw ValidationError("--user needs --dataset") }
+        guard shortHistory >= 1 else { throw ValidationError("--short-history must be at least 1, got \(shortHistory)") }
+        guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
+        guard maxRequestBytes >= 64 else { throw ValidationError("--max-request-bytes must be at least 64") }
+        if let minScore, !minScore.isFinite { throw ValidationError("--min-score must be a number") }
+        do {
+            _ = try recallConfiguration()
+        } catch {
+            throw error.validation
+        }
     }
 
-    struct Recommendation: Codable {
-        var rank: Int
-        var id: String
-        var title: String
-        var genres: [String]
-        var score: Float
+    func recallConfiguration() throws(RecallError) -> RecallConfiguration {
+        var configuration = RecallConfiguration()
+        configuration.k = k
+        configuration.excludeSeen = !includeSeen
+        configuration.minimumScore = minScore
+        configuration.shortHistoryLength = shortHistory
+        if let quotas { configuration.warm = try ChannelQuotas.parse(quotas) }
+        if let shortQuotas { configuration.short = try ChannelQuotas.parse(shortQuotas) }
+        if let coldQuotas { configuration.cold = try ChannelQuotas.parse(coldQuotas) }
+        return configuration
     }
 
     func run() async throws {
         runtime.apply()
-        let file = try ModelLoading.model(at: model)
-        let configuration = file.model.configuration
-        var indexByID: [String: Int32] = [:]
-        for (index, id) in file.itemIDs.enumerated() { indexByID[id] = Int32(index) }
-
-        var history: [Int32] = []
-        var userFeatures: SparseMatrix? = nil
-        var userRow: Int? = nil
-        if let user, let dataset {
-            let data = try ModelLoading.dataset(at: dataset, matching: file)
-            guard let userIndex = data.userIDs.firstIndex(of: user) else {
-                throw ValidationError("user '\(user)' is not in data set '\(dataset)' (\(data.userIDs.count) users)")
-            }
-            history = data.split.users.first { $0.userIndex == userIndex }?.train ?? []
-            if configuration.userFeatureCount > 0 {
-                userFeatures = data.userFeatures
-                userRow = userIndex
-            }
-        } else if let historyIDs {
-            for raw in historyIDs.split(separator: ",") {
-                let id = raw.trimmingCharacters(in: .whitespaces)
-                guard let index = indexByID[id] else {
-                    throw ValidationError("history item '\(id)' is not in the model's catalogue")
-                }
-                history.append(index)
-            }
+        let configuration = try recallConfiguration()
+        let (file, recommender) = try RecallSetup.recommender(model: model, index: indexOptions)
+        let catalogue = recommender.catalogue
+        let excluded: [Int32]
+        do {
+            excluded = try catalogue.resolve(ids: RecallSetup.list(exclude ?? ""))
+        } catch {
+            throw ValidationError(error.message.replacingOccurrences(of: "history item", with: "excluded item"))
         }
-        if let cap = configuration.maxHistory { history = Array(history.suffix(cap)) }
 
-        let started = ContinuousClock.now
-        let embedding = file.model.userEmbeddings(
-            histories: [history], userFeatures: userFeatures, userRows: userRow.map { [$0] })
-        let scores = BLAS.matmul(embedding, .none, file.itemEmbeddings, .transpose)
-        let top = TopK.select(scores.storage, k: k, excluding: IndexMask(count: configuration.itemCount, containing: history))
-        let seconds = (ContinuousClock.now - started) / .seconds(1)
-
-        let titles = ModelLoading.titles(of: file)
-        let genres = ModelLoading.genres(of: file)
-        let results = top.enumerated().map { rank, item in
-            Recommendation(
-                rank: rank + 1, id: file.itemIDs[item], title: titles?[item] ?? "", genres: genres?[item] ?? [],
-                score: scores.storage[item])
-        }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(results), as: UTF8.self))
+        if serve {
+            let server = RecallHTTPServer(
+                host: host, port: port, maxBodyBytes: maxRequestBytes,
+                handler: RecallHTTPHandler(recommender: recommender, configuration: configuration))
+            try await server.run { address in
+                let line = "fedrec recall: serving \(catalogue.count) items (\(recommender.index.kind) index) on http://\(address)\n"
+                FileHandle.standardOutput.write(Data(line.utf8))
+            }
             return
         }
-        print("history: \(history.count) items; top \(k) of \(configuration.itemCount) (seen items excluded)")
-        for result in results {
-            let genreText = result.genres.isEmpty ? "" : "  [\(result.genres.joined(separator: "|"))]"
-            print(String(format: "%3d  %8.4f  %@  %@%@", result.rank, result.score, result.id, result.title, genreText))
+
+        if let input {
+            try runBatch(input: input, file: file, recommender: recommender, configuration: configuration, excluded: excluded)
+            return
+        }
+
+        var request = RecallRequest(history: [], exclude: excluded)
+        do {
+            if let user, let dataset {
+                let data = try ModelLoading.dataset(at: dataset, matching: file)
+                guard let userIndex = data.userIDs.firstIndex(of: user) else {
+                    throw ValidationError("user '\(user)' is not in data set '\(dataset)' (\(data.userIDs.count) users)")
+                }
+                request.history = data.split.users[userIndex].train
+                if file.model.configuration.userFeatureCount > 0 {
+                    request.userFeatures = data.userFeatures.row(userIndex).map { (Int32($0.column), $0.value) }
+                }
+            } else if let history {
+                request.history = try catalogue.resolve(titles: RecallSetup.list(history))
+            } else if let historyIDs {
+                request.history = try catalogue.resolve(ids: RecallSetup.list(historyIDs))
+            }
+        } catch let error as RecallError {
+            throw error.validation
+        }
+
+        let started = ContinuousClock.now
+        let result: RecallResult
+        do {
+            result = try recommender.recommend([request], configuration: configuration)[0]
+        } catch {
+            throw error.validation
+        }
+        let seconds = (ContinuousClock.now - started) / .seconds(1)
+        let rows = RecallSetup.rows(result, catalogue: catalogue)
+        if json {
+            print(RecallSetup.json(rows, pretty: true))
+            return
+        }
+        print(
+            "history: \(request.history.count) items (\(result.state.rawValue)); top \(rows.count) of \(catalogue.count) "
+                + "via \(result.channels.map(\.rawValue).joined(separator: ", ")) (\(recommender.index.kind) index"
+                + "\(configuration.excludeSeen ? ", seen items excluded" : ""))")
+        for row in rows {
+            let genreText = row.genres.isEmpty ? "" : "  [\(row.genres.joined(separator: "|"))]"
+            print(
+                String(
+                    format: "%3d  %8.4f  %-10@  %@  %@%@", row.rank, row.score, row.channel, row.id, row.title,
+                    genreText))
         }
         print(String(format: "recall took %.2f ms", seconds * 1000))
+    }
+
+    /// `--input`: a split file (header `user_id\titem_id\ttimestamp`, histories grouped by user in file order) or
+    /// one comma-separated id list per line. Writes one JSON object per history to stdout.
+    func runBatch(
+        input: String, file: ModelFile, recommender: Recommender, configuration: RecallConfiguration, excluded: [Int32]
+    ) throws {
+        guard let text = try? String(contentsOfFile: input, encoding: .utf8) else {
+            throw ValidationError("cannot read --input file '\(input)'")
+        }
+        var lines = text.components(separatedBy: "\n")
+        if lines.last == "" { lines.removeLast() }
+        var keys: [(name: String, value: String)] = []
+        var histories: [[Int32]] = []
+        let catalogue = recommender.catalogue
+        if lines.first?.hasPrefix("user_id\titem_id") == true {
+            var position: [String: Int] = [:]
+            for (number, line) in lines.enumerated().dropFirst() where !line.isEmpty {
+                let fields = line.components(separatedBy: "\t")
+                guard fields.count >= 2 else {
+                    throw ValidationError("\(input), line \(number + 1): expected user_id<TAB>item_id")
+                }
+                guard let item = catalogue.index(ofID: fields[1]) else {
+                    throw ValidationError(
+                        "\(input), line \(number + 1), field 'item_id': item '\(fields[1])' is not in the model's catalogue")
+                }
+                if position[fields[0]] == nil {
+                    position[fields[0]] = histories.count
+                    keys.append(("user", fields[0]))
+                    histories.append([])
+                }
+                histories[position[fields[0]]!].append(Int32(item))
+            }
+        } else {
+            for (number, line) in lines.enumerated() {
+                do {
+                    histories.append(try catalogue.resolve(ids: RecallSetup.list(line)))
+                } catch {
+                    throw ValidationError("\(input), line \(number + 1): \(error.message)")
+                }
+                keys.append(("line", String(number + 1)))
+            }
+        }
+        struct Line: Encodable {
+            var user: String?
+            var line: Int?
+            var state: String
+            var items: [RecallSetup.Recommendation]
+        }
+        let chunk = 1024
+        var start = 0
+        while start < histories.count {
+            let end = min(histories.count, start + chunk)
+            let requests = histories[start..<end].map { RecallRequest(history: $0, exclude: excluded) }
+            let results: [RecallResult]
+            do {
+                results = try recommender.recommend(requests, configuration: configuration)
+            } catch {
+                throw error.validation
+            }
+            for (offset, result) in results.enumerated() {
+                let key = keys[start + offset]
+                let line = Line(
+                    user: key.name == "user" ? key.value : nil, line: key.name == "line" ? Int(key.value) : nil,
+                    state: result.state.rawValue, items: RecallSetup.rows(result, catalogue: catalogue))
+                print(RecallSetup.json(line))
+            }
+            start = end
+        }
     }
 }

@@ -152,12 +152,25 @@ struct TrainCommand: AsyncParsableCommand {
                 ModelLoading.MetadataKey.itemGenres: ModelLoading.encodeJSON(data.genres),
                 ModelLoading.MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
                 ModelLoading.MetadataKey.training: ModelLoading.encodeJSON(summary),
-            ])
+            ],
+            itemPopularity: Self.trainingPopularity(of: data),
+            itemContent: ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures))
         try file.write(to: out)
         if let historyJSON {
             try Data(ModelLoading.encodeJSON(summary).utf8).write(to: URL(fileURLWithPath: historyJSON), options: .atomic)
         }
         print(String(format: "wrote %@ (%.1f s of training)", out, seconds))
+    }
+}
+
+extension TrainCommand {
+    /// Training-split interactions per catalogue item (the recall popularity channel).
+    static func trainingPopularity(of data: Dataset) -> [Float] {
+        var counts = [Float](repeating: 0, count: data.itemIDs.count)
+        for user in data.split.users {
+            for item in user.train { counts[Int(item)] += 1 }
+        }
+        return counts
     }
 }
 

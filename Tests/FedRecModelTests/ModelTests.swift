@@ -1,6 +1,7 @@
 import FedRecData
 import FedRecModel
 import FedRecTensor
+import FedRecTestSupport
 import Testing
 
 /// A small problem with item and user features.

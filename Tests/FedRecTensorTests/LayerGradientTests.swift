@@ -1,4 +1,5 @@
 import FedRecTensor
+import FedRecTestSupport
 import Testing
 
 /// Every layer's backward pass against central finite differences (relative error < 1e-3).

@@ -1,10 +1,11 @@
-import FedRecTensor
+// Shared by the test targets of FedRecTensor and FedRecModel (a test-only library, never linked into fedrec).
+public import FedRecTensor
 
 /// Central-difference check (Richardson-extrapolated) of an analytic gradient along a few unit directions: along the analytic gradient
 /// itself (catches any error that is not tiny), and along random-signed combinations of the largest and of
 /// random coordinates. Returns the largest relative error `|fd - g.v| / max(|fd|, |g.v|, floor)`.
 /// (`floor` keeps an all-but-zero directional derivative from dividing noise by noise.)
-func maxGradientError(
+public func maxGradientError(
     at x: [Float], analytic: [Float], step h: Double = 1e-2, seed: UInt64 = 1, floor: Double = 1e-4,
     loss: ([Float]) -> Double
 ) -> Double {
@@ -47,15 +48,15 @@ func maxGradientError(
 }
 
 /// `sum_i w_i y_i` in Double.
-func weightedSum(_ y: [Float], _ w: [Float]) -> Double {
+public func weightedSum(_ y: [Float], _ w: [Float]) -> Double {
     zip(y, w).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
 }
 
-func randomMatrix(_ rows: Int, _ columns: Int, _ rng: inout SplitMix64, scale: Float = 1) -> Matrix {
+public func randomMatrix(_ rows: Int, _ columns: Int, _ rng: inout SplitMix64, scale: Float = 1) -> Matrix {
     Matrix(rows: rows, columns: columns, storage: (0..<(rows * columns)).map { _ in scale * rng.nextGaussian() })
 }
 
-func randomSparse(rows: Int, columns: Int, perRow: Int, _ rng: inout SplitMix64) -> SparseMatrix {
+public func randomSparse(rows: Int, columns: Int, perRow: Int, _ rng: inout SplitMix64) -> SparseMatrix {
     SparseMatrix(
         columns: columns,
         rows: (0..<rows).map { _ in

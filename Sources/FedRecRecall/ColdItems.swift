@@ -1,0 +1,55 @@
+public import FedRecData
+public import FedRecModel
+import FedRecTensor
+
+/// Items added to a trained model's catalogue (cold items): featurised exactly as the importer does, embedded by
+/// the item tower from their content alone (no ID embedding: they were never trained), no retraining.
+public enum ColdItems {
+    /// The item tower's unit embedding of an item known only by its content: `normalize(features W + b)`.
+    /// A zero vector when that is zero (a model trained without content features has no content weights).
+    public static func embedding(model: TwoTowerModel, features: [FeatureEntry]) -> [Float] {
+        let tower = model.itemTower
+        let d = model.configuration.dimension
+        var out = tower.contentBias.storage
+        for entry in features where Int(entry.column) < tower.contentWeight.rows {
+            let row = Int(entry.column) * d
+            for j in 0..<d { out[j] += entry.value * tower.contentWeight.storage[row + j] }
+        }
+        let norm = out.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        return norm > 0 ? out.map { $0 / norm } : out
+    }
+
+    /// Adds an item to `file`'s catalogue (as the next added item).
+    ///
+    /// - Throws: `.invalidRequest` when the id is already in the catalogue, the model file has no feature
+    ///   names (written before they were stored), or its feature layout does not match the model.
+    public static func add(
+        to file: inout ModelFile, id: String, title: String, genres: [String], tags: [String] = [], year: Int? = nil
+    ) throws(RecallError) {
+        guard !id.isEmpty else { throw RecallError(code: .invalidRequest, message: "an item id must not be empty") }
+        guard !file.itemIDs.contains(id) && !file.addedItems.ids.contains(id) else {
+            throw RecallError(code: .invalidRequest, message: "item '\(id)' is already in the model's catalogue")
+        }
+        guard let content = file.itemContent else {
+            throw RecallError(
+                code: .invalidRequest,
+                message: "the model file has no item feature names (written by an older fedrec): retrain it to add items")
+        }
+        let featurizer: ItemFeaturizer
+        do {
+            featurizer = try ItemFeaturizer(featureNames: content.featureNames)
+        } catch {
+            throw RecallError(code: .invalidRequest, message: "the model file's feature names: \(error.message)")
+        }
+        let featureCount = file.model.configuration.itemFeatureCount
+        guard featureCount == 0 || featureCount == featurizer.columnCount else {
+            throw RecallError(
+                code: .invalidRequest,
+                message: "the model takes \(featureCount) item features but the file names \(featurizer.columnCount)")
+        }
+        let features = featurizer.features(title: title, genres: genres, tags: tags, year: year)
+        file.addedItems.append(
+            id: id, title: title, genres: genres, embedding: embedding(model: file.model, features: features),
+            features: features.map { (column: $0.column, value: $0.value) })
+    }
+}

@@ -1,0 +1,195 @@
+import FedRecRecall
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Answers the HTTP endpoint's requests (pure: no networking, so tests can call it directly).
+///
+/// `POST /recall` with a JSON body `{"history_ids": [...]}` or `{"history": ["title", ...]}`, optionally
+/// `"k"`, `"exclude_ids"`, `"include_seen"`; answers `{"state": ..., "items": [{rank, id, title, genres, score,
+/// channel, channels}]}`. `GET /health` answers `{"status": "ok", "items": N}`. Errors are JSON
+/// `{"error": "..."}` with 400 (malformed), 404 (unknown path), 405 (wrong method), 413 (too large), 422
+/// (unknown items, K <= 0, no channel).
+struct RecallHTTPHandler: Sendable {
+    let recommender: Recommender
+    let configuration: RecallConfiguration
+
+    struct Request: Decodable {
+        var history_ids: [String]?
+        var history: [String]?
+        var k: Int?
+        var exclude_ids: [String]?
+        var include_seen: Bool?
+    }
+
+    struct Response: Encodable {
+        var state: String
+        var items: [RecallSetup.Recommendation]
+    }
+
+    func respond(method: HTTPMethod, path: String, body: [UInt8]) -> (HTTPResponseStatus, String) {
+        func fail(_ status: HTTPResponseStatus, _ message: String) -> (HTTPResponseStatus, String) {
+            (status, RecallSetup.json(["error": message]))
+        }
+        let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        switch route {
+        case "/health":
+            guard method == .GET else { return fail(.methodNotAllowed, "use GET for /health") }
+            return (.ok, "{\"items\":\(recommender.catalogue.count),\"status\":\"ok\"}")
+        case "/recall":
+            guard method == .POST else { return fail(.methodNotAllowed, "use POST for /recall") }
+        default:
+            return fail(.notFound, "no such endpoint '\(route)'; use POST /recall or GET /health")
+        }
+        let request: Request
+        do {
+            request = try JSONDecoder().decode(Request.self, from: Data(body))
+        } catch {
+            return fail(.badRequest, "the body is not a JSON recall request: \(Self.describe(error))")
+        }
+        if request.history != nil && request.history_ids != nil {
+            return fail(.badRequest, "give 'history' (titles) or 'history_ids', not both")
+        }
+        let catalogue = recommender.catalogue
+        var configuration = configuration
+        if let k = request.k {
+            guard k > 0 else { return fail(.unprocessableEntity, "k must be positive, got \(k)") }
+            guard k <= 10_000 else { return fail(.unprocessableEntity, "k must be at most 10000, got \(k)") }
+            configuration.k = k
+        }
+        if let includeSeen = request.include_seen { configuration.excludeSeen = !includeSeen }
+        do {
+            let history =
+                if let titles = request.history { try catalogue.resolve(titles: titles) } else {
+                    try catalogue.resolve(ids: request.history_ids ?? [])
+                }
+            let exclude = try catalogue.resolve(ids: request.exclude_ids ?? [])
+            let result = try recommender.recommend(
+                [RecallRequest(history: history, exclude: exclude)], configuration: configuration)[0]
+            return (.ok, RecallSetup.json(Response(state: result.state.rawValue, items: RecallSetup.rows(result, catalogue: catalogue))))
+        } catch {
+            return failure(error)
+        }
+    }
+
+    private func failure(_ error: RecallError) -> (HTTPResponseStatus, String) {
+        struct Body: Encodable {
+            var error: String
+            var candidates: [String]
+        }
+        return (.unprocessableEntity, RecallSetup.json(Body(error: error.message, candidates: error.candidates)))
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context),
+            DecodingError.keyNotFound(_, let context), DecodingError.dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "\(path): \(context.debugDescription)"
+        default:
+            return "\(error)"
+        }
+    }
+}
+
+/// A small HTTP/1.1 JSON server on SwiftNIO: one request per connection (answered with `Connection: close`),
+/// bodies over `maxBodyBytes` refused with 413. `run` owns every child task (structured concurrency) and returns
+/// after SIGINT or SIGTERM once in-flight requests are answered.
+struct RecallHTTPServer {
+    let host: String
+    let port: Int
+    let maxBodyBytes: Int
+    let handler: RecallHTTPHandler
+
+    typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+
+    func run(onListening: (String) -> Void) async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    return try Connection(wrappingChannelSynchronously: channel)
+                }
+            }
+        let address = server.channel.localAddress
+        onListening("\(address?.ipAddress ?? host):\(address?.port ?? port)")
+        let signals = Self.terminationSignals()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in signals { break }
+                // Stop accepting; the accept loop below ends and waits for in-flight connections.
+                try? await server.channel.close()
+            }
+            try await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { connections in
+                    for try await connection in inbound {
+                        connections.addTask { await self.serve(connection) }
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// One connection: read a request (counting body bytes), answer, close.
+    func serve(_ connection: Connection) async {
+        try? await connection.executeThenClose { inbound, outbound in
+            var head: HTTPRequestHead?
+            var body: [UInt8] = []
+            var tooLarge = false
+            for try await part in inbound {
+                switch part {
+                case .head(let value):
+                    head = value
+                    if let length = value.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+                        tooLarge = true
+                    }
+                case .body(let buffer):
+                    if !tooLarge && body.count + buffer.readableBytes > maxBodyBytes { tooLarge = true }
+                    if !tooLarge { body.append(contentsOf: buffer.readableBytesView) }
+                case .end:
+                    guard let head else { return }
+                    let (status, text) =
+                        tooLarge
+                        ? (HTTPResponseStatus.payloadTooLarge,
+                           RecallSetup.json(["error": "the request body exceeds \(maxBodyBytes) bytes"]))
+                        : handler.respond(method: head.method, path: head.uri, body: body)
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Content-Type", value: "application/json")
+                    headers.add(name: "Content-Length", value: String(text.utf8.count + 1))
+                    headers.add(name: "Connection", value: "close")
+                    try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
+                    try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text + "\n"))))
+                    try await outbound.write(.end(nil))
+                    return
+                }
+            }
+        }
+    }
+
+    /// SIGINT and SIGTERM as an async sequence (their default action is disabled while serving).
+    static func terminationSignals() -> AsyncStream<Int32> {
+        AsyncStream { continuation in
+            var sources: [any DispatchSourceSignal] = []
+            for signalNumber in [SIGINT, SIGTERM] {
+                signal(signalNumber, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+                source.setEventHandler { continuation.yield(signalNumber) }
+                source.resume()
+                sources.append(source)
+            }
+            let held = SignalSources(sources: sources)
+            continuation.onTermination = { _ in held.cancel() }
+        }
+    }
+}
+
+/// Keeps the signal sources alive until the stream ends (DispatchSource is thread-safe).
+private final class SignalSources: @unchecked Sendable {
+    let sources: [any DispatchSourceSignal]
+    init(sources: [any DispatchSourceSignal]) { self.sources = sources }
+    func cancel() { for source in sources { source.cancel() } }
+}

@@ -1,0 +1,121 @@
+import ArgumentParser
+import FedRecData
+import FedRecModel
+import FedRecRecall
+import FedRecTensor
+import Foundation
+
+/// Index options shared by `recall` and `items add`.
+struct IndexOptions: ParsableArguments {
+    @Option(help: "Item index: auto (HNSW from --hnsw-threshold items on), exact or hnsw.")
+    var index: String = "auto"
+
+    @Option(help: "Catalogue size from which --index auto uses HNSW.")
+    var hnswThreshold: Int = 500_000
+
+    @Option(help: "HNSW file (default: the model file's path + '.hnsw').")
+    var indexFile: String?
+
+    @Option(name: .customLong("hnsw-m"), help: "HNSW build parameter M (neighbours per node).")
+    var hnswM: Int = 32
+
+    @Option(help: "HNSW search breadth while building.")
+    var efConstruction: Int = 40
+
+    @Option(help: "HNSW search breadth (efSearch) of a query.")
+    var efSearch: Int = 128
+
+    @Flag(help: "Rebuild the HNSW file even when it exists.")
+    var rebuildIndex = false
+
+    func validate() throws {
+        guard ["auto", "exact", "hnsw"].contains(index) else {
+            throw ValidationError("--index must be 'auto', 'exact' or 'hnsw', got '\(index)'")
+        }
+        guard hnswThreshold >= 0 else { throw ValidationError("--hnsw-threshold must be >= 0, got \(hnswThreshold)") }
+        guard hnswM >= 2 else { throw ValidationError("--hnsw-m must be at least 2, got \(hnswM)") }
+        guard efConstruction >= 1 else { throw ValidationError("--ef-construction must be positive, got \(efConstruction)") }
+        guard efSearch >= 1 else { throw ValidationError("--ef-search must be positive, got \(efSearch)") }
+    }
+
+    func indexPath(model: String) -> String { indexFile ?? model + ".hnsw" }
+
+    /// The index for `catalogue`. HNSW policy: a file built from another item matrix (stale: the model was
+    /// retrained or items were added) is rebuilt and overwritten, with a note on stderr; an unreadable file is
+    /// an error unless --rebuild-index.
+    func makeIndex(catalogue: RecallCatalogue, model: String) throws -> any ItemIndex {
+        let useHNSW = index == "hnsw" || (index == "auto" && catalogue.count >= hnswThreshold)
+        guard useHNSW else { return ExactIndex(items: catalogue.embeddings) }
+        HNSWIndex.setThreadCount(1)
+        let path = indexPath(model: model)
+        let fingerprint = MatrixFingerprint.of(catalogue.embeddings)
+        if !rebuildIndex, FileManager.default.fileExists(atPath: path) {
+            let result = Result { () throws(RecallError) -> HNSWIndex in
+                try HNSWIndex.read(from: path, fingerprint: fingerprint, efSearch: efSearch)
+            }
+            switch result {
+            case .success(let index): return index
+            case .failure(let error):
+                guard error.code == .staleIndex else { throw error }
+                FileHandle.standardError.write(Data("note: \(error.message); rebuilding it\n".utf8))
+            }
+        }
+        let built = try HNSWIndex.build(
+            items: catalogue.embeddings, parameters: HNSWParameters(m: hnswM, efConstruction: efConstruction),
+            efSearch: efSearch)
+        try built.write(to: path, fingerprint: fingerprint)
+        return built
+    }
+}
+
+/// Builds a `Recommender` from a model file and the command's options (the command and tests share it).
+enum RecallSetup {
+    static func catalogue(of file: ModelFile) -> RecallCatalogue {
+        RecallCatalogue(model: file, titles: ModelLoading.titles(of: file), genres: ModelLoading.genres(of: file))
+    }
+
+    static func recommender(model path: String, index: IndexOptions) throws -> (ModelFile, Recommender) {
+        let file = try ModelLoading.model(at: path)
+        let catalogue = catalogue(of: file)
+        let recommender = Recommender(
+            catalogue: catalogue, model: file.model, index: try index.makeIndex(catalogue: catalogue, model: path))
+        return (file, recommender)
+    }
+
+    /// One output row.
+    struct Recommendation: Codable {
+        var rank: Int
+        var id: String
+        var title: String
+        var genres: [String]
+        var score: Float
+        var channel: String
+        var channels: [String]
+    }
+
+    static func rows(_ result: RecallResult, catalogue: RecallCatalogue) -> [Recommendation] {
+        result.items.enumerated().map { rank, item in
+            let i = Int(item.item)
+            return Recommendation(
+                rank: rank + 1, id: catalogue.ids[i], title: catalogue.titles[i], genres: catalogue.genres[i],
+                score: item.score, channel: item.channel.rawValue, channels: item.channels.map(\.rawValue))
+        }
+    }
+
+    /// Splits a comma-separated list, trimming spaces; an empty or blank text is an empty list.
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+    }
+
+    static func json<T: Encodable>(_ value: T, pretty: Bool = false) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "null"
+    }
+}
+
+extension RecallError {
+    /// As a command-line error.
+    var validation: ValidationError { ValidationError(message) }
+}

@@ -1,0 +1,189 @@
+import FedRecData
+import FedRecModel
+import FedRecRecall
+import FedRecTensor
+import Foundation
+import Testing
+
+@Suite struct StrategyTests {
+    @Test func quotasSplitKByLargestRemainder() throws {
+        let quotas = try ChannelQuotas.parse("embedding=0.5,content=0.3,popularity=0.2")
+        #expect(quotas == ChannelQuotas(embedding: 0.5, content: 0.3, popularity: 0.2))
+        #expect(throws: RecallError.self) { try ChannelQuotas.parse("bogus=1") }
+        #expect(throws: RecallError.self) { try ChannelQuotas.parse("embedding=0") }
+    }
+
+    @Test func mergeFillsQuotasDeduplicatesAndFillsGaps() {
+        let candidates: [RecallChannel: [(item: Int32, score: Float)]] = [
+            .embedding: [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)],
+            .content: [(2, 0.5), (5, 0.4)],
+            .popularity: [(1, 1), (6, 0.9), (7, 0.8)],
+        ]
+        let merged = RecallMerger.merge(candidates: candidates, slots: [.embedding: 2, .content: 1, .popularity: 2], k: 5)
+        #expect(merged.count == 5)
+        #expect(Set(merged.map(\.item)).count == 5)
+        #expect(merged.filter { $0.channel == .embedding }.map(\.item) == [1, 2])
+        #expect(merged.filter { $0.channel == .content }.map(\.item) == [5])  // 2 was taken: de-duplicated
+        #expect(merged.filter { $0.channel == .popularity }.map(\.item) == [6, 7])
+        #expect(merged.first { $0.item == 1 }?.channels == [.embedding, .popularity])
+        // A channel that runs dry leaves its slots to the others.
+        let short = RecallMerger.merge(candidates: [.embedding: [(1, 0.9), (2, 0.8), (3, 0.7)], .content: []],
+                                       slots: [.embedding: 1, .content: 2], k: 3)
+        #expect(short.map(\.item) == [1, 2, 3])
+    }
+
+    @Test func warmUserGetsEmbeddingTopKWithoutSeenOrExcluded() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        var configuration = RecallConfiguration()
+        configuration.k = 10
+        let history: [Int32] = [0, 3, 6, 9, 12, 15]
+        let result = try recommender.recommend([RecallRequest(history: history, exclude: [30])], configuration: configuration)[0]
+        #expect(result.state == .warm)
+        #expect(result.items.count == 10)
+        #expect(result.items.allSatisfy { $0.channel == .embedding })
+        #expect(Set(result.items.map(\.item)).isDisjoint(with: history + [30]))
+        let scores = result.items.map(\.score)
+        #expect(scores == scores.sorted(by: >))
+        // Including seen items brings history items back.
+        configuration.excludeSeen = false
+        configuration.k = 60
+        let all = try recommender.recommend([RecallRequest(history: history)], configuration: configuration)[0]
+        #expect(Set(history).isSubset(of: Set(all.items.map(\.item))))
+    }
+
+    @Test func minimumScoreDropsWeakCandidates() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        var configuration = RecallConfiguration()
+        configuration.k = 60
+        configuration.minimumScore = 0.3
+        let result = try recommender.recommend([RecallRequest(history: [0, 3, 6, 9, 12])], configuration: configuration)[0]
+        #expect(result.items.filter { $0.channel != .popularity }.allSatisfy { $0.score >= 0.3 })
+    }
+
+    @Test func shortHistoryMixesChannels() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        var configuration = RecallConfiguration()
+        configuration.k = 10
+        let result = try recommender.recommend([RecallRequest(history: [4])], configuration: configuration)[0]
+        #expect(result.state == .short)
+        let channels = Set(result.items.map(\.channel))
+        #expect(channels == [.embedding, .content, .popularity])
+        #expect(result.items.filter { $0.channel == .embedding }.count == 6)
+        #expect(Set(result.items.map(\.item)).count == 10)
+    }
+
+    @Test func coldUserGetsPopularityAndContent() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        var configuration = RecallConfiguration()
+        configuration.k = 8
+        let result = try recommender.recommend([RecallRequest(history: [])], configuration: configuration)[0]
+        #expect(result.state == .cold)
+        #expect(result.items.count == 8)
+        #expect(Set(result.items.map(\.channel)) == [.popularity, .content])
+        // Popularity falls with the index: its picks are the most popular.
+        #expect(result.items.filter { $0.channel == .popularity }.map(\.item).first == 0)
+    }
+
+    @Test func emptyHistoryWithoutFallbackChannelIsAnError() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile(withOptionalParts: false))
+        #expect { try recommender.recommend([RecallRequest(history: [])], configuration: RecallConfiguration()) } throws: {
+            ($0 as? RecallError)?.code == .noChannel
+        }
+        // The embedding channel still serves known histories.
+        let result = try recommender.recommend([RecallRequest(history: [1, 2, 3, 4, 5])], configuration: RecallConfiguration())
+        #expect(result[0].items.count == 10)
+    }
+
+    @Test func nonPositiveKIsAnError() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        var configuration = RecallConfiguration()
+        configuration.k = 0
+        #expect(throws: RecallError.self) { try recommender.recommend([RecallRequest(history: [1])], configuration: configuration) }
+        #expect(throws: RecallError.self) {
+            try recommender.recommend([RecallRequest(history: [1], k: -1)], configuration: RecallConfiguration())
+        }
+    }
+
+    @Test func coldItemIsEmbeddedFromContentAndReachedThroughContent() throws {
+        var file = Fixture.modelFile()
+        try ColdItems.add(to: &file, id: "new", title: "Brand New Drama (2021)", genres: ["Drama"], tags: ["fresh"])
+        #expect(file.addedItems.count == 1)
+        #expect(throws: RecallError.self) { try ColdItems.add(to: &file, id: "new", title: "x", genres: []) }
+        let embedding = file.addedItems.embeddings.storage
+        #expect(abs(embedding.reduce(0) { $0 + $1 * $1 } - 1) < 1e-4)
+
+        // Survives the model file.
+        let path = Fixture.temporaryPath("model.safetensors")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try file.write(to: path)
+        let loaded = try ModelFile.read(from: path)
+        #expect(loaded.addedItems == file.addedItems)
+
+        let recommender = Fixture.recommender(loaded)
+        let newItem = Int32(recommender.catalogue.index(ofID: "new")!)
+        #expect(newItem == 60)
+        // A user whose history is only the new item: cold state, content channel, similar (Drama) items.
+        var configuration = RecallConfiguration()
+        configuration.k = 6
+        let result = try recommender.recommend([RecallRequest(history: [newItem])], configuration: configuration)[0]
+        #expect(result.state == .cold)
+        let content = result.items.filter { $0.channel == .content }
+        #expect(!content.isEmpty && content.allSatisfy { $0.item % 3 == 2 })
+        // A Drama fan reaches the new item through the content channel.
+        configuration.warm = ChannelQuotas(content: 1)
+        configuration.k = 20
+        let fan = try recommender.recommend([RecallRequest(history: [2, 5, 8, 11, 14, 17])], configuration: configuration)[0]
+        #expect(fan.items.contains { $0.item == newItem })
+    }
+}
+
+@Suite struct CatalogueAndFileTests {
+    @Test func titlesMatchCaseInsensitivelyAndListCandidates() throws {
+        let catalogue = Fixture.recommender(Fixture.modelFile()).catalogue
+        #expect(try catalogue.resolve(titles: ["beta (1991)", "  MOVIE 10 (1960)"]) == [1, 10])
+        #expect { try catalogue.resolve(titles: ["Alpha (1990)"]) } throws: {
+            let error = $0 as? RecallError
+            return error?.code == .ambiguousTitle && error?.candidates.count == 2
+        }
+        #expect { try catalogue.resolve(titles: ["Movie 1O (1960)"]) } throws: {
+            let error = $0 as? RecallError
+            return error?.code == .unknownItem && error?.candidates.first == "Movie 10 (1960)"
+        }
+        #expect { try catalogue.resolve(ids: ["i1", "nope"]) } throws: {
+            ($0 as? RecallError)?.message.contains("history item 'nope' is not in the model's catalogue") == true
+        }
+    }
+
+    @Test func int32TensorsRoundTrip() throws {
+        let file = SafeTensors(tensors: [
+            SafeTensor(name: "a", shape: [2], values: [1.5, -2]),
+            SafeTensor(name: "b", shape: [3], integers: [0, -7, Int32.max]),
+        ])
+        let decoded = try SafeTensors(bytes: file.encoded(), file: "memory")
+        #expect(decoded.tensors == file.tensors)
+        #expect(throws: TensorFileError.self) { try decoded.tensor("b", shape: [3], file: "memory") }
+        #expect(try decoded.tensor("b", shape: [3], dtype: .i32, file: "memory").integers == [0, -7, Int32.max])
+    }
+
+    @Test func optionalPartsRoundTripAndOlderFilesStillLoad() throws {
+        let path = Fixture.temporaryPath("model.safetensors")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let file = Fixture.modelFile()
+        try file.write(to: path)
+        let loaded = try ModelFile.read(from: path)
+        #expect(loaded.itemPopularity == file.itemPopularity)
+        #expect(loaded.itemContent == file.itemContent)
+
+        let old = Fixture.modelFile(withOptionalParts: false)
+        try old.write(to: path)
+        let loadedOld = try ModelFile.read(from: path)
+        #expect(loadedOld.itemPopularity == nil && loadedOld.itemContent == nil && loadedOld.addedItems.count == 0)
+        var copy = loadedOld
+        #expect(throws: RecallError.self) { try ColdItems.add(to: &copy, id: "x", title: "X", genres: []) }
+    }
+
+    @Test func featurizerRejectsForeignLayouts() {
+        #expect(throws: DataError.self) { try ItemFeaturizer(featureNames: ["title#0", "genre:Action"]) }
+        #expect(throws: Never.self) { try ItemFeaturizer(featureNames: Fixture.featureNames) }
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `fedrec recall` and `fedrec items add` as separate processes: histories by title and id, batch input, cold
+/// users and items, bad input, and the HTTP endpoint on an ephemeral loopback port.
+@Suite(.serialized) struct RecallCLITests {
+    /// Imports the synthetic data set with an items file (titles, genres) and trains a tiny model, once.
+    static let trained: (folder: URL, dataset: String, model: String)? = {
+        guard let folder = try? CLI.temporaryFolder(), let source = try? CLI.writeSyntheticInteractions(to: folder) else {
+            return nil
+        }
+        var items = ["item\ttitle\tgenres"]
+        for i in 0..<30 { items.append("i\(i)\tFilm \(i) (19\(50 + i))\t\(i < 15 ? "Drama" : "Comedy")") }
+        items.append("i99\tNobody Saw This (2001)\tDrama")
+        let itemsFile = folder.appendingPathComponent("items.tsv")
+        try? (items.joined(separator: "\n") + "\n").write(to: itemsFile, atomically: true, encoding: .utf8)
+        let dataset = folder.appendingPathComponent("dataset").path
+        let model = folder.appendingPathComponent("model.safetensors").path
+        guard
+            (try? CLI.run(["data", "import", source.path, "--format", "generic", "--items", itemsFile.path, "--out", dataset]))?
+                .status == 0,
+            (try? CLI.run(["train", "--dataset", dataset, "--out", model, "--dimension", "8", "--epochs", "2", "--batch-size", "64"]))?
+                .status == 0
+        else { return nil }
+        return (folder, dataset, model)
+    }()
+
+    static func json(_ text: String) throws -> Any { try JSONSerialization.jsonObject(with: Data(text.utf8)) }
+
+    @Test func recallByTitlesIdsAndCold() throws {
+        let setup = try #require(Self.trained)
+        let byTitle = try CLI.run(["recall", "--model", setup.model, "--history", "film 1 (1951), FILM 2 (1952)", "--k", "5", "--json"])
+        try #require(byTitle.status == 0, "\(byTitle.combined)")
+        let rows = try #require(try Self.json(byTitle.output) as? [[String: Any]])
+        #expect(rows.count == 5)
+        #expect(!rows.contains { ["i1", "i2"].contains($0["id"] as? String) })
+        #expect(rows.allSatisfy { $0["channel"] is String && $0["title"] is String })
+
+        let unknown = try CLI.run(["recall", "--model", setup.model, "--history", "Film 1 (1915)"])
+        #expect(unknown.status != 0)
+        #expect(unknown.combined.contains("no item has the title 'Film 1 (1915)'; closest:"))
+
+        let cold = try CLI.run(["recall", "--model", setup.model, "--history-ids", "", "--k", "6", "--json"])
+        try #require(cold.status == 0, "\(cold.combined)")
+        let coldRows = try #require(try Self.json(cold.output) as? [[String: Any]])
+        #expect(Set(coldRows.compactMap { $0["channel"] as? String }) == ["popularity", "content"])
+
+        let zero = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--k", "0"])
+        #expect(zero.status != 0 && zero.combined.contains("--k must be positive"))
+
+        let missing = try CLI.run(["recall", "--model", setup.folder.appendingPathComponent("none").path, "--history-ids", "i1"])
+        #expect(missing.status != 0 && missing.combined.contains("does not exist"))
+
+        let hnsw = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1,i2,i3,i4,i5", "--index", "hnsw", "--k", "3"])
+        #expect(hnsw.status == 0, "\(hnsw.combined)")
+        #expect(FileManager.default.fileExists(atPath: setup.model + ".hnsw"))
+    }
+
+    @Test func batchInputWritesJSONLines() throws {
+        let setup = try #require(Self.trained)
+        let input = setup.folder.appendingPathComponent("histories.txt")
+        try "i1,i2\n\ni20,i21,i22\n".write(to: input, atomically: true, encoding: .utf8)
+        let result = try CLI.run(["recall", "--model", setup.model, "--input", input.path, "--k", "4"])
+        try #require(result.status == 0, "\(result.combined)")
+        let lines = result.output.split(separator: "\n")
+        #expect(lines.count == 3)
+        let first = try #require(try Self.json(String(lines[0])) as? [String: Any])
+        #expect(first["line"] as? Int == 1 && (first["items"] as? [Any])?.count == 4)
+        #expect((try Self.json(String(lines[1])) as? [String: Any])?["state"] as? String == "cold")
+
+        let split = setup.folder.appendingPathComponent("split")
+        try #require(try CLI.run(["data", "split", "--dataset", setup.dataset, "--out", split.path]).status == 0)
+        let users = try CLI.run(["recall", "--model", setup.model, "--input", split.appendingPathComponent("train.tsv").path])
+        try #require(users.status == 0, "\(users.combined)")
+        #expect(users.output.split(separator: "\n").count == 40)
+    }
+
+    @Test func itemsAddGivesColdItemsAnEmbedding() throws {
+        let setup = try #require(Self.trained)
+        let extended = setup.folder.appendingPathComponent("extended.safetensors").path
+        let added = try CLI.run([
+            "items", "add", "--model", setup.model, "--out", extended, "--id", "new1", "--title", "A New Drama (2022)",
+            "--genres", "Drama",
+        ])
+        try #require(added.status == 0, "\(added.combined)")
+        #expect(added.output.contains("added 1 item(s)"))
+        let fromData = try CLI.run(["items", "add", "--model", extended, "--dataset", setup.dataset])
+        try #require(fromData.status == 0, "\(fromData.combined)")
+        #expect(fromData.output.contains("added 1 item(s)"))  // i99, which nobody rated
+        let again = try CLI.run(["items", "add", "--model", extended, "--id", "new1", "--title", "x"])
+        #expect(again.status != 0 && again.combined.contains("already in the model's catalogue"))
+        let onlyNew = try CLI.run(["recall", "--model", extended, "--history-ids", "new1", "--k", "5", "--json"])
+        try #require(onlyNew.status == 0, "\(onlyNew.combined)")
+        #expect(onlyNew.output.contains("\"content\""))
+    }
+
+    @Test func serverAnswersGoodMalformedAndOversizedRequests() async throws {
+        let setup = try #require(Self.trained)
+        let process = Process()
+        process.executableURL = CLI.executable
+        process.arguments = ["recall", "--model", setup.model, "--serve", "--port", "0", "--max-request-bytes", "512"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = Pipe()
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        // The first line names the address.
+        var buffer = Data()
+        while !buffer.contains(0x0A) {
+            let chunk = out.fileHandleForReading.availableData
+            try #require(!chunk.isEmpty, "server exited early")
+            buffer.append(chunk)
+        }
+        let line = String(decoding: buffer, as: UTF8.self)
+        let address = try #require(line.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+        #expect(address.hasPrefix("http://127.0.0.1:"))
+
+        func send(_ path: String, method: String = "POST", body: String? = nil) async throws -> (Int, [String: Any]) {
+            var request = URLRequest(url: URL(string: address + path)!)
+            request.httpMethod = method
+            if let body { request.httpBody = Data(body.utf8) }
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            return (status, (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:])
+        }
+        let (okStatus, ok) = try await send("/recall", body: #"{"history_ids": ["i1", "i2"], "k": 3}"#)
+        #expect(okStatus == 200)
+        #expect((ok["items"] as? [Any])?.count == 3)
+        let (healthStatus, _) = try await send("/health", method: "GET")
+        #expect(healthStatus == 200)
+        let (badStatus, bad) = try await send("/recall", body: "{not json")
+        #expect(badStatus == 400 && bad["error"] is String)
+        let (unknownStatus, _) = try await send("/recall", body: #"{"history_ids": ["nope"]}"#)
+        #expect(unknownStatus == 422)
+        let (zeroStatus, _) = try await send("/recall", body: #"{"history_ids": ["i1"], "k": 0}"#)
+        #expect(zeroStatus == 422)
+        let (bigStatus, _) = try await send("/recall", body: #"{"history_ids": ["# + String(repeating: "\"i1\",", count: 200) + "\"i2\"]}")
+        #expect(bigStatus == 413)
+        let (pathStatus, _) = try await send("/nowhere", method: "GET")
+        #expect(pathStatus == 404)
+
+        process.interrupt()  // SIGINT: graceful shutdown
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+}
