@@ -28,6 +28,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // gRPC transport and process lifecycle (FedRecProtocol, FedRecCoordinator, FedRecClient)
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // MARK: C shims (system libraries, headers only)
@@ -96,12 +103,49 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Wire protocol and the two processes (gRPC lives here and above, never below)
+        .target(
+            name: "FedRecProtocol",
+            dependencies: [
+                "FedRecFederation", "FedRecSecurity", "FedRecModel", "FedRecTensor",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Protos"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FedRecCoordinator",
+            dependencies: [
+                "FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecModel", "FedRecEvaluation",
+                "FedRecData", "FedRecTensor",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FedRecClient",
+            dependencies: [
+                "FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecModel", "FedRecData", "FedRecTensor",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Command-line interface
         .executableTarget(
             name: "fedrec",
             dependencies: [
                 "FedRecTensor", "FedRecSecurity", "FedRecData", "FedRecModel", "FedRecEvaluation", "FedRecFederation",
-                "FedRecRecall",
+                "FedRecRecall", "FedRecProtocol", "FedRecCoordinator", "FedRecClient",
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -158,6 +202,24 @@ let package = Package(
             dependencies: [
                 "FedRecRecall", "FedRecModel", "FedRecData", "FedRecTensor",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecProtocolTests",
+            dependencies: ["FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecTensor"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FedRecIntegrationTests",
+            dependencies: [
+                "FedRecCoordinator", "FedRecClient", "FedRecProtocol", "FedRecFederation", "FedRecSecurity",
+                "FedRecData", "FedRecModel", "FedRecTensor",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

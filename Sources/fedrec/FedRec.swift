@@ -13,6 +13,10 @@ struct FedRec: AsyncParsableCommand {
             RecallCommand.self,
             ItemsCommand.self,
             KeysCommand.self,
+            CoordinatorCommand.self,
+            ClientCommand.self,
+            StatusCommand.self,
+            DemoCommand.self,
             SimulateCommand.self,
             BenchCommand.self,
         ]

@@ -1,0 +1,300 @@
+import FedRecData
+import FedRecFederation
+import FedRecModel
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Foundation
+public import GRPCCore
+import Logging
+public import ServiceLifecycle
+import Synchronization
+
+/// One hosted user: its identity, its session with the pinned coordinator, its data.
+struct VirtualClient: Sendable {
+    var id: String
+    var userIndex: Int
+    var identity: Identity
+    var keys: SessionKeys
+}
+
+/// A client process as a `Service`: enrols its virtual clients, then asks for rounds, trains each selected
+/// virtual client on its own data and submits its sealed update, until the coordinator says training is over.
+/// `run()` owns the gRPC connection task; a graceful shutdown stops it between calls.
+public final class FederatedClient<Transport: ClientTransport>: Service {
+    let grpc: GRPCClient<Transport>
+    let options: ClientOptions
+    let dataset: Dataset
+    let clients: [String: VirtualClient]
+    let order: [String]
+    let coordinator: PublicIdentity
+    let logger: Logger
+    let clock: any Clock<Duration>
+    let stopping = Mutex(false)
+    /// Called with (round, selected count) when an assignment arrives (progress, tests).
+    let onAssignment: (@Sendable (Int, Int) -> Void)?
+    /// Updates this process submitted and the coordinator accepted.
+    let accepted = Mutex(0)
+    public var acceptedUpdates: Int { accepted.withLock { $0 } }
+
+    init(
+        grpc: GRPCClient<Transport>, options: ClientOptions, dataset: Dataset, clients: [VirtualClient],
+        coordinator: PublicIdentity, logger: Logger, clock: any Clock<Duration>,
+        onAssignment: (@Sendable (Int, Int) -> Void)?
+    ) {
+        self.grpc = grpc
+        self.options = options
+        self.dataset = dataset
+        self.order = clients.map(\.id)
+        self.clients = Dictionary(uniqueKeysWithValues: clients.map { ($0.id, $0) })
+        self.coordinator = coordinator
+        self.logger = logger
+        self.clock = clock
+        self.onAssignment = onAssignment
+    }
+
+    public var clientIDs: [String] { order }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await self.grpc.runConnections() }
+                do {
+                    try await self.loop()
+                } catch {
+                    self.grpc.beginGracefulShutdown()
+                    throw error
+                }
+                self.grpc.beginGracefulShutdown()
+            }
+        } onGracefulShutdown: {
+            self.stopping.withLock { $0 = true }
+        }
+    }
+
+    private var isStopping: Bool { stopping.withLock { $0 } }
+
+    /// Run-wide settings learnt at enrolment.
+    struct RunSettings {
+        var configuration: TwoTowerConfiguration
+        var shapes: PayloadShapes
+        var users: [Int: FoldUser]
+        var userFeatures: SparseMatrix?
+    }
+
+    private func loop() async throws {
+        let service = Fedrec_V1_Coordinator.Client(wrapping: grpc)
+        var settings: RunSettings? = nil
+        var last: (epoch: UInt64, round: UInt64, attempt: UInt32) = (0, 0, 0)
+        var trainer: ClientTrainer? = nil
+        var unreachableSince: Duration? = nil
+        let started = ContinuousClock.now
+
+        while !isStopping {
+            do {
+                if settings == nil { settings = try await enrol(service) }
+                guard let run = settings else { continue }
+                let request = Fedrec_V1_RoundRequest.with {
+                    $0.clientIds = order
+                    $0.waitMilliseconds = UInt32(options.pollMilliseconds)
+                    $0.lastEpoch = last.epoch
+                    $0.lastRound = last.round
+                    $0.lastAttempt = last.attempt
+                }
+                let answer = try await service.getRound(request) { response in
+                    try await Self.readAssignment(
+                        response.messages, chunkSize: self.options.chunkSize, shapes: run.shapes)
+                }
+                unreachableSince = nil
+                switch answer {
+                case .finished(let rounds):
+                    logger.info("training finished after \(rounds) round(s)")
+                    return
+                case .wait:
+                    continue
+                case .round(let header, let sealed):
+                    last = (header.epoch, header.round, header.attempt)
+                    try await handle(header: header, sealed: sealed, run: run, trainer: &trainer, service: service)
+                }
+            } catch let error as RPCError where error.code == .permissionDenied {
+                logger.warning("coordinator does not know these clients (\(error.message)): enrolling again")
+                settings = nil
+                try await pause(.milliseconds(200))
+            } catch let error as RPCError {
+                let now = ContinuousClock.now - started
+                let since = unreachableSince ?? now
+                unreachableSince = since
+                if now - since > options.connectTimeout {
+                    throw ClientError(code: .unreachable, message: "coordinator unreachable: \(error.message)")
+                }
+                logger.debug("coordinator call failed (\(error.code)): retrying")
+                try await pause(.milliseconds(250))
+            }
+        }
+        throw ClientError(code: .interrupted, message: "stopped by a signal before training finished")
+    }
+
+    private func pause(_ duration: Duration) async throws {
+        if !isStopping { try await clock.sleep(for: duration) }
+    }
+
+    enum Answer: Sendable {
+        case finished(Int)
+        case wait
+        case round(Fedrec_V1_RoundHeader, [UInt8])
+    }
+
+    static func readAssignment(
+        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, shapes: PayloadShapes
+    ) async throws -> Answer {
+        var iterator = messages.makeAsyncIterator()
+        guard let first = try await iterator.next() else { return .wait }
+        switch first.part {
+        case .finished(let f): return .finished(Int(f.completedRounds))
+        case .wait, .none: return .wait
+        case .data: throw ProtocolError(code: .malformedChunk, message: "assignment without a header")
+        case .header(let header):
+            var assembler = try ChunkAssembler(
+                plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: shapes.globalModelByteCount + 1024
+            )
+            while !assembler.isComplete {
+                guard let next = try await iterator.next() else { break }
+                guard case .data(let chunk)? = next.part else {
+                    throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
+                }
+                try assembler.append(index: Int(chunk.index), chunk.data)
+            }
+            return .round(header, try assembler.finish())
+        }
+    }
+
+    private func enrol(_ service: Fedrec_V1_Coordinator.Client<Transport>) async throws -> RunSettings {
+        let challenge = try await service.getChallenge(.init())
+        guard challenge.coordinatorIdentity == coordinator.line else {
+            throw ClientError(
+                code: .coordinatorMismatch,
+                message: "the coordinator presents '\(challenge.coordinatorIdentity)', pinned '\(coordinator.line)'")
+        }
+        let nonce = Array(challenge.nonce)
+        var proofs: [Fedrec_V1_ClientProof] = []
+        for id in order {
+            let client = clients[id]!
+            let signature = try EnrolmentTranscript.sign(
+                challenge: nonce, identity: client.identity, coordinator: coordinator)
+            proofs.append(
+                .with {
+                    $0.clientID = id
+                    $0.ed25519PublicKey = Data(client.identity.signing.publicKey.rawRepresentation)
+                    $0.x25519PublicKey = Data(client.identity.keyAgreement.publicKey.rawRepresentation)
+                    $0.signature = Data(signature)
+                })
+        }
+        let response = try await service.enrol(
+            .with {
+                $0.challenge = Data(nonce)
+                $0.clients = proofs
+            })
+        guard response.coordinatorIdentity == coordinator.line else {
+            throw ClientError(
+                code: .coordinatorMismatch, message: "the coordinator's identity changed during enrolment")
+        }
+        for rejection in response.rejected {
+            logger.error(
+                "enrolment refused",
+                metadata: [
+                    "client": "\(rejection.clientID)", "code": "\(rejection.code)", "reason": "\(rejection.message)",
+                ])
+        }
+        guard !response.accepted.isEmpty else {
+            throw ClientError(
+                code: .enrolmentRefused, message: "the coordinator accepted none of the \(order.count) client(s)")
+        }
+        guard
+            let configuration = try? JSONDecoder().decode(
+                TwoTowerConfiguration.self, from: Data(response.modelConfigurationJson.utf8)),
+            let fold = Fold(rawValue: response.fold),
+            configuration.itemCount == dataset.itemIDs.count
+        else {
+            throw ClientError(code: .setup, message: "the coordinator's model does not fit this data set")
+        }
+        let layout = ParameterLayout.userTower(configuration)
+        var users: [Int: FoldUser] = [:]
+        for user in dataset.split.fold(fold) { users[user.userIndex] = user }
+        logger.info("enrolled \(response.accepted.count) of \(order.count) client(s)")
+        return RunSettings(
+            configuration: configuration,
+            shapes: PayloadShapes(
+                userTowerCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension),
+            users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
+    }
+
+    private func handle(
+        header: Fedrec_V1_RoundHeader, sealed: [UInt8], run: RunSettings, trainer: inout ClientTrainer?,
+        service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async throws {
+        let received = ContinuousClock.now
+        let deadline = received + .milliseconds(Int64(clamping: header.deadlineMilliseconds))
+        let round = Int(clamping: header.round)
+        let attempt = Int(header.attempt)
+        guard let opener = clients[header.sealedFor] else {
+            logger.warning("assignment sealed for a client this process does not host", metadata: ["round": "\(round)"])
+            return
+        }
+        let global: GlobalModelPayload
+        do {
+            let envelope = try Envelope(serialized: sealed)
+            let plaintext = try envelope.open(
+                using: opener.keys.receive, clientID: opener.id, kind: .roundAssignment, round: header.round)
+            global = try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
+        } catch {
+            logger.error("round assignment refused: \(error)", metadata: ["round": "\(round)"])
+            return
+        }
+        let selected = header.selected.filter { clients[$0] != nil }
+        onAssignment?(round, selected.count)
+        logger.info("round \(round): \(selected.count) client(s) selected")
+        if let hang = options.hangInRound, hang == round {
+            logger.warning("test hook: hanging in round \(round)")
+            while !isStopping { try await clock.sleep(for: .milliseconds(50)) }
+            return
+        }
+        guard
+            let training = try? JSONDecoder().decode(
+                ClientTrainingConfiguration.self, from: Data(header.trainingConfigurationJson.utf8))
+        else {
+            logger.error("unreadable training configuration", metadata: ["round": "\(round)"])
+            return
+        }
+        if trainer?.configuration != training { trainer = ClientTrainer(configuration: training) }
+        let tower = UserTower(configuration: run.configuration, flattened: global.userTower)
+        for id in selected {
+            guard !isStopping else { return }
+            guard ContinuousClock.now < deadline else {
+                logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
+                continue
+            }
+            let client = clients[id]!
+            guard let user = run.users[client.userIndex], !user.known.isEmpty else { continue }
+            let update = trainer!.train(
+                globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
+                userFeatures: run.userFeatures,
+                seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
+            let envelope = try Envelope.seal(
+                ClientUpdatePayload.encode(update),
+                header: EnvelopeHeader(
+                    kind: .modelUpdate, round: header.round, sequence: UInt64(attempt), clientID: id),
+                using: client.keys.transmit
+            ).serialized
+            let messages = try Wire.updateMessages(
+                envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+            do {
+                _ = try await service.submitUpdate(requestProducer: { writer in
+                    try await writer.write(contentsOf: messages)
+                })
+                accepted.withLock { $0 += 1 }
+            } catch let error as RPCError {
+                logger.warning("update refused: \(error.message)", metadata: ["client": "\(id)", "round": "\(round)"])
+            }
+        }
+    }
+}

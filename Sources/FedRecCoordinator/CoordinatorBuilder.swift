@@ -1,0 +1,125 @@
+import FedRecData
+import FedRecEvaluation
+import FedRecFederation
+import FedRecModel
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Foundation
+public import GRPCCore
+public import Logging
+
+/// What identifies a run's state folder.
+private struct RunFingerprint: Encodable {
+    var dataset: String, model: String, fold: String, seed: UInt64, cohort: CohortSelection
+    var server: ServerOptimizerConfiguration, training: String
+}
+
+/// Builds a `Coordinator` from options: loads the data set, keys, allow-list and any saved state. The CLI and
+/// the tests call this same builder.
+public enum CoordinatorBuilder {
+    public static let identityName = "coordinator"
+
+    public static func build<Transport: ServerTransport>(
+        options: CoordinatorOptions, transport: Transport, clock: any Clock<Duration> = ContinuousClock(),
+        logger: Logger = Logger(label: "fedrec.coordinator"),
+        onListening: (@Sendable () async throws -> Void)? = nil,
+        onRound: (@Sendable (RoundRecord) -> Void)? = nil
+    ) throws -> Coordinator<Transport> {
+        func setup(_ message: String) -> CoordinatorError { CoordinatorError(code: .setup, message: message) }
+        let dataset: Dataset
+        do { dataset = try Dataset.load(from: options.datasetPath) } catch { throw setup("\(error)") }
+        let identity: Identity
+        let allowList: AllowList
+        do {
+            identity = try KeyFiles.loadIdentity(path: options.keysDirectory + "/\(identityName).key")
+            allowList = try KeyFiles.loadAllowList(path: options.allowListPath)
+        } catch { throw setup("\(error)") }
+
+        var central = CentralTrainingConfiguration()
+        central.dimension = options.dimension
+        central.hiddenWidth = options.hiddenWidth
+        central.tau = options.tau
+        central.maxHistory = options.maxHistory
+        central.useUserFeatures = options.useUserFeatures
+        central.useItemFeatures = options.useItemFeatures
+        let configuration = central.modelConfiguration(for: dataset)
+        guard !configuration.usesSampledSoftmax else {
+            throw setup(
+                "\(configuration.itemCount) items: federated clients train with full softmax (at most \(configuration.sampledSoftmaxThreshold))"
+            )
+        }
+        let itemFeatures = CentralTraining.itemFeatures(of: dataset, for: configuration)
+        let layout = ParameterLayout.userTower(configuration)
+        let shapes = PayloadShapes(
+            userTowerCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension)
+
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let configurationJSON = String(decoding: try encoder.encode(configuration), as: UTF8.self)
+        let trainingJSON = String(decoding: try encoder.encode(options.clientTraining), as: UTF8.self)
+        let fingerprint = try SHA256.hex(
+            SHA256.hash(
+                Array(
+                    encoder.encode(
+                        RunFingerprint(
+                            dataset: dataset.checksum, model: configurationJSON, fold: options.fold.rawValue,
+                            seed: options.seed, cohort: options.cohort, server: options.serverOptimizer,
+                            training: trainingJSON)))))
+
+        let store = StateStore(directory: options.stateDirectory)
+        let saved = try store.load()
+        var core = CoreState(
+            machine: RoundStateMachine(
+                configuration: .init(
+                    minimumClients: options.minimumClients, roundTimeout: options.deadline,
+                    maximumAttempts: options.maximumAttempts,
+                    validator: UpdateValidator(
+                        layout: layout, itemRows: configuration.itemCount, dimension: configuration.dimension,
+                        maximumDeltaNorm: options.maximumDeltaNorm)),
+                firstRound: saved?.nextRound ?? 0),
+            completedRounds: saved?.completedRounds ?? 0, records: saved?.rounds ?? [])
+        let model: CoordinatorModel
+        if let saved {
+            guard saved.runFingerprint == fingerprint else {
+                throw CoordinatorError(
+                    code: .state,
+                    message: "\(store.statePath) belongs to another run (data set, model, fold, seed, cohort or "
+                        + "optimizer differ): use another --state folder")
+            }
+            let file: ModelFile
+            do { file = try ModelFile.read(from: options.stateDirectory + "/" + saved.modelFile) } catch {
+                throw CoordinatorError(code: .state, message: "\(error)")
+            }
+            model = CoordinatorModel(
+                model: file.model, itemFeatures: itemFeatures, serverOptimizer: saved.serverOptimizer,
+                itemOptimizer: options.itemOptimizer)
+            core.replayGuard = saved.replayGuard
+            for line in saved.enrolled {
+                guard let claimed = try? PublicIdentity(line: line), allowList[claimed.name] == claimed else {
+                    continue
+                }
+                if let keys = try? identity.keyAgreement.serverSessionKeys(clientPublicKey: claimed.keyAgreementKey) {
+                    core.sessions[claimed.name] = Session(identity: claimed, keys: keys)
+                }
+            }
+            logger.info(
+                "resuming after round \(saved.completedRounds) with \(core.sessions.count) enrolled client(s)",
+                metadata: ["state": "\(store.statePath)"])
+        } else {
+            model = CoordinatorModel(
+                model: TwoTowerModel(configuration: configuration, seed: options.seed), itemFeatures: itemFeatures,
+                serverOptimizer: ServerOptimizer(configuration: options.serverOptimizer),
+                itemOptimizer: options.itemOptimizer)
+        }
+        let coordinatorCore = CoordinatorCore(
+            identity: identity, allowList: allowList, shapes: shapes, logger: logger, clock: ElapsedClock(clock),
+            modelConfigurationJSON: configurationJSON, trainingConfigurationJSON: trainingJSON,
+            foldName: options.fold.rawValue, chunkSize: options.chunkSize, initial: core)
+        let server = GRPCServer(transport: transport, services: [CoordinatorService(core: coordinatorCore)])
+        return Coordinator(
+            core: coordinatorCore, server: server, options: options, dataset: dataset, initialModel: model,
+            store: store, runFingerprint: fingerprint, hasState: saved != nil, logger: logger,
+            onListening: onListening, onRound: onRound)
+    }
+}

@@ -1,0 +1,359 @@
+public import FedRecFederation
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Logging
+import Synchronization
+
+/// Elapsed time on an injected clock, as the round machine's instant.
+public struct ElapsedClock: Sendable {
+    private let elapsed: @Sendable () -> Duration
+    private let sleeper: @Sendable (Duration) async throws -> Void
+
+    public init(_ clock: any Clock<Duration>) {
+        self = Self.opening(clock)
+    }
+
+    private init(
+        elapsed: @escaping @Sendable () -> Duration, sleeper: @escaping @Sendable (Duration) async throws -> Void
+    ) {
+        self.elapsed = elapsed
+        self.sleeper = sleeper
+    }
+
+    private static func opening<C: Clock<Duration>>(_ clock: C) -> ElapsedClock {
+        let start = clock.now
+        return ElapsedClock(elapsed: { start.duration(to: clock.now) }, sleeper: { try await clock.sleep(for: $0) })
+    }
+
+    public var now: SimulatedInstant { SimulatedInstant(offset: elapsed()) }
+    public func sleep(for duration: Duration) async throws { try await sleeper(duration) }
+}
+
+/// One refused message, as recorded (and logged) by the coordinator.
+public struct RejectionRecord: Sendable, Hashable, CustomStringConvertible {
+    public var code: String
+    public var client: String?
+    public var round: Int?
+    public var message: String
+    public var description: String {
+        "\(code) (round \(round.map(String.init) ?? "-"), client \(client ?? "-")): \(message)"
+    }
+}
+
+/// An enrolled client: its allow-listed identity and the coordinator side of its crypto_kx session.
+struct Session: Sendable {
+    var identity: PublicIdentity
+    var keys: SessionKeys
+}
+
+/// The round being collected, as GetRound serves it.
+struct OpenRound: Sendable {
+    var round: Int
+    var attempt: Int
+    var cohort: Set<String>
+    var deadline: SimulatedInstant
+    var payload: [UInt8]
+    var seed: UInt64
+}
+
+typealias Machine = RoundStateMachine<SimulatedInstant>
+
+struct CoreState: Sendable {
+    var sessions: [String: Session] = [:]
+    var challenges: [[UInt8]: SimulatedInstant] = [:]
+    var replayGuard = ReplayGuard()
+    var machine: Machine
+    var open: OpenRound?
+    /// Round-closing actions produced inside RPC handlers, for the driver.
+    var pending: [Machine.Action] = []
+    var finished = false
+    var stopping = false
+    var completedRounds: Int
+    var records: [RoundRecord]
+    var rejections: [RejectionRecord] = []
+    var bytesReceived = 0
+    var bytesSent = 0
+    var sequence: UInt64 = 0
+}
+
+/// The coordinator's shared state between its RPC handlers and its round driver: sessions, the round machine,
+/// the open round's assignment. All mutation happens under one `Mutex`; nothing here does I/O except logging.
+public final class CoordinatorCore: Sendable {
+    let identity: Identity
+    let allowList: AllowList
+    let shapes: PayloadShapes
+    let logger: Logger
+    let clock: ElapsedClock
+    /// Random per run: lets client processes tell a re-opened round after a restart from one they handled.
+    let epoch: UInt64
+    let modelConfigurationJSON: String
+    let trainingConfigurationJSON: String
+    let foldName: String
+    let chunkSize: Int
+    let state: Mutex<CoreState>
+
+    static let challengeLifetime: Duration = .seconds(120)
+
+    init(
+        identity: Identity, allowList: AllowList, shapes: PayloadShapes, logger: Logger, clock: ElapsedClock,
+        modelConfigurationJSON: String, trainingConfigurationJSON: String, foldName: String, chunkSize: Int,
+        initial: CoreState
+    ) {
+        self.identity = identity
+        self.allowList = allowList
+        self.shapes = shapes
+        self.logger = logger
+        self.clock = clock
+        self.epoch = UInt64.random(in: 1...UInt64.max)
+        self.modelConfigurationJSON = modelConfigurationJSON
+        self.trainingConfigurationJSON = trainingConfigurationJSON
+        self.foldName = foldName
+        self.chunkSize = chunkSize
+        self.state = Mutex(initial)
+    }
+
+    // MARK: Observations (tests, status)
+
+    public var rejections: [RejectionRecord] { state.withLock { $0.rejections } }
+    public var enrolledClients: [String] { state.withLock { $0.sessions.keys.sorted() } }
+    public var completedRounds: Int { state.withLock { $0.completedRounds } }
+    public var records: [RoundRecord] { state.withLock { $0.records } }
+    var isStopping: Bool { state.withLock { $0.stopping } }
+
+    func requestStop() { state.withLock { $0.stopping = true } }
+
+    /// Records and logs a refused message; returns it for throwing.
+    @discardableResult
+    func reject(_ error: ProtocolError) -> ProtocolError {
+        record(code: error.code.description, client: error.client, round: error.round, message: error.message)
+        return error
+    }
+
+    func record(code: String, client: String?, round: Int?, message: String) {
+        let entry = RejectionRecord(code: code, client: client, round: round, message: message)
+        state.withLock { $0.rejections.append(entry) }
+        logger.warning(
+            "refused: \(message)",
+            metadata: ["code": "\(code)", "client": "\(client ?? "-")", "round": "\(round.map(String.init) ?? "-")"])
+    }
+
+    // MARK: Enrolment
+
+    func newChallenge() -> [UInt8] {
+        var rng = SystemRandomNumberGenerator()
+        var nonce: [UInt8] = []
+        for _ in 0..<(EnrolmentTranscript.challengeByteCount / 8) {
+            withUnsafeBytes(of: rng.next() as UInt64) { nonce += $0 }
+        }
+        let now = clock.now
+        state.withLock { s in
+            s.challenges = s.challenges.filter { now.offset - $0.value.offset < Self.challengeLifetime }
+            if s.challenges.count < 100_000 { s.challenges[nonce] = now }
+        }
+        return nonce
+    }
+
+    /// Consumes a challenge; false when unknown, used or expired.
+    func consume(challenge: [UInt8]) -> Bool {
+        let now = clock.now
+        return state.withLock { s in
+            guard let issued = s.challenges.removeValue(forKey: challenge) else { return false }
+            return now.offset - issued.offset < Self.challengeLifetime
+        }
+    }
+
+    /// Verifies `claimed`'s proof and stores its session. Throws `enrolmentRefused`.
+    func enrol(claimed: PublicIdentity, challenge: [UInt8], signature: [UInt8]) throws {
+        try EnrolmentTranscript.verify(
+            challenge: challenge, claimed: claimed, signature: signature, coordinator: identity.publicIdentity,
+            allowList: allowList)
+        let keys: SessionKeys
+        do {
+            keys = try identity.keyAgreement.serverSessionKeys(clientPublicKey: claimed.keyAgreementKey)
+        } catch let error as SecurityError {
+            throw ProtocolError(code: .enrolmentRefused, message: error.message, client: claimed.name)
+        }
+        state.withLock { $0.sessions[claimed.name] = Session(identity: claimed, keys: keys) }
+    }
+
+    func session(of client: String) -> Session? { state.withLock { $0.sessions[client] } }
+
+    // MARK: Rounds (driver side)
+
+    /// Opens the machine's current round with `cohort` and publishes its assignment.
+    func openRound(cohort: [String], payload: [UInt8], seed: UInt64) -> Machine.Action {
+        let now = clock.now
+        return state.withLock { s in
+            let action = s.machine.openRound(cohort: cohort, now: now)
+            s.bytesReceived = 0
+            s.bytesSent = 0
+            if case .startRound(let round, let attempt, let cohort, let deadline) = action {
+                s.open = OpenRound(
+                    round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline, payload: payload,
+                    seed: seed)
+            }
+            return action
+        }
+    }
+
+    /// The next round-closing action: one produced by a handler, or the deadline's.
+    func poll() -> Machine.Action? {
+        let now = clock.now
+        return state.withLock { s in
+            if !s.pending.isEmpty {
+                s.open = nil
+                return s.pending.removeFirst()
+            }
+            guard let open = s.open, now >= open.deadline else { return nil }
+            let action = s.machine.deadlineReached(now: now)
+            switch action {
+            case .none: return nil
+            default:
+                s.open = nil
+                return action
+            }
+        }
+    }
+
+    func traffic() -> (received: Int, sent: Int) { state.withLock { ($0.bytesReceived, $0.bytesSent) } }
+
+    func completed(_ record: RoundRecord) {
+        state.withLock { s in
+            s.completedRounds += 1
+            s.records.append(record)
+        }
+    }
+
+    func finish() { state.withLock { $0.finished = true } }
+
+    /// What `state.json` needs from the core.
+    func snapshot() -> (enrolled: [String], replayGuard: ReplayGuard, records: [RoundRecord], completed: Int, next: Int)
+    {
+        state.withLock { s in
+            (
+                s.sessions.values.map(\.identity.line).sorted(), s.replayGuard, s.records, s.completedRounds,
+                s.machine.currentRound ?? s.completedRounds
+            )
+        }
+    }
+
+    // MARK: Rounds (handler side)
+
+    enum Assignment {
+        case finished(Int)
+        case wait
+        case round(header: Fedrec_V1_RoundHeader, chunks: [ArraySlice<UInt8>])
+    }
+
+    /// The assignment for a process hosting `clients`, if a round newer than (epoch, round, attempt) concerns it.
+    func assignment(for clients: [String], lastEpoch: UInt64, lastRound: UInt64, lastAttempt: UInt32) throws
+        -> Assignment
+    {
+        let now = clock.now
+        let found: (OpenRound, [String], Session, UInt64)? = state.withLock { s in
+            guard clients.contains(where: { s.sessions[$0] != nil }) else { return nil }
+            guard let open = s.open else { return nil }
+            if lastEpoch == epoch, (UInt64(open.round), UInt32(open.attempt)) <= (lastRound, lastAttempt) { return nil }
+            let selected = clients.filter { open.cohort.contains($0) && s.sessions[$0] != nil }
+            guard let first = selected.first, let session = s.sessions[first] else { return nil }
+            s.sequence += 1
+            return (open, selected, session, s.sequence)
+        }
+        if state.withLock({ $0.finished }) { return .finished(completedRounds) }
+        if found == nil, !state.withLock({ s in clients.contains(where: { s.sessions[$0] != nil }) }) {
+            throw ProtocolError(code: .notEnrolled, message: "none of the \(clients.count) client(s) is enrolled")
+        }
+        guard let (open, selected, session, sequence) = found else { return .wait }
+        let header = EnvelopeHeader(
+            kind: .roundAssignment, round: UInt64(open.round), sequence: sequence, clientID: selected[0])
+        let sealed = try Envelope.seal(open.payload, header: header, using: session.keys.transmit).serialized
+        let (plan, chunks) = try Chunker.split(sealed, chunkSize: chunkSize)
+        state.withLock { $0.bytesSent += sealed.count }
+        let remaining = max(.zero, open.deadline.offset - now.offset)
+        let message = Fedrec_V1_RoundHeader.with {
+            $0.round = UInt64(open.round)
+            $0.attempt = UInt32(open.attempt)
+            $0.selected = selected
+            $0.deadlineMilliseconds = UInt64(remaining / .milliseconds(1))
+            $0.trainingConfigurationJson = trainingConfigurationJSON
+            $0.seed = open.seed
+            $0.sealedFor = selected[0]
+            $0.payload = Wire.payloadInfo(plan)
+            $0.epoch = epoch
+        }
+        return .round(header: message, chunks: chunks)
+    }
+
+    /// The open round's number, if `round` is being collected.
+    func isCollecting(round: Int) -> Bool { state.withLock { $0.open?.round == round } }
+
+    /// Opens, checks freshness, decodes and hands an update to the machine. Every refusal is recorded.
+    func receive(envelope bytes: [UInt8], client: String, round: Int) throws -> Bool {
+        guard let session = session(of: client) else {
+            throw reject(ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
+        }
+        let envelope: Envelope
+        let plaintext: [UInt8]
+        do {
+            envelope = try Envelope(serialized: bytes)
+            guard envelope.header.clientID == client else {
+                throw SecurityError(
+                    code: .unexpectedContext,
+                    message: "envelope for '\(envelope.header.clientID)' submitted as '\(client)'")
+            }
+            plaintext = try envelope.open(
+                using: session.keys.receive, clientID: client, kind: .modelUpdate, round: UInt64(round))
+            try state.withLock { try $0.replayGuard.accept(envelope.header) }
+        } catch let error as SecurityError {
+            throw reject(Wire.openingError(error, client: client, round: round))
+        }
+        let update: ClientUpdate
+        do {
+            update = try ClientUpdatePayload.decode(plaintext, shapes: shapes)
+        } catch let error as ProtocolError {
+            // Authenticated but unusable: the client is excluded from this round.
+            let action = state.withLock { s in s.machine.clientDropped(client) }
+            stash(action)
+            throw reject(error.about(client: client, round: round))
+        }
+        let action = state.withLock { s in
+            s.bytesReceived += bytes.count
+            return s.machine.receiveUpdate(update, from: client, round: round)
+        }
+        switch action {
+        case .accepted(_, let received, let outstanding):
+            logger.debug(
+                "update accepted",
+                metadata: [
+                    "client": "\(client)", "round": "\(round)", "received": "\(received)",
+                    "outstanding": "\(outstanding)",
+                ])
+            return true
+        case .rejected(let error):
+            record(code: error.code.description, client: client, round: round, message: error.message)
+            throw ProtocolError(code: .unexpectedMessage, message: error.description, client: client, round: round)
+        case .closeRound(let result):
+            stash(action)
+            if result.excluded.contains(client) {
+                let reason = result.rejections.last { $0.client == client }
+                record(
+                    code: reason?.code.description ?? "excluded", client: client, round: round,
+                    message: reason?.message ?? "excluded")
+                throw ProtocolError(
+                    code: .wrongShape, message: reason?.description ?? "excluded", client: client, round: round)
+            }
+            return true
+        default:
+            stash(action)
+            return false
+        }
+    }
+
+    private func stash(_ action: Machine.Action) {
+        switch action {
+        case .closeRound, .retryRound, .fail: state.withLock { $0.pending.append(action) }
+        default: break
+        }
+    }
+}

@@ -1,0 +1,163 @@
+public import FedRecProtocol
+import FedRecSecurity
+import Foundation
+public import GRPCCore
+
+/// The gRPC face of a `CoordinatorCore`.
+public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
+    let core: CoordinatorCore
+    /// Longest a GetRound call is held before answering `wait`.
+    let maximumWait: Duration = .seconds(5)
+
+    public func getChallenge(request: Fedrec_V1_ChallengeRequest, context: ServerContext) async throws
+        -> Fedrec_V1_Challenge
+    {
+        .with {
+            $0.nonce = Data(core.newChallenge())
+            $0.coordinatorIdentity = core.identity.publicIdentity.line
+        }
+    }
+
+    public func enrol(request: Fedrec_V1_EnrolRequest, context: ServerContext) async throws -> Fedrec_V1_EnrolResponse {
+        let challenge = Array(request.challenge)
+        guard core.consume(challenge: challenge) else {
+            throw core.reject(ProtocolError(code: .enrolmentRefused, message: "unknown, used or expired challenge"))
+        }
+        var accepted: [String] = []
+        var rejected: [Fedrec_V1_Rejection] = []
+        for proof in request.clients {
+            do {
+                let claimed: PublicIdentity
+                do {
+                    claimed = try PublicIdentity(
+                        name: proof.clientID, signingKey: SigningPublicKey(rawRepresentation: proof.ed25519PublicKey),
+                        keyAgreementKey: KeyAgreementPublicKey(rawRepresentation: proof.x25519PublicKey))
+                } catch let error as SecurityError {
+                    throw ProtocolError(code: .enrolmentRefused, message: error.message, client: proof.clientID)
+                }
+                try core.enrol(claimed: claimed, challenge: challenge, signature: Array(proof.signature))
+                accepted.append(proof.clientID)
+            } catch let error as ProtocolError {
+                core.reject(error.about(client: proof.clientID, round: nil))
+                rejected.append(
+                    .with {
+                        $0.clientID = proof.clientID
+                        $0.code = error.code.description
+                        $0.message = error.message
+                    })
+            }
+        }
+        if !accepted.isEmpty {
+            core.logger.info(
+                "enrolled \(accepted.count) client(s)", metadata: ["total": "\(core.enrolledClients.count)"])
+        }
+        return .with {
+            $0.coordinatorIdentity = core.identity.publicIdentity.line
+            $0.accepted = accepted
+            $0.rejected = rejected
+            $0.modelConfigurationJson = core.modelConfigurationJSON
+            $0.fold = core.foldName
+        }
+    }
+
+    public func getRound(
+        request: Fedrec_V1_RoundRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext
+    ) async throws {
+        let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
+        let start = core.clock.now
+        while true {
+            let assignment = try core.assignment(
+                for: request.clientIds, lastEpoch: request.lastEpoch, lastRound: request.lastRound,
+                lastAttempt: request.lastAttempt)
+            switch assignment {
+            case .finished(let rounds):
+                try await response.write(.with { $0.finished = .with { $0.completedRounds = UInt64(rounds) } })
+                return
+            case .round(let header, let chunks):
+                try await response.write(.with { $0.header = header })
+                for (index, chunk) in chunks.enumerated() {
+                    try await response.write(
+                        .with {
+                            $0.data = .with {
+                                $0.index = UInt32(index)
+                                $0.data = Data(chunk)
+                            }
+                        })
+                }
+                return
+            case .wait:
+                if core.isStopping || core.clock.now.offset - start.offset >= wait {
+                    try await response.write(.with { $0.wait = .init() })
+                    return
+                }
+                try await core.clock.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    public func submitUpdate(
+        request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
+    ) async throws -> Fedrec_V1_SubmitResponse {
+        var messages = request.makeAsyncIterator()
+        guard let first = try await messages.next(), case .header(let header)? = first.part else {
+            throw core.reject(ProtocolError(code: .malformedChunk, message: "update stream must start with a header"))
+        }
+        let client = header.clientID
+        let round = Int(clamping: header.round)
+        guard core.session(of: client) != nil else {
+            throw core.reject(ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
+        }
+        guard core.isCollecting(round: round) else {
+            throw core.reject(
+                ProtocolError(
+                    code: .unexpectedMessage, message: "round \(round) is not collecting updates", client: client,
+                    round: round))
+        }
+        let bytes: [UInt8]
+        do {
+            var assembler = try ChunkAssembler(
+                plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
+                maximumLength: core.shapes.maximumUpdateByteCount + 1024)
+            while !assembler.isComplete {
+                guard let next = try await messages.next() else { break }
+                guard case .data(let chunk)? = next.part else {
+                    throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
+                }
+                try assembler.append(index: Int(chunk.index), chunk.data)
+            }
+            bytes = try assembler.finish()
+        } catch let error as ProtocolError {
+            throw core.reject(error.about(client: client, round: round))
+        }
+        _ = try core.receive(envelope: bytes, client: client, round: round)
+        return .with { $0.accepted = true }
+    }
+
+    public func status(request: Fedrec_V1_StatusRequest, context: ServerContext) async throws
+        -> Fedrec_V1_StatusResponse
+    {
+        let records = core.records
+        return .with {
+            $0.completedRounds = UInt64(core.completedRounds)
+            $0.enrolled = UInt32(core.enrolledClients.count)
+            $0.state = core.state.withLock { $0.finished ? "finished" : ($0.open != nil ? "collecting" : "idle") }
+            $0.rounds = records.map(Self.metrics)
+        }
+    }
+
+    static func metrics(_ r: RoundRecord) -> Fedrec_V1_RoundMetrics {
+        .with {
+            $0.round = UInt64(r.round)
+            $0.attempt = UInt32(r.attempt)
+            $0.participants = UInt32(r.participants)
+            $0.examples = UInt64(r.examples)
+            $0.meanLoss = r.meanLoss
+            $0.bytesReceived = UInt64(r.bytesReceived)
+            $0.bytesSent = UInt64(r.bytesSent)
+            $0.seconds = r.seconds
+            $0.recallAt20 = r.recallAt20 ?? -1
+            $0.rejected = UInt32(r.rejected)
+            $0.stragglers = UInt32(r.stragglers)
+        }
+    }
+}

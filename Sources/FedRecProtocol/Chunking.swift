@@ -1,0 +1,101 @@
+internal import FedRecSecurity
+
+/// How a large payload travels: `PayloadInfo` (total length, chunk count, SHA-256) first, then `chunkCount`
+/// chunks in index order, each at most `chunkSize` bytes, all but the last exactly `chunkSize`.
+public struct ChunkPlan: Sendable, Hashable {
+    /// Default chunk size: 1 MiB, well below gRPC's default 4 MiB message limit.
+    public static let defaultChunkSize = 1 << 20
+
+    public var totalLength: Int
+    public var chunkCount: Int
+    public var sha256: [UInt8]
+
+    public init(totalLength: Int, chunkCount: Int, sha256: [UInt8]) {
+        self.totalLength = totalLength
+        self.chunkCount = chunkCount
+        self.sha256 = sha256
+    }
+}
+
+/// Splits payloads into chunks and checks reassembly.
+public enum Chunker {
+    /// The plan and chunks of `payload`. An empty payload is one empty chunk.
+    public static func split(_ payload: [UInt8], chunkSize: Int = ChunkPlan.defaultChunkSize) throws
+        -> (plan: ChunkPlan, chunks: [ArraySlice<UInt8>])
+    {
+        precondition(chunkSize > 0, "chunk size must be positive")
+        var chunks: [ArraySlice<UInt8>] = []
+        var start = 0
+        repeat {
+            let end = min(start + chunkSize, payload.count)
+            chunks.append(payload[start..<end])
+            start = end
+        } while start < payload.count
+        let digest = try SHA256.hash(payload)
+        return (ChunkPlan(totalLength: payload.count, chunkCount: chunks.count, sha256: digest), chunks)
+    }
+}
+
+/// Reassembles one payload from its chunks, refusing anything out of order, oversized or not matching the
+/// announced length and digest. Memory is bounded by `maximumLength`, checked before any chunk is stored.
+public struct ChunkAssembler: Sendable {
+    public let plan: ChunkPlan
+    public let chunkSize: Int
+    private var buffer: [UInt8] = []
+    private var nextIndex = 0
+
+    /// Throws `oversized` when the announced length exceeds `maximumLength`, `malformedChunk` when the
+    /// announced chunk count cannot carry it at `chunkSize` (or the digest is not 32 bytes).
+    public init(plan: ChunkPlan, chunkSize: Int = ChunkPlan.defaultChunkSize, maximumLength: Int) throws {
+        guard plan.totalLength >= 0, plan.totalLength <= maximumLength else {
+            throw ProtocolError(
+                code: .oversized, message: "payload of \(plan.totalLength) bytes exceeds the limit of \(maximumLength)")
+        }
+        let expectedChunks = max(1, (plan.totalLength + chunkSize - 1) / chunkSize)
+        guard plan.chunkCount == expectedChunks else {
+            throw ProtocolError(
+                code: .malformedChunk,
+                message:
+                    "\(plan.chunkCount) chunk(s) announced for \(plan.totalLength) bytes, expected \(expectedChunks)")
+        }
+        guard plan.sha256.count == 32 else {
+            throw ProtocolError(code: .malformedChunk, message: "digest of \(plan.sha256.count) bytes, expected 32")
+        }
+        self.plan = plan
+        self.chunkSize = chunkSize
+        buffer.reserveCapacity(plan.totalLength)
+    }
+
+    public var isComplete: Bool { nextIndex == plan.chunkCount }
+    public var receivedBytes: Int { buffer.count }
+
+    /// Appends chunk `index`; it must be the next one and have the expected size.
+    public mutating func append<Bytes: Collection>(index: Int, _ data: Bytes) throws where Bytes.Element == UInt8 {
+        guard nextIndex < plan.chunkCount else {
+            throw ProtocolError(code: .malformedChunk, message: "chunk \(index) after the last of \(plan.chunkCount)")
+        }
+        guard index == nextIndex else {
+            throw ProtocolError(code: .malformedChunk, message: "chunk \(index) received, expected chunk \(nextIndex)")
+        }
+        let expected = index == plan.chunkCount - 1 ? plan.totalLength - index * chunkSize : chunkSize
+        guard data.count == expected else {
+            throw ProtocolError(
+                code: data.count > expected ? .oversized : .malformedChunk,
+                message: "chunk \(index) has \(data.count) bytes, expected \(expected)")
+        }
+        buffer.append(contentsOf: data)
+        nextIndex += 1
+    }
+
+    /// The payload, after checking that every chunk arrived and the SHA-256 matches.
+    public func finish() throws -> [UInt8] {
+        guard isComplete else {
+            throw ProtocolError(
+                code: .malformedChunk, message: "stream ended after \(nextIndex) of \(plan.chunkCount) chunk(s)")
+        }
+        guard (try? SHA256.hash(buffer)) == plan.sha256 else {
+            throw ProtocolError(code: .digestMismatch, message: "SHA-256 of the reassembled payload does not match")
+        }
+        return buffer
+    }
+}

@@ -1,0 +1,240 @@
+public import FedRecFederation
+public import FedRecTensor
+
+/// Little-endian binary writer for the plaintexts that go inside envelopes.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    mutating func raw(_ values: [UInt8]) { bytes += values }
+    mutating func u8(_ value: UInt8) { bytes.append(value) }
+    mutating func u32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+    mutating func u64(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+    mutating func f32(_ value: Float) { u32(value.bitPattern) }
+    mutating func floats(_ values: [Float]) {
+        #if _endian(little)
+            values.withUnsafeBytes { bytes += $0 }
+        #else
+            for v in values { f32(v) }
+        #endif
+    }
+    mutating func int32s(_ values: [Int32]) {
+        for v in values { u32(UInt32(bitPattern: v)) }
+    }
+}
+
+/// Bounds-checked little-endian reader; every failure is `malformedPayload`.
+struct ByteReader {
+    let bytes: [UInt8]
+    var offset = 0
+    let what: String
+
+    init(_ bytes: [UInt8], what: String) {
+        self.bytes = bytes
+        self.what = what
+    }
+
+    func fail(_ why: String) -> ProtocolError { ProtocolError(code: .malformedPayload, message: "\(what): \(why)") }
+
+    mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
+        guard count >= 0, bytes.count - offset >= count else {
+            throw fail("truncated at byte \(offset) (need \(count) more, \(bytes.count - offset) left)")
+        }
+        defer { offset += count }
+        return bytes[offset..<(offset + count)]
+    }
+    mutating func u8() throws -> UInt8 { try take(1).first! }
+    mutating func u32() throws -> UInt32 {
+        try take(4).reversed().reduce(0) { $0 << 8 | UInt32($1) }
+    }
+    mutating func u64() throws -> UInt64 {
+        try take(8).reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
+    mutating func f32() throws -> Float { Float(bitPattern: try u32()) }
+    mutating func floats(_ count: Int) throws -> [Float] {
+        let slice = try take(count * 4)
+        var values = [Float](repeating: 0, count: count)
+        #if _endian(little)
+            values.withUnsafeMutableBytes { out in slice.withUnsafeBytes { out.copyMemory(from: $0) } }
+        #else
+            for i in 0..<count {
+                let b = slice.startIndex + 4 * i
+                values[i] = Float(bitPattern: (0..<4).reversed().reduce(0) { $0 << 8 | UInt32(slice[b + $1]) })
+            }
+        #endif
+        return values
+    }
+    mutating func int32s(_ count: Int) throws -> [Int32] {
+        var values: [Int32] = []
+        values.reserveCapacity(count)
+        for _ in 0..<count { values.append(Int32(bitPattern: try u32())) }
+        return values
+    }
+    func expectEnd() throws {
+        guard offset == bytes.count else { throw fail("\(bytes.count - offset) trailing byte(s)") }
+    }
+}
+
+/// The expected shapes of a run's payloads (from the model configuration both sides agree on at enrolment).
+public struct PayloadShapes: Sendable, Hashable {
+    public var userTowerCount: Int
+    public var itemRows: Int
+    public var dimension: Int
+
+    public init(userTowerCount: Int, itemRows: Int, dimension: Int) {
+        self.userTowerCount = userTowerCount
+        self.itemRows = itemRows
+        self.dimension = dimension
+    }
+
+    /// Bytes of a round assignment's plaintext.
+    public var globalModelByteCount: Int {
+        GlobalModelPayload.headerByteCount + 4 * (userTowerCount + itemRows * dimension)
+    }
+    /// Largest plaintext of a client update (dense gradient).
+    public var maximumUpdateByteCount: Int {
+        ClientUpdatePayload.headerByteCount + 4 * (userTowerCount + itemRows * dimension) + 4 * itemRows + 16
+    }
+}
+
+/// The plaintext of a round assignment: the global user tower (flattened) and the item-embedding matrix.
+///
+/// Layout: `"FRGM"` | round (u64) | user-tower count (u32) | item rows (u32) | dimension (u32) | user tower
+/// (f32 x count) | item embeddings (f32 x rows x dimension, row-major). Little-endian.
+public struct GlobalModelPayload: Sendable, Equatable {
+    static let magic: [UInt8] = Array("FRGM".utf8)
+    static let headerByteCount = 4 + 8 + 12
+
+    public var round: Int
+    public var userTower: [Float]
+    public var itemEmbeddings: Matrix
+
+    public init(round: Int, userTower: [Float], itemEmbeddings: Matrix) {
+        self.round = round
+        self.userTower = userTower
+        self.itemEmbeddings = itemEmbeddings
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.headerByteCount + 4 * (userTower.count + itemEmbeddings.count))
+        w.raw(Self.magic)
+        w.u64(UInt64(round))
+        w.u32(UInt32(userTower.count))
+        w.u32(UInt32(itemEmbeddings.rows))
+        w.u32(UInt32(itemEmbeddings.columns))
+        w.floats(userTower)
+        w.floats(itemEmbeddings.storage)
+        return w.bytes
+    }
+
+    /// Decodes and checks shapes against `shapes`, the round against `round`, and that every value is finite.
+    public init(decoding bytes: [UInt8], shapes: PayloadShapes, round expectedRound: Int) throws {
+        var r = ByteReader(bytes, what: "round assignment")
+        guard Array(try r.take(4)) == Self.magic else { throw r.fail("bad magic") }
+        let round = Int(try r.u64())
+        guard round == expectedRound else {
+            throw ProtocolError(
+                code: .unexpectedMessage, message: "assignment of round \(round), expected \(expectedRound)",
+                round: expectedRound)
+        }
+        let (count, rows, d) = (Int(try r.u32()), Int(try r.u32()), Int(try r.u32()))
+        guard count == shapes.userTowerCount, rows == shapes.itemRows, d == shapes.dimension else {
+            throw ProtocolError(
+                code: .wrongShape,
+                message: "assignment shapes \(count) / \(rows)x\(d), expected \(shapes.userTowerCount) / "
+                    + "\(shapes.itemRows)x\(shapes.dimension)", round: round)
+        }
+        let tower = try r.floats(count)
+        let items = try r.floats(rows * d)
+        try r.expectEnd()
+        guard FlatVector.isFinite(tower), FlatVector.isFinite(items) else {
+            throw ProtocolError(code: .nonFinite, message: "round assignment holds non-finite values", round: round)
+        }
+        self.init(round: round, userTower: tower, itemEmbeddings: Matrix(rows: rows, columns: d, storage: items))
+    }
+}
+
+/// The plaintext of a client update.
+///
+/// Layout: `"FRUP"` | delta count (u32) | gradient form (u8: 0 dense, 1 row-sparse) | item rows (u32) |
+/// dimension (u32) | stored rows (u32; row-sparse only meaningful) | example count (u64) | mean loss (f32) |
+/// delta (f32 x count) | [row indices (i32 x stored rows), row-sparse only] | gradient values (f32).
+public enum ClientUpdatePayload {
+    static let magic: [UInt8] = Array("FRUP".utf8)
+    static let headerByteCount = 4 + 4 + 1 + 12 + 8 + 4
+
+    public static func encode(_ update: ClientUpdate) -> [UInt8] {
+        let g = update.itemEmbeddingGradient
+        var w = ByteWriter(capacity: headerByteCount + 4 * (update.userTowerDelta.count + g.storedValues.count))
+        w.raw(magic)
+        w.u32(UInt32(update.userTowerDelta.count))
+        switch g {
+        case .dense(let m):
+            w.u8(0)
+            w.u32(UInt32(m.rows))
+            w.u32(UInt32(m.columns))
+            w.u32(UInt32(m.rows))
+        case .rowSparse(let s):
+            w.u8(1)
+            w.u32(UInt32(s.tableRows))
+            w.u32(UInt32(s.columns))
+            w.u32(UInt32(s.rowIndices.count))
+        }
+        w.u64(UInt64(max(update.exampleCount, 0)))
+        w.f32(update.meanLoss)
+        w.floats(update.userTowerDelta)
+        if case .rowSparse(let s) = g { w.int32s(s.rowIndices) }
+        w.floats(g.storedValues)
+        return w.bytes
+    }
+
+    /// Decodes an update, checking every size against `shapes` before allocating, row indices against the
+    /// catalogue, and that every value is finite. A row-sparse gradient is scattered into a dense matrix.
+    public static func decode(_ bytes: [UInt8], shapes: PayloadShapes) throws -> ClientUpdate {
+        var r = ByteReader(bytes, what: "client update")
+        guard Array(try r.take(4)) == magic else { throw r.fail("bad magic") }
+        let count = Int(try r.u32())
+        let form = try r.u8()
+        let (rows, d, stored) = (Int(try r.u32()), Int(try r.u32()), Int(try r.u32()))
+        let examples = try r.u64()
+        let loss = try r.f32()
+        guard count == shapes.userTowerCount, rows == shapes.itemRows, d == shapes.dimension else {
+            throw ProtocolError(
+                code: .wrongShape,
+                message: "update shapes \(count) / \(rows)x\(d), expected \(shapes.userTowerCount) / "
+                    + "\(shapes.itemRows)x\(shapes.dimension)")
+        }
+        guard examples <= UInt64(Int32.max) else { throw r.fail("example count \(examples) out of range") }
+        let delta = try r.floats(count)
+        let gradient: Matrix
+        switch form {
+        case 0:
+            guard stored == rows else { throw r.fail("dense gradient stores \(stored) rows of \(rows)") }
+            gradient = Matrix(rows: rows, columns: d, storage: try r.floats(rows * d))
+        case 1:
+            guard stored <= rows else { throw r.fail("row-sparse gradient stores \(stored) rows of \(rows)") }
+            let indices = try r.int32s(stored)
+            let values = try r.floats(stored * d)
+            var dense = Matrix(rows: rows, columns: d)
+            var seen = Set<Int32>()
+            for (slot, row) in indices.enumerated() {
+                guard row >= 0, Int(row) < rows, seen.insert(row).inserted else {
+                    throw ProtocolError(
+                        code: .wrongShape, message: "row-sparse gradient row \(row) invalid or repeated")
+                }
+                for j in 0..<d { dense.storage[Int(row) * d + j] = values[slot * d + j] }
+            }
+            gradient = dense
+        default:
+            throw r.fail("unknown gradient form \(form)")
+        }
+        try r.expectEnd()
+        guard FlatVector.isFinite(delta), FlatVector.isFinite(gradient.storage), loss.isFinite else {
+            throw ProtocolError(code: .nonFinite, message: "update holds non-finite values")
+        }
+        return ClientUpdate(
+            userTowerDelta: delta, itemEmbeddingGradient: .dense(gradient), exampleCount: Int(examples),
+            meanLoss: loss)
+    }
+}

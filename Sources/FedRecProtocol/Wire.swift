@@ -1,0 +1,60 @@
+public import FedRecSecurity
+import Foundation
+
+/// Domain <-> wire conversions shared by the coordinator and the client.
+public enum Wire {
+    /// The identity name (client id) of a data-set user's virtual client.
+    public static func clientID(forUser userID: String) -> String { "user-\(userID)" }
+
+    public static func payloadInfo(_ plan: ChunkPlan) -> Fedrec_V1_PayloadInfo {
+        .with {
+            $0.totalLength = UInt64(plan.totalLength)
+            $0.chunkCount = UInt32(plan.chunkCount)
+            $0.sha256 = Data(plan.sha256)
+        }
+    }
+
+    public static func plan(_ info: Fedrec_V1_PayloadInfo) -> ChunkPlan {
+        ChunkPlan(
+            totalLength: Int(clamping: info.totalLength), chunkCount: Int(info.chunkCount), sha256: Array(info.sha256))
+    }
+
+    /// The messages of one sealed update: header, then chunks.
+    public static func updateMessages(
+        envelope: [UInt8], clientID: String, round: Int, attempt: Int, chunkSize: Int = ChunkPlan.defaultChunkSize
+    ) throws -> [Fedrec_V1_UpdateMessage] {
+        let (plan, chunks) = try Chunker.split(envelope, chunkSize: chunkSize)
+        var messages: [Fedrec_V1_UpdateMessage] = [
+            .with {
+                $0.header = .with {
+                    $0.clientID = clientID
+                    $0.round = UInt64(round)
+                    $0.attempt = UInt32(attempt)
+                    $0.payload = payloadInfo(plan)
+                }
+            }
+        ]
+        for (index, chunk) in chunks.enumerated() {
+            messages.append(
+                .with {
+                    $0.data = .with {
+                        $0.index = UInt32(index)
+                        $0.data = Data(chunk)
+                    }
+                })
+        }
+        return messages
+    }
+
+    /// Maps a security failure while opening an envelope to the protocol error the coordinator logs.
+    public static func openingError(_ error: SecurityError, client: String, round: Int) -> ProtocolError {
+        switch error.code {
+        case .replayedMessage, .outOfOrderMessage:
+            ProtocolError(code: .replayed, message: error.message, client: client, round: round)
+        case .malformedMessage, .invalidLength:
+            ProtocolError(code: .malformedPayload, message: error.message, client: client, round: round)
+        default:
+            ProtocolError(code: .authenticationFailed, message: error.message, client: client, round: round)
+        }
+    }
+}

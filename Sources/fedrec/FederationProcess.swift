@@ -1,0 +1,96 @@
+import ArgumentParser
+import FedRecClient
+import FedRecCoordinator
+import Foundation
+import Logging
+import Synchronization
+
+/// Exit codes of `fedrec coordinator` and `fedrec client` (and `fedrec demo`), stable for scripts.
+enum FederationExit {
+    /// Training completed (the coordinator ran its last round; a client heard that it did).
+    static let completed: Int32 = 0
+    /// Unexpected failure.
+    static let failure: Int32 = 1
+    /// A round failed more often than allowed (`--max-attempts`).
+    static let roundFailed: Int32 = 3
+    /// Enrolment refused, or the coordinator is not the pinned one.
+    static let enrolmentRefused: Int32 = 4
+    /// The coordinator could not be reached within `--connect-timeout`.
+    static let unreachable: Int32 = 5
+    /// The state folder cannot be used (unreadable, or another run's).
+    static let state: Int32 = 6
+    /// Bad data set, keys or allow-list.
+    static let setup: Int32 = 7
+    /// Stopped by SIGINT/SIGTERM before training finished (the coordinator's state is saved: resumable).
+    static let interrupted: Int32 = 10
+
+    /// Prints `error` and returns the exit code that says what happened.
+    static func code(for error: any Error) -> Int32 {
+        let (code, text): (Int32, String)
+        switch error {
+        case let e as CoordinatorError:
+            switch e.code {
+            case .roundFailed: (code, text) = (roundFailed, e.message)
+            case .state: (code, text) = (state, e.message)
+            case .setup: (code, text) = (setup, e.message)
+            case .interrupted: (code, text) = (interrupted, e.message)
+            default: (code, text) = (failure, e.message)
+            }
+        case let e as ClientError:
+            switch e.code {
+            case .enrolmentRefused, .coordinatorMismatch: (code, text) = (enrolmentRefused, e.message)
+            case .unreachable: (code, text) = (unreachable, e.message)
+            case .setup: (code, text) = (setup, e.message)
+            case .interrupted: (code, text) = (interrupted, e.message)
+            default: (code, text) = (failure, e.message)
+            }
+        default: (code, text) = (failure, "\(error)")
+        }
+        FileHandle.standardError.write(Data("Error: \(text)\n".utf8))
+        return code
+    }
+}
+
+/// swift-log to standard error, once per process.
+enum ProcessLogging {
+    private static let bootstrapped = Mutex(false)
+
+    static func logger(label: String, level: String) -> Logger {
+        let parsed = Logger.Level(rawValue: level) ?? .info
+        let first = bootstrapped.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        if first {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = parsed
+                return handler
+            }
+        }
+        var logger = Logger(label: label)
+        logger.logLevel = parsed
+        return logger
+    }
+}
+
+/// `HOST:PORT` of an `--address` / `--coordinator` option.
+struct HostPort: ExpressibleByArgument, Sendable {
+    var host: String
+    var port: Int
+
+    init?(argument: String) {
+        guard let colon = argument.lastIndex(of: ":"), let port = Int(argument[argument.index(after: colon)...]),
+            (0...65_535).contains(port), colon != argument.startIndex
+        else { return nil }
+        host = String(argument[..<colon])
+        self.port = port
+    }
+
+    var description: String { "\(host):\(port)" }
+}
+
+/// Flushes stdout after each progress line (output may be a pipe).
+func printFlushed(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

@@ -1,0 +1,38 @@
+import ArgumentParser
+import FedRecCoordinator
+import Foundation
+
+/// `fedrec status`: per-round metrics from a coordinator's state folder.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Print a coordinator's per-round metrics from its state folder.")
+
+    @Option(help: "The coordinator's state folder.") var state: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        guard let saved = try StateStore(directory: state).load() else {
+            FileHandle.standardError.write(Data("Error: \(state) holds no coordinator state\n".utf8))
+            throw ExitCode(FederationExit.state)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            print(String(decoding: try encoder.encode(saved.rounds), as: UTF8.self))
+            return
+        }
+        print(
+            "completed rounds: \(saved.completedRounds); enrolled clients: \(saved.enrolled.count); model: \(state)/\(saved.modelFile)"
+        )
+        for record in saved.rounds { print(Self.line(record)) }
+    }
+
+    static func line(_ r: RoundRecord) -> String {
+        let recall = r.recallAt20.map { String(format: "%.4f", $0) } ?? "-"
+        let head = String(
+            format: "round %4d  participants %4d  loss %8.4f  in %8.2f MB  out %8.2f MB  %7.2f s  recall@20 ",
+            r.round, r.participants, r.meanLoss, Double(r.bytesReceived) / 1e6, Double(r.bytesSent) / 1e6, r.seconds)
+        let extra = r.stragglers + r.rejected > 0 ? "  (stragglers \(r.stragglers), refused \(r.rejected))" : ""
+        return head + recall + extra
+    }
+}

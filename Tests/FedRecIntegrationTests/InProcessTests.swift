@@ -1,0 +1,200 @@
+import FedRecClient
+import FedRecCoordinator
+import FedRecFederation
+import FedRecModel
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Foundation
+import GRPCCore
+import GRPCInProcessTransport
+import Logging
+import Testing
+
+@Suite("Coordinator and clients in-process (InProcessTransport)")
+struct InProcessTests {
+    @Test("a client process with every user trains three rounds; state is saved and a new coordinator resumes from it")
+    func roundsAndResume() async throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(
+            options: fixture.coordinatorOptions(rounds: 3), transport: transport.server)
+        // One in-process transport connects one client process; it hosts every user as a virtual client.
+        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
+        #expect(clients.clientIDs.count == fixture.userIDs.count)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await clients.run() }
+            try await group.waitForAll()
+        }
+        #expect(coordinator.core.completedRounds == 3)
+        let records = coordinator.core.records
+        #expect(records.map(\.round) == [0, 1, 2])
+        #expect(records.allSatisfy { $0.participants == fixture.userIDs.count && $0.recallAt20 != nil })
+        #expect(records.allSatisfy { $0.meanLoss.isFinite && $0.bytesReceived > 0 && $0.bytesSent > 0 })
+        #expect(clients.acceptedUpdates == 3 * fixture.userIDs.count)
+        #expect(coordinator.core.rejections.isEmpty)
+
+        let saved = try #require(try StateStore(directory: fixture.state).load())
+        #expect(saved.completedRounds == 3 && saved.nextRound == 3 && saved.rounds.count == 3)
+        #expect(saved.enrolled.count == fixture.userIDs.count)
+
+        // Asking for 5 rounds with the same state continues at round 3.
+        let transport2 = InProcessTransport()
+        let resumed = try CoordinatorBuilder.build(
+            options: fixture.coordinatorOptions(rounds: 5), transport: transport2.server)
+        let client = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport2.client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await resumed.run() }
+            group.addTask { try await client.run() }
+            try await group.waitForAll()
+        }
+        #expect(resumed.core.records.map(\.round) == [0, 1, 2, 3, 4])
+        // Enrolled keys were restored: the resumed coordinator did not wait for fresh enrolment to know them.
+        #expect(resumed.core.enrolledClients.count == fixture.userIDs.count)
+    }
+
+    @Test("tampered, replayed and unenrolled messages are each refused while the round goes on")
+    func refusals() async throws {
+        let fixture = try Fixture(users: 6)
+        defer { fixture.remove() }
+        // Only two allow-listed clients take part; the test speaks for them with the raw generated client.
+        let (a, b) = (Wire.clientID(forUser: fixture.userIDs[0]), Wire.clientID(forUser: fixture.userIDs[1]))
+        var options = fixture.coordinatorOptions(rounds: 1)
+        options.waitForClients = 2
+        options.evaluationInterval = 0
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
+        let grpc = GRPCClient(transport: transport.client)
+        let pinned = try KeyFiles.loadPublicIdentity(path: fixture.keys + "/coordinator.pub")
+        let identities = try [a, b].map { try KeyFiles.loadIdentity(path: fixture.keys + "/\($0).key") }
+        let stranger = try Identity.generate(name: "user-stranger")
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await grpc.runConnections() }
+            let service = Fedrec_V1_Coordinator.Client(wrapping: grpc)
+
+            // Unenrolled: a key that is not on the allow-list cannot enrol.
+            let challenge = try await service.getChallenge(.init())
+            #expect(challenge.coordinatorIdentity == pinned.line)
+            func proof(_ identity: Identity, _ nonce: [UInt8]) throws -> Fedrec_V1_ClientProof {
+                let signature = try EnrolmentTranscript.sign(challenge: nonce, identity: identity, coordinator: pinned)
+                return .with {
+                    $0.clientID = identity.name
+                    $0.ed25519PublicKey = Data(identity.signing.publicKey.rawRepresentation)
+                    $0.x25519PublicKey = Data(identity.keyAgreement.publicKey.rawRepresentation)
+                    $0.signature = Data(signature)
+                }
+            }
+            let nonce = Array(challenge.nonce)
+            let response = try await service.enrol(
+                .with {
+                    $0.challenge = Data(nonce)
+                    $0.clients = try! [
+                        proof(identities[0], nonce), proof(identities[1], nonce), proof(stranger, nonce),
+                    ]
+                })
+            #expect(Set(response.accepted) == [a, b])
+            #expect(response.rejected.map(\.clientID) == ["user-stranger"])
+            // A used challenge cannot be replayed.
+            await #expect(throws: RPCError.self) {
+                _ = try await service.enrol(
+                    .with {
+                        $0.challenge = Data(nonce)
+                        $0.clients = try! [proof(identities[0], nonce)]
+                    })
+            }
+
+            // Wait for the round.
+            var header: Fedrec_V1_RoundHeader? = nil
+            while header == nil {
+                let answer = try await service.getRound(
+                    .with {
+                        $0.clientIds = [a, b]
+                        $0.waitMilliseconds = 200
+                    }
+                ) { response in
+                    var found: Fedrec_V1_RoundHeader? = nil
+                    for try await message in response.messages { if case .header(let h)? = message.part { found = h } }
+                    return found
+                }
+                header = answer
+            }
+            let round = Int(header!.round)
+            #expect(Set(header!.selected) == [a, b])
+
+            func sealedUpdate(_ identity: Identity) throws -> [UInt8] {
+                let keys = try identity.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey)
+                let layout = ParameterLayout.userTower(
+                    try JSONDecoder().decode(
+                        TwoTowerConfiguration.self, from: Data(response.modelConfigurationJson.utf8)))
+                let items = layout.entries[0].shape[0]
+                let d = layout.entries[0].shape[1]
+                let update = ClientUpdate(
+                    userTowerDelta: [Float](repeating: 0.001, count: layout.count),
+                    itemEmbeddingGradient: .dense(Matrix(rows: items, columns: d, repeating: 0.01)), exampleCount: 3,
+                    meanLoss: 2)
+                return try Envelope.seal(
+                    ClientUpdatePayload.encode(update),
+                    header: EnvelopeHeader(
+                        kind: .modelUpdate, round: UInt64(round), sequence: 0, clientID: identity.name),
+                    using: keys.transmit
+                ).serialized
+            }
+            func submit(_ envelope: [UInt8], as client: String) async throws {
+                let messages = try Wire.updateMessages(envelope: envelope, clientID: client, round: round, attempt: 0)
+                _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: messages) })
+            }
+
+            let valid = try sealedUpdate(identities[0])
+            // Tampered: one ciphertext bit flipped (the chunk digest is recomputed, so only the AEAD tag catches it).
+            var tampered = valid
+            tampered[tampered.count - 30] ^= 0x01
+            await #expect(throws: RPCError.self) { try await submit(tampered, as: a) }
+            // Unenrolled sender.
+            let strangerKeys = try stranger.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey)
+            let strangerEnvelope = try Envelope.seal(
+                [1, 2, 3],
+                header: EnvelopeHeader(kind: .modelUpdate, round: UInt64(round), sequence: 0, clientID: stranger.name),
+                using: strangerKeys.transmit
+            ).serialized
+            await #expect(throws: RPCError.self) { try await submit(strangerEnvelope, as: stranger.name) }
+            // The genuine update is accepted, its replay refused.
+            try await submit(valid, as: a)
+            await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
+            // The round goes on and closes with the second client's update.
+            try await submit(try sealedUpdate(identities[1]), as: b)
+            // Training is over: the coordinator says so.
+            var finished = false
+            while !finished {
+                finished = try await service.getRound(
+                    .with {
+                        $0.clientIds = [a, b]
+                        $0.waitMilliseconds = 200
+                        $0.lastEpoch = header!.epoch
+                        $0.lastRound = header!.round
+                    }
+                ) { response in
+                    for try await message in response.messages { if case .finished? = message.part { return true } }
+                    return false
+                }
+            }
+            let status = try await service.status(.init())
+            #expect(status.completedRounds == 1 && status.enrolled == 2 && status.rounds.first?.participants == 2)
+            grpc.beginGracefulShutdown()
+            try await group.waitForAll()
+        }
+        #expect(coordinator.core.completedRounds == 1)
+        #expect(coordinator.core.records.first?.participants == 2)
+        let codes = coordinator.core.rejections.map(\.code)
+        #expect(codes.contains("enrolmentRefused"))
+        #expect(codes.contains("authenticationFailed"))
+        #expect(codes.contains("notEnrolled"))
+        #expect(codes.contains("replayed"))
+        // Refusals name the client and the round.
+        let tamper = try #require(coordinator.core.rejections.first { $0.code == "authenticationFailed" })
+        #expect(tamper.client == a && tamper.round == 0)
+    }
+}

@@ -1,0 +1,208 @@
+import FedRecFederation
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Testing
+
+@Suite("Chunking")
+struct ChunkingTests {
+    static func bytes(_ count: Int, seed: UInt64 = 7) -> [UInt8] {
+        var rng = SplitMix64(seed: seed)
+        var out = [UInt8](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            let word = rng.next()
+            for k in 0..<8 where i + k < count { out[i + k] = UInt8(truncatingIfNeeded: word >> (8 * UInt64(k))) }
+            i += 8
+        }
+        return out
+    }
+
+    @Test("round trip", arguments: [0, 1, 1023, 1024, 1025, 5000])
+    func roundTrip(count: Int) throws {
+        let payload = Self.bytes(count)
+        let (plan, chunks) = try Chunker.split(payload, chunkSize: 1024)
+        #expect(plan.totalLength == count)
+        #expect(chunks.count == max(1, (count + 1023) / 1024))
+        var assembler = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+        for (i, chunk) in chunks.enumerated() { try assembler.append(index: i, chunk) }
+        #expect(try assembler.finish() == payload)
+    }
+
+    @Test("a 25 MB payload in 1 MiB chunks, each under gRPC's 4 MiB default limit")
+    func twentyFiveMegabytes() throws {
+        let payload = Self.bytes(25_000_000)
+        let (plan, chunks) = try Chunker.split(payload)
+        #expect(chunks.count == 24)
+        #expect(chunks.allSatisfy { $0.count <= 4 * 1024 * 1024 })
+        var assembler = try ChunkAssembler(plan: plan, maximumLength: 30_000_000)
+        for (i, chunk) in chunks.enumerated() { try assembler.append(index: i, chunk) }
+        #expect(try assembler.finish() == payload)
+    }
+
+    @Test("out of order, missing, extra, oversized and corrupted chunks are refused")
+    func refusals() throws {
+        let payload = Self.bytes(3000)
+        let (plan, chunks) = try Chunker.split(payload, chunkSize: 1024)
+        func code(_ body: () throws -> Void) -> ProtocolError.Code? {
+            do { try body() } catch let error as ProtocolError { return error.code } catch { return nil }
+            return nil
+        }
+        // Out of order.
+        #expect(
+            code {
+                var a = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+                try a.append(index: 1, chunks[1])
+            } == .malformedChunk)
+        // Missing last chunk.
+        #expect(
+            code {
+                var a = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+                try a.append(index: 0, chunks[0])
+                try a.append(index: 1, chunks[1])
+                _ = try a.finish()
+            } == .malformedChunk)
+        // Extra chunk.
+        #expect(
+            code {
+                var a = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+                for (i, c) in chunks.enumerated() { try a.append(index: i, c) }
+                try a.append(index: 3, chunks[0])
+            } == .malformedChunk)
+        // Over the limit.
+        #expect(code { _ = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 2000) } == .oversized)
+        // A chunk longer than announced.
+        #expect(
+            code {
+                var a = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+                try a.append(index: 0, chunks[0] + [0])
+            } == .oversized)
+        // Wrong chunk count for the length.
+        #expect(
+            code {
+                _ = try ChunkAssembler(
+                    plan: ChunkPlan(totalLength: 3000, chunkCount: 2, sha256: plan.sha256), chunkSize: 1024,
+                    maximumLength: 10_000)
+            } == .malformedChunk)
+        // Flipped byte: digest mismatch.
+        #expect(
+            code {
+                var a = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+                var first = Array(chunks[0])
+                first[10] ^= 1
+                try a.append(index: 0, first)
+                try a.append(index: 1, chunks[1])
+                try a.append(index: 2, chunks[2])
+                _ = try a.finish()
+            } == .digestMismatch)
+    }
+}
+
+@Suite("Payloads")
+struct PayloadTests {
+    let shapes = PayloadShapes(userTowerCount: 10, itemRows: 4, dimension: 3)
+
+    func update(sparse: Bool = false) -> ClientUpdate {
+        let gradient = Matrix(rows: 4, columns: 3, storage: (0..<12).map { Float($0) / 7 })
+        return ClientUpdate(
+            userTowerDelta: (0..<10).map { Float($0) - 4.5 }, itemEmbeddingGradient: .dense(gradient),
+            exampleCount: 5, meanLoss: 1.25)
+    }
+
+    @Test func updateRoundTrip() throws {
+        let original = update()
+        let decoded = try ClientUpdatePayload.decode(ClientUpdatePayload.encode(original), shapes: shapes)
+        #expect(decoded == original)
+    }
+
+    @Test func globalModelRoundTrip() throws {
+        let model = GlobalModelPayload(
+            round: 3, userTower: (0..<10).map(Float.init), itemEmbeddings: Matrix(rows: 4, columns: 3, repeating: 0.5))
+        #expect(try GlobalModelPayload(decoding: model.encoded(), shapes: shapes, round: 3) == model)
+        #expect(throws: ProtocolError.self) {
+            try GlobalModelPayload(decoding: model.encoded(), shapes: shapes, round: 4)
+        }
+    }
+
+    @Test("wrong shape, non-finite values, truncation and trailing bytes are refused")
+    func refusals() throws {
+        func code(_ bytes: [UInt8], _ shapes: PayloadShapes) -> ProtocolError.Code? {
+            do { _ = try ClientUpdatePayload.decode(bytes, shapes: shapes) } catch let e as ProtocolError {
+                return e.code
+            } catch {
+                return nil
+            }
+            return nil
+        }
+        let good = ClientUpdatePayload.encode(update())
+        #expect(code(good, PayloadShapes(userTowerCount: 11, itemRows: 4, dimension: 3)) == .wrongShape)
+        var nan = update()
+        nan.userTowerDelta[3] = .nan
+        #expect(code(ClientUpdatePayload.encode(nan), shapes) == .nonFinite)
+        var inf = update()
+        inf.meanLoss = .infinity
+        #expect(code(ClientUpdatePayload.encode(inf), shapes) == .nonFinite)
+        #expect(code(Array(good.dropLast()), shapes) == .malformedPayload)
+        #expect(code(good + [0], shapes) == .malformedPayload)
+        #expect(code([1, 2, 3], shapes) == .malformedPayload)
+    }
+}
+
+@Suite("Enrolment and sealing")
+struct EnrolmentTests {
+    @Test func transcriptBindsEverything() throws {
+        let coordinator = try Identity.generate(name: "coordinator")
+        let client = try Identity.generate(name: "user-1")
+        let other = try Identity.generate(name: "user-2")
+        let allowList = try AllowList([client.publicIdentity])
+        let challenge = [UInt8](repeating: 9, count: 32)
+        let signature = try EnrolmentTranscript.sign(
+            challenge: challenge, identity: client, coordinator: coordinator.publicIdentity)
+        try EnrolmentTranscript.verify(
+            challenge: challenge, claimed: client.publicIdentity, signature: signature,
+            coordinator: coordinator.publicIdentity, allowList: allowList)
+        // Another challenge, another coordinator, an unlisted client: refused.
+        #expect(throws: ProtocolError.self) {
+            try EnrolmentTranscript.verify(
+                challenge: [UInt8](repeating: 8, count: 32), claimed: client.publicIdentity, signature: signature,
+                coordinator: coordinator.publicIdentity, allowList: allowList)
+        }
+        #expect(throws: ProtocolError.self) {
+            try EnrolmentTranscript.verify(
+                challenge: challenge, claimed: client.publicIdentity, signature: signature,
+                coordinator: other.publicIdentity, allowList: allowList)
+        }
+        let otherSignature = try EnrolmentTranscript.sign(
+            challenge: challenge, identity: other, coordinator: coordinator.publicIdentity)
+        #expect(throws: ProtocolError.self) {
+            try EnrolmentTranscript.verify(
+                challenge: challenge, claimed: other.publicIdentity, signature: otherSignature,
+                coordinator: coordinator.publicIdentity, allowList: allowList)
+        }
+    }
+
+    @Test("a sealed update splits into chunks; a flipped ciphertext bit fails the AEAD tag")
+    func sealedChunks() throws {
+        let coordinator = try Identity.generate(name: "coordinator")
+        let client = try Identity.generate(name: "user-1")
+        let clientKeys = try client.keyAgreement.clientSessionKeys(serverPublicKey: coordinator.keyAgreement.publicKey)
+        let serverKeys = try coordinator.keyAgreement.serverSessionKeys(clientPublicKey: client.keyAgreement.publicKey)
+        let payload = ChunkingTests.bytes(5000)
+        let sealed = try Envelope.seal(
+            payload, header: EnvelopeHeader(kind: .modelUpdate, round: 2, sequence: 0, clientID: "user-1"),
+            using: clientKeys.transmit
+        ).serialized
+        let messages = try Wire.updateMessages(
+            envelope: sealed, clientID: "user-1", round: 2, attempt: 0, chunkSize: 1024)
+        #expect(messages.count == 1 + (sealed.count + 1023) / 1024)
+        var tampered = sealed
+        tampered[tampered.count - 20] ^= 0x40
+        #expect(throws: SecurityError.self) {
+            try Envelope(serialized: tampered).open(
+                using: serverKeys.receive, clientID: "user-1", kind: .modelUpdate, round: 2)
+        }
+        let opened = try Envelope(serialized: sealed).open(
+            using: serverKeys.receive, clientID: "user-1", kind: .modelUpdate, round: 2)
+        #expect(opened == payload)
+    }
+}
