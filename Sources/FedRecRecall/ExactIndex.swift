@@ -3,11 +3,12 @@ public import FedRecTensor
 /// Exact top-K by inner product: BLAS products over blocks of the item matrix fused with a bounded heap per
 /// query, so the full score matrix is never materialised.
 ///
-/// Batches of one query use one `sgemv` per item block, larger batches one `sgemm` per (query chunk, item
-/// block). Each query keeps a heap of its `k` best (root = worst kept); scores are scanned 16 at a time and a
-/// whole group is rejected with one vector compare against the root when none beats it, which is nearly always
-/// once the heap is warm. Items are scanned in index order, so a score equal to the root's never displaces it:
-/// ties go to the lower item index (the `TopK` order). With a reused `Workspace` and `SearchResults` the search
+/// Batches of several queries use one `sgemm` per (query chunk, item block). Each query keeps a heap of its `k`
+/// best (root = worst kept); scores are scanned 16 at a time and a whole group is rejected with four SSE compares
+/// against the root when none beats it, which is nearly always once the heap is warm. A batch of one query
+/// (memory-bound) first scores a bfloat16 copy of the items and re-scores exactly, with the `sgemv` of the
+/// other paths, only the items an error bound cannot rule out (`ExactIndex+Kernels.swift`). Items are scanned
+/// in index order, so a score equal to the root's never displaces it: ties go to the lower item index (the `TopK` order). With a reused `Workspace` and `SearchResults` the search
 /// allocates nothing. Precondition: items and queries are finite.
 public struct ExactIndex: ItemIndex {
     public let count: Int
@@ -15,6 +16,8 @@ public struct ExactIndex: ItemIndex {
     public var kind: String { "exact" }
     /// Row-major `count x dimension`.
     let items: [Float]
+    /// The bfloat16 copy of the items for the single-query first pass (half the size of `items`).
+    let roundedItems: RoundedItems
 
     /// Item rows per block of a batched search (the score block of 256 queries stays in cache).
     static let batchBlock = 1024
@@ -28,6 +31,7 @@ public struct ExactIndex: ItemIndex {
         self.count = items.rows
         self.dimension = items.columns
         self.items = items.storage
+        self.roundedItems = RoundedItems(items: items.storage, count: items.rows, dimension: items.columns)
     }
 
     /// Buffers of a search, reused between searches.
@@ -36,6 +40,7 @@ public struct ExactIndex: ItemIndex {
         var heapScores: [Float] = []
         var heapItems: [Int32] = []
         var heapCounts: [Int] = []
+        var broadcast: [Float] = []
         public init() {}
     }
 
@@ -55,13 +60,19 @@ public struct ExactIndex: ItemIndex {
         let chunk = min(q, Self.queryChunk)
         let block = q == 1 ? Self.singleBlock : Self.batchBlock
         let kept = min(k, count)
-        if workspace.scores.count < chunk * block { workspace.scores = [Float](repeating: 0, count: chunk * block) }
+        if workspace.scores.count < max(chunk * block, kept + 8) {
+            workspace.scores = [Float](repeating: 0, count: max(chunk * block, kept + 8))
+        }
         if workspace.heapScores.count < chunk * kept {
             workspace.heapScores = [Float](repeating: 0, count: chunk * kept)
             workspace.heapItems = [Int32](repeating: 0, count: chunk * kept)
         }
         if workspace.heapCounts.count < chunk { workspace.heapCounts = [Int](repeating: 0, count: chunk) }
         let d = dimension, n = count
+        if q == 1 && kept < n && d > 0 {
+            searchSingle(queries, k: k, kept: kept, workspace: &workspace, into: &results)
+            return
+        }
         items.withUnsafeBufferPointer { itemBuffer in
             queries.storage.withUnsafeBufferPointer { queryBuffer in
                 workspace.scores.withUnsafeMutableBufferPointer { scoreBuffer in
@@ -106,6 +117,40 @@ public struct ExactIndex: ItemIndex {
                                                     scores: outScores.baseAddress! + (start + r) * k, k: k)
                                             }
                                             start += m
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One query through the bfloat16 filter (`kept < count`).
+    private func searchSingle(_ queries: Matrix, k: Int, kept: Int, workspace: inout Workspace, into results: inout SearchResults) {
+        let broadcastCount = 2 * 4 * roundedItems.wordsPerItem
+        if workspace.broadcast.count < broadcastCount { workspace.broadcast = [Float](repeating: 0, count: broadcastCount) }
+        var heapCount = 0
+        items.withUnsafeBufferPointer { itemBuffer in
+            roundedItems.words.withUnsafeBufferPointer { rounded in
+                queries.storage.withUnsafeBufferPointer { queryBuffer in
+                    workspace.scores.withUnsafeMutableBufferPointer { scratch in
+                        workspace.heapScores.withUnsafeMutableBufferPointer { heapScores in
+                            workspace.heapItems.withUnsafeMutableBufferPointer { heapItems in
+                                workspace.broadcast.withUnsafeMutableBufferPointer { broadcast in
+                                    results.items.withUnsafeMutableBufferPointer { outItems in
+                                        results.scores.withUnsafeMutableBufferPointer { outScores in
+                                            searchSingleFiltered(
+                                                query: queryBuffer.baseAddress!, items: itemBuffer.baseAddress!,
+                                                rounded: rounded.baseAddress!, heapScores: heapScores.baseAddress!,
+                                                heapItems: heapItems.baseAddress!, heapCount: &heapCount, kept: kept,
+                                                scratch: scratch.baseAddress!, broadcast: broadcast.baseAddress!)
+                                            Self.drain(
+                                                heapScores: heapScores.baseAddress!, heapItems: heapItems.baseAddress!,
+                                                count: heapCount, items: outItems.baseAddress!,
+                                                scores: outScores.baseAddress!, k: k)
                                         }
                                     }
                                 }
@@ -188,16 +233,23 @@ public struct ExactIndex: ItemIndex {
         }
         guard capacity > 0 else { return }
         var threshold = hs[0]
+        // SIMD4 (one SSE register) compares: wider generic SIMD types build their splats and masks through the
+        // stack in the baseline x86-64 code this package compiles to.
+        var splat = SIMD4<Float>(repeating: threshold)
         let raw = UnsafeRawPointer(scores)
         while j + 16 <= count {
-            let group = raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD16<Float>.self)
-            if any(group .> SIMD16(repeating: threshold)) {
+            let v0 = raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD4<Float>.self)
+            let v1 = raw.loadUnaligned(fromByteOffset: j * 4 + 16, as: SIMD4<Float>.self)
+            let v2 = raw.loadUnaligned(fromByteOffset: j * 4 + 32, as: SIMD4<Float>.self)
+            let v3 = raw.loadUnaligned(fromByteOffset: j * 4 + 48, as: SIMD4<Float>.self)
+            if any((v0 .> splat) .| (v1 .> splat) .| (v2 .> splat) .| (v3 .> splat)) {
                 for t in 0..<16 where scores[j + t] > threshold {
                     hs[0] = scores[j + t]
                     hi[0] = Int32(firstItem + j + t)
                     siftDown(hs, hi, count: capacity, from: 0)
                     threshold = hs[0]
                 }
+                splat = SIMD4<Float>(repeating: threshold)
             }
             j += 16
         }
