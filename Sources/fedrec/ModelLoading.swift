@@ -1,5 +1,6 @@
 import ArgumentParser
 import FedRecData
+import FedRecEvaluation
 import FedRecModel
 import Foundation
 
@@ -29,6 +30,31 @@ enum ModelLoading {
                     + "(checksum \(model.datasetChecksum.prefix(12))…)")
         }
         return dataset
+    }
+
+    /// The model file of `model` trained on `data`: catalogue ids, titles and genres, training popularity and
+    /// content features (for recall's channels), plus `extraMetadata`. Every command that saves a model uses it.
+    static func modelFile(model: TwoTowerModel, dataset data: Dataset, extraMetadata: [String: String] = [:])
+        -> ModelFile
+    {
+        var metadata = extraMetadata
+        metadata[MetadataKey.itemTitles] = encodeJSON(data.titles)
+        metadata[MetadataKey.itemGenres] = encodeJSON(data.genres)
+        metadata[MetadataKey.datasetName] = data.manifest.sourceFormat.rawValue
+        return ModelFile(
+            model: model, itemFeatures: CentralTraining.itemFeatures(of: data, for: model.configuration),
+            datasetChecksum: data.checksum, itemIDs: data.itemIDs, extraMetadata: metadata,
+            itemPopularity: trainingPopularity(of: data),
+            itemContent: ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures))
+    }
+
+    /// Training-split interactions per catalogue item (the recall popularity channel).
+    static func trainingPopularity(of data: Dataset) -> [Float] {
+        var counts = [Float](repeating: 0, count: data.itemIDs.count)
+        for user in data.split.users {
+            for item in user.train { counts[Int(item)] += 1 }
+        }
+        return counts
     }
 
     /// Titles stored in the model file (catalogue order), or nil when absent.

@@ -152,14 +152,7 @@ struct SimulateCommand: AsyncParsableCommand {
                 }
             })
         if let out {
-            let file = ModelFile(
-                model: result.model, itemFeatures: federated.itemFeatures, datasetChecksum: data.checksum,
-                itemIDs: data.itemIDs,
-                extraMetadata: [
-                    ModelLoading.MetadataKey.itemTitles: ModelLoading.encodeJSON(data.titles),
-                    ModelLoading.MetadataKey.itemGenres: ModelLoading.encodeJSON(data.genres),
-                    ModelLoading.MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
-                ])
+            let file = ModelLoading.modelFile(model: result.model, dataset: data)
             try file.write(to: out)
             print("wrote \(out)")
         }

@@ -144,33 +144,14 @@ struct TrainCommand: AsyncParsableCommand {
         let summary = TrainingSummary(
             configuration: configuration, bestEpoch: result.bestEpoch,
             bestValidationRecall: result.bestValidationRecall, epochs: result.epochs, seconds: seconds)
-        let file = ModelFile(
-            model: result.model, itemFeatures: CentralTraining.itemFeatures(of: data, for: result.model.configuration),
-            datasetChecksum: data.checksum, itemIDs: data.itemIDs,
-            extraMetadata: [
-                ModelLoading.MetadataKey.itemTitles: ModelLoading.encodeJSON(data.titles),
-                ModelLoading.MetadataKey.itemGenres: ModelLoading.encodeJSON(data.genres),
-                ModelLoading.MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
-                ModelLoading.MetadataKey.training: ModelLoading.encodeJSON(summary),
-            ],
-            itemPopularity: Self.trainingPopularity(of: data),
-            itemContent: ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures))
+        let file = ModelLoading.modelFile(
+            model: result.model, dataset: data,
+            extraMetadata: [ModelLoading.MetadataKey.training: ModelLoading.encodeJSON(summary)])
         try file.write(to: out)
         if let historyJSON {
             try Data(ModelLoading.encodeJSON(summary).utf8).write(to: URL(fileURLWithPath: historyJSON), options: .atomic)
         }
         print(String(format: "wrote %@ (%.1f s of training)", out, seconds))
-    }
-}
-
-extension TrainCommand {
-    /// Training-split interactions per catalogue item (the recall popularity channel).
-    static func trainingPopularity(of data: Dataset) -> [Float] {
-        var counts = [Float](repeating: 0, count: data.itemIDs.count)
-        for user in data.split.users {
-            for item in user.train { counts[Int(item)] += 1 }
-        }
-        return counts
     }
 }
 
