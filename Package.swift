@@ -48,7 +48,21 @@ let package = Package(
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]
         ),
+        // Shamir secret sharing over GF(2^8) for secure aggregation (Debian libgfshare-dev).
+        .systemLibrary(
+            name: "CFedRecGFShare",
+            pkgConfig: "libgfshare",
+            providers: [.apt(["libgfshare-dev"])]
+        ),
+        // fedrec's HNSW graph (C, no dependencies). -O3 in every configuration so debug tests build a 100k graph
+        // in seconds; AVX2+FMA kernels are chosen at run time (target attributes), with a portable fallback.
+        .target(
+            name: "CFedRecHNSW",
+            cSettings: [.unsafeFlags(["-O3"])],
+            linkerSettings: [.linkedLibrary("m")]
+        ),
         // faiss (Debian libfaiss-dev, static) behind a small C API; every C++ exception becomes an error code.
+        // Only `fedrec bench index --backends faiss` uses it, as the reference the HNSW graph is measured against.
         .target(
             name: "CFedRecFaiss",
             cxxSettings: [
@@ -68,7 +82,7 @@ let package = Package(
         ),
         .target(
             name: "FedRecSecurity",
-            dependencies: ["CFedRecSodium"],
+            dependencies: ["CFedRecSodium", "CFedRecGFShare"],
             swiftSettings: swiftSettings
         ),
 
@@ -99,7 +113,7 @@ let package = Package(
         // MARK: Recall (item index, recall strategy)
         .target(
             name: "FedRecRecall",
-            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor", "CFedRecFaiss"],
+            dependencies: ["FedRecModel", "FedRecData", "FedRecTensor", "CFedRecHNSW", "CFedRecFaiss"],
             swiftSettings: swiftSettings
         ),
 
@@ -171,12 +185,17 @@ let package = Package(
         ),
         .testTarget(
             name: "FedRecSecurityTests",
-            dependencies: ["FedRecSecurity"],
+            dependencies: [
+                "FedRecSecurity", "FedRecTensor", .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "FedRecFederationTests",
-            dependencies: ["FedRecFederation", "FedRecModel", "FedRecData", "FedRecTensor", "FedRecSecurity"],
+            dependencies: [
+                "FedRecFederation", "FedRecModel", "FedRecData", "FedRecTensor", "FedRecSecurity",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -3,7 +3,7 @@
 # Sourced or run by scripts/test.sh and scripts/demo.sh; safe to run again (a no-op when all are there).
 set -euo pipefail
 
-packages=(pkg-config libsodium-dev libopenblas-dev libfaiss-dev)
+packages=(pkg-config libsodium-dev libgfshare-dev libopenblas-dev libfaiss-dev)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

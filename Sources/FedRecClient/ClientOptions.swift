@@ -22,6 +22,8 @@ public struct ClientOptions: Sendable {
     public var chunkSize: Int = 1 << 20
     /// Test hook: on receiving this round, stop answering (simulates a client that hangs or is killed mid-round).
     public var hangInRound: Int? = nil
+    /// Test hook: in secure rounds, the process SIGKILLs itself before sending this stage's messages (1...4).
+    public var killAtStage: Int? = nil
 
     public init(datasetPath: String, keysDirectory: String, users: UserSelection) {
         self.datasetPath = datasetPath

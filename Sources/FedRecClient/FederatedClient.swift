@@ -1,7 +1,7 @@
 import FedRecData
 import FedRecFederation
 import FedRecModel
-import FedRecProtocol
+public import FedRecProtocol
 import FedRecSecurity
 import FedRecTensor
 import Foundation
@@ -35,6 +35,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     let onAssignment: (@Sendable (Int, Int) -> Void)?
     /// Updates this process submitted and the coordinator accepted.
     let accepted = Mutex(0)
+    /// CPU time per phase (training, crypto, codec), for `--stats` and `fedrec bench rounds`.
+    public let meter = PhaseMeter()
     public var acceptedUpdates: Int { accepted.withLock { $0 } }
 
     init(
@@ -72,7 +74,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
     }
 
-    private var isStopping: Bool { stopping.withLock { $0 } }
+    var isStopping: Bool { stopping.withLock { $0 } }
 
     /// Run-wide settings learnt at enrolment.
     struct RunSettings {
@@ -151,11 +153,13 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         guard let first = try await iterator.next() else { return .wait }
         switch first.part {
         case .finished(let f): return .finished(Int(f.completedRounds))
-        case .wait, .none: return .wait
+        case .wait, .none, .aborted: return .wait
+        case .stageHeader: throw ProtocolError(code: .malformedChunk, message: "a stage input in a round stream")
         case .data: throw ProtocolError(code: .malformedChunk, message: "assignment without a header")
         case .header(let header):
             var assembler = try ChunkAssembler(
-                plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: shapes.globalModelByteCount + 1024
+                plan: Wire.plan(header.payload), chunkSize: chunkSize,
+                maximumLength: shapes.globalModelByteCount + (1 << 20)
             )
             while !assembler.isComplete {
                 guard let next = try await iterator.next() else { break }
@@ -232,6 +236,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         header: Fedrec_V1_RoundHeader, sealed: [UInt8], run: RunSettings, trainer: inout ClientTrainer?,
         service: Fedrec_V1_Coordinator.Client<Transport>
     ) async throws {
+        meter.beginMeasuring()
         let received = ContinuousClock.now
         let deadline = received + .milliseconds(Int64(clamping: header.deadlineMilliseconds))
         let round = Int(clamping: header.round)
@@ -243,9 +248,13 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         let global: GlobalModelPayload
         do {
             let envelope = try Envelope(serialized: sealed)
-            let plaintext = try envelope.open(
-                using: opener.keys.receive, clientID: opener.id, kind: .roundAssignment, round: header.round)
-            global = try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
+            let plaintext = try meter.measure(.crypto) {
+                try envelope.open(
+                    using: opener.keys.receive, clientID: opener.id, kind: .roundAssignment, round: header.round)
+            }
+            global = try meter.measure(.codec) {
+                try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
+            }
         } catch {
             logger.error("round assignment refused: \(error)", metadata: ["round": "\(round)"])
             return
@@ -267,6 +276,20 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         if trainer?.configuration != training { trainer = ClientTrainer(configuration: training) }
         let tower = UserTower(configuration: run.configuration, flattened: global.userTower)
+        if let secure = global.secure {
+            try await participateSecurely(
+                secure, header: header, selected: selected,
+                train: { client in
+                    guard let user = run.users[client.userIndex], !user.known.isEmpty else { return nil }
+                    return meter.measure(.training) {
+                        trainer!.train(
+                            globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
+                            userFeatures: run.userFeatures,
+                            seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
+                    }
+                }, service: service)
+            return
+        }
         for id in selected {
             guard !isStopping else { return }
             guard ContinuousClock.now < deadline else {
@@ -275,18 +298,25 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             }
             let client = clients[id]!
             guard let user = run.users[client.userIndex], !user.known.isEmpty else { continue }
-            let update = trainer!.train(
-                globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
-                userFeatures: run.userFeatures,
-                seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
-            let envelope = try Envelope.seal(
-                ClientUpdatePayload.encode(update),
-                header: EnvelopeHeader(
-                    kind: .modelUpdate, round: header.round, sequence: UInt64(attempt), clientID: id),
-                using: client.keys.transmit
-            ).serialized
-            let messages = try Wire.updateMessages(
-                envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+            let update = meter.measure(.training) {
+                trainer!.train(
+                    globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
+                    userFeatures: run.userFeatures,
+                    seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
+            }
+            let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update) }
+            let envelope = try meter.measure(.crypto) {
+                try Envelope.seal(
+                    plaintext,
+                    header: EnvelopeHeader(
+                        kind: .modelUpdate, round: header.round, sequence: UInt64(attempt), clientID: id),
+                    using: client.keys.transmit
+                ).serialized
+            }
+            let messages = try meter.measure(.codec) {
+                try Wire.updateMessages(
+                    envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+            }
             do {
                 _ = try await service.submitUpdate(requestProducer: { writer in
                     try await writer.write(contentsOf: messages)

@@ -76,7 +76,9 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         let clock = core.clock
         try await waitForEnrolment()
         var model = initialModel
+        let loopStart = clock.now
         if !hasState { try persist(model) }
+        core.meter.beginMeasuring()
         let sampler = ClientSampler(selection: options.cohort, seed: options.seed &+ 0x5EED)
         while core.completedRounds < options.rounds {
             guard !core.isStopping else { throw interrupted }
@@ -86,35 +88,69 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                 })
             else { throw CoordinatorError(code: .roundFailed, message: "the round machine has failed") }
             let cohort = sampler.cohort(round: round, attempt: attempt, from: core.enrolledClients)
-            let payload = GlobalModelPayload(
-                round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings
-            ).encoded()
             let started = clock.now
             let roundSeed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(round)
-            var action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
+            var action: Machine.Action
+            if let secure = core.secureAggregation {  // the builder filled in the defaults
+                let current = model
+                action = core.openSecureRound(
+                    cohort: cohort, seed: roundSeed &+ UInt64(attempt) &* 0x2545_F491_4F6C_DD1D,
+                    model: { round in
+                        GlobalModelPayload(
+                            round: round, userTower: current.userTower.flattened(),
+                            itemEmbeddings: current.itemEmbeddings)
+                    }, options: secure, deadline: options.deadline,
+                    weighting: options.privacy == nil ? .examples : .uniform)
+            } else {
+                let payload = core.meter.measure(.codec) {
+                    GlobalModelPayload(
+                        round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings
+                    ).encoded()
+                }
+                action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
+            }
             if case .startRound(_, _, let cohort, _) = action {
                 logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")
                 while true {
-                    if let next = core.poll() {
+                    if options.secureAggregation != nil {
+                        if let step = core.secureStep() {
+                            action = core.finishSecure(step)
+                            break
+                        }
+                    } else if let next = core.poll() {
                         action = next
                         break
                     }
                     guard !core.isStopping else { throw interrupted }
-                    try await clock.sleep(for: .milliseconds(10))
+                    try await clock.sleep(for: .milliseconds(options.secureAggregation == nil ? 10 : 5))
                 }
             }
             switch action {
             case .closeRound(let result):
-                model.apply(result.aggregate)
+                var aggregate = result.aggregate
+                var epsilon: Double? = nil
+                if let privacy = options.privacy {
+                    let population = max(core.enrolledClients.count, 1)
+                    aggregate = try core.meter.measure(.aggregation) {
+                        try PrivateAggregation(configuration: privacy, population: population).privatize(aggregate)
+                    }
+                    epsilon = core.state.withLock { s in
+                        s.ledger?.record(steps: 1)
+                        return s.ledger?.epsilon
+                    }
+                }
+                core.meter.measure(.aggregation) { model.apply(aggregate) }
                 let completed = core.completedRounds + 1
                 var recall: Double? = nil
                 if options.evaluationInterval > 0,
                     completed % options.evaluationInterval == 0 || completed == options.rounds
                 {
-                    recall = CentralTraining.evaluate(
-                        model: model.model, dataset: dataset, fold: options.fold, cutoffs: [20]
-                    )
-                    .value(.recall, at: 20)
+                    recall = core.meter.measure(.evaluation) {
+                        CentralTraining.evaluate(
+                            model: model.model, dataset: dataset, fold: options.fold, cutoffs: [20]
+                        )
+                        .value(.recall, at: 20)
+                    }
                 }
                 let traffic = core.traffic()
                 let record = RoundRecord(
@@ -122,9 +158,11 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                     examples: result.aggregate.exampleCount, meanLoss: result.aggregate.meanLoss,
                     bytesReceived: traffic.received, bytesSent: traffic.sent,
                     seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
-                    recallAt20: recall, rejected: result.rejections.count, stragglers: result.stragglers.count)
+                    recallAt20: recall, rejected: result.rejections.count, stragglers: result.stragglers.count,
+                    epsilon: epsilon,
+                    finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
                 core.completed(record)
-                try persist(model)
+                try core.meter.measure(.persistence) { try persist(model) }
                 logger.info(
                     "round \(round) closed",
                     metadata: [
@@ -172,19 +210,23 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     private func persist(_ model: CoordinatorModel) throws {
         let snapshot = core.snapshot()
         let name = StateStore.modelFileName(completedRounds: snapshot.completed)
+        let optimizerName = OptimizerCheckpoint.fileName(completedRounds: snapshot.completed)
         do {
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
-            try ModelFile(
-                model: model.model, itemFeatures: model.itemFeatures, datasetChecksum: dataset.checksum,
-                itemIDs: dataset.itemIDs, extraMetadata: ["federated_rounds": "\(snapshot.completed)"]
+            try SavedModel.file(
+                model: model.model, dataset: dataset,
+                extraMetadata: [SavedModel.MetadataKey.federatedRounds: "\(snapshot.completed)"]
             ).write(to: store.directory + "/" + name)
+            try OptimizerCheckpoint.write(
+                server: model.serverOptimizer, item: model.itemOptimizer, to: store.directory + "/" + optimizerName)
         } catch {
-            throw CoordinatorError(code: .state, message: "cannot write \(store.directory)/\(name): \(error)")
+            throw CoordinatorError(code: .state, message: "cannot write a checkpoint in \(store.directory): \(error)")
         }
         try store.save(
             PersistedState(
                 runFingerprint: runFingerprint, completedRounds: snapshot.completed, nextRound: snapshot.next,
-                enrolled: snapshot.enrolled, replayGuard: snapshot.replayGuard, serverOptimizer: model.serverOptimizer,
-                modelFile: name, rounds: snapshot.records))
+                enrolled: snapshot.enrolled, replayGuard: snapshot.replayGuard,
+                serverOptimizer: model.serverOptimizer.withoutMoments, modelFile: name, optimizerFile: optimizerName,
+                rounds: snapshot.records, privacy: core.state.withLock { $0.ledger }))
     }
 }

@@ -13,6 +13,7 @@ public import Logging
 private struct RunFingerprint: Encodable {
     var dataset: String, model: String, fold: String, seed: UInt64, cohort: CohortSelection
     var server: ServerOptimizerConfiguration, training: String
+    var privacy: DifferentialPrivacyConfiguration?, secureAggregation: SecureAggregationOptions?
 }
 
 /// Builds a `Coordinator` from options: loads the data set, keys, allow-list and any saved state. The CLI and
@@ -57,7 +58,15 @@ public enum CoordinatorBuilder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let configurationJSON = String(decoding: try encoder.encode(configuration), as: UTF8.self)
-        let trainingJSON = String(decoding: try encoder.encode(options.clientTraining), as: UTF8.self)
+        var training = options.clientTraining
+        if let privacy = options.privacy {
+            do { try privacy.validate() } catch { throw setup("\(error)") }
+            guard case .poisson = options.cohort else {
+                throw setup("differential privacy needs a Poisson-sampled cohort (sampling rate q)")
+            }
+            training.clipNorm = Float(privacy.clipNorm)
+        }
+        let trainingJSON = String(decoding: try encoder.encode(training), as: UTF8.self)
         let fingerprint = try SHA256.hex(
             SHA256.hash(
                 Array(
@@ -65,7 +74,8 @@ public enum CoordinatorBuilder {
                         RunFingerprint(
                             dataset: dataset.checksum, model: configurationJSON, fold: options.fold.rawValue,
                             seed: options.seed, cohort: options.cohort, server: options.serverOptimizer,
-                            training: trainingJSON)))))
+                            training: trainingJSON, privacy: options.privacy,
+                            secureAggregation: options.secureAggregation)))))
 
         let store = StateStore(directory: options.stateDirectory)
         let saved = try store.load()
@@ -76,9 +86,20 @@ public enum CoordinatorBuilder {
                     maximumAttempts: options.maximumAttempts,
                     validator: UpdateValidator(
                         layout: layout, itemRows: configuration.itemCount, dimension: configuration.dimension,
-                        maximumDeltaNorm: options.maximumDeltaNorm)),
+                        maximumDeltaNorm: options.maximumDeltaNorm),
+                    weighting: options.privacy == nil ? .examples : .uniform),
                 firstRound: saved?.nextRound ?? 0),
-            completedRounds: saved?.completedRounds ?? 0, records: saved?.rounds ?? [])
+            completedRounds: saved?.completedRounds ?? 0, records: saved?.rounds ?? [],
+            ledger: saved?.privacy ?? options.privacy.map { PrivacyLedger(configuration: $0) })
+        if let ledger = core.ledger {
+            let remaining = max(0, options.rounds - core.completedRounds)
+            do { try ledger.checkCanRun(additionalSteps: remaining) } catch {
+                let fits = ledger.remainingSteps.map { "at most \($0) more round(s) fit the budget" } ?? ""
+                throw CoordinatorError(
+                    code: .privacyBudget,
+                    message: "refusing to start: \(error); \(fits) (q \(ledger.samplingRate), z \(ledger.noiseMultiplier))")
+            }
+        }
         let model: CoordinatorModel
         if let saved {
             guard saved.runFingerprint == fingerprint else {
@@ -91,9 +112,12 @@ public enum CoordinatorBuilder {
             do { file = try ModelFile.read(from: options.stateDirectory + "/" + saved.modelFile) } catch {
                 throw CoordinatorError(code: .state, message: "\(error)")
             }
+            let optimizers = try OptimizerCheckpoint.read(
+                from: options.stateDirectory + "/" + saved.optimizerFile, server: saved.serverOptimizer,
+                item: options.itemOptimizer, userTowerCount: layout.count)
             model = CoordinatorModel(
-                model: file.model, itemFeatures: itemFeatures, serverOptimizer: saved.serverOptimizer,
-                itemOptimizer: options.itemOptimizer)
+                model: file.model, itemFeatures: itemFeatures, serverOptimizer: optimizers.server,
+                itemOptimizer: optimizers.item)
             core.replayGuard = saved.replayGuard
             for line in saved.enrolled {
                 guard let claimed = try? PublicIdentity(line: line), allowList[claimed.name] == claimed else {
@@ -110,12 +134,20 @@ public enum CoordinatorBuilder {
             model = CoordinatorModel(
                 model: TwoTowerModel(configuration: configuration, seed: options.seed), itemFeatures: itemFeatures,
                 serverOptimizer: ServerOptimizer(configuration: options.serverOptimizer),
-                itemOptimizer: options.itemOptimizer)
+                itemOptimizer: Optimizer(configuration: options.itemOptimizer))
         }
         let coordinatorCore = CoordinatorCore(
             identity: identity, allowList: allowList, shapes: shapes, logger: logger, clock: ElapsedClock(clock),
             modelConfigurationJSON: configurationJSON, trainingConfigurationJSON: trainingJSON,
-            foldName: options.fold.rawValue, chunkSize: options.chunkSize, initial: core)
+            foldName: options.fold.rawValue, chunkSize: options.chunkSize, initial: core, privacy: options.privacy,
+            secureAggregation: options.secureAggregation.map { secure in
+                var secure = secure
+                if secure.maximumWeight == nil {
+                    let largest = dataset.split.fold(options.fold).map(\.known.count).max() ?? 1
+                    secure.maximumWeight = Float(max(largest, 1))
+                }
+                return secure
+            })
         let server = GRPCServer(transport: transport, services: [CoordinatorService(core: coordinatorCore)])
         return Coordinator(
             core: coordinatorCore, server: server, options: options, dataset: dataset, initialModel: model,

@@ -1,5 +1,5 @@
 public import FedRecFederation
-import FedRecProtocol
+public import FedRecProtocol
 import FedRecSecurity
 import FedRecTensor
 import Logging
@@ -71,6 +71,10 @@ struct CoreState: Sendable {
     var stopping = false
     var completedRounds: Int
     var records: [RoundRecord]
+    /// Differential privacy's ledger (nil when off).
+    var ledger: PrivacyLedger? = nil
+    /// The secure-aggregation attempt in progress (nil in plain mode and between attempts).
+    var secure: SecureRoundState? = nil
     var rejections: [RejectionRecord] = []
     var bytesReceived = 0
     var bytesSent = 0
@@ -91,15 +95,24 @@ public final class CoordinatorCore: Sendable {
     let trainingConfigurationJSON: String
     let foldName: String
     let chunkSize: Int
+    /// CPU time per phase (crypto, codec, aggregation, ...), for `--stats` and `fedrec bench rounds`.
+    public let meter = PhaseMeter()
     let state: Mutex<CoreState>
+    /// Differential privacy (nil: off). Plain-mode updates are clipped to its clip norm on arrival.
+    let privacy: DifferentialPrivacyConfiguration?
+    /// Secure aggregation (nil: plain updates).
+    let secureOptions: SecureAggregationOptions?
 
     static let challengeLifetime: Duration = .seconds(120)
 
     init(
         identity: Identity, allowList: AllowList, shapes: PayloadShapes, logger: Logger, clock: ElapsedClock,
         modelConfigurationJSON: String, trainingConfigurationJSON: String, foldName: String, chunkSize: Int,
-        initial: CoreState
+        initial: CoreState, privacy: DifferentialPrivacyConfiguration? = nil,
+        secureAggregation: SecureAggregationOptions? = nil
     ) {
+        self.privacy = privacy
+        self.secureOptions = secureAggregation
         self.identity = identity
         self.allowList = allowList
         self.shapes = shapes
@@ -267,8 +280,10 @@ public final class CoordinatorCore: Sendable {
         guard let (open, selected, session, sequence) = found else { return .wait }
         let header = EnvelopeHeader(
             kind: .roundAssignment, round: UInt64(open.round), sequence: sequence, clientID: selected[0])
-        let sealed = try Envelope.seal(open.payload, header: header, using: session.keys.transmit).serialized
-        let (plan, chunks) = try Chunker.split(sealed, chunkSize: chunkSize)
+        let sealed = try meter.measure(.crypto) {
+            try Envelope.seal(open.payload, header: header, using: session.keys.transmit).serialized
+        }
+        let (plan, chunks) = try meter.measure(.codec) { try Chunker.split(sealed, chunkSize: chunkSize) }
         state.withLock { $0.bytesSent += sealed.count }
         let remaining = max(.zero, open.deadline.offset - now.offset)
         let message = Fedrec_V1_RoundHeader.with {
@@ -295,6 +310,8 @@ public final class CoordinatorCore: Sendable {
         }
         let envelope: Envelope
         let plaintext: [UInt8]
+        let secureKinds: [MessageKind] = [.advertiseKeys, .shareKeys, .maskedInput, .unmask]
+        let kind: MessageKind
         do {
             envelope = try Envelope(serialized: bytes)
             guard envelope.header.clientID == client else {
@@ -302,24 +319,43 @@ public final class CoordinatorCore: Sendable {
                     code: .unexpectedContext,
                     message: "envelope for '\(envelope.header.clientID)' submitted as '\(client)'")
             }
-            plaintext = try envelope.open(
-                using: session.keys.receive, clientID: client, kind: .modelUpdate, round: UInt64(round))
+            // In secure mode only stage messages are accepted, in plain mode only model updates: the kind is
+            // authenticated (associated data), so a message cannot be re-labelled.
+            kind = secureOptions != nil && secureKinds.contains(envelope.header.kind) ? envelope.header.kind : .modelUpdate
+            plaintext = try meter.measure(.crypto) {
+                try envelope.open(using: session.keys.receive, clientID: client, kind: kind, round: UInt64(round))
+            }
             try state.withLock { try $0.replayGuard.accept(envelope.header) }
         } catch let error as SecurityError {
             throw reject(Wire.openingError(error, client: client, round: round))
         }
-        let update: ClientUpdate
+        if secureOptions != nil {
+            guard kind != .modelUpdate else {
+                throw reject(
+                    ProtocolError(
+                        code: .unexpectedMessage, message: "plain updates are refused under secure aggregation",
+                        client: client, round: round))
+            }
+            try receiveSecure(kind: kind, plaintext: plaintext, client: client, round: round)
+            return true
+        }
+        var update: ClientUpdate
         do {
-            update = try ClientUpdatePayload.decode(plaintext, shapes: shapes)
+            update = try meter.measure(.codec) { try ClientUpdatePayload.decode(plaintext, shapes: shapes) }
+            // DP: the coordinator sees this update, so it enforces the clip norm itself (honest clients already
+            // clipped; this bounds a dishonest one).
+            if let privacy { update.clip(toNorm: Float(privacy.clipNorm)) }
         } catch let error as ProtocolError {
             // Authenticated but unusable: the client is excluded from this round.
             let action = state.withLock { s in s.machine.clientDropped(client) }
             stash(action)
             throw reject(error.about(client: client, round: round))
         }
-        let action = state.withLock { s in
-            s.bytesReceived += bytes.count
-            return s.machine.receiveUpdate(update, from: client, round: round)
+        let action = meter.measure(.aggregation) {
+            state.withLock { s in
+                s.bytesReceived += bytes.count
+                return s.machine.receiveUpdate(update, from: client, round: round)
+            }
         }
         switch action {
         case .accepted(_, let received, let outstanding):

@@ -3,27 +3,26 @@ public import FedRecModel
 public import FedRecTensor
 
 /// The coordinator's model state: what `FederatedServer` holds, with the server optimizer state exposed so it
-/// can be persisted and restored. The item-tower optimizer's moments are not persisted (a resumed run restarts
-/// them; the item tower's weights are persisted).
+/// can be persisted and restored (`OptimizerCheckpoint`), the item tower's Adam moments included.
 public struct CoordinatorModel: Sendable {
     public let configuration: TwoTowerConfiguration
     public private(set) var userTower: UserTower
     public private(set) var itemTower: ItemTower
     public private(set) var itemEmbeddings: Matrix
     public private(set) var serverOptimizer: ServerOptimizer
-    private var itemOptimizer: Optimizer
+    public private(set) var itemOptimizer: Optimizer
     public let itemFeatures: SparseMatrix
 
     public init(
         model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizer,
-        itemOptimizer: OptimizerConfiguration
+        itemOptimizer: Optimizer
     ) {
         configuration = model.configuration
         userTower = model.userTower
         itemTower = model.itemTower
         self.itemFeatures = itemFeatures
         self.serverOptimizer = serverOptimizer
-        self.itemOptimizer = Optimizer(configuration: itemOptimizer)
+        self.itemOptimizer = itemOptimizer
         itemEmbeddings = model.itemTower.embeddings(itemFeatures: itemFeatures)
     }
 

@@ -95,6 +95,17 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         }
     }
 
+    public func getStage(
+        request: Fedrec_V1_StageRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext
+    ) async throws {
+        guard core.secureAggregation != nil else {
+            try await response.write(
+                .with { $0.aborted = .with { $0.reason = "secure aggregation is not enabled on this coordinator" } })
+            return
+        }
+        try await secureStage(request: request, response: response)
+    }
+
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {

@@ -1,5 +1,6 @@
 public import FedRecFederation
 public import FedRecSecurity
+public import FedRecTensor
 import Foundation
 
 /// Figures of one completed round, as stored and as `fedrec status` prints them.
@@ -8,6 +9,7 @@ public struct RoundRecord: Sendable, Codable, Equatable {
     public var attempt: Int
     public var participants: Int
     public var examples: Int
+    /// Example-weighted mean of the participants' local losses; 0 under secure aggregation (not revealed).
     public var meanLoss: Double
     public var bytesReceived: Int
     public var bytesSent: Int
@@ -16,6 +18,12 @@ public struct RoundRecord: Sendable, Codable, Equatable {
     public var recallAt20: Double?
     public var rejected: Int
     public var stragglers: Int
+    /// Epsilon spent after this round (at the run's delta), when differential privacy is on.
+    public var epsilon: Double? = nil
+    /// Seconds from the start of this coordinator process's round loop to this round's close (after the server
+    /// step and any evaluation). Differences between consecutive rounds are the full round period, checkpoint
+    /// and payload encoding included. Nil in states written before this field existed.
+    public var finishedAt: Double? = nil
 }
 
 /// The persisted coordinator state (`state.json` in the state folder) besides the model file it names.
@@ -25,7 +33,7 @@ public struct RoundRecord: Sendable, Codable, Equatable {
 /// removed. A coordinator killed at any point restarts from the last `state.json`, i.e. the last completed round.
 public struct PersistedState: Sendable, Codable {
     public static let format = "fedrec-coordinator-state"
-    public static let formatVersion = 1
+    public static let formatVersion = 2
 
     public var format = Self.format
     public var formatVersion = Self.formatVersion
@@ -38,10 +46,15 @@ public struct PersistedState: Sendable, Codable {
     /// Public identity lines of the enrolled clients.
     public var enrolled: [String]
     public var replayGuard: ReplayGuard
+    /// The server optimizer's configuration and step count; its moments are in `optimizerFile`.
     public var serverOptimizer: ServerOptimizer
     /// File name (in the state folder) of the model after `completedRounds` rounds.
     public var modelFile: String
+    /// File name (in the state folder) of the optimizers' moments after `completedRounds` rounds.
+    public var optimizerFile: String
     public var rounds: [RoundRecord]
+    /// The privacy ledger (rounds spent per mechanism) when differential privacy is on.
+    public var privacy: PrivacyLedger? = nil
 }
 
 /// Reads and writes a state folder.
@@ -82,9 +95,11 @@ public struct StateStore: Sendable {
             guard rename(temporary, statePath) == 0 else {
                 throw CoordinatorError(code: .state, message: "rename to \(statePath) failed (errno \(errno))")
             }
-            // Model files other than the current one are leftovers of earlier rounds.
+            // Model and optimizer files other than the current ones are leftovers of earlier rounds.
             for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            where name.hasPrefix("model-") && name.hasSuffix(".safetensors") && name != state.modelFile {
+            where (name.hasPrefix("model-") || name.hasPrefix("optimizer-")) && name.hasSuffix(".safetensors")
+                && name != state.modelFile && name != state.optimizerFile
+            {
                 try? FileManager.default.removeItem(atPath: directory + "/" + name)
             }
         } catch let error as CoordinatorError {
@@ -97,5 +112,55 @@ public struct StateStore: Sendable {
     public static func modelFileName(completedRounds: Int) -> String {
         let digits = String(completedRounds)
         return "model-" + String(repeating: "0", count: max(0, 6 - digits.count)) + digits + ".safetensors"
+    }
+}
+
+/// The optimizers' moments beside a checkpoint's model file (`optimizer-NNNNNN.safetensors`): the server
+/// optimizer's first and second moments over the flat user tower, and the item tower's Adam moments per
+/// parameter, with both step counts in the metadata. Kept out of `state.json`, which stays small.
+public enum OptimizerCheckpoint {
+    public static func fileName(completedRounds: Int) -> String {
+        "optimizer-" + String(format: "%06d", completedRounds) + ".safetensors"
+    }
+
+    public static func write(server: ServerOptimizer, item: Optimizer, to path: String) throws {
+        var tensors: [SafeTensor] = []
+        let (first, second) = server.moments
+        tensors.append(SafeTensor(name: "server.first", shape: [first.count], values: first))
+        tensors.append(SafeTensor(name: "server.second", shape: [second.count], values: second))
+        for name in item.momentNames {
+            guard let pair = item.moments(of: name) else { continue }
+            tensors.append(SafeTensor(name: "item.\(name).first", shape: [pair.first.count], values: pair.first))
+            tensors.append(SafeTensor(name: "item.\(name).second", shape: [pair.second.count], values: pair.second))
+        }
+        try SafeTensors(tensors: tensors, metadata: ["item_step": "\(item.step)"]).write(to: path)
+    }
+
+    /// The server optimizer (configuration and step from `state.json`) and the item optimizer restored from
+    /// `path`. Throws `CoordinatorError.state` naming the file when it is unreadable or inconsistent.
+    public static func read(
+        from path: String, server: ServerOptimizer, item configuration: OptimizerConfiguration, userTowerCount: Int
+    ) throws -> (server: ServerOptimizer, item: Optimizer) {
+        func bad(_ message: String) -> CoordinatorError { CoordinatorError(code: .state, message: "\(path): \(message)") }
+        let file: SafeTensors
+        do { file = try SafeTensors.read(from: path, requireFinite: true) } catch { throw bad("\(error)") }
+        guard let first = file["server.first"]?.values, let second = file["server.second"]?.values,
+            first.count == second.count, first.isEmpty || first.count == userTowerCount
+        else { throw bad("server optimizer moments missing or of the wrong length") }
+        guard let step = file.metadata["item_step"].flatMap(Int.init), step >= 0 else {
+            throw bad("item_step missing from the metadata")
+        }
+        var moments: [String: (first: [Float], second: [Float])] = [:]
+        for tensor in file.tensors where tensor.name.hasPrefix("item.") && tensor.name.hasSuffix(".first") {
+            let name = String(tensor.name.dropFirst("item.".count).dropLast(".first".count))
+            guard let pair = file["item.\(name).second"], pair.values.count == tensor.values.count else {
+                throw bad("item moment '\(name)' has no matching second moment")
+            }
+            moments[name] = (tensor.values, pair.values)
+        }
+        return (
+            ServerOptimizer(configuration: server.configuration, step: server.step, first: first, second: second),
+            Optimizer(configuration: configuration, step: step, moments: moments)
+        )
     }
 }

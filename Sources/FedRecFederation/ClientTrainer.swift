@@ -14,11 +14,16 @@ public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
     public var proximalMu: Float
     /// Upper bound on local steps per round (nil: none), to bound a heavy client's work.
     public var maximumSteps: Int?
+    /// Differential privacy: the L2 bound S of the whole update (user-tower delta and item-embedding gradient
+    /// together); a larger update is scaled down to norm S before it leaves the client (nil: no clipping).
+    public var clipNorm: Float? = nil
 
     public init(
         localEpochs: Int = 1, batchSize: Int = 32, optimizer: OptimizerConfiguration = .sgd(learningRate: 0.5),
-        proximalMu: Float = 0, maximumSteps: Int? = nil
+        proximalMu: Float = 0, maximumSteps: Int? = nil, clipNorm: Float? = nil
     ) {
+        precondition(clipNorm.map { $0 > 0 && $0.isFinite } ?? true, "clip norm must be positive")
+        self.clipNorm = clipNorm
         precondition(localEpochs > 0, "local epochs must be positive")
         precondition(batchSize > 0, "batch size must be positive")
         precondition(proximalMu >= 0 && proximalMu.isFinite, "proximal mu must be non-negative")
@@ -135,9 +140,11 @@ public struct ClientTrainer: Sendable {
                 for i in 0..<sum.count { sum[i] *= scale }
             }
         }
-        return ClientUpdate(
+        var update = ClientUpdate(
             userTowerDelta: local.delta(from: global), itemEmbeddingGradient: .dense(itemGradientSum),
             exampleCount: n, meanLoss: processed > 0 ? Float(lossSum / Double(processed)) : 0)
+        if let clipNorm = configuration.clipNorm { update.clip(toNorm: clipNorm) }
+        return update
     }
 
     /// Adds `mu (w - w_global)` to every dense gradient, and to the touched rows of the history-embedding

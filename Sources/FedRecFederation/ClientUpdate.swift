@@ -83,6 +83,35 @@ public struct ClientUpdate: Sendable, Equatable {
 }
 
 /// Checks an untrusted update before it reaches the aggregate.
+extension ClientUpdate {
+    /// L2 norm of the whole update: user-tower delta and item-embedding gradient as one vector.
+    public var norm: Double {
+        let delta = FlatVector.l2Norm(userTowerDelta)
+        let gradient = FlatVector.l2Norm(itemEmbeddingGradient.storedValues)
+        return (delta * delta + gradient * gradient).squareRoot()
+    }
+
+    /// Scales the whole update (delta and item gradient together) to L2 norm at most `bound` (DP-FedAvg's
+    /// per-client clipping); returns whether it was scaled. Direction is preserved.
+    @discardableResult
+    public mutating func clip(toNorm bound: Float) -> Bool {
+        precondition(bound > 0 && bound.isFinite, "clip norm must be positive")
+        let norm = self.norm
+        guard norm > Double(bound) else { return false }
+        let scale = Float(Double(bound) / norm)
+        for i in userTowerDelta.indices { userTowerDelta[i] *= scale }
+        switch itemEmbeddingGradient {
+        case .dense(var m):
+            for i in 0..<m.storage.count { m.storage[i] *= scale }
+            itemEmbeddingGradient = .dense(m)
+        case .rowSparse(var g):
+            g.scale(by: scale)
+            itemEmbeddingGradient = .rowSparse(g)
+        }
+        return true
+    }
+}
+
 public struct UpdateValidator: Sendable, Hashable {
     public var layout: ParameterLayout
     /// Shape of the item-embedding matrix (catalogue x d).
@@ -165,6 +194,26 @@ public struct AggregateUpdate: Sendable, Equatable {
     public var meanLoss: Double
     /// Contributors, in order of arrival.
     public var participants: [ClientID]
+
+    public init(
+        meanDelta: [Float], meanItemEmbeddingGradient: Matrix, exampleCount: Int, meanLoss: Double,
+        participants: [ClientID]
+    ) {
+        self.meanDelta = meanDelta
+        self.meanItemEmbeddingGradient = meanItemEmbeddingGradient
+        self.exampleCount = exampleCount
+        self.meanLoss = meanLoss
+        self.participants = participants
+    }
+}
+
+/// How updates are weighted in the mean.
+public enum AggregationWeighting: String, Sendable, Hashable, Codable {
+    /// FedAvg: by example count, `sum_k n_k x_k / sum_k n_k`.
+    case examples
+    /// DP-FedAvg: every client counts once, `sum_k x_k / K`, so one client's influence is bounded by its clip
+    /// norm (`PrivateAggregation` then replaces K by the expected cohort size).
+    case uniform
 }
 
 /// Streaming weighted sum: memory is one update's size whatever the cohort size.
@@ -172,13 +221,16 @@ public struct WeightedAggregator: Sendable {
     public let deltaCount: Int
     public let itemRows: Int
     public let dimension: Int
+    public let weighting: AggregationWeighting
+    private var weightSum: Double = 0
     private var deltaSum: [Float]
     private var itemGradientSum: Matrix
     private var lossSum: Double = 0
     public private(set) var exampleCount = 0
     public private(set) var participants: [ClientID] = []
 
-    public init(deltaCount: Int, itemRows: Int, dimension: Int) {
+    public init(deltaCount: Int, itemRows: Int, dimension: Int, weighting: AggregationWeighting = .examples) {
+        self.weighting = weighting
         self.deltaCount = deltaCount
         self.itemRows = itemRows
         self.dimension = dimension
@@ -189,24 +241,25 @@ public struct WeightedAggregator: Sendable {
     /// Adds a (validated) update with weight `exampleCount`.
     public mutating func add(_ update: ClientUpdate, from client: ClientID) {
         precondition(update.userTowerDelta.count == deltaCount, "validate updates before aggregating them")
-        let weight = Float(update.exampleCount)
+        let weight = weighting == .examples ? Float(update.exampleCount) : 1
         FlatVector.add(update.userTowerDelta, scaledBy: weight, to: &deltaSum)
         update.itemEmbeddingGradient.add(scaledBy: weight, to: &itemGradientSum)
-        lossSum += Double(update.meanLoss) * Double(update.exampleCount)
+        lossSum += Double(update.meanLoss) * Double(weight)
+        weightSum += Double(weight)
         exampleCount += update.exampleCount
         participants.append(client)
     }
 
     /// The weighted means, or nil when nothing was added.
     public func result() -> AggregateUpdate? {
-        guard exampleCount > 0 else { return nil }
-        let scale = 1 / Float(exampleCount)
+        guard weightSum > 0 else { return nil }
+        let scale = Float(1 / weightSum)
         var gradient = itemGradientSum
         gradient.storage.withUnsafeMutableBufferPointer { g in
             for i in 0..<g.count { g[i] *= scale }
         }
         return AggregateUpdate(
             meanDelta: deltaSum.map { $0 * scale }, meanItemEmbeddingGradient: gradient, exampleCount: exampleCount,
-            meanLoss: lossSum / Double(exampleCount), participants: participants)
+            meanLoss: lossSum / weightSum, participants: participants)
     }
 }

@@ -42,6 +42,10 @@ public struct FederatedSimulationConfiguration: Sendable {
     /// Bounds checked on every update (nil: none).
     public var maximumDeltaNorm: Double?
     public var seed: UInt64
+    /// DP-FedAvg (nil: off): clients clip to its clip norm, updates are weighted uniformly, the sum gets Gaussian
+    /// noise from libsodium and is divided by q N; `SimulatedRound.epsilon` reports the ledger. The cohort should
+    /// then be `.poisson(rate: q)` with the configuration's sampling rate.
+    public var privacy: DifferentialPrivacyConfiguration? = nil
 
     public init(
         model: TwoTowerConfiguration, client: ClientTrainingConfiguration = .init(),
@@ -74,6 +78,8 @@ public struct SimulatedRound: Sendable, Equatable {
     /// Updates refused by validation (logged, excluded).
     public var rejected: [FederationError]
     public var seconds: Double
+    /// Differential privacy: epsilon spent after this round (at the configuration's delta).
+    public var epsilon: Double? = nil
 }
 
 /// The outcome of `FederatedSimulation.run`.
@@ -109,8 +115,11 @@ public enum FederatedSimulation {
         var machine = RoundStateMachine<SimulatedInstant>(
             configuration: .init(
                 minimumClients: configuration.minimumClients, roundTimeout: .seconds(3600), maximumAttempts: 100,
-                validator: validator))
-        var trainer = ClientTrainer(configuration: configuration.client)
+                validator: validator, weighting: configuration.privacy == nil ? .examples : .uniform))
+        var clientConfiguration = configuration.client
+        if let privacy = configuration.privacy { clientConfiguration.clipNorm = Float(privacy.clipNorm) }
+        var trainer = ClientTrainer(configuration: clientConfiguration)
+        var ledger = configuration.privacy.map { PrivacyLedger(configuration: $0) }
         let ids = dataset.users.map { ClientID($0.userIndex) }
         var userOfID: [ClientID: Int] = [:]
         for (i, id) in ids.enumerated() { userOfID[id] = i }
@@ -147,7 +156,15 @@ public enum FederatedSimulation {
             default: preconditionFailure("round \(round) did not close after every member answered")
             }
             guard let result else { continue }  // retried with another cohort (e.g. an empty Poisson draw)
-            server.apply(result.aggregate)
+            var aggregate = result.aggregate
+            if let privacy = configuration.privacy {
+                // libsodium noise; `try!` is safe: SecureNoiseSource only fails if libsodium cannot initialise,
+                // which the process would already have hit.
+                aggregate = try! PrivateAggregation(configuration: privacy, population: dataset.users.count)
+                    .privatize(aggregate)
+                ledger?.record(steps: 1)
+            }
+            server.apply(aggregate)
             completed += 1
             var evaluation: Double? = nil
             if let evaluate, configuration.evaluationInterval > 0,
@@ -159,7 +176,7 @@ public enum FederatedSimulation {
                 round: round, participants: result.aggregate.participants.count,
                 examples: result.aggregate.exampleCount,
                 meanLoss: result.aggregate.meanLoss, evaluation: evaluation, rejected: rejected,
-                seconds: Double((clock.now - started) / .milliseconds(1)) / 1000)
+                seconds: Double((clock.now - started) / .milliseconds(1)) / 1000, epsilon: ledger?.epsilon)
             reports.append(report)
             progress(report)
         }

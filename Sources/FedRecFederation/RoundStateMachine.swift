@@ -18,8 +18,14 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         public var maximumAttempts: Int
         /// Checks every update before it is aggregated.
         public var validator: UpdateValidator
+        /// Example-count weights (FedAvg) or uniform weights (DP-FedAvg).
+        public var weighting: AggregationWeighting = .examples
 
-        public init(minimumClients: Int, roundTimeout: Duration, maximumAttempts: Int = 3, validator: UpdateValidator) {
+        public init(
+            minimumClients: Int, roundTimeout: Duration, maximumAttempts: Int = 3, validator: UpdateValidator,
+            weighting: AggregationWeighting = .examples
+        ) {
+            self.weighting = weighting
             precondition(minimumClients > 0, "minimum clients must be positive")
             precondition(roundTimeout > .zero, "round timeout must be positive")
             precondition(maximumAttempts > 0, "maximum attempts must be positive")
@@ -132,7 +138,8 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
                 round: round, attempt: attempt, cohort: cohort, members: members,
                 deadline: now.advanced(by: configuration.roundTimeout),
                 aggregator: WeightedAggregator(
-                    deltaCount: layout.layout.count, itemRows: layout.itemRows, dimension: layout.dimension)))
+                    deltaCount: layout.layout.count, itemRows: layout.itemRows, dimension: layout.dimension,
+                    weighting: configuration.weighting)))
         if cohort.count < configuration.minimumClients {
             return close()
         }
@@ -197,6 +204,50 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         return close()
     }
 
+    /// Secure aggregation: the open round's aggregate was computed by the masking stages, so the machine never
+    /// saw an individual update. Closes the round with it when at least `minimumClients` contributed; otherwise
+    /// the attempt is abandoned as by `abandonAttempt`.
+    public mutating func closeWithSecureAggregate(
+        _ aggregate: AggregateUpdate, droppedOut: [ClientID], excluded: [ClientID], rejections: [FederationError]
+    ) -> Action {
+        guard case .collecting(let c) = state else { return .none }
+        guard aggregate.participants.count >= configuration.minimumClients else {
+            return abandonAttempt(
+                reason: FederationError(
+                    code: .tooFewUpdates,
+                    message: "\(aggregate.participants.count) masked input(s) from a cohort of \(c.cohort.count), "
+                        + "need \(configuration.minimumClients)", round: c.round))
+        }
+        let contributed = Set(aggregate.participants)
+        let gone = Set(droppedOut + excluded)
+        let stragglers = c.cohort.filter { !contributed.contains($0) && !gone.contains($0) }
+        state = .idle(round: c.round + 1, attempt: 0)
+        return .closeRound(
+            RoundResult(
+                round: c.round, attempt: c.attempt, aggregate: aggregate, stragglers: stragglers,
+                droppedOut: droppedOut, excluded: excluded, rejections: c.rejections + rejections))
+    }
+
+    /// Secure aggregation: the open attempt cannot complete (too few clients survived a stage). Retries the round
+    /// with the next attempt, or fails once `maximumAttempts` are used up.
+    public mutating func abandonAttempt(reason: FederationError) -> Action {
+        guard case .collecting(let c) = state else { return .none }
+        return retryOrFail(c, reason: reason)
+    }
+
+    private mutating func retryOrFail(_ c: Collecting, reason: FederationError) -> Action {
+        if c.attempt + 1 < configuration.maximumAttempts {
+            state = .idle(round: c.round, attempt: c.attempt + 1)
+            return .retryRound(round: c.round, attempt: c.attempt + 1, reason: reason, rejections: c.rejections)
+        }
+        let error = FederationError(
+            code: .retriesExhausted,
+            message: "gave up after \(configuration.maximumAttempts) attempt(s): \(reason.message)",
+            round: c.round)
+        state = .failed(error)
+        return .fail(error)
+    }
+
     private mutating func close() -> Action {
         guard case .collecting(let c) = state else { return .none }
         let received = c.reported.count
@@ -213,15 +264,6 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
             code: .tooFewUpdates,
             message: "\(received) update(s) from a cohort of \(c.cohort.count), need \(configuration.minimumClients)",
             round: c.round)
-        if c.attempt + 1 < configuration.maximumAttempts {
-            state = .idle(round: c.round, attempt: c.attempt + 1)
-            return .retryRound(round: c.round, attempt: c.attempt + 1, reason: reason, rejections: c.rejections)
-        }
-        let error = FederationError(
-            code: .retriesExhausted,
-            message: "gave up after \(configuration.maximumAttempts) attempt(s): \(reason.message)",
-            round: c.round)
-        state = .failed(error)
-        return .fail(error)
+        return retryOrFail(c, reason: reason)
     }
 }

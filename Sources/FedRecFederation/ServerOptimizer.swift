@@ -46,6 +46,27 @@ public struct ServerOptimizer: Sendable, Codable, Equatable {
         self.configuration = configuration
     }
 
+    /// The adaptive moments (empty before the first FedAdam/FedYogi step and for FedAvg), for checkpoints.
+    public var moments: (first: [Float], second: [Float]) { (first, second) }
+
+    /// The same optimizer without its moments (what `state.json` stores; the moments go to a tensor file).
+    public var withoutMoments: ServerOptimizer {
+        var copy = self
+        copy.first = []
+        copy.second = []
+        return copy
+    }
+
+    /// An optimizer resumed from a checkpoint. Precondition: both moments have the same length.
+    public init(configuration: ServerOptimizerConfiguration, step: Int, first: [Float], second: [Float]) {
+        configuration.validate()
+        precondition(step >= 0 && first.count == second.count, "inconsistent server optimizer checkpoint")
+        self.configuration = configuration
+        self.step = step
+        self.first = first
+        self.second = second
+    }
+
     /// Moves `parameters` along the mean client `delta` (`local - global`, a negative pseudo-gradient).
     public mutating func apply(delta: [Float], to parameters: inout [Float]) {
         precondition(delta.count == parameters.count, "delta and parameters differ in length")

@@ -101,7 +101,8 @@ public struct PayloadShapes: Sendable, Hashable {
 /// The plaintext of a round assignment: the global user tower (flattened) and the item-embedding matrix.
 ///
 /// Layout: `"FRGM"` | round (u64) | user-tower count (u32) | item rows (u32) | dimension (u32) | user tower
-/// (f32 x count) | item embeddings (f32 x rows x dimension, row-major). Little-endian.
+/// (f32 x count) | item embeddings (f32 x rows x dimension, row-major) | [a `SecureRoundAssignment` section
+/// in secure-aggregation rounds]. Little-endian.
 public struct GlobalModelPayload: Sendable, Equatable {
     static let magic: [UInt8] = Array("FRGM".utf8)
     static let headerByteCount = 4 + 8 + 12
@@ -109,11 +110,14 @@ public struct GlobalModelPayload: Sendable, Equatable {
     public var round: Int
     public var userTower: [Float]
     public var itemEmbeddings: Matrix
+    /// Present in secure-aggregation rounds.
+    public var secure: SecureRoundAssignment?
 
-    public init(round: Int, userTower: [Float], itemEmbeddings: Matrix) {
+    public init(round: Int, userTower: [Float], itemEmbeddings: Matrix, secure: SecureRoundAssignment? = nil) {
         self.round = round
         self.userTower = userTower
         self.itemEmbeddings = itemEmbeddings
+        self.secure = secure
     }
 
     public func encoded() -> [UInt8] {
@@ -125,6 +129,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
         w.u32(UInt32(itemEmbeddings.columns))
         w.floats(userTower)
         w.floats(itemEmbeddings.storage)
+        secure?.write(to: &w)
         return w.bytes
     }
 
@@ -147,11 +152,14 @@ public struct GlobalModelPayload: Sendable, Equatable {
         }
         let tower = try r.floats(count)
         let items = try r.floats(rows * d)
+        let secure = r.offset < r.bytes.count ? try SecureRoundAssignment(reading: &r) : nil
         try r.expectEnd()
         guard FlatVector.isFinite(tower), FlatVector.isFinite(items) else {
             throw ProtocolError(code: .nonFinite, message: "round assignment holds non-finite values", round: round)
         }
-        self.init(round: round, userTower: tower, itemEmbeddings: Matrix(rows: rows, columns: d, storage: items))
+        self.init(
+            round: round, userTower: tower, itemEmbeddings: Matrix(rows: rows, columns: d, storage: items),
+            secure: secure)
     }
 }
 
@@ -159,10 +167,87 @@ public struct GlobalModelPayload: Sendable, Equatable {
 ///
 /// Layout: `"FRUP"` | delta count (u32) | gradient form (u8: 0 dense, 1 row-sparse) | item rows (u32) |
 /// dimension (u32) | stored rows (u32; row-sparse only meaningful) | example count (u64) | mean loss (f32) |
-/// delta (f32 x count) | [row indices (i32 x stored rows), row-sparse only] | gradient values (f32).
+/// delta | [row indices (i32 x stored rows), row-sparse only] | gradient values (f32).
+///
+/// The delta is `form (u8)` then either (0, dense) f32 x count, or (1, block-sparse) stored blocks (u32) |
+/// block indices (u32 x stored, strictly increasing) | f32 x 64 per stored block, the last block cut at
+/// `count`. A user-tower delta is mostly zero blocks (only the client's history rows of the history table move),
+/// so block-sparse is chosen whenever it is smaller; decoding always yields the dense delta.
 public enum ClientUpdatePayload {
     static let magic: [UInt8] = Array("FRUP".utf8)
     static let headerByteCount = 4 + 4 + 1 + 12 + 8 + 4
+    /// Floats per block of the block-sparse delta form.
+    static let deltaBlock = 64
+
+    /// Indices of the blocks of `delta` holding a non-zero value.
+    static func nonZeroBlocks(_ delta: [Float]) -> [UInt32] {
+        var blocks: [UInt32] = []
+        delta.withUnsafeBufferPointer { x in
+            var start = 0
+            var block: UInt32 = 0
+            while start < x.count {
+                let end = min(start + deltaBlock, x.count)
+                var any = false
+                for i in start..<end where x[i] != 0 {
+                    any = true
+                    break
+                }
+                if any { blocks.append(block) }
+                start = end
+                block += 1
+            }
+        }
+        return blocks
+    }
+
+    static func writeDelta(_ delta: [Float], to w: inout ByteWriter) {
+        let blocks = nonZeroBlocks(delta)
+        let blockCount = (delta.count + deltaBlock - 1) / deltaBlock
+        guard blocks.count * (deltaBlock * 4 + 4) + 4 < delta.count * 4, blocks.count < blockCount else {
+            w.u8(0)
+            w.floats(delta)
+            return
+        }
+        w.u8(1)
+        w.u32(UInt32(blocks.count))
+        for b in blocks { w.u32(b) }
+        for b in blocks {
+            let start = Int(b) * deltaBlock
+            w.floats(Array(delta[start..<min(start + deltaBlock, delta.count)]))
+        }
+    }
+
+    static func readDelta(count: Int, from r: inout ByteReader) throws -> [Float] {
+        switch try r.u8() {
+        case 0:
+            return try r.floats(count)
+        case 1:
+            let blockCount = (count + deltaBlock - 1) / deltaBlock
+            let stored = Int(try r.u32())
+            guard stored <= blockCount else { throw r.fail("delta stores \(stored) blocks of \(blockCount)") }
+            var indices: [Int] = []
+            indices.reserveCapacity(stored)
+            for _ in 0..<stored {
+                let b = Int(try r.u32())
+                guard b < blockCount, b > indices.last ?? -1 else {
+                    throw r.fail("delta block index \(b) out of range or not increasing")
+                }
+                indices.append(b)
+            }
+            var delta = [Float](repeating: 0, count: count)
+            for b in indices {
+                let start = b * deltaBlock
+                let end = min(start + deltaBlock, count)
+                let values = try r.floats(end - start)
+                delta.withUnsafeMutableBufferPointer { out in
+                    for (k, v) in values.enumerated() { out[start + k] = v }
+                }
+            }
+            return delta
+        case let form:
+            throw r.fail("unknown delta form \(form)")
+        }
+    }
 
     public static func encode(_ update: ClientUpdate) -> [UInt8] {
         let g = update.itemEmbeddingGradient
@@ -183,7 +268,7 @@ public enum ClientUpdatePayload {
         }
         w.u64(UInt64(max(update.exampleCount, 0)))
         w.f32(update.meanLoss)
-        w.floats(update.userTowerDelta)
+        writeDelta(update.userTowerDelta, to: &w)
         if case .rowSparse(let s) = g { w.int32s(s.rowIndices) }
         w.floats(g.storedValues)
         return w.bytes
@@ -206,7 +291,7 @@ public enum ClientUpdatePayload {
                     + "\(shapes.itemRows)x\(shapes.dimension)")
         }
         guard examples <= UInt64(Int32.max) else { throw r.fail("example count \(examples) out of range") }
-        let delta = try r.floats(count)
+        let delta = try readDelta(count: count, from: &r)
         let gradient: Matrix
         switch form {
         case 0:

@@ -1,4 +1,4 @@
-public import FedRecTensor
+import FedRecTensor
 
 /// The single-query path: a bfloat16 first pass with a proven error bound, exact fp32 re-scoring of the few
 /// items it cannot rule out.

@@ -21,7 +21,7 @@ public struct RecallError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let staleIndex = Code(.staleIndex)
         /// An index file that cannot be parsed.
         public static let corruptIndex = Code(.corruptIndex)
-        /// faiss reported an error.
+        /// The HNSW graph (or faiss, in the benchmark) reported an error.
         public static let index = Code(.index)
         public static let io = Code(.io)
 

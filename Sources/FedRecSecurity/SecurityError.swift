@@ -20,6 +20,7 @@ public struct SecurityError: Error, Hashable, Sendable, CustomStringConvertible 
             case invalidKeyFile
             case unknownIdentity
             case fileSystem
+            case invalidShares
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -54,6 +55,9 @@ public struct SecurityError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let unknownIdentity = Code(.unknownIdentity)
         /// Reading or writing a file failed.
         public static let fileSystem = Code(.fileSystem)
+        /// Secret shares (or a request to split) are unusable: share number 0 or repeated, threshold out of
+        /// range, no shares, or shares of different lengths.
+        public static let invalidShares = Code(.invalidShares)
 
         public var description: String { String(describing: wrapped) }
     }

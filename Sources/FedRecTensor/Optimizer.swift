@@ -62,6 +62,26 @@ public struct Optimizer: Sendable {
         self.configuration = configuration
     }
 
+    /// Names of the parameters with Adam moments (sorted), for checkpoints.
+    public var momentNames: [String] { moments.keys.sorted() }
+
+    /// Adam's first and second moments of `name`, if it has been updated.
+    public func moments(of name: String) -> (first: [Float], second: [Float])? {
+        moments[name].map { ($0.first, $0.second) }
+    }
+
+    /// An optimizer resumed from a checkpoint: `step` completed steps and the moments per parameter name.
+    /// Precondition: each pair has two equally long vectors.
+    public init(configuration: OptimizerConfiguration, step: Int, moments: [String: (first: [Float], second: [Float])]) {
+        precondition(step >= 0, "step must be non-negative")
+        self.configuration = configuration
+        self.step = step
+        for (name, pair) in moments {
+            precondition(pair.first.count == pair.second.count, "moments of \(name) differ in length")
+            self.moments[name] = Moments(first: pair.first, second: pair.second)
+        }
+    }
+
     /// Starts a step (advances Adam's bias-correction counter).
     public mutating func beginStep() {
         step += 1

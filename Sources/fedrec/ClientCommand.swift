@@ -26,6 +26,9 @@ struct ClientCommand: AsyncParsableCommand {
     @Option(name: .customLong("connect-timeout"), help: "Seconds to keep retrying an unreachable coordinator.")
     var connectTimeout: Double = 60
     @Option(name: .customLong("hang-in-round"), help: .hidden) var hangInRound: Int?
+    @Option(name: .customLong("kill-at-stage"), help: .hidden) var killAtStage: Int?
+    @Option(help: "Write CPU seconds per phase, peak memory and wall time here (JSON) when the process ends.")
+    var stats: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String =
         "info"
     @OptionGroup var runtime: RuntimeOptions
@@ -65,6 +68,7 @@ struct ClientCommand: AsyncParsableCommand {
         options.coordinatorPort = coordinator.port
         options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
         options.hangInRound = hangInRound
+        options.killAtStage = killAtStage
         do {
             let transport = try HTTP2ClientTransport.Posix(
                 target: .ipv4(address: coordinator.host, port: coordinator.port), transportSecurity: .plaintext)
@@ -78,6 +82,7 @@ struct ClientCommand: AsyncParsableCommand {
                 configuration: .init(
                     services: [.init(service: client, successTerminationBehavior: .gracefullyShutdownGroup)],
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            defer { if let stats { try? client.meter.report().write(to: stats) } }
             try await group.run()
             printFlushed("training finished: \(client.acceptedUpdates) update(s) accepted")
         } catch {

@@ -2,6 +2,7 @@ import ArgumentParser
 import FedRecCoordinator
 import FedRecData
 import FedRecFederation
+import FedRecSecurity
 import FedRecTensor
 import Foundation
 import GRPCNIOTransportHTTP2
@@ -28,20 +29,25 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on (port 0: any free port).") var address: HostPort = HostPort(
         argument: "127.0.0.1:50051")!
     @Option(help: "Rounds to complete.") var rounds: Int = 10
-    @Option(help: "Clients per round (count).") var cohort: Int?
+    @Option(help: "Clients per round (count; default 32 unless --fraction is given).") var cohort: Int?
     @Option(help: "Clients per round (fraction of the enrolled clients).") var fraction: Double?
     @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round.") var minClients: Int = 1
     @Option(help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
     @Option(name: .customLong("max-attempts"), help: "Attempts per round before giving up.") var maxAttempts: Int = 5
     @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam or fedyogi.") var serverOptimizer: String =
-        "fedavg"
-    @Option(name: .customLong("server-lr"), help: "Server learning rate (default: 1 for fedavg, 0.01 otherwise).")
+        "fedadam"
+    @Option(name: .customLong("server-lr"), help: "Server learning rate (default: 1 for fedavg, 0.005 otherwise).")
     var serverLR: Float?
     @Option(name: .customLong("item-lr"), help: "Learning rate of the central item-tower Adam step.") var itemLR:
         Float = 0.005
-    @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate.") var clientLR: Float = 0.5
+    @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate.") var clientLR: Float = 1
     @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round.") var localEpochs: Int = 1
-    @Option(name: .customLong("batch-size"), help: "Clients' local batch size.") var batchSize: Int = 32
+    @Option(name: .customLong("batch-size"), help: "Clients' local batch size (0: all of a client's examples in one step, FedSGD).")
+    var batchSize: Int = 0
+    @Option(name: .customLong("server-beta1"), help: "FedAdam/FedYogi first-moment decay.") var serverBeta1: Float = 0.9
+    @Option(name: .customLong("server-beta2"), help: "FedAdam/FedYogi second-moment decay.") var serverBeta2: Float =
+        0.999
+    @Option(name: .customLong("server-tau"), help: "FedAdam/FedYogi adaptivity (epsilon).") var serverTau: Float = 1e-8
     @Option(name: .customLong("proximal-mu"), help: "FedProx proximal coefficient (0: off).") var proximalMu: Float = 0
     @Option(help: "Embedding dimension d.") var dimension: Int = 64
     @Option(name: .customLong("hidden"), help: "User-tower hidden width.") var hidden: Int = 128
@@ -60,6 +66,35 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var enrolGrace: Double = 30
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String =
         "info"
+    @Option(name: .customLong("local-steps"), help: "Cap on clients' local steps per round (default: none).")
+    var localSteps: Int?
+    @Option(help: "Write CPU seconds per phase, peak memory and wall time here (JSON) when the process ends.")
+    var stats: String?
+    @Option(
+        name: .customLong("noise-multiplier"),
+        help: "Differential privacy: Gaussian noise multiplier z (noise z*S on the sum); turns DP-FedAvg on.")
+    var noiseMultiplier: Double?
+    @Option(name: .customLong("clip-norm"), help: "Differential privacy: L2 clip norm S of each client's whole update.")
+    var clipNorm: Double?
+    @Option(
+        name: .customLong("target-epsilon"),
+        help: "Differential privacy: refuse to start when the configured rounds would spend more than this epsilon.")
+    var targetEpsilon: Double?
+    @Option(help: "Differential privacy: delta (default 1 / allow-listed clients).") var delta: Double?
+    @Flag(
+        name: .customLong("secure-aggregation"),
+        help: "SecAgg+: the coordinator only learns the sum of the cohort's updates.")
+    var secureAggregation = false
+    @Option(name: .customLong("secagg-neighbours"), help: "SecAgg+ neighbours per client (default: of order log2 n).")
+    var secaggNeighbours: Int?
+    @Option(name: .customLong("secagg-threshold"), help: "SecAgg+ shares needed to reconstruct a secret.")
+    var secaggThreshold: Int?
+    @Option(
+        name: .customLong("secagg-clip-range"),
+        help: "SecAgg+: each update element is clipped to [-R, R] before quantisation (default: the clip norm, or 10).")
+    var secaggClipRange: Float?
+    @Option(name: .customLong("stage-deadline"), help: "SecAgg+: seconds allowed for each stage after training.")
+    var stageDeadline: Double = 30
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -79,8 +114,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         if let serverLR, !(serverLR > 0 && serverLR.isFinite) { throw ValidationError("--server-lr must be positive") }
         guard clientLR > 0, itemLR > 0 else { throw ValidationError("learning rates must be positive") }
-        guard localEpochs >= 1, batchSize >= 1 else {
-            throw ValidationError("--local-epochs and --batch-size must be at least 1")
+        if noiseMultiplier != nil || clipNorm != nil || targetEpsilon != nil || delta != nil {
+            guard let noiseMultiplier, noiseMultiplier >= 0, let clipNorm, clipNorm > 0 else {
+                throw ValidationError("differential privacy needs --noise-multiplier (>= 0) and --clip-norm (> 0)")
+            }
+            if let targetEpsilon, !(targetEpsilon > 0) { throw ValidationError("--target-epsilon must be positive") }
+            if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
+        }
+        if let secaggNeighbours, secaggNeighbours < 1 { throw ValidationError("--secagg-neighbours must be >= 1") }
+        if let secaggThreshold, secaggThreshold < 1 { throw ValidationError("--secagg-threshold must be >= 1") }
+        if let secaggClipRange, !(secaggClipRange > 0) { throw ValidationError("--secagg-clip-range must be > 0") }
+        guard stageDeadline > 0 else { throw ValidationError("--stage-deadline must be positive") }
+        if let localSteps, localSteps < 1 { throw ValidationError("--local-steps must be at least 1, got \(localSteps)") }
+        guard serverBeta1 >= 0, serverBeta1 < 1, serverBeta2 >= 0, serverBeta2 < 1, serverTau > 0 else {
+            throw ValidationError("--server-beta1/--server-beta2 must be in [0, 1) and --server-tau positive")
+        }
+        guard localEpochs >= 1, batchSize >= 0 else {
+            throw ValidationError("--local-epochs must be at least 1 and --batch-size at least 0")
         }
         guard proximalMu >= 0 else { throw ValidationError("--proximal-mu must be non-negative") }
         guard dimension >= 1, hidden >= 1, tau > 0 else {
@@ -100,19 +150,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
         o.host = address.host
         o.port = address.port
         o.rounds = rounds
-        o.cohort = cohort.map { .count($0) } ?? .fraction(fraction ?? 0.1)
+        o.cohort = cohort.map { .count($0) } ?? fraction.map { .fraction($0) } ?? .count(32)
         o.minimumClients = minClients
         o.deadline = .milliseconds(Int64(deadline * 1000))
         o.maximumAttempts = maxAttempts
         switch serverOptimizer {
-        case "fedadam": o.serverOptimizer = .fedAdam(learningRate: serverLR ?? 0.01)
-        case "fedyogi": o.serverOptimizer = .fedYogi(learningRate: serverLR ?? 0.01)
+        case "fedadam":
+            o.serverOptimizer = .fedAdam(
+                learningRate: serverLR ?? 0.005, beta1: serverBeta1, beta2: serverBeta2, tau: serverTau)
+        case "fedyogi":
+            o.serverOptimizer = .fedYogi(
+                learningRate: serverLR ?? 0.005, beta1: serverBeta1, beta2: serverBeta2, tau: serverTau)
         default: o.serverOptimizer = .fedAvg(learningRate: serverLR ?? 1)
         }
         o.itemOptimizer = .adam(learningRate: itemLR)
         o.clientTraining = ClientTrainingConfiguration(
-            localEpochs: localEpochs, batchSize: batchSize, optimizer: .sgd(learningRate: clientLR),
-            proximalMu: proximalMu)
+            localEpochs: localEpochs, batchSize: batchSize == 0 ? Int(Int32.max) : batchSize,
+            optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu, maximumSteps: localSteps)
         o.dimension = dimension
         o.hiddenWidth = hidden
         o.tau = tau
@@ -123,13 +177,39 @@ struct CoordinatorCommand: AsyncParsableCommand {
         o.seed = seed
         o.waitForClients = waitFor
         o.enrolmentGrace = .milliseconds(Int64(enrolGrace * 1000))
+        if secureAggregation {
+            var secure = SecureAggregationOptions()
+            secure.neighbours = secaggNeighbours
+            secure.threshold = secaggThreshold
+            secure.clipRange = secaggClipRange ?? clipNorm.map { Float($0) } ?? 10
+            secure.stageDeadline = .milliseconds(Int64(stageDeadline * 1000))
+            o.secureAggregation = secure
+        }
         return o
+    }
+
+    /// DP-FedAvg's configuration, when asked for: the cohort becomes Poisson-sampled with rate q = --fraction,
+    /// or --cohort / allow-listed clients.
+    func privacy(population: Int) -> DifferentialPrivacyConfiguration? {
+        guard let noiseMultiplier, let clipNorm else { return nil }
+        let q = fraction ?? min(1, Double(cohort ?? 32) / Double(max(population, 1)))
+        return DifferentialPrivacyConfiguration(
+            clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, samplingRate: q, numberOfUsers: max(population, 1),
+            delta: delta, targetEpsilon: targetEpsilon)
     }
 
     func run() async throws {
         runtime.apply()
         let logger = ProcessLogging.logger(label: "fedrec.coordinator", level: logLevel)
-        let options = self.options
+        var options = self.options
+        if noiseMultiplier != nil {
+            let population: Int
+            do { population = try KeyFiles.loadAllowList(path: allowList).entries.count } catch {
+                throw ExitCode(FederationExit.code(for: CoordinatorError(code: .setup, message: "\(error)")))
+            }
+            options.privacy = privacy(population: population)
+            options.cohort = .poisson(rate: options.privacy!.samplingRate)
+        }
         let transport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: options.host, port: options.port), transportSecurity: .plaintext)
         do {
@@ -144,6 +224,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 configuration: .init(
                     services: [.init(service: coordinator, successTerminationBehavior: .gracefullyShutdownGroup)],
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            defer { if let stats { try? coordinator.core.meter.report().write(to: stats) } }
             try await group.run()
             printFlushed("completed \(coordinator.core.completedRounds) round(s); state in \(options.stateDirectory)")
         } catch {

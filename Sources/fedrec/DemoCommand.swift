@@ -19,13 +19,13 @@ struct DemoCommand: AsyncParsableCommand {
             """)
 
     @Option(help: "Client processes.") var clients: Int = 4
-    @Option(help: "Rounds.") var rounds: Int = 20
-    @Option(help: "Clients per round.") var cohort: Int = 64
+    @Option(help: "Rounds.") var rounds: Int = 100
+    @Option(help: "Clients per round.") var cohort: Int = 32
     @Option(help: "Seconds per round before stragglers are dropped.") var deadline: Double = 120
     @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam or fedyogi.") var serverOptimizer: String =
         "fedadam"
-    @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.01
-    @Option(help: "Embedding dimension d.") var dimension: Int = 32
+    @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.005
+    @Option(help: "Embedding dimension d.") var dimension: Int = 64
     @Option(help: "Source data (a MovieLens or generic folder).") var source: String = "demo/data/ml-latest-small"
     @Option(help: "Output folder.") var out: String = "runs/federated-demo"
     @Option(help: "Port of the coordinator (0: any free port).") var port: Int = 0

@@ -21,6 +21,8 @@ enum FederationExit {
     static let state: Int32 = 6
     /// Bad data set, keys or allow-list.
     static let setup: Int32 = 7
+    /// The configured rounds would exceed the privacy budget (`--target-epsilon`); nothing was run.
+    static let privacyBudget: Int32 = 8
     /// Stopped by SIGINT/SIGTERM before training finished (the coordinator's state is saved: resumable).
     static let interrupted: Int32 = 10
 
@@ -34,6 +36,7 @@ enum FederationExit {
             case .state: (code, text) = (state, e.message)
             case .setup: (code, text) = (setup, e.message)
             case .interrupted: (code, text) = (interrupted, e.message)
+            case .privacyBudget: (code, text) = (privacyBudget, e.message)
             default: (code, text) = (failure, e.message)
             }
         case let e as ClientError:

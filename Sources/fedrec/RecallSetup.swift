@@ -1,5 +1,6 @@
 import ArgumentParser
 import FedRecData
+import FedRecEvaluation
 import FedRecModel
 import FedRecRecall
 import FedRecTensor
@@ -56,7 +57,9 @@ struct IndexOptions: ParsableArguments {
             switch result {
             case .success(let index): return index
             case .failure(let error):
-                guard error.code == .staleIndex else { throw error }
+                // The index is derived data beside the model: a stale or unreadable one (e.g. written by an older
+                // fedrec) is rebuilt, with a note; an I/O error is reported.
+                guard error.code == .staleIndex || error.code == .corruptIndex else { throw error }
                 FileHandle.standardError.write(Data("note: \(error.message); rebuilding it\n".utf8))
             }
         }
@@ -71,7 +74,7 @@ struct IndexOptions: ParsableArguments {
 /// Builds a `Recommender` from a model file and the command's options (the command and tests share it).
 enum RecallSetup {
     static func catalogue(of file: ModelFile) -> RecallCatalogue {
-        RecallCatalogue(model: file, titles: ModelLoading.titles(of: file), genres: ModelLoading.genres(of: file))
+        RecallCatalogue(model: file, titles: SavedModel.titles(of: file), genres: SavedModel.genres(of: file))
     }
 
     static func recommender(model path: String, index: IndexOptions) throws -> (ModelFile, Recommender) {

@@ -80,6 +80,15 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Write the final model here (safetensors).")
     var out: String?
 
+    @Option(help: "Differential privacy: noise multiplier z (turns DP-FedAvg on; the cohort becomes Poisson).")
+    var noiseMultiplier: Double?
+
+    @Option(help: "Differential privacy: L2 clip norm S of each client's whole update.")
+    var clipNorm: Double = 0.1
+
+    @Option(help: "Differential privacy: delta (default 1 / virtual clients).")
+    var delta: Double?
+
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -99,6 +108,11 @@ struct SimulateCommand: AsyncParsableCommand {
             throw ValidationError("--beta1 and --beta2 must lie in [0, 1)")
         }
         guard serverTau > 0 else { throw ValidationError("--server-tau must be positive, got \(serverTau)") }
+        if let noiseMultiplier, !(noiseMultiplier >= 0) {
+            throw ValidationError("--noise-multiplier must be >= 0, got \(noiseMultiplier)")
+        }
+        guard clipNorm > 0 else { throw ValidationError("--clip-norm must be positive, got \(clipNorm)") }
+        if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
         guard evalEvery > 0 else { throw ValidationError("--eval-every must be positive, got \(evalEvery)") }
     }
 
@@ -117,7 +131,7 @@ struct SimulateCommand: AsyncParsableCommand {
             case "fedyogi": .fedYogi(learningRate: serverLR, beta1: beta1, beta2: beta2, tau: serverTau)
             default: .fedAdam(learningRate: serverLR, beta1: beta1, beta2: beta2, tau: serverTau)
             }
-        let configuration = FederatedSimulationConfiguration(
+        var configuration = FederatedSimulationConfiguration(
             model: modelConfiguration,
             client: ClientTrainingConfiguration(
                 localEpochs: localEpochs, batchSize: localBatch == 0 ? Int(Int32.max) : localBatch,
@@ -125,6 +139,17 @@ struct SimulateCommand: AsyncParsableCommand {
             server: serverOptimizer, itemOptimizer: .adam(learningRate: itemLR), cohort: .count(cohort),
             evaluationInterval: evalEvery, seed: seed)
         let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
+        if let noiseMultiplier {
+            let population = federated.users.count
+            let q = min(1, Double(cohort) / Double(population))
+            configuration.privacy = DifferentialPrivacyConfiguration(
+                clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, samplingRate: q, numberOfUsers: population,
+                delta: delta)
+            configuration.cohort = .poisson(rate: q)
+            print(
+                "DP-FedAvg: clip norm \(clipNorm), noise multiplier \(noiseMultiplier), Poisson q \(q), delta "
+                    + "\(configuration.privacy!.delta)")
+        }
         print(
             "simulating \(rounds) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "
                 + "\(federated.users.count) virtual clients, cohort \(cohort), E=\(localEpochs), "
@@ -145,14 +170,15 @@ struct SimulateCommand: AsyncParsableCommand {
                     let elapsed = (ContinuousClock.now - started) / .seconds(1)
                     print(
                         String(
-                            format: "round %4d  loss %.4f  %@ R@20 %.4f  %.1f s", round.round, lossSum / Double(lossRounds),
-                            fold.rawValue, recall, elapsed))
+                            format: "round %4d  loss %.4f  %@ R@20 %.4f  %.1f s%@", round.round,
+                            lossSum / Double(lossRounds), fold.rawValue, recall, elapsed,
+                            round.epsilon.map { String(format: "  epsilon %.3f", $0) } ?? ""))
                     lossSum = 0
                     lossRounds = 0
                 }
             })
         if let out {
-            let file = ModelLoading.modelFile(model: result.model, dataset: data)
+            let file = SavedModel.file(model: result.model, dataset: data)
             try file.write(to: out)
             print("wrote \(out)")
         }

@@ -33,6 +33,7 @@ struct StatusCommand: AsyncParsableCommand {
             format: "round %4d  participants %4d  loss %8.4f  in %8.2f MB  out %8.2f MB  %7.2f s  recall@20 ",
             r.round, r.participants, r.meanLoss, Double(r.bytesReceived) / 1e6, Double(r.bytesSent) / 1e6, r.seconds)
         let extra = r.stragglers + r.rejected > 0 ? "  (stragglers \(r.stragglers), refused \(r.rejected))" : ""
-        return head + recall + extra
+        let epsilon = r.epsilon.map { String(format: "  epsilon %.3f", $0) } ?? ""
+        return head + recall + epsilon + extra
     }
 }

@@ -144,12 +144,12 @@ struct TrainCommand: AsyncParsableCommand {
         let summary = TrainingSummary(
             configuration: configuration, bestEpoch: result.bestEpoch,
             bestValidationRecall: result.bestValidationRecall, epochs: result.epochs, seconds: seconds)
-        let file = ModelLoading.modelFile(
+        let file = SavedModel.file(
             model: result.model, dataset: data,
-            extraMetadata: [ModelLoading.MetadataKey.training: ModelLoading.encodeJSON(summary)])
+            extraMetadata: [SavedModel.MetadataKey.training: SavedModel.encodeJSON(summary)])
         try file.write(to: out)
         if let historyJSON {
-            try Data(ModelLoading.encodeJSON(summary).utf8).write(to: URL(fileURLWithPath: historyJSON), options: .atomic)
+            try Data(SavedModel.encodeJSON(summary).utf8).write(to: URL(fileURLWithPath: historyJSON), options: .atomic)
         }
         print(String(format: "wrote %@ (%.1f s of training)", out, seconds))
     }

@@ -18,6 +18,11 @@ struct ChunkSink: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     {
         throw RPCError(code: .unimplemented, message: "")
     }
+    func getStage(request: Fedrec_V1_StageRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext)
+        async throws
+    {
+        throw RPCError(code: .unimplemented, message: "")
+    }
     func status(request: Fedrec_V1_StatusRequest, context: ServerContext) async throws -> Fedrec_V1_StatusResponse {
         throw RPCError(code: .unimplemented, message: "")
     }

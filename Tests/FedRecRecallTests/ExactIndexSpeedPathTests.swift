@@ -45,7 +45,9 @@ import Testing
             let found = batch.row(q)
             if exactBatchScores || queries.rows == 1 {
                 #expect(found.map { Int($0.item) } == expected, "batch \(queries.rows), query \(q)", sourceLocation: sourceLocation)
-                #expect(found.map(\.score) == expected.map { scores[$0] }, sourceLocation: sourceLocation)
+                #expect(
+                    zip(found.map(\.score), expected.map { scores[$0] }).allSatisfy { abs($0 - $1) <= 4 * $1.ulp },
+                    sourceLocation: sourceLocation)
             } else {
                 // sgemm rounds some products differently from sgemv (last bits), which can swap near-ties: check the
                 // ranking under the found scores and that it is the top-K of the reference up to that rounding.
@@ -68,7 +70,12 @@ import Testing
             if singles && queries.rows > 1 {
                 let single = index.search(Matrix(rows: 1, columns: queries.columns, storage: query), k: k).row(0)
                 #expect(single.map { Int($0.item) } == expected, "single, query \(q)", sourceLocation: sourceLocation)
-                #expect(single.map(\.score) == expected.map { scores[$0] }, sourceLocation: sourceLocation)
+                // Re-scored with sgemv like the reference; OpenBLAS may split a long sgemv differently (threads,
+                // alignment), so scores agree to the last bit or two, not always bit for bit.
+                let reference = expected.map { scores[$0] }
+                #expect(
+                    zip(single.map(\.score), reference).allSatisfy { abs($0 - $1) <= 4 * $1.ulp },
+                    sourceLocation: sourceLocation)
             }
             #expect(batch.items[(q * k + expected.count)..<(q * k + k)].allSatisfy { $0 == -1 })
         }

@@ -83,6 +83,19 @@ public enum Fedrec_V1_Coordinator: Sendable {
                 type: .clientStreaming
             )
         }
+        /// Namespace for "GetStage" metadata.
+        public enum GetStage: Sendable {
+            /// Request type for "GetStage".
+            public typealias Input = Fedrec_V1_StageRequest
+            /// Response type for "GetStage".
+            public typealias Output = Fedrec_V1_RoundMessage
+            /// Descriptor for "GetStage".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedrec.v1.Coordinator"),
+                method: "GetStage",
+                type: .serverStreaming
+            )
+        }
         /// Namespace for "Status" metadata.
         public enum Status: Sendable {
             /// Request type for "Status".
@@ -102,6 +115,7 @@ public enum Fedrec_V1_Coordinator: Sendable {
             Enrol.descriptor,
             GetRound.descriptor,
             SubmitUpdate.descriptor,
+            GetStage.descriptor,
             Status.descriptor
         ]
     }
@@ -190,7 +204,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -203,6 +219,27 @@ extension Fedrec_V1_Coordinator {
             request: GRPCCore.StreamingServerRequest<Fedrec_V1_UpdateMessage>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Fedrec_V1_SubmitResponse>
+
+        /// Handle the "GetStage" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+        /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+        /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+        /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedrec_V1_StageRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedrec_V1_RoundMessage` messages.
+        func getStage(
+            request: GRPCCore.StreamingServerRequest<Fedrec_V1_StageRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedrec_V1_RoundMessage>
 
         /// Handle the "Status" method.
         ///
@@ -292,7 +329,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -305,6 +344,27 @@ extension Fedrec_V1_Coordinator {
             request: GRPCCore.StreamingServerRequest<Fedrec_V1_UpdateMessage>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Fedrec_V1_SubmitResponse>
+
+        /// Handle the "GetStage" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+        /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+        /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+        /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedrec_V1_StageRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedrec_V1_RoundMessage` messages.
+        func getStage(
+            request: GRPCCore.ServerRequest<Fedrec_V1_StageRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedrec_V1_RoundMessage>
 
         /// Handle the "Status" method.
         ///
@@ -393,7 +453,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response.
         ///
         /// - Parameters:
         ///   - request: A stream of `Fedrec_V1_UpdateMessage` messages.
@@ -406,6 +468,28 @@ extension Fedrec_V1_Coordinator {
             request: GRPCCore.RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Swift.Error>,
             context: GRPCCore.ServerContext
         ) async throws -> Fedrec_V1_SubmitResponse
+
+        /// Handle the "GetStage" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+        /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+        /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+        /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedrec_V1_StageRequest` message.
+        ///   - response: A response stream of `Fedrec_V1_RoundMessage` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func getStage(
+            request: Fedrec_V1_StageRequest,
+            response: GRPCCore.RPCWriter<Fedrec_V1_RoundMessage>,
+            context: GRPCCore.ServerContext
+        ) async throws
 
         /// Handle the "Status" method.
         ///
@@ -476,6 +560,17 @@ extension Fedrec_V1_Coordinator.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Fedrec_V1_Coordinator.Method.GetStage.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedrec_V1_StageRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedrec_V1_RoundMessage>(),
+            handler: { request, context in
+                try await self.getStage(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Fedrec_V1_Coordinator.Method.Status.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Fedrec_V1_StatusRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Fedrec_V1_StatusResponse>(),
@@ -534,6 +629,17 @@ extension Fedrec_V1_Coordinator.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getStage(
+        request: GRPCCore.StreamingServerRequest<Fedrec_V1_StageRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedrec_V1_RoundMessage> {
+        let response = try await self.getStage(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 
     public func status(
@@ -604,6 +710,23 @@ extension Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func getStage(
+        request: GRPCCore.ServerRequest<Fedrec_V1_StageRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedrec_V1_RoundMessage> {
+        return GRPCCore.StreamingServerResponse<Fedrec_V1_RoundMessage>(
+            metadata: [:],
+            producer: { writer in
+                try await self.getStage(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 
@@ -706,7 +829,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -723,6 +848,32 @@ extension Fedrec_V1_Coordinator {
             deserializer: some GRPCCore.MessageDeserializer<Fedrec_V1_SubmitResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedrec_V1_SubmitResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetStage" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+        /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+        /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+        /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedrec_V1_StageRequest` message.
+        ///   - serializer: A serializer for `Fedrec_V1_StageRequest` messages.
+        ///   - deserializer: A deserializer for `Fedrec_V1_RoundMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getStage<Result>(
+            request: GRPCCore.ClientRequest<Fedrec_V1_StageRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedrec_V1_StageRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedrec_V1_RoundMessage>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedrec_V1_RoundMessage>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Status" method.
@@ -872,7 +1023,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -895,6 +1048,41 @@ extension Fedrec_V1_Coordinator {
             try await self.client.clientStreaming(
                 request: request,
                 descriptor: Fedrec_V1_Coordinator.Method.SubmitUpdate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetStage" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+        /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+        /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+        /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedrec_V1_StageRequest` message.
+        ///   - serializer: A serializer for `Fedrec_V1_StageRequest` messages.
+        ///   - deserializer: A deserializer for `Fedrec_V1_RoundMessage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getStage<Result>(
+            request: GRPCCore.ClientRequest<Fedrec_V1_StageRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedrec_V1_StageRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedrec_V1_RoundMessage>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedrec_V1_RoundMessage>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Fedrec_V1_Coordinator.Method.GetStage.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1033,7 +1221,9 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+    /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+    /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+    /// > input or an unmasking response.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1053,6 +1243,36 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Fedrec_V1_UpdateMessage>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Fedrec_V1_SubmitResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStage" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+    /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+    /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+    /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedrec_V1_StageRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStage<Result>(
+        request: GRPCCore.ClientRequest<Fedrec_V1_StageRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedrec_V1_RoundMessage>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.getStage(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedrec_V1_StageRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedrec_V1_RoundMessage>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1195,7 +1415,9 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > One sealed client update: an `UpdateHeader`, then the envelope in `DataChunk`s.
+    /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
+    /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+    /// > input or an unmasking response.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.
@@ -1219,6 +1441,40 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
             producer: producer
         )
         return try await self.submitUpdate(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStage" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Secure aggregation: waits (bounded) until the coordinator has closed the stage before `stage` of the
+    /// > round, then streams, for each of `client_ids` that takes part, a `StageHeader` and its sealed stage input
+    /// > in `DataChunk`s (1: the roster of advertised keys; 2: the encrypted shares addressed to the client; 3: the
+    /// > unmasking request). Answers `wait` while the stage is not ready and `aborted` when the round was abandoned.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStage<Result>(
+        _ message: Fedrec_V1_StageRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedrec_V1_RoundMessage>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedrec_V1_StageRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getStage(
             request: request,
             options: options,
             onResponse: handleResponse

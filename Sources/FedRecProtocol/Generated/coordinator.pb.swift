@@ -290,6 +290,22 @@ public nonisolated struct Fedrec_V1_RoundMessage: Sendable {
     set {part = .finished(newValue)}
   }
 
+  public var stageHeader: Fedrec_V1_StageHeader {
+    get {
+      if case .stageHeader(let v)? = part {return v}
+      return Fedrec_V1_StageHeader()
+    }
+    set {part = .stageHeader(newValue)}
+  }
+
+  public var aborted: Fedrec_V1_StageAborted {
+    get {
+      if case .aborted(let v)? = part {return v}
+      return Fedrec_V1_StageAborted()
+    }
+    set {part = .aborted(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Part: Equatable, Sendable {
@@ -297,8 +313,73 @@ public nonisolated struct Fedrec_V1_RoundMessage: Sendable {
     case data(Fedrec_V1_DataChunk)
     case wait(Fedrec_V1_RoundWait)
     case finished(Fedrec_V1_RoundFinished)
+    case stageHeader(Fedrec_V1_StageHeader)
+    case aborted(Fedrec_V1_StageAborted)
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Fedrec_V1_StageRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var clientIds: [String] = []
+
+  public var round: UInt64 = 0
+
+  public var attempt: UInt32 = 0
+
+  public var stage: UInt32 = 0
+
+  public var waitMilliseconds: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Precedes the `DataChunk`s of one client's sealed stage input.
+public nonisolated struct Fedrec_V1_StageHeader: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var round: UInt64 = 0
+
+  public var attempt: UInt32 = 0
+
+  public var stage: UInt32 = 0
+
+  public var sealedFor: String = String()
+
+  public var payload: Fedrec_V1_PayloadInfo {
+    get {_payload ?? Fedrec_V1_PayloadInfo()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: Fedrec_V1_PayloadInfo? = nil
+}
+
+/// The round (attempt) was abandoned: too few clients survived a stage; the coordinator retries it.
+public nonisolated struct Fedrec_V1_StageAborted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -921,7 +1002,7 @@ nonisolated extension Fedrec_V1_RoundFinished: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedrec_V1_RoundMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}data\0\u{1}wait\0\u{1}finished\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}data\0\u{1}wait\0\u{1}finished\0\u{3}stage_header\0\u{1}aborted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -981,6 +1062,32 @@ nonisolated extension Fedrec_V1_RoundMessage: SwiftProtobuf.Message, SwiftProtob
           self.part = .finished(v)
         }
       }()
+      case 5: try {
+        var v: Fedrec_V1_StageHeader?
+        var hadOneofValue = false
+        if let current = self.part {
+          hadOneofValue = true
+          if case .stageHeader(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.part = .stageHeader(v)
+        }
+      }()
+      case 6: try {
+        var v: Fedrec_V1_StageAborted?
+        var hadOneofValue = false
+        if let current = self.part {
+          hadOneofValue = true
+          if case .aborted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.part = .aborted(v)
+        }
+      }()
       default: break
       }
     }
@@ -1008,6 +1115,14 @@ nonisolated extension Fedrec_V1_RoundMessage: SwiftProtobuf.Message, SwiftProtob
       guard case .finished(let v)? = self.part else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
+    case .stageHeader?: try {
+      guard case .stageHeader(let v)? = self.part else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .aborted?: try {
+      guard case .aborted(let v)? = self.part else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1015,6 +1130,140 @@ nonisolated extension Fedrec_V1_RoundMessage: SwiftProtobuf.Message, SwiftProtob
 
   public static func ==(lhs: Fedrec_V1_RoundMessage, rhs: Fedrec_V1_RoundMessage) -> Bool {
     if lhs.part != rhs.part {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedrec_V1_StageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StageRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_ids\0\u{1}round\0\u{1}attempt\0\u{1}stage\0\u{3}wait_milliseconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.clientIds) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.round) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.waitMilliseconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.clientIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.clientIds, fieldNumber: 1)
+    }
+    if self.round != 0 {
+      try visitor.visitSingularUInt64Field(value: self.round, fieldNumber: 2)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 3)
+    }
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 4)
+    }
+    if self.waitMilliseconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.waitMilliseconds, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedrec_V1_StageRequest, rhs: Fedrec_V1_StageRequest) -> Bool {
+    if lhs.clientIds != rhs.clientIds {return false}
+    if lhs.round != rhs.round {return false}
+    if lhs.attempt != rhs.attempt {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs.waitMilliseconds != rhs.waitMilliseconds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedrec_V1_StageHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StageHeader"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}attempt\0\u{1}stage\0\u{3}sealed_for\0\u{1}payload\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.round) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.sealedFor) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.round != 0 {
+      try visitor.visitSingularUInt64Field(value: self.round, fieldNumber: 1)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 2)
+    }
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 3)
+    }
+    if !self.sealedFor.isEmpty {
+      try visitor.visitSingularStringField(value: self.sealedFor, fieldNumber: 4)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedrec_V1_StageHeader, rhs: Fedrec_V1_StageHeader) -> Bool {
+    if lhs.round != rhs.round {return false}
+    if lhs.attempt != rhs.attempt {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs.sealedFor != rhs.sealedFor {return false}
+    if lhs._payload != rhs._payload {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedrec_V1_StageAborted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StageAborted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedrec_V1_StageAborted, rhs: Fedrec_V1_StageAborted) -> Bool {
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,228 @@
+import FedRecData
+import FedRecFederation
+import FedRecModel
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Foundation
+import GRPCCore
+import Logging
+
+/// A hosted virtual client's part in one secure-aggregation attempt.
+struct SecureParticipant {
+    let client: VirtualClient
+    var machine: SecureAggregationClient
+    let values: [Float]
+    let weight: Float
+}
+
+extension FederatedClient {
+    /// Secure aggregation: trains each selected virtual client, then runs the four SecAgg+ stages for all of
+    /// them (advertise keys, share keys, masked input, unmask). Only the masked input carries the update, and
+    /// it is meaningless without the others' masks. A client that is left out of a stage (dropped or excluded by
+    /// the coordinator) stops; an aborted attempt ends the round for this process.
+    func participateSecurely(
+        _ secure: SecureRoundAssignment, header: Fedrec_V1_RoundHeader, selected: [String],
+        train: (VirtualClient) -> ClientUpdate?, service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async throws {
+        let round = Int(clamping: header.round)
+        let attempt = Int(header.attempt)
+        var participants: [String: SecureParticipant] = [:]
+        for id in selected {
+            guard !isStopping, let client = clients[id],
+                let index = secure.parameters.participants.firstIndex(of: id),
+                let update = train(client)
+            else { continue }
+            do {
+                let machine = try SecureAggregationClient(
+                    parameters: secure.parameters, index: index, identity: client.identity.signing,
+                    identityKeys: secure.identityKeys)
+                let weight = secure.weighting == .examples ? Float(update.exampleCount) : 1
+                participants[id] = SecureParticipant(
+                    client: client, machine: machine, values: SecureInput.flatten(update), weight: weight)
+            } catch {
+                logger.error("secure aggregation refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
+            }
+        }
+        // Stage 1: advertise keys.
+        try checkKillHook(stage: 1)
+        for id in participants.keys.sorted() {
+            guard let keys = try? participants[id]!.machine.advertiseKeys() else {
+                participants[id] = nil
+                continue
+            }
+            if !(try await submitStage(keys.serialized(), kind: .advertiseKeys, stage: 1, id: id, round: round, attempt: attempt, service: service)) {
+                participants[id] = nil
+            }
+        }
+        // Stages 2-4: fetch the coordinator's output of the previous stage, answer it.
+        for stage in 2...4 {
+            guard !participants.isEmpty, !isStopping else { return }
+            let inputs = try await fetchStage(
+                stage - 1, clientIDs: participants.keys.sorted(), round: round, attempt: attempt, service: service)
+            guard let inputs else { return }
+            try checkKillHook(stage: stage)
+            let present = Set(inputs.keys)
+            for id in participants.keys.sorted() where !present.contains(id) {
+                logger.info("not in secure stage \(stage)", metadata: ["client": "\(id)", "round": "\(round)"])
+                participants[id] = nil
+            }
+            for id in participants.keys.sorted() {
+                let opened = inputs[id]!
+                let kind: MessageKind
+                let answer: [UInt8]
+                do {
+                    switch stage {
+                    case 2:
+                        let roster = try Roster(serialized: opened)
+                        let shares = try participants[id]!.machine.shareKeys(roster: roster)
+                        (kind, answer) = (.shareKeys, EncryptedShare.serialized(shares, round: UInt64(round)))
+                    case 3:
+                        let (_, inbox) = try EncryptedShare.list(serialized: opened)
+                        let p = participants[id]!
+                        let masked = try meter.measure(.crypto) {
+                            try participants[id]!.machine.maskedInput(p.values, weight: p.weight, shares: inbox)
+                        }
+                        (kind, answer) = (.maskedInput, meter.measure(.codec) { masked.serialized() })
+                    default:
+                        let request = try UnmaskRequest(serialized: opened)
+                        (kind, answer) = (.unmask, try participants[id]!.machine.unmask(request).serialized())
+                    }
+                } catch {
+                    logger.error(
+                        "secure stage \(stage) refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
+                    participants[id] = nil
+                    continue
+                }
+                if !(try await submitStage(answer, kind: kind, stage: stage, id: id, round: round, attempt: attempt, service: service)) {
+                    participants[id] = nil
+                }
+            }
+        }
+        accepted.withLock { $0 += participants.count }
+    }
+
+    /// Test hook (`--kill-at-stage`): the process SIGKILLs itself before sending this stage's messages.
+    private func checkKillHook(stage: Int) throws {
+        guard options.killAtStage == stage else { return }
+        logger.warning("test hook: killing this process before secure stage \(stage)")
+        kill(getpid(), SIGKILL)
+    }
+
+    /// Seals and submits one stage message; false when the coordinator refused it.
+    private func submitStage(
+        _ plaintext: [UInt8], kind: MessageKind, stage: Int, id: String, round: Int, attempt: Int,
+        service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async throws -> Bool {
+        guard let client = clients[id] else { return false }
+        let envelope = try meter.measure(.crypto) {
+            try Envelope.seal(
+                plaintext,
+                header: EnvelopeHeader(
+                    kind: kind, round: UInt64(round), sequence: UInt64(attempt * 8 + stage), clientID: id),
+                using: client.keys.transmit
+            ).serialized
+        }
+        let messages = try meter.measure(.codec) {
+            try Wire.updateMessages(
+                envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+        }
+        do {
+            _ = try await service.submitUpdate(requestProducer: { writer in try await writer.write(contentsOf: messages) })
+            return true
+        } catch let error as RPCError {
+            logger.warning(
+                "secure stage \(stage) message refused: \(error.message)", metadata: ["client": "\(id)", "round": "\(round)"])
+            return false
+        }
+    }
+
+    /// Long-polls `GetStage` until the coordinator has the inputs of `stage` (1 roster, 2 shares, 3 unmask
+    /// request): the opened plaintext per hosted client that takes part, or nil when the attempt was aborted or
+    /// this process is stopping.
+    private func fetchStage(
+        _ stage: Int, clientIDs: [String], round: Int, attempt: Int, service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async throws -> [String: [UInt8]]? {
+        let kind: MessageKind = stage == 1 ? .advertiseKeys : (stage == 2 ? .shareKeys : .unmask)
+        let started = ContinuousClock.now
+        while !isStopping {
+            let request = Fedrec_V1_StageRequest.with {
+                $0.clientIds = clientIDs
+                $0.round = UInt64(round)
+                $0.attempt = UInt32(attempt)
+                $0.stage = UInt32(stage)
+                $0.waitMilliseconds = UInt32(options.pollMilliseconds)
+            }
+            let answer = try await service.getStage(request) { response in
+                try await Self.readStage(response.messages, chunkSize: self.options.chunkSize)
+            }
+            switch answer {
+            case .aborted(let reason):
+                logger.warning("secure round \(round) attempt \(attempt) abandoned: \(reason)")
+                return nil
+            case .wait:
+                if ContinuousClock.now - started > .seconds(600) {
+                    logger.warning("secure stage \(stage) of round \(round) never came: giving up on it")
+                    return nil
+                }
+                continue
+            case .inputs(let sealed):
+                var opened: [String: [UInt8]] = [:]
+                for (id, bytes) in sealed {
+                    guard let client = clients[id] else { continue }
+                    do {
+                        let envelope = try Envelope(serialized: bytes)
+                        opened[id] = try meter.measure(.crypto) {
+                            try envelope.open(using: client.keys.receive, clientID: id, kind: kind, round: UInt64(round))
+                        }
+                    } catch {
+                        logger.error("secure stage input refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
+                    }
+                }
+                return opened
+            }
+        }
+        return nil
+    }
+
+    enum StageAnswer: Sendable {
+        case wait
+        case aborted(String)
+        case inputs([(String, [UInt8])])
+    }
+
+    static func readStage(
+        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int
+    ) async throws -> StageAnswer {
+        var inputs: [(String, [UInt8])] = []
+        var iterator = messages.makeAsyncIterator()
+        var pending: (String, ChunkAssembler)? = nil
+        while let message = try await iterator.next() {
+            switch message.part {
+            case .wait: return .wait
+            case .aborted(let a): return .aborted(a.reason)
+            case .stageHeader(let header):
+                if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+                pending = (
+                    header.sealedFor,
+                    try ChunkAssembler(plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: 1 << 30)
+                )
+            case .data(let chunk):
+                guard var (id, assembler) = pending else {
+                    throw ProtocolError(code: .malformedChunk, message: "stage data without a header")
+                }
+                try assembler.append(index: Int(chunk.index), chunk.data)
+                if assembler.isComplete {
+                    inputs.append((id, try assembler.finish()))
+                    pending = nil
+                } else {
+                    pending = (id, assembler)
+                }
+            default:
+                throw ProtocolError(code: .malformedChunk, message: "unexpected message in a stage stream")
+            }
+        }
+        if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+        return .inputs(inputs)
+    }
+}

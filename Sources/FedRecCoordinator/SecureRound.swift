@@ -1,0 +1,355 @@
+import FedRecFederation
+import FedRecProtocol
+import FedRecSecurity
+import FedRecTensor
+import Foundation
+import GRPCCore
+import Logging
+
+/// One secure-aggregation attempt as the coordinator sees it: the SecAgg+ server machine, the stage being
+/// collected with its deadline, and the stage outputs the clients fetch (`GetStage`). Lives in `CoreState`,
+/// under the core's mutex.
+struct SecureRoundState: Sendable {
+    let round: Int
+    let attempt: Int
+    var server: SecureAggregationServer
+    /// Client id -> participant index.
+    let index: [String: Int]
+    let participants: [String]
+    let weighting: AggregationWeighting
+    let shapes: PayloadShapes
+    let stageTimeout: Duration
+    /// The stage being collected; nil once the attempt finished or was abandoned.
+    var collecting: SecureAggregationStage? = .advertiseKeys
+    var deadline: SimulatedInstant
+    /// Who is expected to send in the stage being collected, and who did.
+    var expected: Set<Int>
+    var received: Set<Int> = []
+    /// Stage outputs, serialized (sealed per client when fetched).
+    var roster: [UInt8]? = nil
+    var inboxes: [Int: [UInt8]] = [:]
+    var unmaskRequest: [UInt8]? = nil
+    var aborted: String? = nil
+}
+
+/// What the driver learns from a secure step.
+enum SecureStep {
+    /// The attempt ended with an aggregate: feed it to the round machine.
+    case aggregate(SecureAggregate, SecureRoundState)
+    /// The attempt cannot complete.
+    case aborted(String)
+}
+
+extension CoordinatorCore {
+    var secureAggregation: SecureAggregationOptions? { secureOptions }
+
+    /// Opens a secure attempt of the machine's current round: the assignment carries the SecAgg+ parameters.
+    func openSecureRound(
+        cohort: [String], seed: UInt64, model: (_ round: Int) -> GlobalModelPayload, options: SecureAggregationOptions,
+        deadline roundDeadline: Duration, weighting: AggregationWeighting
+    ) -> Machine.Action {
+        let now = clock.now
+        return state.withLock { s in
+            guard let round = s.machine.currentRound, let attempt = s.machine.currentAttempt else {
+                return .fail(FederationError(code: .retriesExhausted, message: "the round machine has failed"))
+            }
+            let keys = cohort.compactMap { s.sessions[$0]?.identity.signingKey }
+            var parameters = SecureAggregationParameters(
+                round: UInt64(round), participants: cohort, vectorLength: SecureInput.length(shapes),
+                clipRange: options.clipRange, maximumWeight: weighting == .examples ? options.maximumWeight ?? 1 : 1,
+                graphSeed: seed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
+                threshold: options.threshold)
+            // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg).
+            if (try? parameters.validate()) == nil, cohort.count >= 2 {
+                parameters = SecureAggregationParameters(
+                    round: UInt64(round), participants: cohort, vectorLength: SecureInput.length(shapes),
+                    clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: seed,
+                    neighbourCount: cohort.count - 1, threshold: nil)
+            }
+            let action = s.machine.openRound(cohort: cohort, now: now)
+            s.bytesReceived = 0
+            s.bytesSent = 0
+            guard case .startRound(_, _, _, let deadline) = action else { return action }
+            let server: SecureAggregationServer
+            do {
+                guard keys.count == cohort.count else {
+                    throw FederationError(code: .notInCohort, message: "a cohort member has no session")
+                }
+                server = try SecureAggregationServer(parameters: parameters, identityKeys: keys)
+            } catch {
+                return s.machine.abandonAttempt(
+                    reason: FederationError(
+                        code: .tooFewUpdates, message: "secure aggregation cannot start: \(error)", round: round))
+            }
+            let payload = model(round).withSecure(
+                SecureRoundAssignment(parameters: parameters, identityKeys: keys, weighting: weighting))
+            s.open = OpenRound(
+                round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
+                payload: meter.measure(.codec) { payload.encoded() }, seed: seed)
+            s.secure = SecureRoundState(
+                round: round, attempt: attempt, server: server,
+                index: Dictionary(uniqueKeysWithValues: cohort.enumerated().map { ($1, $0) }), participants: cohort,
+                weighting: weighting, shapes: shapes, stageTimeout: options.stageDeadline,
+                deadline: now.advanced(by: roundDeadline), expected: Set(0..<cohort.count))
+            _ = attempt
+            return action
+        }
+    }
+
+    /// Closes the stage being collected when everyone expected has sent or its deadline passed. Returns the
+    /// attempt's end (aggregate or abort) when it comes; nil while it goes on.
+    func secureStep() -> SecureStep? {
+        let now = clock.now
+        return state.withLock { s -> SecureStep? in
+            guard var secure = s.secure, let stage = secure.collecting else { return nil }
+            guard secure.expected.isSubset(of: secure.received) || now >= secure.deadline else { return nil }
+            defer { s.secure = secure }
+            do {
+                switch stage {
+                case .advertiseKeys:
+                    let roster = try secure.server.closeAdvertiseKeys()
+                    secure.roster = roster.serialized()
+                    secure.expected = Set(roster.entries.map(\.index))
+                    secure.collecting = .shareKeys
+                case .shareKeys:
+                    let inboxes = try secure.server.closeShareKeys()
+                    for (recipient, shares) in inboxes {
+                        secure.inboxes[recipient] = EncryptedShare.serialized(shares, round: UInt64(secure.round))
+                    }
+                    secure.expected = Set(inboxes.keys)
+                    secure.collecting = .maskedInput
+                case .maskedInput:
+                    let request = try secure.server.closeMaskedInput()
+                    secure.unmaskRequest = request.serialized()
+                    secure.expected = Set(request.survivors)
+                    secure.collecting = .unmask
+                case .unmask:
+                    let aggregate = try meter.measure(.aggregation) { try secure.server.finish() }
+                    secure.collecting = nil
+                    return .aggregate(aggregate, secure)
+                }
+                secure.received = []
+                secure.deadline = now.advanced(by: secure.stageTimeout)
+                logger.debug(
+                    "secure aggregation: stage closed",
+                    metadata: ["round": "\(secure.round)", "stage": "\(stage)", "next": "\(secure.expected.count)"])
+                return nil
+            } catch {
+                secure.collecting = nil
+                secure.aborted = "\(error)"
+                return .aborted("stage \(stage): \(error)")
+            }
+        }
+    }
+
+    /// Turns the attempt's end into the round machine's action (close with the aggregate, or retry).
+    func finishSecure(_ step: SecureStep) -> Machine.Action {
+        state.withLock { s in
+            s.open = nil
+            let round = s.secure?.round ?? -1
+            switch step {
+            case .aborted(let reason):
+                return s.machine.abandonAttempt(
+                    reason: FederationError(code: .tooFewUpdates, message: reason, round: round))
+            case .aggregate(let sum, let secure):
+                let ids = sum.survivors.map { secure.participants[$0] }
+                let count = secure.shapes.userTowerCount
+                let mean = sum.totalWeight > 0 ? sum.mean : [Float](repeating: 0, count: sum.weightedSum.count)
+                let gradient = Matrix(
+                    rows: secure.shapes.itemRows, columns: secure.shapes.dimension, storage: Array(mean[count...]))
+                let aggregate = AggregateUpdate(
+                    meanDelta: Array(mean[..<count]), meanItemEmbeddingGradient: gradient,
+                    exampleCount: secure.weighting == .examples
+                        ? Int(sum.totalWeight.rounded()) : sum.survivors.count,
+                    // Clients' losses are not revealed under secure aggregation.
+                    meanLoss: 0, participants: ids)
+                let dropped = sum.dropped.keys.sorted().filter { !sum.survivors.contains($0) }.map {
+                    secure.participants[$0]
+                }
+                let excluded = sum.excluded.keys.sorted().map { secure.participants[$0] }
+                let rejections = sum.rejections.map {
+                    FederationError(
+                        code: .droppedOut, message: $0.description,
+                        client: $0.client.map { secure.participants[$0] }, round: secure.round)
+                }
+                for error in sum.rejections {
+                    logger.warning(
+                        "secure aggregation: \(error.description)",
+                        metadata: ["round": "\(secure.round)", "client": "\(error.clientID ?? "-")"])
+                }
+                return s.machine.closeWithSecureAggregate(
+                    aggregate, droppedOut: dropped, excluded: excluded, rejections: rejections)
+            }
+        }
+    }
+
+    /// A client's stage message (advertised keys, encrypted shares, masked input or unmask response), already
+    /// opened and freshness-checked, handed to the SecAgg+ server. Refusals are recorded; the round goes on.
+    func receiveSecure(kind: MessageKind, plaintext: [UInt8], client: String, round: Int) throws {
+        let result: Result<Void, any Error> = state.withLock { s in
+            guard var secure = s.secure, secure.round == round, let stage = secure.collecting,
+                let index = secure.index[client]
+            else {
+                return .failure(
+                    ProtocolError(
+                        code: .unexpectedMessage, message: "no secure-aggregation stage of round \(round) is open",
+                        client: client, round: round))
+            }
+            defer { s.secure = secure }
+            do {
+                switch (kind, stage) {
+                case (.advertiseKeys, .advertiseKeys):
+                    let keys = try AdvertisedKeys(serialized: plaintext)
+                    guard keys.index == index else { throw mismatch(client, round) }
+                    try secure.server.receive(keys)
+                case (.shareKeys, .shareKeys):
+                    let (shareRound, shares) = try EncryptedShare.list(serialized: plaintext)
+                    guard shareRound == UInt64(round) else { throw mismatch(client, round) }
+                    try secure.server.receive(shares, from: index)
+                case (.maskedInput, .maskedInput):
+                    let input = try meter.measure(.codec) { try MaskedInput(serialized: plaintext) }
+                    guard input.index == index else { throw mismatch(client, round) }
+                    try meter.measure(.aggregation) { try secure.server.receive(input) }
+                case (.unmask, .unmask):
+                    let response = try UnmaskResponse(serialized: plaintext)
+                    guard response.index == index else { throw mismatch(client, round) }
+                    try secure.server.receive(response)
+                default:
+                    throw ProtocolError(
+                        code: .unexpectedMessage, message: "\(kind) while collecting \(stage)", client: client,
+                        round: round)
+                }
+                secure.received.insert(index)
+                s.bytesReceived += plaintext.count
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        if case .failure(let error) = result {
+            let refusal =
+                (error as? ProtocolError)
+                ?? ProtocolError(code: .malformedPayload, message: "\(error)", client: client, round: round)
+            throw reject(refusal.about(client: client, round: round))
+        }
+    }
+
+    private func mismatch(_ client: String, _ round: Int) -> ProtocolError {
+        ProtocolError(
+            code: .unexpectedMessage, message: "message names another participant or round", client: client,
+            round: round)
+    }
+
+    enum StageAnswer {
+        case wait
+        case aborted(String)
+        /// (client id, sealed stage input) for each requested client that takes part.
+        case inputs([(String, [UInt8])])
+    }
+
+    /// The sealed inputs of `stage` (1 roster, 2 inbox, 3 unmask request) for the hosted `clients`, once ready.
+    func stageInputs(for clients: [String], round: Int, attempt: Int, stage: Int) throws -> StageAnswer {
+        let found: (SecureRoundState, [(String, Session, UInt64)])? = state.withLock { s in
+            guard let secure = s.secure, secure.round == round, secure.attempt == attempt else { return nil }
+            var out: [(String, Session, UInt64)] = []
+            for client in clients {
+                guard let session = s.sessions[client], secure.index[client] != nil else { continue }
+                s.sequence += 1
+                out.append((client, session, s.sequence))
+            }
+            return (secure, out)
+        }
+        guard let (secure, members) = found else {
+            return state.withLock({ $0.secure?.round ?? -1 }) > round
+                ? .aborted("round \(round) attempt \(attempt) is over") : .wait
+        }
+        if let reason = secure.aborted { return .aborted(reason) }
+        let ready: Bool
+        let kind: MessageKind
+        switch stage {
+        case 1: (ready, kind) = (secure.roster != nil, .advertiseKeys)
+        case 2: (ready, kind) = (secure.collecting.map { $0 >= .maskedInput } ?? true, .shareKeys)
+        case 3: (ready, kind) = (secure.unmaskRequest != nil, .unmask)
+        default:
+            throw ProtocolError(code: .unexpectedMessage, message: "no stage \(stage)", round: round)
+        }
+        guard ready else { return .wait }
+        var inputs: [(String, [UInt8])] = []
+        for (client, session, sequence) in members {
+            let index = secure.index[client]!
+            let plaintext: [UInt8]?
+            switch stage {
+            case 1: plaintext = secure.roster
+            case 2: plaintext = secure.inboxes[index]
+            default: plaintext = secure.unmaskRequest
+            }
+            guard let plaintext else { continue }
+            let header = EnvelopeHeader(kind: kind, round: UInt64(round), sequence: sequence, clientID: client)
+            let sealed = try meter.measure(.crypto) {
+                try Envelope.seal(plaintext, header: header, using: session.keys.transmit).serialized
+            }
+            state.withLock { $0.bytesSent += sealed.count }
+            inputs.append((client, sealed))
+        }
+        return .inputs(inputs)
+    }
+}
+
+extension GlobalModelPayload {
+    func withSecure(_ secure: SecureRoundAssignment) -> GlobalModelPayload {
+        var copy = self
+        copy.secure = secure
+        return copy
+    }
+}
+
+extension CoordinatorService {
+    /// `GetStage`: long-polls until the requested stage's inputs are ready, then streams them.
+    func secureStage(request: Fedrec_V1_StageRequest, response: RPCWriter<Fedrec_V1_RoundMessage>) async throws {
+        let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
+        let start = core.clock.now
+        let round = Int(clamping: request.round)
+        let attempt = Int(request.attempt)
+        while true {
+            switch try core.stageInputs(
+                for: request.clientIds, round: round, attempt: attempt, stage: Int(request.stage))
+            {
+            case .aborted(let reason):
+                try await response.write(.with { $0.aborted = .with { $0.reason = reason } })
+                return
+            case .inputs(let inputs):
+                for (client, sealed) in inputs {
+                    let (plan, chunks) = try core.meter.measure(.codec) {
+                        try Chunker.split(sealed, chunkSize: core.chunkSize)
+                    }
+                    try await response.write(
+                        .with {
+                            $0.stageHeader = .with {
+                                $0.round = request.round
+                                $0.attempt = request.attempt
+                                $0.stage = request.stage
+                                $0.sealedFor = client
+                                $0.payload = Wire.payloadInfo(plan)
+                            }
+                        })
+                    for (index, chunk) in chunks.enumerated() {
+                        try await response.write(
+                            .with {
+                                $0.data = .with {
+                                    $0.index = UInt32(index)
+                                    $0.data = Data(chunk)
+                                }
+                            })
+                    }
+                }
+                return
+            case .wait:
+                if core.isStopping || core.clock.now.offset - start.offset >= wait {
+                    try await response.write(.with { $0.wait = .init() })
+                    return
+                }
+                try await core.clock.sleep(for: .milliseconds(5))
+            }
+        }
+    }
+}

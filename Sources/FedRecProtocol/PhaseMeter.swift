@@ -1,0 +1,121 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where a process spends its CPU time, for `fedrec bench rounds` and `--stats FILE`.
+///
+/// Each measured section is synchronous code (no suspension inside), timed with the calling thread's CPU clock
+/// (`CLOCK_THREAD_CPUTIME_ID`), so time a section spends waiting for a core on a busy machine is not counted.
+/// Whatever the process burns outside the measured sections (gRPC, HTTP/2, protobuf, chunking, polling, the
+/// runtime) is reported as `transport`: the process's total CPU time (`getrusage`) minus the measured phases.
+public final class PhaseMeter: Sendable {
+    public enum Phase: String, Sendable, CaseIterable, Codable {
+        /// Clients' local training (forward, backward, local optimizer steps).
+        case training
+        /// Sealing and opening envelopes (XChaCha20-Poly1305), key agreement, signatures.
+        case crypto
+        /// Encoding and decoding payloads (weights to bytes and back), SHA-256 of chunks.
+        case codec
+        /// Validating and adding updates, the server optimizer and the central item-tower step.
+        case aggregation
+        /// Recall@20 evaluations.
+        case evaluation
+        /// Checkpoints: the model file and state.json.
+        case persistence
+    }
+
+    private struct Baseline {
+        var cpuSeconds: Double = 0
+        var started = ContinuousClock.now
+        var marked = false
+    }
+
+    private let totals = Mutex<[Phase: Double]>([:])
+    private let baseline = Mutex(Baseline())
+
+    public init() {}
+
+    /// Starts the figures afresh (phase totals, CPU and wall baselines) the first time it is called, so start-up
+    /// work (loading the data set, enrolment) stays out of them. Later calls do nothing.
+    public func beginMeasuring() {
+        let cpu = Self.processCPUSeconds()
+        baseline.withLock { b in
+            guard !b.marked else { return }
+            b = Baseline(cpuSeconds: cpu, started: .now, marked: true)
+            totals.withLock { $0 = [:] }
+        }
+    }
+
+    /// Runs `body`, adding its thread CPU time to `phase`.
+    public func measure<T>(_ phase: Phase, _ body: () throws -> T) rethrows -> T {
+        let start = Self.threadCPUSeconds()
+        defer {
+            let spent = Self.threadCPUSeconds() - start
+            totals.withLock { $0[phase, default: 0] += spent }
+        }
+        return try body()
+    }
+
+    /// CPU seconds per phase so far, the process's total CPU seconds, wall seconds and peak resident memory.
+    /// Figures since `beginMeasuring()` (or since the meter was made, if it never was called).
+    public func report() -> PhaseReport {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let (base, started) = baseline.withLock { ($0.cpuSeconds, $0.started) }
+        let cpu = Self.seconds(usage.ru_utime) + Self.seconds(usage.ru_stime) - base
+        let measured = totals.withLock { $0 }
+        var phases: [String: Double] = [:]
+        for phase in Phase.allCases { phases[phase.rawValue] = measured[phase, default: 0] }
+        phases["transport"] = max(0, cpu - measured.values.reduce(0, +))
+        let wall = ContinuousClock.now - started
+        return PhaseReport(
+            cpuSeconds: cpu, wallSeconds: Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18,
+            peakResidentBytes: Int(usage.ru_maxrss) * 1024, phaseCPUSeconds: phases)
+    }
+
+    private static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    private static func threadCPUSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    private static func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+}
+
+/// A process's figures as written by `--stats FILE` (JSON).
+public struct PhaseReport: Sendable, Codable, Equatable {
+    /// User + system CPU seconds of the whole process.
+    public var cpuSeconds: Double
+    public var wallSeconds: Double
+    /// Peak resident set size (`ru_maxrss`).
+    public var peakResidentBytes: Int
+    /// CPU seconds per `PhaseMeter.Phase` raw value, plus `transport` (everything not measured).
+    public var phaseCPUSeconds: [String: Double]
+
+    public init(cpuSeconds: Double, wallSeconds: Double, peakResidentBytes: Int, phaseCPUSeconds: [String: Double]) {
+        self.cpuSeconds = cpuSeconds
+        self.wallSeconds = wallSeconds
+        self.peakResidentBytes = peakResidentBytes
+        self.phaseCPUSeconds = phaseCPUSeconds
+    }
+
+    /// Writes the report as JSON (temporary file + rename).
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    public static func read(from path: String) throws -> PhaseReport {
+        try JSONDecoder().decode(PhaseReport.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+}

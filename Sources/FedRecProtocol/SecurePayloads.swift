@@ -1,0 +1,83 @@
+public import FedRecFederation
+public import FedRecSecurity
+
+/// What a client needs to take part in a secure-aggregation round, sealed inside its round assignment: the
+/// round's SecAgg+ parameters (participants, graph, threshold, quantisation) and the Ed25519 identity keys of
+/// every participant, in participant order, as enrolled with the coordinator (the PKI of the threat model:
+/// clients trust the coordinator to relay the allow-listed keys; see "Threat model").
+///
+/// Layout: `"FRSA"` | weighting (u8: 0 examples, 1 uniform) | parameters length (u32) | parameters
+/// (`SecureAggregationParameters.serialized()`) | key count (u32, = participants) | 32-byte keys.
+public struct SecureRoundAssignment: Sendable, Hashable {
+    static let magic: [UInt8] = Array("FRSA".utf8)
+
+    public var parameters: SecureAggregationParameters
+    public var identityKeys: [SigningPublicKey]
+    /// Example-count weights (FedAvg) or one per client (DP-FedAvg).
+    public var weighting: AggregationWeighting
+
+    public init(parameters: SecureAggregationParameters, identityKeys: [SigningPublicKey], weighting: AggregationWeighting) {
+        self.parameters = parameters
+        self.identityKeys = identityKeys
+        self.weighting = weighting
+    }
+
+    func write(to w: inout ByteWriter) {
+        w.raw(Self.magic)
+        w.u8(weighting == .examples ? 0 : 1)
+        let parameters = self.parameters.serialized()
+        w.u32(UInt32(parameters.count))
+        w.raw(parameters)
+        w.u32(UInt32(identityKeys.count))
+        for key in identityKeys { w.raw(key.rawRepresentation) }
+    }
+
+    init(reading r: inout ByteReader) throws {
+        guard Array(try r.take(4)) == Self.magic else { throw r.fail("bad secure-aggregation section magic") }
+        switch try r.u8() {
+        case 0: weighting = .examples
+        case 1: weighting = .uniform
+        case let other: throw r.fail("unknown weighting \(other)")
+        }
+        let length = Int(try r.u32())
+        guard length <= 1 << 24 else { throw r.fail("secure-aggregation parameters of \(length) bytes") }
+        do {
+            parameters = try SecureAggregationParameters(serialized: Array(try r.take(length)))
+            try parameters.validate()
+        } catch let error as ProtocolError {
+            throw error
+        } catch {
+            throw r.fail("secure-aggregation parameters: \(error)")
+        }
+        let count = Int(try r.u32())
+        guard count == parameters.participants.count else {
+            throw r.fail("\(count) identity keys for \(parameters.participants.count) participants")
+        }
+        var keys: [SigningPublicKey] = []
+        keys.reserveCapacity(count)
+        for _ in 0..<count {
+            do { keys.append(try SigningPublicKey(rawRepresentation: try r.take(SigningPublicKey.byteCount))) } catch
+            let error as ProtocolError { throw error } catch { throw r.fail("identity key: \(error)") }
+        }
+        identityKeys = keys
+    }
+}
+
+/// Secure aggregation's flat input: the user-tower delta followed by the item-embedding gradient (row-major).
+public enum SecureInput {
+    /// The vector a client masks: delta then the dense item gradient.
+    public static func flatten(_ update: ClientUpdate) -> [Float] {
+        var values = update.userTowerDelta
+        values.reserveCapacity(update.userTowerDelta.count + update.itemEmbeddingGradient.rows * update.itemEmbeddingGradient.columns)
+        switch update.itemEmbeddingGradient {
+        case .dense(let m): values += m.storage
+        case .rowSparse: values += update.itemEmbeddingGradient.dense.storage
+        }
+        return values
+    }
+
+    /// Elements of the flat input of a run with these shapes.
+    public static func length(_ shapes: PayloadShapes) -> Int {
+        shapes.userTowerCount + shapes.itemRows * shapes.dimension
+    }
+}

@@ -1,0 +1,169 @@
+import FedRecClient
+import FedRecCoordinator
+import FedRecData
+import FedRecEvaluation
+import FedRecFederation
+import FedRecModel
+import FedRecProtocol
+import FedRecTensor
+import Foundation
+import GRPCInProcessTransport
+import Testing
+
+/// What round 0 of a FedAvg (server learning rate 1) run must produce from the given survivors, recomputed here
+/// from the same data, initial model and seeds the processes use: the check that secure aggregation returned
+/// the survivors' exact weighted mean (within quantisation error) and nothing else.
+enum ExpectedRound {
+    /// `clipRange`: secure aggregation sums each element clamped to [-c, c] (its quantisation range).
+    static func userTower(
+        fixture: Fixture, options o: CoordinatorOptions, survivors: Set<String>, clipRange: Float? = nil
+    ) throws -> [Float] {
+        let data = try Dataset.load(from: fixture.dataset)
+        var central = CentralTrainingConfiguration()
+        central.dimension = o.dimension
+        central.hiddenWidth = o.hiddenWidth
+        central.tau = o.tau
+        central.useUserFeatures = o.useUserFeatures
+        central.useItemFeatures = o.useItemFeatures
+        let configuration = central.modelConfiguration(for: data)
+        let model = TwoTowerModel(configuration: configuration, seed: o.seed)
+        let items = model.itemTower.embeddings(itemFeatures: CentralTraining.itemFeatures(of: data, for: configuration))
+        var trainer = ClientTrainer(configuration: o.clientTraining)
+        let roundSeed = o.seed &* 0x9E37_79B9_7F4A_7C15
+        let layout = ParameterLayout.userTower(configuration)
+        var aggregator = WeightedAggregator(
+            deltaCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension)
+        for user in data.split.fold(o.fold) where survivors.contains(Wire.clientID(forUser: data.userIDs[user.userIndex])) {
+            var update = trainer.train(
+                globalUserTower: model.userTower, itemEmbeddings: items, user: user,
+                userFeatures: configuration.userFeatureCount == 0 ? nil : data.userFeatures,
+                seed: SplitMix64.stream(seed: roundSeed, index: UInt64(user.userIndex)).state)
+            if let c = clipRange { update.userTowerDelta = update.userTowerDelta.map { min(max($0, -c), c) } }
+            aggregator.add(update, from: "\(user.userIndex)")
+        }
+        let mean = try #require(aggregator.result()).meanDelta
+        var tower = model.userTower.flattened()
+        FlatVector.add(mean, to: &tower)
+        return tower
+    }
+
+    /// The user tower of the model saved after the first round.
+    static func savedUserTower(_ fixture: Fixture) throws -> [Float] {
+        let file = try ModelFile.read(from: fixture.state + "/" + StateStore.modelFileName(completedRounds: 1))
+        return file.model.userTower.flattened()
+    }
+
+    static func expectClose(_ actual: [Float], _ expected: [Float], sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(actual.count == expected.count, sourceLocation: sourceLocation)
+        let scale = expected.map { abs($0) }.max() ?? 1
+        let worst = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst <= 1e-4 * scale + 1e-6, "largest difference \(worst) at scale \(scale)", sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("Secure aggregation end to end")
+struct SecureAggregationTests {
+    func options(_ fixture: Fixture, rounds: Int) -> CoordinatorOptions {
+        var o = fixture.coordinatorOptions(rounds: rounds)
+        o.serverOptimizer = .fedAvg(learningRate: 1)
+        o.minimumClients = 2
+        o.evaluationInterval = 0
+        var secure = SecureAggregationOptions()
+        secure.stageDeadline = .seconds(20)
+        // The tiny fixture's updates have elements near 10 (tau 0.1): a range that clips nothing, so the secure
+        // aggregate must equal plain FedAvg.
+        secure.clipRange = 100
+        o.secureAggregation = secure
+        return o
+    }
+
+    @Test("in-process: every secure round completes with every client")
+    func inProcess() async throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        let o = options(fixture, rounds: 2)
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(options: o, transport: transport.server)
+        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await clients.run() }
+            try await group.waitForAll()
+        }
+        let records = coordinator.core.records
+        #expect(records.map(\.round) == [0, 1])
+        #expect(records.allSatisfy { $0.participants == fixture.userIDs.count })
+        #expect(coordinator.core.rejections.isEmpty)
+    }
+
+    /// Plain and secure: the one-round checkpoint's user tower is the initial one plus the clients' FedAvg.
+    @Test("round 0 moves the user tower by exactly the clients' FedAvg", arguments: [false, true])
+    func exactMean(secure: Bool) async throws {
+        let single = try Fixture(users: 8)
+        defer { single.remove() }
+        var o1 = options(single, rounds: 1)
+        if !secure { o1.secureAggregation = nil }
+        let transport1 = InProcessTransport()
+        let one = try CoordinatorBuilder.build(options: o1, transport: transport1.server)
+        let hosts = try ClientBuilder.build(options: single.clientOptions(.first(100)), transport: transport1.client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await one.run() }
+            group.addTask { try await hosts.run() }
+            try await group.waitForAll()
+        }
+        ExpectedRound.expectClose(
+            try ExpectedRound.savedUserTower(single),
+            try ExpectedRound.userTower(
+                fixture: single, options: o1, survivors: Set(single.userIDs.map(Wire.clientID(forUser:))),
+                clipRange: secure ? 100 : nil))
+    }
+}
+
+@Suite("Secure aggregation with real processes: 30% SIGKILLed at each stage", .serialized)
+struct SecureAggregationDropoutTests {
+    /// Ten client processes of one user each; three SIGKILL themselves (none for stage 0) before sending stage `stage`'s
+    /// messages. Killed before the masked input (stages 1-3), their updates are out and their masks are removed;
+    /// killed before unmasking (stage 4), their masked inputs are already in and the survivors' shares unmask
+    /// them. Either way the round must close with exactly the FedAvg of the inputs it reports.
+    @Test("the round completes with the survivors' exact sum", arguments: [-1, 0, 1, 2, 3, 4])
+    func killedAtStage(stage: Int) async throws {
+        let fixture = try Fixture(users: 10)
+        defer { fixture.remove() }
+        let processes = ProcessTests()
+        var arguments = processes.coordinatorArguments(fixture, rounds: 1, address: "127.0.0.1:0", deadline: 60)
+        arguments += [
+            "--stage-deadline", "8", "--server-optimizer", "fedavg", "--server-lr", "1",
+            "--eval-every", "0", "--min-clients", "2", "--secagg-clip-range", "100",
+        ]
+        if stage >= 0 { arguments.append("--secure-aggregation") }
+        let coordinator = try Child(arguments)
+        defer { coordinator.kill(SIGKILL) }
+        let listening = try #require(try await coordinator.line(containing: "listening on "))
+        let address = String(listening.split(separator: " ").last!)
+        var children: [Child] = []
+        for (index, user) in fixture.userIDs.enumerated() {
+            var selection = ["--users", user]
+            if index < 3, stage > 0 { selection += ["--kill-at-stage", "\(stage)"] }
+            children.append(try Child(processes.clientArguments(fixture, address: address, selection)))
+        }
+        defer { for child in children { child.kill(SIGKILL) } }
+        #expect(try await coordinator.exit() == 0, "\(coordinator.lines.suffix(15).joined(separator: "\n"))")
+        for child in children[3...] { #expect(try await child.exit() == 0) }
+        for child in children[..<3] { #expect((try await child.exit() == 0) == (stage <= 0)) }
+        let records = try ProcessTests.rounds(fixture)
+        #expect(records.count == 1)
+        let killed = Set(fixture.userIDs.prefix(3).map(Wire.clientID(forUser:)))
+        let everyone = Set(fixture.userIDs.map(Wire.clientID(forUser:)))
+        let survivors = stage <= 0 || stage == 4 ? everyone : everyone.subtracting(killed)
+        #expect(records.first?.participants == survivors.count)
+
+        // The same options the command line set, for the recomputation.
+        var o = fixture.coordinatorOptions(rounds: 1)
+        o.clientTraining = ClientTrainingConfiguration(
+            localEpochs: 1, batchSize: 8, optimizer: .sgd(learningRate: 1))
+        ExpectedRound.expectClose(
+            try ExpectedRound.savedUserTower(fixture),
+            try ExpectedRound.userTower(
+                fixture: fixture, options: o, survivors: survivors, clipRange: stage >= 0 ? 100 : nil))
+    }
+}
