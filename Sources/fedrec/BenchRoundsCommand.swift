@@ -6,7 +6,7 @@ import FedRecSecurity
 import Foundation
 
 /// `fedrec bench rounds`: seconds per federated round with real processes (one coordinator, N client processes
-/// of one virtual client each, every round's cohort = all N), where the CPU time goes, and peak memory.
+/// of one virtual client each, up to --max-processes; every round's cohort = all N), where the CPU time goes, and peak memory.
 struct BenchRoundsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rounds",
@@ -28,6 +28,10 @@ struct BenchRoundsCommand: AsyncParsableCommand {
     @Option(help: "Timed rounds (after one warm-up round).") var rounds: Int = 10
     @Option(help: "flower or full.") var workload: String = "flower"
     @Option(help: "Work folder (data set, keys, states, stats).") var out: String = "runs/bench-rounds"
+    @Option(help: "Most client processes; above it, each process hosts several of the N clients.")
+    var maxProcesses: Int = 32
+    @Flag(help: "Secure aggregation (SecAgg+ with its default neighbourhood) instead of plain updates.")
+    var secureAggregation = false
 
     var counts: [Int] { clients.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
@@ -35,6 +39,7 @@ struct BenchRoundsCommand: AsyncParsableCommand {
         guard !counts.isEmpty, counts.count == clients.split(separator: ",").count, counts.allSatisfy({ $0 >= 1 })
         else { throw ValidationError("--clients must be comma-separated positive counts, got '\(clients)'") }
         guard rounds >= 2 else { throw ValidationError("--rounds must be at least 2, got \(rounds)") }
+        guard maxProcesses >= 1 else { throw ValidationError("--max-processes must be at least 1") }
         guard ["flower", "full"].contains(workload) else {
             throw ValidationError("--workload must be flower or full, got '\(workload)'")
         }
@@ -81,7 +86,8 @@ struct BenchRoundsCommand: AsyncParsableCommand {
         }
 
         printFlushed(
-            "workload \(workload): \(rounds) timed rounds after 1 warm-up, data \(datasetPath), "
+            "workload \(workload)\(secureAggregation ? " with secure aggregation" : ""): \(rounds) timed rounds "
+                + "after 1 warm-up, data \(datasetPath), "
                 + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         printFlushed(
             "   N   s/round  rounds/min   CPU s/round: train  crypto  codec  aggr  transport  other  overhead"
@@ -99,6 +105,7 @@ struct BenchRoundsCommand: AsyncParsableCommand {
                 "--wait-for", "\(n)", "--deadline", "600", "--eval-every", "0", "--fold", "validation",
                 "--stats", statsPrefix + "-coordinator.json", "--log-level", "warning",
             ]
+            if secureAggregation { coordinatorArguments += ["--secure-aggregation", "--stage-deadline", "600"] }
             if workload == "flower" {
                 coordinatorArguments += [
                     "--no-user-features", "--dimension", "64", "--hidden", "128", "--batch-size", "32",
@@ -112,14 +119,16 @@ struct BenchRoundsCommand: AsyncParsableCommand {
             }
             let address = String(listening.split(separator: " ").last ?? "")
             var children: [ChildProcess] = []
-            for (index, user) in users.prefix(n).enumerated() {
+            let processes = min(n, maxProcesses)
+            for index in 0..<processes {
+                let hosted = users.prefix(n).enumerated().filter { $0.offset % processes == index }.map(\.element)
                 children.append(
                     try ChildProcess(
                         name: "client \(index + 1)",
                         arguments: [
                             "client", "--coordinator", address, "--dataset", datasetPath, "--keys", keys,
-                            "--users", user, "--stats", statsPrefix + "-client-\(index).json", "--log-level",
-                            "warning",
+                            "--users", hosted.joined(separator: ","), "--stats",
+                            statsPrefix + "-client-\(index).json", "--log-level", "warning",
                         ], echo: false))
             }
             let status = try await coordinator.waitForExit()
@@ -134,7 +143,9 @@ struct BenchRoundsCommand: AsyncParsableCommand {
             let secondsPerRound = periods.reduce(0, +) / Double(max(periods.count, 1))
 
             let coordinatorReport = try PhaseReport.read(from: statsPrefix + "-coordinator.json")
-            let clientReports = try (0..<n).map { try PhaseReport.read(from: statsPrefix + "-client-\($0).json") }
+            let clientReports = try (0..<processes).map {
+                try PhaseReport.read(from: statsPrefix + "-client-\($0).json")
+            }
             let all = [coordinatorReport] + clientReports
             let measuredRounds = Double(rounds + 1)
             func perRound(_ phase: String) -> Double {
