@@ -112,6 +112,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
             if case .startRound(_, _, let cohort, _) = action {
                 logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")
                 while true {
+                    let version = core.changes.version
                     if options.secureAggregation != nil {
                         if let step = core.secureStep() {
                             action = core.finishSecure(step)
@@ -122,7 +123,8 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                         break
                     }
                     guard !core.isStopping else { throw interrupted }
-                    try await clock.sleep(for: .milliseconds(options.secureAggregation == nil ? 10 : 5))
+                    // Woken by every update, stage message and close; the timeout only serves the deadlines.
+                    await core.changes.wait(after: version, timeout: .milliseconds(20), clock: clock)
                 }
             }
             switch action {

@@ -97,6 +97,9 @@ public final class CoordinatorCore: Sendable {
     let chunkSize: Int
     /// CPU time per phase (crypto, codec, aggregation, ...), for `--stats` and `fedrec bench rounds`.
     public let meter = PhaseMeter()
+    /// Notified whenever a round opens or closes, a stage closes, an update or stage message is accepted, or
+    /// the coordinator finishes or stops.
+    let changes = ChangeSignal()
     let state: Mutex<CoreState>
     /// Differential privacy (nil: off). Plain-mode updates are clipped to its clip norm on arrival.
     let privacy: DifferentialPrivacyConfiguration?
@@ -134,7 +137,10 @@ public final class CoordinatorCore: Sendable {
     public var records: [RoundRecord] { state.withLock { $0.records } }
     var isStopping: Bool { state.withLock { $0.stopping } }
 
-    func requestStop() { state.withLock { $0.stopping = true } }
+    func requestStop() {
+        state.withLock { $0.stopping = true }
+        changes.notify()
+    }
 
     /// Records and logs a refused message; returns it for throwing.
     @discardableResult
@@ -197,6 +203,7 @@ public final class CoordinatorCore: Sendable {
     /// Opens the machine's current round with `cohort` and publishes its assignment.
     func openRound(cohort: [String], payload: [UInt8], seed: UInt64) -> Machine.Action {
         let now = clock.now
+        defer { changes.notify() }
         return state.withLock { s in
             let action = s.machine.openRound(cohort: cohort, now: now)
             s.bytesReceived = 0
@@ -238,7 +245,10 @@ public final class CoordinatorCore: Sendable {
         }
     }
 
-    func finish() { state.withLock { $0.finished = true } }
+    func finish() {
+        state.withLock { $0.finished = true }
+        changes.notify()
+    }
 
     /// What `state.json` needs from the core.
     func snapshot() -> (enrolled: [String], replayGuard: ReplayGuard, records: [RoundRecord], completed: Int, next: Int)
@@ -391,5 +401,6 @@ public final class CoordinatorCore: Sendable {
         case .closeRound, .retryRound, .fail: state.withLock { $0.pending.append(action) }
         default: break
         }
+        changes.notify()
     }
 }

@@ -66,6 +66,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
         let start = core.clock.now
         while true {
+            let version = core.changes.version
             let assignment = try core.assignment(
                 for: request.clientIds, lastEpoch: request.lastEpoch, lastRound: request.lastRound,
                 lastAttempt: request.lastAttempt)
@@ -90,7 +91,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     try await response.write(.with { $0.wait = .init() })
                     return
                 }
-                try await core.clock.sleep(for: .milliseconds(20))
+                await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
             }
         }
     }

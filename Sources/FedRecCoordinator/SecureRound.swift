@@ -49,6 +49,7 @@ extension CoordinatorCore {
         deadline roundDeadline: Duration, weighting: AggregationWeighting
     ) -> Machine.Action {
         let now = clock.now
+        defer { changes.notify() }
         return state.withLock { s in
             guard let round = s.machine.currentRound, let attempt = s.machine.currentAttempt else {
                 return .fail(FederationError(code: .retriesExhausted, message: "the round machine has failed"))
@@ -100,6 +101,8 @@ extension CoordinatorCore {
     /// attempt's end (aggregate or abort) when it comes; nil while it goes on.
     func secureStep() -> SecureStep? {
         let now = clock.now
+        let before = state.withLock { $0.secure?.collecting }
+        defer { if state.withLock({ $0.secure?.collecting }) != before { changes.notify() } }
         return state.withLock { s -> SecureStep? in
             guard var secure = s.secure, let stage = secure.collecting else { return nil }
             guard secure.expected.isSubset(of: secure.received) || now >= secure.deadline else { return nil }
@@ -144,7 +147,8 @@ extension CoordinatorCore {
 
     /// Turns the attempt's end into the round machine's action (close with the aggregate, or retry).
     func finishSecure(_ step: SecureStep) -> Machine.Action {
-        state.withLock { s in
+        defer { changes.notify() }
+        return state.withLock { s in
             s.open = nil
             let round = s.secure?.round ?? -1
             switch step {
@@ -221,6 +225,7 @@ extension CoordinatorCore {
                 }
                 secure.received.insert(index)
                 s.bytesReceived += plaintext.count
+                if secure.expected.isSubset(of: secure.received) { changes.notify() }
                 return .success(())
             } catch {
                 return .failure(error)
@@ -311,6 +316,7 @@ extension CoordinatorService {
         let round = Int(clamping: request.round)
         let attempt = Int(request.attempt)
         while true {
+            let version = core.changes.version
             switch try core.stageInputs(
                 for: request.clientIds, round: round, attempt: attempt, stage: Int(request.stage))
             {
@@ -348,7 +354,7 @@ extension CoordinatorService {
                     try await response.write(.with { $0.wait = .init() })
                     return
                 }
-                try await core.clock.sleep(for: .milliseconds(5))
+                await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
             }
         }
     }
