@@ -60,7 +60,9 @@ public enum CoordinatorBuilder {
         let configurationJSON = String(decoding: try encoder.encode(configuration), as: UTF8.self)
         var training = options.clientTraining
         if let privacy = options.privacy {
-            do { try privacy.validate() } catch { throw setup("\(error)") }
+            do { try privacy.validate() } catch let error as PrivacyError where error.field == "targetEpsilon" {
+                throw CoordinatorError(code: .privacyBudget, message: "refusing to start: \(error)")
+            } catch { throw setup("\(error)") }
             guard case .poisson = options.cohort else {
                 throw setup("differential privacy needs a Poisson-sampled cohort (sampling rate q)")
             }

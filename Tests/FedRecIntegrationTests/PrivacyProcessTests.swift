@@ -1,0 +1,49 @@
+import FedRecCoordinator
+import FedRecProtocol
+import Foundation
+import Testing
+
+@Suite("Differential privacy with real processes", .serialized)
+struct PrivacyProcessTests {
+    @Test("a run that would exceed --target-epsilon is refused before it starts (exit code 8)")
+    func budgetRefused() async throws {
+        let fixture = try Fixture(users: 6)
+        defer { fixture.remove() }
+        let processes = ProcessTests()
+        let arguments =
+            processes.coordinatorArguments(fixture, rounds: 50, address: "127.0.0.1:0", deadline: 5) + [
+                "--noise-multiplier", "2", "--clip-norm", "1", "--target-epsilon", "3",
+            ]
+        let coordinator = try Child(arguments)
+        defer { coordinator.kill(SIGKILL) }
+        #expect(try await coordinator.exit() == 8)
+        #expect(coordinator.lines.contains { $0.contains("refusing to start") && $0.contains("epsilon") })
+        #expect(coordinator.lines.allSatisfy { !$0.contains("listening on") })
+        #expect(!FileManager.default.fileExists(atPath: fixture.state + "/state.json"))
+    }
+
+    @Test("DP-FedAvg rounds print and store a growing epsilon; status shows it")
+    func epsilonPerRound() async throws {
+        let fixture = try Fixture(users: 6)
+        defer { fixture.remove() }
+        let processes = ProcessTests()
+        var arguments = processes.coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 10)
+        arguments += ["--noise-multiplier", "1", "--clip-norm", "1", "--target-epsilon", "100", "--fraction", "0.5"]
+        let coordinator = try Child(arguments)
+        defer { coordinator.kill(SIGKILL) }
+        let listening = try #require(try await coordinator.line(containing: "listening on "))
+        let address = String(listening.split(separator: " ").last!)
+        let client = try Child(processes.clientArguments(fixture, address: address, ["--clients", "100"]))
+        defer { client.kill(SIGKILL) }
+        #expect(try await coordinator.exit() == 0, "\(coordinator.lines.suffix(10).joined(separator: "\n"))")
+        #expect(try await client.exit() == 0)
+        let records = try ProcessTests.rounds(fixture)
+        #expect(records.count == 3)
+        let epsilons = records.compactMap(\.epsilon)
+        #expect(epsilons.count == 3 && zip(epsilons, epsilons.dropFirst()).allSatisfy { $0 < $1 })
+        #expect(coordinator.lines.filter { $0.hasPrefix("round ") && $0.contains("epsilon") }.count == 3)
+        let status = try Child(["status", "--state", fixture.state])
+        #expect(try await status.exit() == 0)
+        #expect(status.lines.filter { $0.contains("epsilon") }.count == 3)
+    }
+}
