@@ -76,15 +76,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 return
             case .round(let header, let chunks):
                 try await response.write(.with { $0.header = header })
-                for (index, chunk) in chunks.enumerated() {
-                    try await response.write(
-                        .with {
-                            $0.data = .with {
-                                $0.index = UInt32(index)
-                                $0.data = Data(chunk)
-                            }
-                        })
-                }
+                try await Self.writeChunks(chunks, to: response)
                 return
             case .wait:
                 if core.isStopping || core.clock.now.offset - start.offset >= wait {
@@ -93,6 +85,21 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 }
                 await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
             }
+        }
+    }
+
+    /// Streams a payload's chunks, in order, as `DataChunk` messages (after the header that announced them).
+    static func writeChunks(_ chunks: [ArraySlice<UInt8>], to response: RPCWriter<Fedrec_V1_RoundMessage>)
+        async throws
+    {
+        for (index, chunk) in chunks.enumerated() {
+            try await response.write(
+                .with {
+                    $0.data = .with {
+                        $0.index = UInt32(index)
+                        $0.data = Data(chunk)
+                    }
+                })
         }
     }
 

@@ -338,15 +338,7 @@ extension CoordinatorService {
                                 $0.payload = Wire.payloadInfo(plan)
                             }
                         })
-                    for (index, chunk) in chunks.enumerated() {
-                        try await response.write(
-                            .with {
-                                $0.data = .with {
-                                    $0.index = UInt32(index)
-                                    $0.data = Data(chunk)
-                                }
-                            })
-                    }
+                    try await Self.writeChunks(chunks, to: response)
                 }
                 return
             case .wait:
