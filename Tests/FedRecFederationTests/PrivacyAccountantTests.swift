@@ -164,7 +164,10 @@ import Testing
         ) { q, z, n in
             let orders = [Double(n) - 1e-7, Double(n), Double(n) + 1e-7]
             let values = RDPAccountant(orders: orders).rdpPerStep(samplingRate: q, noiseMultiplier: z)
-            #expect(values[0] <= values[1] * (1 + 1e-9) && values[1] <= values[2] * (1 + 1e-9), "q=\(q) z=\(z) n=\(n)")
+            // The integer order takes the exact binomial sum, its neighbours the quadrature: the two paths agree to
+            // about 1e-8 relative where the RDP itself is tiny (q 0.0005, z 5.7, n 4: 1.5e-8, paths 6e-9 apart),
+            // more than the true rise over 1e-7 in the order, so monotonicity across them holds to 1e-7.
+            #expect(values[0] <= values[1] * (1 + 1e-7) && values[1] <= values[2] * (1 + 1e-7), "q=\(q) z=\(z) n=\(n)")
             #expect(PrivacyFixtures.isClose(values[0], values[1], relative: 2e-5), "q=\(q) z=\(z) n=\(n)")
             #expect(PrivacyFixtures.isClose(values[2], values[1], relative: 2e-5), "q=\(q) z=\(z) n=\(n)")
         }
