@@ -276,18 +276,18 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         if trainer?.configuration != training { trainer = ClientTrainer(configuration: training) }
         let tower = UserTower(configuration: run.configuration, flattened: global.userTower)
+        /// One virtual client's local training on the round's model (nil: no examples in this fold).
+        func train(_ client: VirtualClient) -> ClientUpdate? {
+            guard let user = run.users[client.userIndex], !user.known.isEmpty else { return nil }
+            return meter.measure(.training) {
+                trainer!.train(
+                    globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
+                    userFeatures: run.userFeatures,
+                    seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
+            }
+        }
         if let secure = global.secure {
-            try await participateSecurely(
-                secure, header: header, selected: selected,
-                train: { client in
-                    guard let user = run.users[client.userIndex], !user.known.isEmpty else { return nil }
-                    return meter.measure(.training) {
-                        trainer!.train(
-                            globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
-                            userFeatures: run.userFeatures,
-                            seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
-                    }
-                }, service: service)
+            try await participateSecurely(secure, header: header, selected: selected, train: train, service: service)
             return
         }
         for id in selected {
@@ -297,13 +297,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 continue
             }
             let client = clients[id]!
-            guard let user = run.users[client.userIndex], !user.known.isEmpty else { continue }
-            let update = meter.measure(.training) {
-                trainer!.train(
-                    globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
-                    userFeatures: run.userFeatures,
-                    seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
-            }
+            guard let update = train(client) else { continue }
             let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update) }
             let envelope = try meter.measure(.crypto) {
                 try Envelope.seal(

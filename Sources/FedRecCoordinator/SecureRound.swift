@@ -92,7 +92,6 @@ extension CoordinatorCore {
                 index: Dictionary(uniqueKeysWithValues: cohort.enumerated().map { ($1, $0) }), participants: cohort,
                 weighting: weighting, shapes: shapes, stageTimeout: options.stageDeadline,
                 deadline: now.advanced(by: roundDeadline), expected: Set(0..<cohort.count))
-            _ = attempt
             return action
         }
     }
@@ -101,11 +100,13 @@ extension CoordinatorCore {
     /// attempt's end (aggregate or abort) when it comes; nil while it goes on.
     func secureStep() -> SecureStep? {
         let now = clock.now
-        let before = state.withLock { $0.secure?.collecting }
-        defer { if state.withLock({ $0.secure?.collecting }) != before { changes.notify() } }
+        // Past the guards the stage always moves on (next stage, finished or aborted): wake the waiters then.
+        var moved = false
+        defer { if moved { changes.notify() } }
         return state.withLock { s -> SecureStep? in
             guard var secure = s.secure, let stage = secure.collecting else { return nil }
             guard secure.expected.isSubset(of: secure.received) || now >= secure.deadline else { return nil }
+            moved = true
             defer { s.secure = secure }
             do {
                 switch stage {
