@@ -64,6 +64,9 @@ struct InProcessTests {
         var options = fixture.coordinatorOptions(rounds: 1)
         options.waitForClients = 2
         options.evaluationInterval = 0
+        // The test polls for `finished` itself; on a loaded machine 0.5 s of lingering could close the server
+        // before its next poll arrives.
+        options.finishLinger = .seconds(5)
         let transport = InProcessTransport()
         let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
         let grpc = GRPCClient(transport: transport.client)
