@@ -316,6 +316,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     try await writer.write(contentsOf: messages)
                 })
                 accepted.withLock { $0 += 1 }
+                // Once a round, while the round's model and this update are alive (the fullest moment).
+                if id == selected.first { meter.sampleMemory() }
             } catch let error as RPCError {
                 logger.warning("update refused: \(error.message)", metadata: ["client": "\(id)", "round": "\(round)"])
             }

@@ -97,6 +97,8 @@ extension FederatedClient {
                 if !(try await submitStage(answer, kind: kind, stage: stage, id: id, round: round, attempt: attempt, service: service)) {
                     participants[id] = nil
                 }
+                // Once a round, while the round's model and the masked input (the largest message) are alive.
+                if stage == 3, id == participants.keys.min() { meter.sampleMemory() }
             }
         }
         accepted.withLock { $0 += participants.count }

@@ -141,7 +141,8 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                         return s.ledger?.epsilon
                     }
                 }
-                core.meter.measure(.aggregation) { model.apply(aggregate) }
+                let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
+                core.meter.measure(.aggregation) { model.apply(aggregate, learningRateScale: scale) }
                 let completed = core.completedRounds + 1
                 var recall: Double? = nil
                 if options.evaluationInterval > 0,
@@ -149,7 +150,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                 {
                     recall = core.meter.measure(.evaluation) {
                         CentralTraining.evaluate(
-                            model: model.model, dataset: dataset, fold: options.fold, cutoffs: [20]
+                            model: model.servedModel, dataset: dataset, fold: options.fold, cutoffs: [20]
                         )
                         .value(.recall, at: 20)
                     }
@@ -165,6 +166,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                     finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
                 core.completed(record)
                 try core.meter.measure(.persistence) { try persist(model) }
+                core.meter.sampleMemory()
                 logger.info(
                     "round \(round) closed",
                     metadata: [
@@ -216,11 +218,12 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         do {
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
             try SavedModel.file(
-                model: model.model, dataset: dataset,
+                model: model.servedModel, dataset: dataset,
                 extraMetadata: [SavedModel.MetadataKey.federatedRounds: "\(snapshot.completed)"]
             ).write(to: store.directory + "/" + name)
             try OptimizerCheckpoint.write(
-                server: model.serverOptimizer, item: model.itemOptimizer, to: store.directory + "/" + optimizerName)
+                server: model.serverOptimizer, item: model.itemOptimizer,
+                training: model.average.map { (model.model, $0.updates) }, to: store.directory + "/" + optimizerName)
         } catch {
             throw CoordinatorError(code: .state, message: "cannot write a checkpoint in \(store.directory): \(error)")
         }

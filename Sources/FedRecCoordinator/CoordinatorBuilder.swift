@@ -14,6 +14,8 @@ private struct RunFingerprint: Encodable {
     var dataset: String, model: String, fold: String, seed: UInt64, cohort: CohortSelection
     var server: ServerOptimizerConfiguration, training: String
     var privacy: DifferentialPrivacyConfiguration?, secureAggregation: SecureAggregationOptions?
+    /// Nil for the defaults (constant schedule, no average), so earlier runs keep their fingerprint.
+    var schedule: LearningRateSchedule?, averageDecay: Float?
 }
 
 /// Builds a `Coordinator` from options: loads the data set, keys, allow-list and any saved state. The CLI and
@@ -77,7 +79,9 @@ public enum CoordinatorBuilder {
                             dataset: dataset.checksum, model: configurationJSON, fold: options.fold.rawValue,
                             seed: options.seed, cohort: options.cohort, server: options.serverOptimizer,
                             training: trainingJSON, privacy: options.privacy,
-                            secureAggregation: options.secureAggregation)))))
+                            secureAggregation: options.secureAggregation,
+                            schedule: options.learningRateSchedule == .constant ? nil : options.learningRateSchedule,
+                            averageDecay: options.averageDecay)))))
 
         let store = StateStore(directory: options.stateDirectory)
         let saved = try store.load()
@@ -114,12 +118,38 @@ public enum CoordinatorBuilder {
             do { file = try ModelFile.read(from: options.stateDirectory + "/" + saved.modelFile) } catch {
                 throw CoordinatorError(code: .state, message: "\(error)")
             }
+            let checkpointPath = options.stateDirectory + "/" + saved.optimizerFile
             let optimizers = try OptimizerCheckpoint.read(
-                from: options.stateDirectory + "/" + saved.optimizerFile, server: saved.serverOptimizer,
+                from: checkpointPath, server: saved.serverOptimizer,
                 item: options.itemOptimizer, userTowerCount: layout.count)
-            model = CoordinatorModel(
-                model: file.model, itemFeatures: itemFeatures, serverOptimizer: optimizers.server,
-                itemOptimizer: optimizers.item)
+            if let decay = options.averageDecay {
+                // The model file holds the average (the served model); the raw weights are in the checkpoint.
+                let served = file.model.namedParameters
+                guard let training = optimizers.training,
+                    Set(training.parameters.keys) == Set(served.map(\.name)),
+                    served.allSatisfy({ training.parameters[$0.name]!.count == $0.value.count })
+                else {
+                    throw CoordinatorError(
+                        code: .state, message: "\(checkpointPath): the raw model weights of the averaged run are missing "
+                            + "or of the wrong shape")
+                }
+                model = CoordinatorModel(
+                    model: TwoTowerModel(
+                        configuration: configuration,
+                        parameters: Dictionary(
+                            uniqueKeysWithValues: served.map {
+                                ($0.name, Matrix(rows: $0.value.rows, columns: $0.value.columns, storage: training.parameters[$0.name]!))
+                            })),
+                    itemFeatures: itemFeatures, serverOptimizer: optimizers.server, itemOptimizer: optimizers.item,
+                    average: ModelAverage(
+                        configuration: configuration,
+                        parameters: Dictionary(uniqueKeysWithValues: served.map { ($0.name, $0.value) }),
+                        decay: decay, updates: training.averageUpdates))
+            } else {
+                model = CoordinatorModel(
+                    model: file.model, itemFeatures: itemFeatures, serverOptimizer: optimizers.server,
+                    itemOptimizer: optimizers.item)
+            }
             core.replayGuard = saved.replayGuard
             for line in saved.enrolled {
                 guard let claimed = try? PublicIdentity(line: line), allowList[claimed.name] == claimed else {
@@ -133,10 +163,12 @@ public enum CoordinatorBuilder {
                 "resuming after round \(saved.completedRounds) with \(core.sessions.count) enrolled client(s)",
                 metadata: ["state": "\(store.statePath)"])
         } else {
+            let initial = TwoTowerModel(configuration: configuration, seed: options.seed)
             model = CoordinatorModel(
-                model: TwoTowerModel(configuration: configuration, seed: options.seed), itemFeatures: itemFeatures,
+                model: initial, itemFeatures: itemFeatures,
                 serverOptimizer: ServerOptimizer(configuration: options.serverOptimizer),
-                itemOptimizer: Optimizer(configuration: options.itemOptimizer))
+                itemOptimizer: Optimizer(configuration: options.itemOptimizer),
+                average: options.averageDecay.map { ModelAverage(model: initial, decay: $0) })
         }
         let coordinatorCore = CoordinatorCore(
             identity: identity, allowList: allowList, shapes: shapes, logger: logger, clock: ElapsedClock(clock),

@@ -55,6 +55,11 @@ public struct CoordinatorOptions: Sendable {
     public var privacy: DifferentialPrivacyConfiguration? = nil
     /// Secure aggregation (SecAgg+): the coordinator only learns the sum of the cohort's updates. Nil: off.
     public var secureAggregation: SecureAggregationOptions? = nil
+    /// Multiplier of the server and item-tower learning rates per round.
+    public var learningRateSchedule: LearningRateSchedule = .constant
+    /// Decay of the moving average of the global model that is evaluated and saved (the served model); the
+    /// raw weights keep training and are checkpointed beside it. Nil: the raw model is served.
+    public var averageDecay: Float? = nil
 
     public init(datasetPath: String, keysDirectory: String, allowListPath: String, stateDirectory: String) {
         self.datasetPath = datasetPath

@@ -1,4 +1,5 @@
 public import FedRecFederation
+public import FedRecModel
 public import FedRecSecurity
 public import FedRecTensor
 import Foundation
@@ -123,8 +124,27 @@ public enum OptimizerCheckpoint {
         "optimizer-" + String(format: "%06d", completedRounds) + ".safetensors"
     }
 
-    public static func write(server: ServerOptimizer, item: Optimizer, to path: String) throws {
+    /// The raw model weights of an averaged run (the model file then holds the average).
+    public struct TrainingWeights: Sendable {
+        /// Flat values per model-file parameter name.
+        public var parameters: [String: [Float]]
+        /// Rounds folded into the average.
+        public var averageUpdates: Int
+    }
+
+    /// Writes the moments, and `training`'s weights as `training.NAME` tensors when the run keeps an average.
+    public static func write(
+        server: ServerOptimizer, item: Optimizer, training: (model: TwoTowerModel, averageUpdates: Int)? = nil,
+        to path: String
+    ) throws {
         var tensors: [SafeTensor] = []
+        var metadata = ["item_step": "\(item.step)"]
+        if let training {
+            for (name, shape, value) in training.model.namedParameters {
+                tensors.append(SafeTensor(name: "training.\(name)", shape: shape, values: value.storage))
+            }
+            metadata["average_updates"] = "\(training.averageUpdates)"
+        }
         let (first, second) = server.moments
         tensors.append(SafeTensor(name: "server.first", shape: [first.count], values: first))
         tensors.append(SafeTensor(name: "server.second", shape: [second.count], values: second))
@@ -133,14 +153,14 @@ public enum OptimizerCheckpoint {
             tensors.append(SafeTensor(name: "item.\(name).first", shape: [pair.first.count], values: pair.first))
             tensors.append(SafeTensor(name: "item.\(name).second", shape: [pair.second.count], values: pair.second))
         }
-        try SafeTensors(tensors: tensors, metadata: ["item_step": "\(item.step)"]).write(to: path)
+        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path)
     }
 
     /// The server optimizer (configuration and step from `state.json`) and the item optimizer restored from
     /// `path`. Throws `CoordinatorError.state` naming the file when it is unreadable or inconsistent.
     public static func read(
         from path: String, server: ServerOptimizer, item configuration: OptimizerConfiguration, userTowerCount: Int
-    ) throws -> (server: ServerOptimizer, item: Optimizer) {
+    ) throws -> (server: ServerOptimizer, item: Optimizer, training: TrainingWeights?) {
         func bad(_ message: String) -> CoordinatorError { CoordinatorError(code: .state, message: "\(path): \(message)") }
         let file: SafeTensors
         do { file = try SafeTensors.read(from: path, requireFinite: true) } catch { throw bad("\(error)") }
@@ -158,9 +178,18 @@ public enum OptimizerCheckpoint {
             }
             moments[name] = (tensor.values, pair.values)
         }
+        var training: TrainingWeights? = nil
+        if let updates = file.metadata["average_updates"] {
+            guard let count = Int(updates), count >= 0 else { throw bad("average_updates is not a count") }
+            var parameters: [String: [Float]] = [:]
+            for tensor in file.tensors where tensor.name.hasPrefix("training.") {
+                parameters[String(tensor.name.dropFirst("training.".count))] = tensor.values
+            }
+            training = TrainingWeights(parameters: parameters, averageUpdates: count)
+        }
         return (
             ServerOptimizer(configuration: server.configuration, step: server.step, first: first, second: second),
-            Optimizer(configuration: configuration, step: step, moments: moments)
+            Optimizer(configuration: configuration, step: step, moments: moments), training
         )
     }
 }

@@ -46,6 +46,11 @@ public struct FederatedSimulationConfiguration: Sendable {
     /// noise from libsodium and is divided by q N; `SimulatedRound.epsilon` reports the ledger. The cohort should
     /// then be `.poisson(rate: q)` with the configuration's sampling rate.
     public var privacy: DifferentialPrivacyConfiguration? = nil
+    /// Multiplier of the server and item learning rates per round.
+    public var learningRateSchedule: LearningRateSchedule = .constant
+    /// Decay of an exponential moving average of the global model (nil: none). When set, evaluation and
+    /// `FederatedSimulationResult.model` use the average.
+    public var averageDecay: Float? = nil
 
     public init(
         model: TwoTowerConfiguration, client: ClientTrainingConfiguration = .init(),
@@ -86,7 +91,10 @@ public struct SimulatedRound: Sendable, Equatable {
 public struct FederatedSimulationResult: Sendable {
     public var server: FederatedServer
     public var rounds: [SimulatedRound]
-    public var model: TwoTowerModel { server.model }
+    /// The moving average of the global model, when the configuration asked for one.
+    public var average: ModelAverage?
+    /// The model to evaluate and save: the average when there is one, else the server's.
+    public var model: TwoTowerModel { average?.model ?? server.model }
 }
 
 /// In-process, single-threaded federated training for experiments: per round, sample a cohort of users (one
@@ -120,6 +128,8 @@ public enum FederatedSimulation {
         if let privacy = configuration.privacy { clientConfiguration.clipNorm = Float(privacy.clipNorm) }
         var trainer = ClientTrainer(configuration: clientConfiguration)
         var ledger = configuration.privacy.map { PrivacyLedger(configuration: $0) }
+        configuration.learningRateSchedule.validate()
+        var average = configuration.averageDecay.map { ModelAverage(model: model, decay: $0) }
         let ids = dataset.users.map { ClientID($0.userIndex) }
         var userOfID: [ClientID: Int] = [:]
         for (i, id) in ids.enumerated() { userOfID[id] = i }
@@ -164,13 +174,14 @@ public enum FederatedSimulation {
                     .privatize(aggregate)
                 ledger?.record(steps: 1)
             }
-            server.apply(aggregate)
+            server.apply(aggregate, learningRateScale: configuration.learningRateSchedule.multiplier(round: completed))
+            average?.update(with: server.model)
             completed += 1
             var evaluation: Double? = nil
             if let evaluate, configuration.evaluationInterval > 0,
                 completed % configuration.evaluationInterval == 0 || completed == rounds
             {
-                evaluation = evaluate(server.model)
+                evaluation = evaluate(average?.model ?? server.model)
             }
             let report = SimulatedRound(
                 round: round, participants: result.aggregate.participants.count,
@@ -180,7 +191,7 @@ public enum FederatedSimulation {
             reports.append(report)
             progress(report)
         }
-        return FederatedSimulationResult(server: server, rounds: reports)
+        return FederatedSimulationResult(server: server, rounds: reports, average: average)
     }
 }
 

@@ -67,15 +67,18 @@ public struct ServerOptimizer: Sendable, Codable, Equatable {
         self.second = second
     }
 
-    /// Moves `parameters` along the mean client `delta` (`local - global`, a negative pseudo-gradient).
-    public mutating func apply(delta: [Float], to parameters: inout [Float]) {
+    /// Moves `parameters` along the mean client `delta` (`local - global`, a negative pseudo-gradient), with the
+    /// configured server learning rate times `learningRateScale` (a schedule's multiplier).
+    public mutating func apply(delta: [Float], to parameters: inout [Float], learningRateScale: Float = 1) {
         precondition(delta.count == parameters.count, "delta and parameters differ in length")
+        precondition(learningRateScale > 0 && learningRateScale.isFinite, "learning-rate scale must be positive")
         step += 1
         let count = delta.count
         switch configuration {
         case .fedAvg(let eta):
-            FlatVector.add(delta, scaledBy: eta, to: &parameters)
-        case .fedAdam(let eta, let b1, let b2, let tau), .fedYogi(let eta, let b1, let b2, let tau):
+            FlatVector.add(delta, scaledBy: eta * learningRateScale, to: &parameters)
+        case .fedAdam(let configuredEta, let b1, let b2, let tau), .fedYogi(let configuredEta, let b1, let b2, let tau):
+            let eta = configuredEta * learningRateScale
             var yogi = false
             if case .fedYogi = configuration { yogi = true }
             if first.count != count {
@@ -139,19 +142,19 @@ public struct FederatedServer: Sendable {
 
     /// Applies one round's aggregate: the server optimizer on the user tower, then the central item step
     /// (back-propagate the mean item-embedding gradient through the item tower, one optimizer step, recompute
-    /// the item embeddings).
-    public mutating func apply(_ aggregate: AggregateUpdate) {
+    /// the item embeddings). Both learning rates are multiplied by `learningRateScale` (a schedule's value).
+    public mutating func apply(_ aggregate: AggregateUpdate, learningRateScale: Float = 1) {
         var flat = userTower.flattened()
-        serverOptimizer.apply(delta: aggregate.meanDelta, to: &flat)
+        serverOptimizer.apply(delta: aggregate.meanDelta, to: &flat, learningRateScale: learningRateScale)
         userTower = UserTower(configuration: configuration, flattened: flat)
-        applyItemStep(itemEmbeddingGradient: aggregate.meanItemEmbeddingGradient)
+        applyItemStep(itemEmbeddingGradient: aggregate.meanItemEmbeddingGradient, learningRateScale: learningRateScale)
         appliedRounds += 1
     }
 
     /// The central item-tower step alone.
-    public mutating func applyItemStep(itemEmbeddingGradient: Matrix) {
+    public mutating func applyItemStep(itemEmbeddingGradient: Matrix, learningRateScale: Float = 1) {
         let gradients = itemTower.backward(itemEmbeddingGradient: itemEmbeddingGradient, itemFeatures: itemFeatures)
-        itemOptimizer.beginStep()
+        itemOptimizer.beginStep(learningRateScale: learningRateScale)
         itemTower.apply(gradients, optimizer: &itemOptimizer)
         itemEmbeddings = itemTower.embeddings(itemFeatures: itemFeatures)
     }

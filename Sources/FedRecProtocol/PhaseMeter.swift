@@ -35,6 +35,15 @@ public final class PhaseMeter: Sendable {
 
     private let totals = Mutex<[Phase: Double]>([:])
     private let baseline = Mutex(Baseline())
+    private let memoryPeaks = Mutex(MemoryFigures())
+
+    /// Private and proportional memory from `/proc/self/smaps_rollup`.
+    struct MemoryFigures {
+        /// Unique set size: pages only this process maps (Private_Clean + Private_Dirty).
+        var privateBytes = 0
+        /// Proportional set size: private pages plus each shared page divided by its sharers.
+        var proportionalBytes = 0
+    }
 
     public init() {}
 
@@ -59,9 +68,36 @@ public final class PhaseMeter: Sendable {
         return try body()
     }
 
+    /// Samples this process's private (unique) and proportional memory and keeps the largest seen; processes
+    /// call it once per round, at their fullest, and `report()` samples once more. Linux only (elsewhere no-op).
+    public func sampleMemory() {
+        guard let now = Self.readMemoryFigures() else { return }
+        memoryPeaks.withLock { peak in
+            peak.privateBytes = max(peak.privateBytes, now.privateBytes)
+            peak.proportionalBytes = max(peak.proportionalBytes, now.proportionalBytes)
+        }
+    }
+
+    static func readMemoryFigures() -> MemoryFigures? {
+        guard let text = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8) else { return nil }
+        var figures = MemoryFigures()
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let kib = Int(fields[1]) else { continue }
+            switch fields[0] {
+            case "Private_Clean:", "Private_Dirty:": figures.privateBytes += kib * 1024
+            case "Pss:": figures.proportionalBytes = kib * 1024
+            default: break
+            }
+        }
+        return figures
+    }
+
     /// CPU seconds per phase so far, the process's total CPU seconds, wall seconds and peak resident memory.
     /// Figures since `beginMeasuring()` (or since the meter was made, if it never was called).
     public func report() -> PhaseReport {
+        sampleMemory()
+        let memory = memoryPeaks.withLock { $0 }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let (base, started) = baseline.withLock { ($0.cpuSeconds, $0.started) }
@@ -73,7 +109,9 @@ public final class PhaseMeter: Sendable {
         let wall = ContinuousClock.now - started
         return PhaseReport(
             cpuSeconds: cpu, wallSeconds: Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18,
-            peakResidentBytes: Int(usage.ru_maxrss) * 1024, phaseCPUSeconds: phases)
+            peakResidentBytes: Int(usage.ru_maxrss) * 1024, phaseCPUSeconds: phases,
+            peakPrivateBytes: memory.privateBytes > 0 ? memory.privateBytes : nil,
+            peakProportionalBytes: memory.proportionalBytes > 0 ? memory.proportionalBytes : nil)
     }
 
     private static func processCPUSeconds() -> Double {
@@ -96,16 +134,25 @@ public struct PhaseReport: Sendable, Codable, Equatable {
     /// User + system CPU seconds of the whole process.
     public var cpuSeconds: Double
     public var wallSeconds: Double
-    /// Peak resident set size (`ru_maxrss`).
+    /// Peak resident set size (`ru_maxrss`): shared library pages included, counted in full by every process.
     public var peakResidentBytes: Int
     /// CPU seconds per `PhaseMeter.Phase` raw value, plus `transport` (everything not measured).
     public var phaseCPUSeconds: [String: Double]
+    /// Largest private memory sampled (unique set size: pages no other process maps), nil where unknown.
+    public var peakPrivateBytes: Int?
+    /// Largest proportional set size sampled (private pages plus a share of shared ones), nil where unknown.
+    public var peakProportionalBytes: Int?
 
-    public init(cpuSeconds: Double, wallSeconds: Double, peakResidentBytes: Int, phaseCPUSeconds: [String: Double]) {
+    public init(
+        cpuSeconds: Double, wallSeconds: Double, peakResidentBytes: Int, phaseCPUSeconds: [String: Double],
+        peakPrivateBytes: Int? = nil, peakProportionalBytes: Int? = nil
+    ) {
         self.cpuSeconds = cpuSeconds
         self.wallSeconds = wallSeconds
         self.peakResidentBytes = peakResidentBytes
         self.phaseCPUSeconds = phaseCPUSeconds
+        self.peakPrivateBytes = peakPrivateBytes
+        self.peakProportionalBytes = peakProportionalBytes
     }
 
     /// Writes the report as JSON (temporary file + rename).

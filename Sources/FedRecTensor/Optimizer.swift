@@ -51,6 +51,8 @@ public struct Optimizer: Sendable {
     public let configuration: OptimizerConfiguration
     /// Completed `beginStep()` calls (Adam's `t`).
     public private(set) var step: Int = 0
+    /// Multiplier of the configured learning rate for the current step (a schedule's value; 1 by default).
+    public private(set) var learningRateScale: Float = 1
     private var moments: [String: Moments] = [:]
 
     struct Moments: Sendable {
@@ -82,9 +84,19 @@ public struct Optimizer: Sendable {
         }
     }
 
-    /// Starts a step (advances Adam's bias-correction counter).
-    public mutating func beginStep() {
+    /// Starts a step (advances Adam's bias-correction counter) whose learning rate is the configured one times
+    /// `learningRateScale` (a schedule's multiplier; must be positive and finite).
+    public mutating func beginStep(learningRateScale: Float = 1) {
+        precondition(learningRateScale > 0 && learningRateScale.isFinite, "learning-rate scale must be positive")
         step += 1
+        self.learningRateScale = learningRateScale
+    }
+
+    /// The configuration in force for the current step (learning rate scaled).
+    private var scaledConfiguration: OptimizerConfiguration {
+        var config = configuration
+        config.learningRate *= learningRateScale
+        return config
     }
 
     private var biasCorrections: (Float, Float) {
@@ -98,7 +110,7 @@ public struct Optimizer: Sendable {
     public mutating func update(_ name: String, parameter: inout Matrix, gradient: Matrix) {
         precondition(parameter.rows == gradient.rows && parameter.columns == gradient.columns, "\(name): gradient shape differs from the parameter")
         let count = parameter.count
-        let config = configuration
+        let config = scaledConfiguration
         let decay = 1 - config.learningRate * config.weightDecay
         switch config.kind {
         case .sgd:
@@ -130,7 +142,7 @@ public struct Optimizer: Sendable {
     public mutating func update(_ name: String, parameter: inout Matrix, gradient: RowSparseGradient) {
         precondition(parameter.rows == gradient.tableRows && parameter.columns == gradient.columns, "\(name): gradient shape differs from the parameter")
         let d = parameter.columns
-        let config = configuration
+        let config = scaledConfiguration
         let decay = 1 - config.learningRate * config.weightDecay
         let (c1, c2) = biasCorrections
         switch config.kind {

@@ -18,7 +18,9 @@ struct BenchRoundsCommand: AsyncParsableCommand {
             data). Rounds are timed on the coordinator from one round's close to the next (checkpoint and payload \
             encoding included), after one warm-up round. CPU time is summed over all processes and split by phase \
             (each process measures its phases with the thread CPU clock; 'transport' is the rest of its CPU time: \
-            gRPC, HTTP/2, protobuf, polling). Peak memory is each process's maximum resident set (ru_maxrss).
+            gRPC, HTTP/2, protobuf, polling). Memory per process: peak resident set (ru_maxrss, which counts the \
+            shared libraries' pages in every process), and the largest proportional and private (unique) set \
+            sampled once per round.
             """)
 
     @Option(help: "Source data set (MovieLens folder) or an imported data-set folder.")
@@ -91,7 +93,7 @@ struct BenchRoundsCommand: AsyncParsableCommand {
                 + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         printFlushed(
             "   N   s/round  rounds/min   CPU s/round: train  crypto  codec  aggr  transport  other  overhead"
-                + "   coord MiB  client MiB")
+                + "   coord MiB (RSS/PSS/private)  client MiB (RSS/PSS/private)")
         for n in counts {
             let allowList = out + "/allow-list-\(n)"
             try (lines.prefix(n).joined(separator: "\n") + "\n").write(
@@ -159,16 +161,26 @@ struct BenchRoundsCommand: AsyncParsableCommand {
             let transport = perRound("transport")
             let other = perRound("evaluation") + perRound("persistence")
             let overhead = total > 0 ? (total - training) / total : 0
-            let mib = { (bytes: Int) in Double(bytes) / 1_048_576 }
+            /// "RSS / PSS / private" MiB, each the largest over `reports`.
+            func memory(_ reports: [PhaseReport]) -> String {
+                func mib(_ bytes: [Int?]) -> String {
+                    let known = bytes.compactMap { $0 }
+                    return known.isEmpty ? "-" : String(format: "%.1f", Double(known.max()!) / 1_048_576)
+                }
+                return String(
+                    format: "%28@", "\(mib(reports.map(\.peakResidentBytes))) / \(mib(reports.map(\.peakProportionalBytes))) / "
+                        + mib(reports.map(\.peakPrivateBytes)))
+            }
             printFlushed(
                 String(
-                    format: "%4d  %8.3f  %10.1f   %17.3f  %6.3f  %5.3f  %4.3f  %9.3f  %5.3f  %7.1f%%   %9.1f  %10.1f",
+                    format: "%4d  %8.3f  %10.1f   %17.3f  %6.3f  %5.3f  %4.3f  %9.3f  %5.3f  %7.1f%%   %@  %@",
                     n, secondsPerRound, 60 / secondsPerRound, training, crypto, codec, aggregation, transport,
-                    other, overhead * 100, mib(coordinatorReport.peakResidentBytes),
-                    mib(clientReports.map(\.peakResidentBytes).max() ?? 0)))
+                    other, overhead * 100, memory([coordinatorReport]), memory(clientReports)))
         }
         printFlushed(
             "CPU s/round is summed over the coordinator and all client processes; overhead = 1 - training / total "
-                + "CPU. MiB = peak resident set (ru_maxrss), shared libraries included.")
+                + "CPU. MiB: peak resident set (ru_maxrss, shared library pages counted in full), and the largest "
+                + "proportional (PSS) and private (unique set, USS) memory sampled once per round from "
+                + "/proc/self/smaps_rollup; the Flower anchor's per-process figures are private memory.")
     }
 }

@@ -95,6 +95,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var secaggClipRange: Float?
     @Option(name: .customLong("stage-deadline"), help: "SecAgg+: seconds allowed for each stage after training.")
     var stageDeadline: Double = 30
+    @Option(help: "Learning-rate schedule of the server and item steps: constant or cosine (decay over --rounds).")
+    var schedule: String = "constant"
+    @Option(help: "Cosine schedule: warm-up rounds.") var warmup: Int = 0
+    @Option(name: .customLong("lr-floor"), help: "Cosine schedule: final multiplier of the learning rates.")
+    var lrFloor: Float = 0.01
+    @Option(help: "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model).")
+    var average: Float = 0.99
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -139,6 +146,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard Fold(rawValue: fold) != nil else {
             throw ValidationError("--fold must be validation or test, got '\(fold)'")
         }
+        guard ["constant", "cosine"].contains(schedule) else {
+            throw ValidationError("--schedule must be constant or cosine, got '\(schedule)'")
+        }
+        guard warmup >= 0, warmup < rounds else { throw ValidationError("--warmup must lie in 0..<--rounds") }
+        guard lrFloor > 0, lrFloor <= 1 else { throw ValidationError("--lr-floor must lie in (0, 1]") }
+        guard average >= 0, average < 1 else { throw ValidationError("--average must lie in [0, 1), got \(average)") }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be non-negative") }
         guard enrolGrace >= 0 else { throw ValidationError("--enrol-grace must be non-negative") }
         if let waitFor, waitFor < 1 { throw ValidationError("--wait-for must be at least 1") }
@@ -174,6 +187,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         o.useItemFeatures = !noItemFeatures
         o.fold = Fold(rawValue: fold) ?? .validation
         o.evaluationInterval = evalEvery
+        if schedule == "cosine" { o.learningRateSchedule = .cosine(rounds: rounds, warmup: warmup, floor: lrFloor) }
+        o.averageDecay = average > 0 ? average : nil
         o.seed = seed
         o.waitForClients = waitFor
         o.enrolmentGrace = .milliseconds(Int64(enrolGrace * 1000))

@@ -59,6 +59,18 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Server adaptivity tau (FedAdam/FedYogi epsilon).")
     var serverTau: Float = 1e-8
 
+    @Option(help: "Learning-rate schedule of the server and item steps: constant or cosine (decay over --rounds).")
+    var schedule: String = "constant"
+
+    @Option(help: "Cosine schedule: warm-up rounds.")
+    var warmup: Int = 0
+
+    @Option(help: "Cosine schedule: final multiplier of the learning rates.")
+    var lrFloor: Float = 0.01
+
+    @Option(help: "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model).")
+    var average: Float = 0.99
+
     @Option(help: "Learning rate of the central item-tower Adam step.")
     var itemLR: Float = 0.005
 
@@ -113,6 +125,12 @@ struct SimulateCommand: AsyncParsableCommand {
         }
         guard clipNorm > 0 else { throw ValidationError("--clip-norm must be positive, got \(clipNorm)") }
         if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
+        guard ["constant", "cosine"].contains(schedule) else {
+            throw ValidationError("--schedule must be constant or cosine, got '\(schedule)'")
+        }
+        guard warmup >= 0, warmup < rounds else { throw ValidationError("--warmup must lie in 0..<--rounds") }
+        guard lrFloor > 0, lrFloor <= 1 else { throw ValidationError("--lr-floor must lie in (0, 1]") }
+        guard average >= 0, average < 1 else { throw ValidationError("--average must lie in [0, 1)") }
         guard evalEvery > 0 else { throw ValidationError("--eval-every must be positive, got \(evalEvery)") }
     }
 
@@ -138,6 +156,10 @@ struct SimulateCommand: AsyncParsableCommand {
                 optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu),
             server: serverOptimizer, itemOptimizer: .adam(learningRate: itemLR), cohort: .count(cohort),
             evaluationInterval: evalEvery, seed: seed)
+        if schedule == "cosine" {
+            configuration.learningRateSchedule = .cosine(rounds: rounds, warmup: warmup, floor: lrFloor)
+        }
+        if average > 0 { configuration.averageDecay = average }
         let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
         if let noiseMultiplier {
             let population = federated.users.count
@@ -153,7 +175,9 @@ struct SimulateCommand: AsyncParsableCommand {
         print(
             "simulating \(rounds) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "
                 + "\(federated.users.count) virtual clients, cohort \(cohort), E=\(localEpochs), "
-                + "B=\(localBatch == 0 ? "all" : String(localBatch)), server \(server) lr \(serverLR)")
+                + "B=\(localBatch == 0 ? "all" : String(localBatch)), server \(server) lr \(serverLR), schedule "
+                + "\(schedule == "cosine" ? "cosine (warm-up \(warmup), floor \(lrFloor))" : "constant")"
+                + (average > 0 ? ", average decay \(average)" : ""))
         let started = ContinuousClock.now
         var lossSum = 0.0
         var lossRounds = 0

@@ -214,3 +214,72 @@ import Testing
         #expect(Set(result.rounds.map(\.participants)).count > 1 || result.rounds.allSatisfy { $0.participants > 0 })
     }
 }
+
+@Suite struct RoundScheduleTests {
+    @Test func cosineWarmsUpDecaysToItsFloorAndNeverLeavesIt() {
+        let schedule = LearningRateSchedule.cosine(rounds: 20, warmup: 4, floor: 0.1)
+        schedule.validate()
+        #expect(schedule.multiplier(round: 0) == 0.2)
+        #expect(abs(schedule.multiplier(round: 3) - 0.8) < 1e-6)
+        #expect(schedule.multiplier(round: 4) == 1)
+        #expect(abs(schedule.multiplier(round: 19) - 0.1) < 1e-6)
+        #expect(abs(schedule.multiplier(round: 50) - 0.1) < 1e-6)
+        let decaying = (4..<20).map { schedule.multiplier(round: $0) }
+        #expect(zip(decaying, decaying.dropFirst()).allSatisfy { $0 >= $1 })
+        #expect((0..<60).allSatisfy { let m = schedule.multiplier(round: $0); return m > 0 && m <= 1 && m.isFinite })
+        #expect(LearningRateSchedule.constant.multiplier(round: 7) == 1)
+    }
+
+    @Test func serverStepScalesItsLearningRate() {
+        var a = ServerOptimizer(configuration: .fedAdam(learningRate: 0.02, beta1: 0.9, beta2: 0.99, tau: 1e-3))
+        var b = ServerOptimizer(configuration: .fedAdam(learningRate: 0.01, beta1: 0.9, beta2: 0.99, tau: 1e-3))
+        var x: [Float] = [1, -1, 0.5], y = x
+        for delta: [Float] in [[0.1, -0.2, 0.3], [0.05, 0.1, -0.1]] {
+            a.apply(delta: delta, to: &x, learningRateScale: 0.5)
+            b.apply(delta: delta, to: &y)
+        }
+        for (p, q) in zip(x, y) { #expect(abs(p - q) < 1e-7) }
+    }
+
+    @Test func averageFollowsItsDecayAndIsExactForAConstantModel() {
+        let data = SyntheticData()
+        let first = data.model
+        var moved = first
+        moved.userTower = UserTower(
+            configuration: first.configuration, flattened: first.userTower.flattened().map { $0 + 1 })
+        var average = ModelAverage(model: first, decay: 0.5)
+        // Update 1: decay min(0.5, 2/11) = 2/11, so the average is 2/11 first + 9/11 moved.
+        average.update(with: moved)
+        let expected = zip(first.userTower.flattened(), moved.userTower.flattened()).map { 2 / 11 * $0 + 9 / 11 * $1 }
+        for (p, q) in zip(average.model.userTower.flattened(), expected) { #expect(abs(p - q) < 1e-5) }
+        // Equal inputs average to themselves (up to rounding of d x + (1 - d) x).
+        for (p, q) in zip(average.model.itemTower.idEmbedding.storage, first.itemTower.idEmbedding.storage) {
+            #expect(abs(p - q) <= 1e-6 * max(1, abs(q)))
+        }
+        #expect(average.updates == 1)
+        // A model that stops moving pulls the average onto it.
+        for _ in 0..<200 { average.update(with: moved) }
+        for (p, q) in zip(average.model.userTower.flattened(), moved.userTower.flattened()) { #expect(abs(p - q) < 1e-4) }
+    }
+
+    @Test func simulationEvaluatesTheAverageAndAScheduledRunDiffersFromAConstantOne() {
+        let data = SyntheticData()
+        var config = FederatedSimulationConfiguration(
+            model: data.configuration, client: .init(localEpochs: 1, batchSize: 4, optimizer: .sgd(learningRate: 0.5)),
+            server: .fedAdam(learningRate: 0.05, tau: 1e-2), itemOptimizer: .adam(learningRate: 0.01),
+            cohort: .count(6), evaluationInterval: 4, seed: 5)
+        let plain = FederatedSimulation.run(dataset: data.dataset, configuration: config, rounds: 8)
+        config.averageDecay = 0.9
+        var evaluated: [TwoTowerModel] = []
+        let averaged = FederatedSimulation.run(
+            dataset: data.dataset, configuration: config, rounds: 8, evaluate: { evaluated.append($0); return 0 })
+        // The raw weights are untouched by averaging; the result and the evaluations are the average.
+        #expect(averaged.server.model == plain.model)
+        #expect(averaged.model != plain.model && averaged.model == averaged.average?.model)
+        #expect(evaluated.last == averaged.model)
+        config.averageDecay = nil
+        config.learningRateSchedule = .cosine(rounds: 8, warmup: 2, floor: 0.1)
+        let scheduled = FederatedSimulation.run(dataset: data.dataset, configuration: config, rounds: 8)
+        #expect(scheduled.model != plain.model)
+    }
+}

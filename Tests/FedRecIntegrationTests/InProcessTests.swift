@@ -55,6 +55,53 @@ struct InProcessTests {
         #expect(resumed.core.enrolledClients.count == fixture.userIDs.count)
     }
 
+    @Test("an averaged run saves the average, checkpoints the raw weights, and resumes to the uninterrupted result")
+    func averagedRunResumes() async throws {
+        func train(_ fixture: Fixture, rounds: Int) async throws {
+            var options = fixture.coordinatorOptions(rounds: rounds)
+            options.averageDecay = 0.8
+            options.learningRateSchedule = .cosine(rounds: 4, warmup: 1, floor: 0.2)
+            let transport = InProcessTransport()
+            let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
+            let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await coordinator.run() }
+                group.addTask { try await clients.run() }
+                try await group.waitForAll()
+            }
+        }
+        func saved(_ fixture: Fixture) throws -> (served: TwoTowerModel, raw: [String: [Float]]) {
+            let state = try #require(try StateStore(directory: fixture.state).load())
+            let served = try ModelFile.read(from: fixture.state + "/" + state.modelFile).model
+            let raw = try SafeTensors.read(from: fixture.state + "/" + state.optimizerFile)
+            var weights: [String: [Float]] = [:]
+            for tensor in raw.tensors where tensor.name.hasPrefix("training.") {
+                weights[String(tensor.name.dropFirst("training.".count))] = tensor.values
+            }
+            return (served, weights)
+        }
+        let straight = try Fixture(users: 6)
+        defer { straight.remove() }
+        try await train(straight, rounds: 4)
+        let interrupted = try Fixture(users: 6)
+        defer { interrupted.remove() }
+        try await train(interrupted, rounds: 2)
+        try await train(interrupted, rounds: 4)
+
+        let a = try saved(straight), b = try saved(interrupted)
+        // The file holds the average, not the raw weights, which the checkpoint keeps.
+        #expect(Set(a.raw.keys) == Set(a.served.namedParameters.map(\.name)))
+        #expect(a.served.namedParameters.contains { a.raw[$0.name]! != $0.value.storage })
+        func close(_ x: [Float], _ y: [Float]) -> Bool {
+            x.count == y.count && zip(x, y).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) }
+        }
+        for (name, _, value) in a.served.namedParameters {
+            let other = try #require(b.served.namedParameters.first { $0.name == name })
+            #expect(close(value.storage, other.value.storage), "served \(name) differs after resuming")
+            #expect(close(a.raw[name]!, b.raw[name]!), "raw \(name) differs after resuming")
+        }
+    }
+
     @Test("tampered, replayed and unenrolled messages are each refused while the round goes on")
     func refusals() async throws {
         let fixture = try Fixture(users: 6)

@@ -25,6 +25,25 @@ import Testing
         #expect(p.storage.map { ($0 * 1e4).rounded() / 1e4 } == [-0.1, 0.1, -0.1])
     }
 
+    @Test(arguments: [OptimizerKind.adam, .sgd]) func learningRateScaleEqualsAScaledConfiguration(kind: OptimizerKind) {
+        // A step at scale s moves exactly as a step of an optimizer configured with learning rate s * lr.
+        var rng = SplitMix64(seed: 9)
+        let start = Matrix(rows: 2, columns: 5, storage: (0..<10).map { _ in rng.nextGaussian() })
+        let gradients = (0..<3).map { _ in Matrix(rows: 2, columns: 5, storage: (0..<10).map { _ in rng.nextGaussian() }) }
+        var scaled = Optimizer(configuration: OptimizerConfiguration(kind: kind, learningRate: 0.1))
+        var reference = Optimizer(configuration: OptimizerConfiguration(kind: kind, learningRate: 0.025))
+        var a = start, b = start
+        for g in gradients {
+            scaled.beginStep(learningRateScale: 0.25)
+            scaled.update("p", parameter: &a, gradient: g)
+            reference.beginStep()
+            reference.update("p", parameter: &b, gradient: g)
+        }
+        #expect(scaled.learningRateScale == 0.25)
+        for (x, y) in zip(a.storage, b.storage) { #expect(abs(x - y) <= 1e-6 * max(1, abs(y))) }
+        #expect(a.storage != start.storage)
+    }
+
     @Test(arguments: [OptimizerKind.adam, .sgd]) func lazyUpdateEqualsDenseOnTouchedRows(kind: OptimizerKind) {
         var rng = SplitMix64(seed: 3)
         let start = Matrix(rows: 6, columns: 4, storage: (0..<24).map { _ in rng.nextGaussian() })

@@ -1,0 +1,88 @@
+public import FedRecModel
+public import FedRecTensor
+
+/// Multiplier of the server and item-tower learning rates per round (the coordinator scales both).
+///
+/// Invariant: `multiplier(round:)` is positive and finite for every round >= 0.
+public enum LearningRateSchedule: Sendable, Hashable, Codable {
+    /// 1 in every round.
+    case constant
+    /// Linear warm-up from `1/(warmup+1)` to 1 over the first `warmup` rounds, then cosine decay from 1 to
+    /// `floor` at round `rounds - 1` (and `floor` after it).
+    case cosine(rounds: Int, warmup: Int, floor: Float)
+
+    /// The multiplier of 0-based round `round`.
+    public func multiplier(round: Int) -> Float {
+        switch self {
+        case .constant:
+            return 1
+        case .cosine(let rounds, let warmup, let floor):
+            if round < warmup { return Float(round + 1) / Float(warmup + 1) }
+            let span = max(1, rounds - 1 - warmup)
+            let progress = min(1, Double(round - warmup) / Double(span))
+            let cosine = 0.5 * (1 + _cos(Double.pi * progress))
+            return floor + (1 - floor) * Float(cosine)
+        }
+    }
+
+    /// Traps on invalid settings (programmer error; the CLI validates first).
+    public func validate() {
+        if case .cosine(let rounds, let warmup, let floor) = self {
+            precondition(rounds >= 1 && warmup >= 0 && warmup < rounds, "cosine schedule needs 0 <= warmup < rounds")
+            precondition(floor > 0 && floor <= 1, "cosine schedule floor must lie in (0, 1]")
+        }
+    }
+}
+
+/// An exponential moving average of a model's parameters (Polyak averaging of the global model across
+/// rounds), used for evaluation and the saved model while training moves the raw weights.
+///
+/// The decay of update `t` (1-based) is `min(decay, (1 + t) / (10 + t))`, so early rounds are not dominated by
+/// the initial weights. Invariant: `parameters` has the model's names and shapes.
+public struct ModelAverage: Sendable {
+    public let decay: Float
+    public private(set) var updates: Int
+    private let configuration: TwoTowerConfiguration
+    private var parameters: [String: Matrix]
+
+    /// Starts the average at `model`. Precondition: `decay` in [0, 1).
+    public init(model: TwoTowerModel, decay: Float, updates: Int = 0) {
+        precondition(decay >= 0 && decay < 1, "average decay must lie in [0, 1)")
+        self.decay = decay
+        self.updates = updates
+        configuration = model.configuration
+        parameters = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.value) })
+    }
+
+    /// Resumes an average from saved parameters (same names and shapes as the model's).
+    public init(configuration: TwoTowerConfiguration, parameters: [String: Matrix], decay: Float, updates: Int) {
+        precondition(decay >= 0 && decay < 1, "average decay must lie in [0, 1)")
+        self.decay = decay
+        self.updates = updates
+        self.configuration = configuration
+        self.parameters = parameters
+    }
+
+    /// Folds the model after one more round into the average.
+    public mutating func update(with model: TwoTowerModel) {
+        updates += 1
+        let t = Float(updates)
+        let d = min(decay, (1 + t) / (10 + t))
+        for (name, _, value) in model.namedParameters {
+            var average = parameters[name]!
+            precondition(average.count == value.count, "\(name): shape changed")
+            average.storage.withUnsafeMutableBufferPointer { a in
+                value.storage.withUnsafeBufferPointer { x in
+                    for i in 0..<a.count { a[i] = d * a[i] + (1 - d) * x[i] }
+                }
+            }
+            parameters[name] = average
+        }
+    }
+
+    /// The averaged model.
+    public var model: TwoTowerModel { TwoTowerModel(configuration: configuration, parameters: parameters) }
+
+    /// The averaged parameters by name (for checkpoints).
+    public var namedParameters: [String: Matrix] { parameters }
+}
