@@ -210,9 +210,10 @@ extension FederatedClient {
                     try ChunkAssembler(plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: 1 << 30)
                 )
             case .data(let chunk):
-                guard var (id, assembler) = pending else {
+                guard let (id, started) = pending else {
                     throw ProtocolError(code: .malformedChunk, message: "stage data without a header")
                 }
+                var assembler = started
                 try assembler.append(index: Int(chunk.index), chunk.data)
                 if assembler.isComplete {
                     inputs.append((id, try assembler.finish()))

@@ -293,7 +293,7 @@ public final class CoordinatorCore: Sendable {
         let sealed = try meter.measure(.crypto) {
             try Envelope.seal(open.payload, header: header, using: session.keys.transmit).serialized
         }
-        let (plan, chunks) = try meter.measure(.codec) { try Chunker.split(sealed, chunkSize: chunkSize) }
+        let (plan, chunks) = meter.measure(.codec) { Chunker.split(sealed, chunkSize: chunkSize) }
         state.withLock { $0.bytesSent += sealed.count }
         let remaining = max(.zero, open.deadline.offset - now.offset)
         let message = Fedrec_V1_RoundHeader.with {

@@ -326,8 +326,8 @@ extension CoordinatorService {
                 return
             case .inputs(let inputs):
                 for (client, sealed) in inputs {
-                    let (plan, chunks) = try core.meter.measure(.codec) {
-                        try Chunker.split(sealed, chunkSize: core.chunkSize)
+                    let (plan, chunks) = core.meter.measure(.codec) {
+                        Chunker.split(sealed, chunkSize: core.chunkSize)
                     }
                     try await response.write(
                         .with {

@@ -1,26 +1,25 @@
-internal import FedRecSecurity
-
-/// How a large payload travels: `PayloadInfo` (total length, chunk count, SHA-256) first, then `chunkCount`
-/// chunks in index order, each at most `chunkSize` bytes, all but the last exactly `chunkSize`.
+/// How a large payload travels: `PayloadInfo` (total length, chunk count) first, then `chunkCount` chunks in
+/// index order, each at most `chunkSize` bytes, all but the last exactly `chunkSize`.
+///
+/// Every chunked payload is a sealed `Envelope`, so integrity and authenticity come from its AEAD tag, checked
+/// when the reassembled bytes are opened; chunking only bounds memory and enforces order and sizes.
 public struct ChunkPlan: Sendable, Hashable {
     /// Default chunk size: 1 MiB, well below gRPC's default 4 MiB message limit.
     public static let defaultChunkSize = 1 << 20
 
     public var totalLength: Int
     public var chunkCount: Int
-    public var sha256: [UInt8]
 
-    public init(totalLength: Int, chunkCount: Int, sha256: [UInt8]) {
+    public init(totalLength: Int, chunkCount: Int) {
         self.totalLength = totalLength
         self.chunkCount = chunkCount
-        self.sha256 = sha256
     }
 }
 
 /// Splits payloads into chunks and checks reassembly.
 public enum Chunker {
     /// The plan and chunks of `payload`. An empty payload is one empty chunk.
-    public static func split(_ payload: [UInt8], chunkSize: Int = ChunkPlan.defaultChunkSize) throws
+    public static func split(_ payload: [UInt8], chunkSize: Int = ChunkPlan.defaultChunkSize)
         -> (plan: ChunkPlan, chunks: [ArraySlice<UInt8>])
     {
         precondition(chunkSize > 0, "chunk size must be positive")
@@ -31,13 +30,12 @@ public enum Chunker {
             chunks.append(payload[start..<end])
             start = end
         } while start < payload.count
-        let digest = try SHA256.hash(payload)
-        return (ChunkPlan(totalLength: payload.count, chunkCount: chunks.count, sha256: digest), chunks)
+        return (ChunkPlan(totalLength: payload.count, chunkCount: chunks.count), chunks)
     }
 }
 
 /// Reassembles one payload from its chunks, refusing anything out of order, oversized or not matching the
-/// announced length and digest. Memory is bounded by `maximumLength`, checked before any chunk is stored.
+/// announced length (the payload's own AEAD tag then authenticates its content). Memory is bounded by `maximumLength`, checked before any chunk is stored.
 public struct ChunkAssembler: Sendable {
     public let plan: ChunkPlan
     public let chunkSize: Int
@@ -45,7 +43,7 @@ public struct ChunkAssembler: Sendable {
     private var nextIndex = 0
 
     /// Throws `oversized` when the announced length exceeds `maximumLength`, `malformedChunk` when the
-    /// announced chunk count cannot carry it at `chunkSize` (or the digest is not 32 bytes).
+    /// announced chunk count cannot carry it at `chunkSize`.
     public init(plan: ChunkPlan, chunkSize: Int = ChunkPlan.defaultChunkSize, maximumLength: Int) throws {
         guard plan.totalLength >= 0, plan.totalLength <= maximumLength else {
             throw ProtocolError(
@@ -57,9 +55,6 @@ public struct ChunkAssembler: Sendable {
                 code: .malformedChunk,
                 message:
                     "\(plan.chunkCount) chunk(s) announced for \(plan.totalLength) bytes, expected \(expectedChunks)")
-        }
-        guard plan.sha256.count == 32 else {
-            throw ProtocolError(code: .malformedChunk, message: "digest of \(plan.sha256.count) bytes, expected 32")
         }
         self.plan = plan
         self.chunkSize = chunkSize
@@ -87,14 +82,11 @@ public struct ChunkAssembler: Sendable {
         nextIndex += 1
     }
 
-    /// The payload, after checking that every chunk arrived and the SHA-256 matches.
+    /// The payload, after checking that every chunk arrived.
     public func finish() throws -> [UInt8] {
         guard isComplete else {
             throw ProtocolError(
                 code: .malformedChunk, message: "stream ended after \(nextIndex) of \(plan.chunkCount) chunk(s)")
-        }
-        guard (try? SHA256.hash(buffer)) == plan.sha256 else {
-            throw ProtocolError(code: .digestMismatch, message: "SHA-256 of the reassembled payload does not match")
         }
         return buffer
     }

@@ -37,6 +37,9 @@ public final class PhaseMeter: Sendable {
     private let baseline = Mutex(Baseline())
     private let memoryPeaks = Mutex(MemoryFigures())
 
+    /// When memory was last sampled (reading smaps_rollup walks the page tables: ~1 ms, so at most once a second).
+    private let lastMemorySample = Mutex<ContinuousClock.Instant?>(nil)
+
     /// Private and proportional memory from `/proc/self/smaps_rollup`.
     struct MemoryFigures {
         /// Unique set size: pages only this process maps (Private_Clean + Private_Dirty).
@@ -69,9 +72,16 @@ public final class PhaseMeter: Sendable {
     }
 
     /// Samples this process's private (unique) and proportional memory and keeps the largest seen; processes
-    /// call it once per round, at their fullest, and `report()` samples once more. Linux only (elsewhere no-op).
-    public func sampleMemory() {
-        guard let now = Self.readMemoryFigures() else { return }
+    /// call it once per round, at their fullest (it samples at most once a second), and `report()` samples once
+    /// more. Linux only (elsewhere no-op).
+    public func sampleMemory(force: Bool = false) {
+        let due = lastMemorySample.withLock { last in
+            let now = ContinuousClock.now
+            guard force || last.map({ now - $0 >= .seconds(1) }) ?? true else { return false }
+            last = now
+            return true
+        }
+        guard due, let now = Self.readMemoryFigures() else { return }
         memoryPeaks.withLock { peak in
             peak.privateBytes = max(peak.privateBytes, now.privateBytes)
             peak.proportionalBytes = max(peak.proportionalBytes, now.proportionalBytes)
@@ -96,7 +106,7 @@ public final class PhaseMeter: Sendable {
     /// CPU seconds per phase so far, the process's total CPU seconds, wall seconds and peak resident memory.
     /// Figures since `beginMeasuring()` (or since the meter was made, if it never was called).
     public func report() -> PhaseReport {
-        sampleMemory()
+        sampleMemory(force: true)
         let memory = memoryPeaks.withLock { $0 }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)

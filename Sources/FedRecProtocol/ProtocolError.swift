@@ -7,7 +7,6 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
         private enum Wrapped: Hashable, Sendable {
             case malformedChunk
             case oversized
-            case digestMismatch
             case malformedPayload
             case wrongShape
             case nonFinite
@@ -26,8 +25,6 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let malformedChunk = Code(.malformedChunk)
         /// A payload or chunk larger than the configured limit.
         public static let oversized = Code(.oversized)
-        /// The reassembled payload does not match its announced length or SHA-256.
-        public static let digestMismatch = Code(.digestMismatch)
         /// The (opened) payload bytes do not decode.
         public static let malformedPayload = Code(.malformedPayload)
         /// Decoded shapes do not match the model.

@@ -10,20 +10,19 @@ public enum Wire {
         .with {
             $0.totalLength = UInt64(plan.totalLength)
             $0.chunkCount = UInt32(plan.chunkCount)
-            $0.sha256 = Data(plan.sha256)
         }
     }
 
     public static func plan(_ info: Fedrec_V1_PayloadInfo) -> ChunkPlan {
         ChunkPlan(
-            totalLength: Int(clamping: info.totalLength), chunkCount: Int(info.chunkCount), sha256: Array(info.sha256))
+            totalLength: Int(clamping: info.totalLength), chunkCount: Int(info.chunkCount))
     }
 
     /// The messages of one sealed update: header, then chunks.
     public static func updateMessages(
         envelope: [UInt8], clientID: String, round: Int, attempt: Int, chunkSize: Int = ChunkPlan.defaultChunkSize
     ) throws -> [Fedrec_V1_UpdateMessage] {
-        let (plan, chunks) = try Chunker.split(envelope, chunkSize: chunkSize)
+        let (plan, chunks) = Chunker.split(envelope, chunkSize: chunkSize)
         var messages: [Fedrec_V1_UpdateMessage] = [
             .with {
                 $0.header = .with {

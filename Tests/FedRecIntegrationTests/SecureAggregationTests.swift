@@ -134,6 +134,8 @@ struct SecureAggregationDropoutTests {
         arguments += [
             "--stage-deadline", "8", "--server-optimizer", "fedavg", "--server-lr", "1",
             "--eval-every", "0", "--min-clients", "2", "--secagg-clip-range", "100",
+            // The saved model is the raw aggregate, not the moving average the CLI serves by default.
+            "--average", "0",
         ]
         if stage >= 0 { arguments.append("--secure-aggregation") }
         let coordinator = try Child(arguments)

@@ -21,7 +21,7 @@ struct ChunkingTests {
     @Test("round trip", arguments: [0, 1, 1023, 1024, 1025, 5000])
     func roundTrip(count: Int) throws {
         let payload = Self.bytes(count)
-        let (plan, chunks) = try Chunker.split(payload, chunkSize: 1024)
+        let (plan, chunks) = Chunker.split(payload, chunkSize: 1024)
         #expect(plan.totalLength == count)
         #expect(chunks.count == max(1, (count + 1023) / 1024))
         var assembler = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
@@ -32,7 +32,7 @@ struct ChunkingTests {
     @Test("a 25 MB payload in 1 MiB chunks, each under gRPC's 4 MiB default limit")
     func twentyFiveMegabytes() throws {
         let payload = Self.bytes(25_000_000)
-        let (plan, chunks) = try Chunker.split(payload)
+        let (plan, chunks) = Chunker.split(payload)
         #expect(chunks.count == 24)
         #expect(chunks.allSatisfy { $0.count <= 4 * 1024 * 1024 })
         var assembler = try ChunkAssembler(plan: plan, maximumLength: 30_000_000)
@@ -43,7 +43,7 @@ struct ChunkingTests {
     @Test("out of order, missing, extra, oversized and corrupted chunks are refused")
     func refusals() throws {
         let payload = Self.bytes(3000)
-        let (plan, chunks) = try Chunker.split(payload, chunkSize: 1024)
+        let (plan, chunks) = Chunker.split(payload, chunkSize: 1024)
         func code(_ body: () throws -> Void) -> ProtocolError.Code? {
             do { try body() } catch let error as ProtocolError { return error.code } catch { return nil }
             return nil
@@ -81,20 +81,35 @@ struct ChunkingTests {
         #expect(
             code {
                 _ = try ChunkAssembler(
-                    plan: ChunkPlan(totalLength: 3000, chunkCount: 2, sha256: plan.sha256), chunkSize: 1024,
+                    plan: ChunkPlan(totalLength: 3000, chunkCount: 2), chunkSize: 1024,
                     maximumLength: 10_000)
             } == .malformedChunk)
-        // Flipped byte: digest mismatch.
+    }
+
+    @Test("a flipped byte in any chunk of a sealed payload is refused when the reassembled envelope is opened")
+    func corruptedChunkOfASealedPayload() throws {
+        let keys = try SymmetricKey()
+        let header = EnvelopeHeader(kind: .modelUpdate, round: 3, sequence: 0, clientID: "client-1")
+        let sealed = try Envelope.seal(Self.bytes(3000), header: header, using: keys).serialized
+        let (plan, chunks) = Chunker.split(sealed, chunkSize: 1024)
+        for position in stride(from: 0, to: sealed.count, by: 97) {
+            var assembler = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+            for (i, chunk) in chunks.enumerated() {
+                var bytes = Array(chunk)
+                if position / 1024 == i { bytes[position % 1024] ^= 0x20 }
+                try assembler.append(index: i, bytes)
+            }
+            let reassembled = try assembler.finish()
+            #expect(throws: SecurityError.self, "byte \(position) flipped and the envelope still opened") {
+                _ = try Envelope(serialized: reassembled).open(
+                    using: keys, clientID: "client-1", kind: .modelUpdate, round: 3)
+            }
+        }
+        var intact = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
+        for (i, chunk) in chunks.enumerated() { try intact.append(index: i, chunk) }
         #expect(
-            code {
-                var a = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000)
-                var first = Array(chunks[0])
-                first[10] ^= 1
-                try a.append(index: 0, first)
-                try a.append(index: 1, chunks[1])
-                try a.append(index: 2, chunks[2])
-                _ = try a.finish()
-            } == .digestMismatch)
+            try Envelope(serialized: intact.finish()).open(using: keys, clientID: "client-1", kind: .modelUpdate, round: 3)
+                == Self.bytes(3000))
     }
 }
 

@@ -156,6 +156,8 @@ public nonisolated struct Fedrec_V1_RoundRequest: Sendable {
   public init() {}
 }
 
+/// Every chunked payload is one sealed envelope: its XChaCha20-Poly1305 tag authenticates the reassembled
+/// bytes, so no separate digest travels (field 3 was a SHA-256 of the payload, as costly as 4 AEAD passes).
 public nonisolated struct Fedrec_V1_PayloadInfo: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -164,8 +166,6 @@ public nonisolated struct Fedrec_V1_PayloadInfo: Sendable {
   public var totalLength: UInt64 = 0
 
   public var chunkCount: UInt32 = 0
-
-  public var sha256: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -804,7 +804,7 @@ nonisolated extension Fedrec_V1_RoundRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedrec_V1_PayloadInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PayloadInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_length\0\u{3}chunk_count\0\u{1}sha256\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}total_length\0\u{3}chunk_count\0\u{b}sha256\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -814,7 +814,6 @@ nonisolated extension Fedrec_V1_PayloadInfo: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.totalLength) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.chunkCount) }()
-      case 3: try { try decoder.decodeSingularBytesField(value: &self.sha256) }()
       default: break
       }
     }
@@ -827,16 +826,12 @@ nonisolated extension Fedrec_V1_PayloadInfo: SwiftProtobuf.Message, SwiftProtobu
     if self.chunkCount != 0 {
       try visitor.visitSingularUInt32Field(value: self.chunkCount, fieldNumber: 2)
     }
-    if !self.sha256.isEmpty {
-      try visitor.visitSingularBytesField(value: self.sha256, fieldNumber: 3)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Fedrec_V1_PayloadInfo, rhs: Fedrec_V1_PayloadInfo) -> Bool {
     if lhs.totalLength != rhs.totalLength {return false}
     if lhs.chunkCount != rhs.chunkCount {return false}
-    if lhs.sha256 != rhs.sha256 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
