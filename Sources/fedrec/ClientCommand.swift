@@ -71,7 +71,8 @@ struct ClientCommand: AsyncParsableCommand {
         options.killAtStage = killAtStage
         do {
             let transport = try HTTP2ClientTransport.Posix(
-                target: .ipv4(address: coordinator.host, port: coordinator.port), transportSecurity: .plaintext)
+                target: .ipv4(address: coordinator.host, port: coordinator.port), transportSecurity: .plaintext,
+                config: TransportTuning.client)
             let client = try ClientBuilder.build(
                 options: options, transport: transport, logger: logger,
                 onAssignment: { round, selected in

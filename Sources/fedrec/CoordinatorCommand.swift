@@ -226,7 +226,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             options.cohort = .poisson(rate: options.privacy!.samplingRate)
         }
         let transport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: options.host, port: options.port), transportSecurity: .plaintext)
+            address: .ipv4(host: options.host, port: options.port), transportSecurity: .plaintext,
+            config: TransportTuning.server)
         do {
             let coordinator = try CoordinatorBuilder.build(
                 options: options, transport: transport, logger: logger,

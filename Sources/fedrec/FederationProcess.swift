@@ -3,6 +3,7 @@ import FedRecClient
 import FedRecCoordinator
 import Foundation
 import Logging
+import GRPCNIOTransportHTTP2
 import Synchronization
 
 /// Exit codes of `fedrec coordinator` and `fedrec client` (and `fedrec demo`), stable for scripts.
@@ -96,4 +97,28 @@ struct HostPort: ExpressibleByArgument, Sendable {
 /// Flushes stdout after each progress line (output may be a pipe).
 func printFlushed(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// HTTP/2 settings of the coordinator's and clients' gRPC transports, sized for payloads of about a megabyte
+/// per message: gRPC's defaults (16 KiB frames; a 64 KiB receive window on the server) make every 1 MiB chunk
+/// 64 frames and stall each upload for a WINDOW_UPDATE every 64 KiB, a process round trip each on a busy host.
+enum TransportTuning {
+    /// Largest frame either side accepts (RFC 9113 allows up to 2^24 - 1): one frame per 1 MiB chunk message.
+    static let maximumFrameSize = 4 << 20
+    /// Flow-control window per stream and connection: a whole model payload in flight without waiting.
+    static let windowSize = 32 << 20
+
+    static var server: HTTP2ServerTransport.Posix.Config {
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = maximumFrameSize
+        config.http2.targetWindowSize = windowSize
+        return config
+    }
+
+    static var client: HTTP2ClientTransport.Posix.Config {
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.http2.maxFrameSize = maximumFrameSize
+        config.http2.targetWindowSize = windowSize
+        return config
+    }
 }
