@@ -34,7 +34,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round.") var minClients: Int = 1
     @Option(help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
     @Option(name: .customLong("max-attempts"), help: "Attempts per round before giving up.") var maxAttempts: Int = 5
-    @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam or fedyogi.") var serverOptimizer: String =
+    @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).") var serverOptimizer: String =
         "fedadam"
     @Option(name: .customLong("server-lr"), help: "Server learning rate (default: 1 for fedavg, 0.005 otherwise).")
     var serverLR: Float?
@@ -116,8 +116,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--deadline must be positive, got \(deadline)")
         }
         guard maxAttempts >= 1 else { throw ValidationError("--max-attempts must be at least 1") }
-        guard ["fedavg", "fedadam", "fedyogi"].contains(serverOptimizer) else {
-            throw ValidationError("--server-optimizer must be fedavg, fedadam or fedyogi, got '\(serverOptimizer)'")
+        guard ["fedavg", "fedadam", "fedyogi", "adam"].contains(serverOptimizer) else {
+            throw ValidationError("--server-optimizer must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(serverOptimizer)'")
         }
         if let serverLR, !(serverLR > 0 && serverLR.isFinite) { throw ValidationError("--server-lr must be positive") }
         guard clientLR > 0, itemLR > 0 else { throw ValidationError("learning rates must be positive") }
@@ -174,6 +174,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         case "fedyogi":
             o.serverOptimizer = .fedYogi(
                 learningRate: serverLR ?? 0.005, beta1: serverBeta1, beta2: serverBeta2, tau: serverTau)
+        case "adam":
+            o.serverOptimizer = .adam(
+                learningRate: serverLR ?? 0.005, beta1: serverBeta1, beta2: serverBeta2, epsilon: serverTau)
         default: o.serverOptimizer = .fedAvg(learningRate: serverLR ?? 1)
         }
         o.itemOptimizer = .adam(learningRate: itemLR)

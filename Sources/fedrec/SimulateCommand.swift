@@ -44,7 +44,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "FedProx proximal coefficient mu.")
     var proximalMu: Float = 0
 
-    @Option(help: "Server optimizer: fedavg, fedadam or fedyogi.")
+    @Option(help: "Server optimizer: fedavg, fedadam, fedyogi or adam (bias-corrected).")
     var server: String = "fedadam"
 
     @Option(help: "Server learning rate.")
@@ -109,8 +109,8 @@ struct SimulateCommand: AsyncParsableCommand {
         guard cohort > 0 else { throw ValidationError("--cohort must be positive, got \(cohort)") }
         guard localEpochs > 0 else { throw ValidationError("--local-epochs must be positive, got \(localEpochs)") }
         guard localBatch >= 0 else { throw ValidationError("--local-batch must be >= 0, got \(localBatch)") }
-        guard ["fedavg", "fedadam", "fedyogi"].contains(server) else {
-            throw ValidationError("--server must be fedavg, fedadam or fedyogi, got '\(server)'")
+        guard ["fedavg", "fedadam", "fedyogi", "adam"].contains(server) else {
+            throw ValidationError("--server must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(server)'")
         }
         for (name, value) in [("--client-lr", clientLR), ("--server-lr", serverLR), ("--item-lr", itemLR), ("--tau", tau)]
         where !(value > 0 && value.isFinite) {
@@ -147,6 +147,7 @@ struct SimulateCommand: AsyncParsableCommand {
             switch server {
             case "fedavg": .fedAvg(learningRate: serverLR)
             case "fedyogi": .fedYogi(learningRate: serverLR, beta1: beta1, beta2: beta2, tau: serverTau)
+            case "adam": .adam(learningRate: serverLR, beta1: beta1, beta2: beta2, epsilon: serverTau)
             default: .fedAdam(learningRate: serverLR, beta1: beta1, beta2: beta2, tau: serverTau)
             }
         var configuration = FederatedSimulationConfiguration(

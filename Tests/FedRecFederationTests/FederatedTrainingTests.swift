@@ -241,6 +241,25 @@ import Testing
         for (p, q) in zip(x, y) { #expect(abs(p - q) < 1e-7) }
     }
 
+    @Test func biasCorrectedServerAdamOnMinusTheGradientIsCentralAdam() {
+        // With delta = -gradient (a FedSGD round at client lr 1), the server's bias-corrected Adam takes exactly
+        // the step central Adam takes on that gradient.
+        var rng = SplitMix64(seed: 17)
+        let start = (0..<12).map { _ in rng.nextGaussian() }
+        var server = ServerOptimizer(configuration: .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8))
+        var central = Optimizer(configuration: .adam(learningRate: 0.01))
+        var x = start
+        var p = Matrix(rows: 3, columns: 4, storage: start)
+        for _ in 0..<5 {
+            let g = (0..<12).map { _ in rng.nextGaussian() }
+            server.apply(delta: g.map { -$0 }, to: &x)
+            central.beginStep()
+            central.update("p", parameter: &p, gradient: Matrix(rows: 3, columns: 4, storage: g))
+        }
+        for (a, b) in zip(x, p.storage) { #expect(abs(a - b) < 1e-5) }
+        #expect(x != start)
+    }
+
     @Test func averageFollowsItsDecayAndIsExactForAConstantModel() {
         let data = SyntheticData()
         let first = data.model
