@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the README's federated quality figures (fedrec-eval-v1): for each data set, simulated federated
 # training (one virtual client per user, the same client trainer, round machine, server optimizer and central
-# item step as the processes; FedSGD clients, cohort 32, moving average 0.99) that
+# item step as the processes; FedSGD clients, cohort 32, moving average 0.99 with warm-up 2) that
 #   1. runs the validation curve of each candidate server optimizer for seeds 1-3 (clients hold train minus
 #      the validation slice),
 #   2. chooses the optimizer and round count with the best mean validation Recall@20 (never test),

@@ -15,7 +15,7 @@ private struct RunFingerprint: Encodable {
     var server: ServerOptimizerConfiguration, training: String
     var privacy: DifferentialPrivacyConfiguration?, secureAggregation: SecureAggregationOptions?
     /// Nil for the defaults (constant schedule, no average), so earlier runs keep their fingerprint.
-    var schedule: LearningRateSchedule?, averageDecay: Float?
+    var schedule: LearningRateSchedule?, averageDecay: Float?, averageWarmup: Float?
 }
 
 /// Builds a `Coordinator` from options: loads the data set, keys, allow-list and any saved state. The CLI and
@@ -81,7 +81,9 @@ public enum CoordinatorBuilder {
                             training: trainingJSON, privacy: options.privacy,
                             secureAggregation: options.secureAggregation,
                             schedule: options.learningRateSchedule == .constant ? nil : options.learningRateSchedule,
-                            averageDecay: options.averageDecay)))))
+                            averageDecay: options.averageDecay,
+                            averageWarmup: options.averageDecay == nil || options.averageWarmup == 10
+                                ? nil : options.averageWarmup)))))
 
         let store = StateStore(directory: options.stateDirectory)
         let saved = try store.load()
@@ -144,7 +146,7 @@ public enum CoordinatorBuilder {
                     average: ModelAverage(
                         configuration: configuration,
                         parameters: Dictionary(uniqueKeysWithValues: served.map { ($0.name, $0.value) }),
-                        decay: decay, updates: training.averageUpdates))
+                        decay: decay, warmup: options.averageWarmup, updates: training.averageUpdates))
             } else {
                 model = CoordinatorModel(
                     model: file.model, itemFeatures: itemFeatures, serverOptimizer: optimizers.server,
@@ -168,7 +170,9 @@ public enum CoordinatorBuilder {
                 model: initial, itemFeatures: itemFeatures,
                 serverOptimizer: ServerOptimizer(configuration: options.serverOptimizer),
                 itemOptimizer: Optimizer(configuration: options.itemOptimizer),
-                average: options.averageDecay.map { ModelAverage(model: initial, decay: $0) })
+                average: options.averageDecay.map {
+                    ModelAverage(model: initial, decay: $0, warmup: options.averageWarmup)
+                })
         }
         let coordinatorCore = CoordinatorCore(
             identity: identity, allowList: allowList, shapes: shapes, logger: logger, clock: ElapsedClock(clock),

@@ -60,6 +60,8 @@ public struct CoordinatorOptions: Sendable {
     /// Decay of the moving average of the global model that is evaluated and saved (the served model); the
     /// raw weights keep training and are checkpointed beside it. Nil: the raw model is served.
     public var averageDecay: Float? = nil
+    /// Warm-up of the average's decay rule `min(decay, (1+t)/(warmup+t))` (see `ModelAverage`).
+    public var averageWarmup: Float = 10
 
     public init(datasetPath: String, keysDirectory: String, allowListPath: String, stateDirectory: String) {
         self.datasetPath = datasetPath

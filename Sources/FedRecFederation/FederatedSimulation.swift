@@ -51,6 +51,8 @@ public struct FederatedSimulationConfiguration: Sendable {
     /// Decay of an exponential moving average of the global model (nil: none). When set, evaluation and
     /// `FederatedSimulationResult.model` use the average.
     public var averageDecay: Float? = nil
+    /// Warm-up of the average's decay rule (see `ModelAverage`).
+    public var averageWarmup: Float = 10
 
     public init(
         model: TwoTowerConfiguration, client: ClientTrainingConfiguration = .init(),
@@ -129,7 +131,9 @@ public enum FederatedSimulation {
         var trainer = ClientTrainer(configuration: clientConfiguration)
         var ledger = configuration.privacy.map { PrivacyLedger(configuration: $0) }
         configuration.learningRateSchedule.validate()
-        var average = configuration.averageDecay.map { ModelAverage(model: model, decay: $0) }
+        var average = configuration.averageDecay.map {
+            ModelAverage(model: model, decay: $0, warmup: configuration.averageWarmup)
+        }
         let ids = dataset.users.map { ClientID($0.userIndex) }
         var userOfID: [ClientID: Int] = [:]
         for (i, id) in ids.enumerated() { userOfID[id] = i }

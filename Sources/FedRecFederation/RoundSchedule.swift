@@ -37,27 +37,38 @@ public enum LearningRateSchedule: Sendable, Hashable, Codable {
 /// An exponential moving average of a model's parameters (Polyak averaging of the global model across
 /// rounds), used for evaluation and the saved model while training moves the raw weights.
 ///
-/// The decay of update `t` (1-based) is `min(decay, (1 + t) / (10 + t))`, so early rounds are not dominated by
-/// the initial weights. Invariant: `parameters` has the model's names and shapes.
+/// The decay of update `t` (1-based) is `min(decay, (1 + t) / (warmup + t))` (warm-up 10 as TensorFlow's
+/// `ExponentialMovingAverage(num_updates:)`; 2 is a running mean of every round's model, the start counting
+/// twice, until the cap binds), so early
+/// rounds are not dominated by the initial weights. Invariant: `parameters` has the model's names and shapes.
 public struct ModelAverage: Sendable {
     public let decay: Float
+    /// `warmup > 1` in the decay rule above.
+    public let warmup: Float
     public private(set) var updates: Int
     private let configuration: TwoTowerConfiguration
     private var parameters: [String: Matrix]
 
     /// Starts the average at `model`. Precondition: `decay` in [0, 1).
-    public init(model: TwoTowerModel, decay: Float, updates: Int = 0) {
+    public init(model: TwoTowerModel, decay: Float, warmup: Float = 10, updates: Int = 0) {
         precondition(decay >= 0 && decay < 1, "average decay must lie in [0, 1)")
+        precondition(warmup > 1 && warmup.isFinite, "average warm-up must exceed 1")
         self.decay = decay
+        self.warmup = warmup
         self.updates = updates
         configuration = model.configuration
         parameters = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.value) })
     }
 
     /// Resumes an average from saved parameters (same names and shapes as the model's).
-    public init(configuration: TwoTowerConfiguration, parameters: [String: Matrix], decay: Float, updates: Int) {
+    public init(
+        configuration: TwoTowerConfiguration, parameters: [String: Matrix], decay: Float, warmup: Float = 10,
+        updates: Int
+    ) {
         precondition(decay >= 0 && decay < 1, "average decay must lie in [0, 1)")
+        precondition(warmup > 1 && warmup.isFinite, "average warm-up must exceed 1")
         self.decay = decay
+        self.warmup = warmup
         self.updates = updates
         self.configuration = configuration
         self.parameters = parameters
@@ -67,7 +78,7 @@ public struct ModelAverage: Sendable {
     public mutating func update(with model: TwoTowerModel) {
         updates += 1
         let t = Float(updates)
-        let d = min(decay, (1 + t) / (10 + t))
+        let d = min(decay, (1 + t) / (warmup + t))
         for (name, _, value) in model.namedParameters {
             var average = parameters[name]!
             precondition(average.count == value.count, "\(name): shape changed")

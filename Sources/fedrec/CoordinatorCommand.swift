@@ -102,6 +102,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var lrFloor: Float = 0.01
     @Option(help: "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model).")
     var average: Float = 0.99
+    @Option(name: .customLong("average-warmup"), help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1; 2: a running mean of every round's model until the decay caps it).")
+    var averageWarmup: Float = 2
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -152,6 +154,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard warmup >= 0, warmup < rounds else { throw ValidationError("--warmup must lie in 0..<--rounds") }
         guard lrFloor > 0, lrFloor <= 1 else { throw ValidationError("--lr-floor must lie in (0, 1]") }
         guard average >= 0, average < 1 else { throw ValidationError("--average must lie in [0, 1), got \(average)") }
+        guard averageWarmup > 1, averageWarmup.isFinite else {
+            throw ValidationError("--average-warmup must exceed 1, got \(averageWarmup)")
+        }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be non-negative") }
         guard enrolGrace >= 0 else { throw ValidationError("--enrol-grace must be non-negative") }
         if let waitFor, waitFor < 1 { throw ValidationError("--wait-for must be at least 1") }
@@ -192,6 +197,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         o.evaluationInterval = evalEvery
         if schedule == "cosine" { o.learningRateSchedule = .cosine(rounds: rounds, warmup: warmup, floor: lrFloor) }
         o.averageDecay = average > 0 ? average : nil
+        o.averageWarmup = averageWarmup
         o.seed = seed
         o.waitForClients = waitFor
         o.enrolmentGrace = .milliseconds(Int64(enrolGrace * 1000))

@@ -71,6 +71,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model).")
     var average: Float = 0.99
 
+    @Option(help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1).")
+    var averageWarmup: Float = 2
+
     @Option(help: "Learning rate of the central item-tower Adam step.")
     var itemLR: Float = 0.005
 
@@ -161,6 +164,8 @@ struct SimulateCommand: AsyncParsableCommand {
             configuration.learningRateSchedule = .cosine(rounds: rounds, warmup: warmup, floor: lrFloor)
         }
         if average > 0 { configuration.averageDecay = average }
+        guard averageWarmup > 1 else { throw ValidationError("--average-warmup must exceed 1") }
+        configuration.averageWarmup = averageWarmup
         let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
         if let noiseMultiplier {
             let population = federated.users.count

@@ -281,6 +281,23 @@ import Testing
         for (p, q) in zip(average.model.userTower.flattened(), moved.userTower.flattened()) { #expect(abs(p - q) < 1e-4) }
     }
 
+    @Test func warmupTwoAveragesUniformlyUntilTheDecayCapsIt() {
+        let data = SyntheticData()
+        let base = data.model
+        func shifted(_ by: Float) -> TwoTowerModel {
+            var m = base
+            m.userTower = UserTower(configuration: base.configuration, flattened: base.userTower.flattened().map { $0 + by })
+            return m
+        }
+        // Decay (1+t)/(2+t) = 1 - 1/(t+2): the running mean of every update and the start, the start counting
+        // twice (the cap 0.9 binds from t = 8 on).
+        var average = ModelAverage(model: shifted(0), decay: 0.9, warmup: 2)
+        for k in 1...5 { average.update(with: shifted(Float(k))) }
+        let expected = base.userTower.flattened().map { $0 + 15 / 7 }  // (0 + 0 + 1 + ... + 5) / 7
+        for (p, q) in zip(average.model.userTower.flattened(), expected) { #expect(abs(p - q) < 1e-4) }
+        #expect(average.warmup == 2)
+    }
+
     @Test func simulationEvaluatesTheAverageAndAScheduledRunDiffersFromAConstantOne() {
         let data = SyntheticData()
         var config = FederatedSimulationConfiguration(

@@ -60,6 +60,7 @@ struct InProcessTests {
         func train(_ fixture: Fixture, rounds: Int) async throws {
             var options = fixture.coordinatorOptions(rounds: rounds)
             options.averageDecay = 0.8
+            options.averageWarmup = 2
             options.learningRateSchedule = .cosine(rounds: 4, warmup: 1, floor: 0.2)
             let transport = InProcessTransport()
             let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
