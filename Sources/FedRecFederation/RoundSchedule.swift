@@ -80,14 +80,13 @@ public struct ModelAverage: Sendable {
         let t = Float(updates)
         let d = min(decay, (1 + t) / (warmup + t))
         for (name, _, value) in model.namedParameters {
-            var average = parameters[name]!
-            precondition(average.count == value.count, "\(name): shape changed")
-            average.storage.withUnsafeMutableBufferPointer { a in
+            precondition(parameters[name]?.count == value.count, "\(name): shape changed")
+            // In place: a local copy of the dictionary's matrix would copy its storage every round.
+            parameters[name]!.storage.withUnsafeMutableBufferPointer { a in
                 value.storage.withUnsafeBufferPointer { x in
                     for i in 0..<a.count { a[i] = d * a[i] + (1 - d) * x[i] }
                 }
             }
-            parameters[name] = average
         }
     }
 
