@@ -85,59 +85,55 @@ public struct ServerOptimizer: Sendable, Codable, Equatable {
         precondition(delta.count == parameters.count, "delta and parameters differ in length")
         precondition(learningRateScale > 0 && learningRateScale.isFinite, "learning-rate scale must be positive")
         step += 1
-        let count = delta.count
         switch configuration {
         case .fedAvg(let eta):
             FlatVector.add(delta, scaledBy: eta * learningRateScale, to: &parameters)
-        case .adam(let configuredEta, let b1, let b2, let epsilon):
-            if first.count != count {
-                first = [Float](repeating: 0, count: count)
-                second = [Float](repeating: 0, count: count)
-            }
+        case .adam(let eta, let b1, let b2, let epsilon):
             // 1 - b^t by repeated products would drift; Double's exp/log is exact enough for t in the millions.
             let t = Double(step)
             let c1 = Float(-expm1(t * log(Double(b1))))
             let c2 = Float(-expm1(t * log(Double(b2))))
-            let stepSize = configuredEta * learningRateScale / c1
-            let inverseC2 = 1 / c2
-            parameters.withUnsafeMutableBufferPointer { x in
-                delta.withUnsafeBufferPointer { g in
-                    first.withUnsafeMutableBufferPointer { m in
-                        second.withUnsafeMutableBufferPointer { v in
-                            for i in 0..<count {
-                                let d = g[i]
-                                m[i] = b1 * m[i] + (1 - b1) * d
-                                v[i] = b2 * v[i] + (1 - b2) * d * d
-                                x[i] += stepSize * m[i] / ((v[i] * inverseC2).squareRoot() + epsilon)
+            applyAdaptive(
+                delta: delta, to: &parameters, beta1: b1, beta2: b2, epsilon: epsilon, initialSecond: 0,
+                stepSize: eta * learningRateScale / c1, secondScale: 1 / c2, yogi: false)
+        case .fedAdam(let eta, let b1, let b2, let tau):
+            applyAdaptive(
+                delta: delta, to: &parameters, beta1: b1, beta2: b2, epsilon: tau, initialSecond: tau * tau,
+                stepSize: eta * learningRateScale, secondScale: 1, yogi: false)
+        case .fedYogi(let eta, let b1, let b2, let tau):
+            applyAdaptive(
+                delta: delta, to: &parameters, beta1: b1, beta2: b2, epsilon: tau, initialSecond: tau * tau,
+                stepSize: eta * learningRateScale, secondScale: 1, yogi: true)
+        }
+    }
+
+    /// One adaptive step shared by FedAdam, FedYogi and bias-corrected Adam: moments start at 0 and
+    /// `initialSecond`; `m = b1 m + (1-b1) d`; `v` by Adam's or Yogi's rule;
+    /// `x += stepSize m / (sqrt(v secondScale) + epsilon)` (`secondScale` 1 without bias correction).
+    private mutating func applyAdaptive(
+        delta: [Float], to parameters: inout [Float], beta1 b1: Float, beta2 b2: Float, epsilon: Float,
+        initialSecond: Float, stepSize: Float, secondScale: Float, yogi: Bool
+    ) {
+        let count = delta.count
+        if first.count != count {
+            first = [Float](repeating: 0, count: count)
+            second = [Float](repeating: initialSecond, count: count)
+        }
+        parameters.withUnsafeMutableBufferPointer { x in
+            delta.withUnsafeBufferPointer { g in
+                first.withUnsafeMutableBufferPointer { m in
+                    second.withUnsafeMutableBufferPointer { v in
+                        for i in 0..<count {
+                            let d = g[i]
+                            let d2 = d * d
+                            m[i] = b1 * m[i] + (1 - b1) * d
+                            if yogi {
+                                let s: Float = v[i] > d2 ? 1 : (v[i] < d2 ? -1 : 0)
+                                v[i] = v[i] - (1 - b2) * d2 * s
+                            } else {
+                                v[i] = b2 * v[i] + (1 - b2) * d2
                             }
-                        }
-                    }
-                }
-            }
-        case .fedAdam(let configuredEta, let b1, let b2, let tau), .fedYogi(let configuredEta, let b1, let b2, let tau):
-            let eta = configuredEta * learningRateScale
-            var yogi = false
-            if case .fedYogi = configuration { yogi = true }
-            if first.count != count {
-                first = [Float](repeating: 0, count: count)
-                second = [Float](repeating: tau * tau, count: count)
-            }
-            parameters.withUnsafeMutableBufferPointer { x in
-                delta.withUnsafeBufferPointer { g in
-                    first.withUnsafeMutableBufferPointer { m in
-                        second.withUnsafeMutableBufferPointer { v in
-                            for i in 0..<count {
-                                let d = g[i]
-                                let d2 = g[i] * g[i]
-                                m[i] = b1 * m[i] + (1 - b1) * d
-                                if yogi {
-                                    let s: Float = v[i] > d2 ? 1 : (v[i] < d2 ? -1 : 0)
-                                    v[i] = v[i] - (1 - b2) * d2 * s
-                                } else {
-                                    v[i] = b2 * v[i] + (1 - b2) * d2
-                                }
-                                x[i] += eta * m[i] / (v[i].squareRoot() + tau)
-                            }
+                            x[i] += stepSize * m[i] / ((v[i] * secondScale).squareRoot() + epsilon)
                         }
                     }
                 }
