@@ -22,6 +22,8 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     let initialModel: CoordinatorModel
     let store: StateStore
     let runFingerprint: String
+    /// What every checkpointed model file carries besides the model (built once per run).
+    let catalogue: SavedModel.Catalogue
     let hasState: Bool
     let logger: Logger
     let onListening: (@Sendable () async throws -> Void)?
@@ -40,6 +42,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         self.initialModel = initialModel
         self.store = store
         self.runFingerprint = runFingerprint
+        self.catalogue = SavedModel.Catalogue(dataset: dataset, configuration: initialModel.servedModel.configuration)
         self.hasState = hasState
         self.logger = logger
         self.onListening = onListening
@@ -218,7 +221,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         do {
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
             try SavedModel.file(
-                model: model.servedModel, dataset: dataset,
+                model: model.servedModel, catalogue: catalogue,
                 extraMetadata: [SavedModel.MetadataKey.federatedRounds: "\(snapshot.completed)"]
             ).write(to: store.directory + "/" + name)
             try OptimizerCheckpoint.write(

@@ -1,5 +1,6 @@
 public import FedRecData
 public import FedRecModel
+public import FedRecTensor
 import Foundation
 
 /// The one way fedrec builds a model file to save: `fedrec train`, `fedrec simulate` and the coordinator's
@@ -15,19 +16,49 @@ public enum SavedModel {
         public static let federatedRounds = "federated_rounds"
     }
 
+    /// What every model file of one data set carries besides the model itself (titles, genres, content
+    /// features, training popularity, catalogue ids). Building it scans the data set, so a process that saves
+    /// many files of one run (the coordinator checkpoints every round) builds it once.
+    public struct Catalogue: Sendable {
+        let metadata: [String: String]
+        let itemFeatures: SparseMatrix
+        let datasetChecksum: String
+        let itemIDs: [String]
+        let itemPopularity: [Float]
+        let itemContent: ItemContent
+        /// The model configuration the item features were chosen for.
+        let configuration: TwoTowerConfiguration
+
+        public init(dataset data: Dataset, configuration: TwoTowerConfiguration) {
+            metadata = [
+                MetadataKey.itemTitles: encodeJSON(data.titles), MetadataKey.itemGenres: encodeJSON(data.genres),
+                MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
+            ]
+            itemFeatures = CentralTraining.itemFeatures(of: data, for: configuration)
+            datasetChecksum = data.checksum
+            itemIDs = data.itemIDs
+            itemPopularity = trainingPopularity(of: data)
+            itemContent = ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures)
+            self.configuration = configuration
+        }
+    }
+
     /// The model file of `model` trained on `data`, plus `extraMetadata` (which may not override the keys above).
     public static func file(model: TwoTowerModel, dataset data: Dataset, extraMetadata: [String: String] = [:])
         -> ModelFile
     {
-        var metadata = extraMetadata
-        metadata[MetadataKey.itemTitles] = encodeJSON(data.titles)
-        metadata[MetadataKey.itemGenres] = encodeJSON(data.genres)
-        metadata[MetadataKey.datasetName] = data.manifest.sourceFormat.rawValue
+        file(model: model, catalogue: Catalogue(dataset: data, configuration: model.configuration), extraMetadata: extraMetadata)
+    }
+
+    /// The model file of `model` with a prepared `catalogue` (built for `model`'s configuration).
+    public static func file(model: TwoTowerModel, catalogue: Catalogue, extraMetadata: [String: String] = [:])
+        -> ModelFile
+    {
+        precondition(catalogue.configuration == model.configuration, "the catalogue was built for another model configuration")
         return ModelFile(
-            model: model, itemFeatures: CentralTraining.itemFeatures(of: data, for: model.configuration),
-            datasetChecksum: data.checksum, itemIDs: data.itemIDs, extraMetadata: metadata,
-            itemPopularity: trainingPopularity(of: data),
-            itemContent: ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures))
+            model: model, itemFeatures: catalogue.itemFeatures, datasetChecksum: catalogue.datasetChecksum,
+            itemIDs: catalogue.itemIDs, extraMetadata: extraMetadata.merging(catalogue.metadata) { _, fixed in fixed },
+            itemPopularity: catalogue.itemPopularity, itemContent: catalogue.itemContent)
     }
 
     /// Training-split interactions per catalogue item (the recall popularity channel).

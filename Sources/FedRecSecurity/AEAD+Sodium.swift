@@ -64,22 +64,17 @@ public enum AEAD {
     ) throws -> SealedBox {
         try Sodium.ensureInitialised()
         let nonce = try nonce ?? Nonce()
-        return try message.withUnsafeBytes { m in
-            var output = [UInt8](repeating: 0, count: m.count + tagByteCount)
-            var written: UInt64 = 0
+        let output = try message.withUnsafeBytes { m in
             try associatedData.withUnsafeBytes { ad in
-                try key.withUnsafeBytes { k in
-                    try Sodium.check(
-                        crypto_aead_xchacha20poly1305_ietf_encrypt(
-                            &output, &written, m.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(m.count),
-                            ad.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(ad.count), nil, nonce.bytes,
-                            k.baseAddress!.assumingMemoryBound(to: UInt8.self)),
-                        "crypto_aead_xchacha20poly1305_ietf_encrypt")
+                try nonce.bytes.withUnsafeBytes { n in
+                    try [UInt8](unsafeUninitializedCapacity: m.count + tagByteCount) { out, count in
+                        try encrypt(m, nonce: n, using: key, authenticating: ad, into: UnsafeMutableRawBufferPointer(out))
+                        count = m.count + tagByteCount
+                    }
                 }
             }
-            precondition(Int(written) == output.count, "AEAD wrote an unexpected length")
-            return SealedBox(nonce: nonce, ciphertextAndTag: output)
         }
+        return SealedBox(nonce: nonce, ciphertextAndTag: output)
     }
 
     /// `seal` with no associated data.
@@ -127,20 +122,63 @@ public enum AEAD {
         _ box: SealedBox, using key: SymmetricKey, authenticating associatedData: AD,
         into output: UnsafeMutableRawBufferPointer
     ) throws {
+        try box.ciphertextAndTag.withUnsafeBytes { sealed in
+            try box.nonce.bytes.withUnsafeBytes { nonce in
+                try associatedData.withUnsafeBytes { ad in
+                    try decrypt(sealed, nonce: nonce, using: key, authenticating: ad, into: output)
+                }
+            }
+        }
+    }
+
+    /// Fills `nonce` (24 bytes) with fresh randomness, as `Nonce()` does.
+    static func fillRandomNonce(_ nonce: UnsafeMutableRawBufferPointer) throws {
         try Sodium.ensureInitialised()
-        precondition(output.count == box.ciphertextAndTag.count - tagByteCount, "output length")
+        precondition(nonce.count == nonceByteCount, "AEAD nonce length")
+        randombytes_buf(nonce.baseAddress!, nonceByteCount)
+    }
+
+    /// Encrypts `message` into `output` (`message.count + tagByteCount` bytes: ciphertext, then tag) with a
+    /// 24-byte `nonce`, authenticating `associatedData`. For callers that lay the wire form out themselves.
+    static func encrypt(
+        _ message: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, using key: SymmetricKey,
+        authenticating associatedData: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer
+    ) throws {
+        try Sodium.ensureInitialised()
+        precondition(nonce.count == nonceByteCount && output.count == message.count + tagByteCount, "AEAD lengths")
+        var written: UInt64 = 0
+        try key.withUnsafeBytes { k in
+            try Sodium.check(
+                crypto_aead_xchacha20poly1305_ietf_encrypt(
+                    output.baseAddress!.assumingMemoryBound(to: UInt8.self), &written,
+                    message.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(message.count),
+                    associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(associatedData.count), nil,
+                    nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                "crypto_aead_xchacha20poly1305_ietf_encrypt")
+        }
+        precondition(Int(written) == output.count, "AEAD wrote an unexpected length")
+    }
+
+    /// Verifies `ciphertextAndTag` and decrypts it into `output` (`ciphertextAndTag.count - tagByteCount` bytes);
+    /// throws `authenticationFailed` (with `output` zeroed) when it does not authenticate.
+    static func decrypt(
+        _ ciphertextAndTag: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, using key: SymmetricKey,
+        authenticating associatedData: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer
+    ) throws {
+        try Sodium.ensureInitialised()
+        precondition(
+            nonce.count == nonceByteCount && ciphertextAndTag.count >= tagByteCount
+                && output.count == ciphertextAndTag.count - tagByteCount, "AEAD lengths")
         // A zero-length plaintext still needs a valid pointer.
         var scratch: UInt8 = 0
-        let code: Int32 = associatedData.withUnsafeBytes { ad in
-            key.withUnsafeBytes { k in
-                withUnsafeMutablePointer(to: &scratch) { fallback in
-                    var written: UInt64 = 0
-                    return crypto_aead_xchacha20poly1305_ietf_decrypt(
-                        output.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? fallback, &written, nil,
-                        box.ciphertextAndTag, UInt64(box.ciphertextAndTag.count),
-                        ad.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(ad.count), box.nonce.bytes,
-                        k.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                }
+        let code: Int32 = key.withUnsafeBytes { k in
+            withUnsafeMutablePointer(to: &scratch) { fallback in
+                var written: UInt64 = 0
+                return crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    output.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? fallback, &written, nil,
+                    ciphertextAndTag.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(ciphertextAndTag.count),
+                    associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(associatedData.count),
+                    nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
         guard code == 0 else {

@@ -109,41 +109,64 @@ public struct EnvelopeHeader: Sendable, Hashable {
 }
 
 /// A sealed message on the wire: `header || nonce || ciphertext || tag`, the header authenticated as associated data.
+/// It keeps the wire form itself: sealing writes it in one pass and opening decrypts straight out of it, so a
+/// model-sized payload is not copied on the way.
 public struct Envelope: Sendable, Hashable {
     /// The header as sent; authentic only after `open` succeeds.
     public let header: EnvelopeHeader
-    public let sealedBox: AEAD.SealedBox
-    private let encodedHeader: [UInt8]
+    /// The wire bytes.
+    public let serialized: [UInt8]
+    /// Length of the encoded header at the start of `serialized`.
+    private let headerLength: Int
 
-    /// Seals `payload` under `key` with `header` as associated data.
+    /// Seals `payload` under `key` with `header` as associated data (and a fresh random nonce).
     public static func seal<Payload: ContiguousBytes>(
         _ payload: Payload, header: EnvelopeHeader, using key: SymmetricKey
     )
         throws -> Envelope
     {
         let ad = try header.encoded()
-        let box = try AEAD.seal(payload, using: key, authenticating: ad)
-        return Envelope(header: header, sealedBox: box, encodedHeader: ad)
+        try Sodium.ensureInitialised()
+        let bytes = try payload.withUnsafeBytes { message in
+            let total = ad.count + AEAD.nonceByteCount + message.count + AEAD.tagByteCount
+            return try [UInt8](unsafeUninitializedCapacity: total) { out, count in
+                let raw = UnsafeMutableRawBufferPointer(out)
+                raw.copyBytes(from: ad)
+                let nonce = UnsafeMutableRawBufferPointer(rebasing: raw[ad.count..<(ad.count + AEAD.nonceByteCount)])
+                try AEAD.fillRandomNonce(nonce)
+                try ad.withUnsafeBytes { associated in
+                    try AEAD.encrypt(
+                        message, nonce: UnsafeRawBufferPointer(nonce), using: key,
+                        authenticating: associated,
+                        into: UnsafeMutableRawBufferPointer(rebasing: raw[(ad.count + AEAD.nonceByteCount)...]))
+                }
+                count = total
+            }
+        }
+        return Envelope(header: header, serialized: bytes, headerLength: ad.count)
     }
 
-    private init(header: EnvelopeHeader, sealedBox: AEAD.SealedBox, encodedHeader: [UInt8]) {
+    private init(header: EnvelopeHeader, serialized: [UInt8], headerLength: Int) {
         self.header = header
-        self.sealedBox = sealedBox
-        self.encodedHeader = encodedHeader
+        self.serialized = serialized
+        self.headerLength = headerLength
     }
 
     /// Parses wire bytes without authenticating them (the receiver reads `header.clientID` to find the session
-    /// key, then calls `open`). Throws `malformedMessage`.
+    /// key, then calls `open`). Throws `malformedMessage`. An `[UInt8]` is kept as is, not copied.
     public init<Bytes: Collection>(serialized bytes: Bytes) throws where Bytes.Element == UInt8 {
         let all = Array(bytes)
         let (header, length) = try EnvelopeHeader.decode(all[...])
+        guard all.count - length >= AEAD.nonceByteCount + AEAD.tagByteCount else {
+            throw SecurityError(
+                code: .malformedMessage,
+                message: "sealed box of \(all.count - length) bytes is shorter than nonce and tag "
+                    + "(\(AEAD.nonceByteCount + AEAD.tagByteCount))")
+        }
         self.header = header
-        self.encodedHeader = Array(all[..<length])
-        self.sealedBox = try AEAD.SealedBox(combined: all[length...])
+        self.headerLength = length
+        self.serialized = all
     }
-
-    /// The wire bytes.
-    public var serialized: [UInt8] { encodedHeader + sealedBox.combined }
 
     /// Authenticates and decrypts. Checks, in order: protocol version (`unsupportedVersion`), that the header
     /// names `clientID`, `kind` and (when given) `round` (`unexpectedContext`), then the AEAD tag over header
@@ -167,7 +190,18 @@ public struct Envelope: Sendable, Hashable {
             throw SecurityError(
                 code: .unexpectedContext, message: "envelope for round \(header.round), expected round \(round)")
         }
-        return try AEAD.open(sealedBox, using: key, authenticating: encodedHeader)
+        let headerLength = self.headerLength
+        return try serialized.withUnsafeBytes { all in
+            let sealedStart = headerLength + AEAD.nonceByteCount
+            let sealed = UnsafeRawBufferPointer(rebasing: all[sealedStart...])
+            return try [UInt8](unsafeUninitializedCapacity: sealed.count - AEAD.tagByteCount) { out, count in
+                try AEAD.decrypt(
+                    sealed, nonce: UnsafeRawBufferPointer(rebasing: all[headerLength..<sealedStart]), using: key,
+                    authenticating: UnsafeRawBufferPointer(rebasing: all[..<headerLength]),
+                    into: UnsafeMutableRawBufferPointer(out))
+                count = sealed.count - AEAD.tagByteCount
+            }
+        }
     }
 }
 

@@ -103,64 +103,109 @@ public struct SafeTensors: Sendable, Equatable {
 
     // MARK: Encoding
 
-    /// The file bytes.
-    public func encoded() -> [UInt8] {
-        var header = "{"
+    /// The header: its little-endian length, then the JSON padded with spaces to a multiple of 8.
+    func header() -> [UInt8] {
+        var json: [UInt8] = [UInt8(ascii: "{")]
+        json.reserveCapacity(256 + metadata.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 8 })
         var offset = 0
         var first = true
         if !metadata.isEmpty {
-            header += "\"__metadata__\":{"
-            header += metadata.keys.sorted().map { "\(Self.jsonString($0)):\(Self.jsonString(metadata[$0]!))" }.joined(separator: ",")
-            header += "}"
+            json += Array(#""__metadata__":{"#.utf8)
+            for (index, key) in metadata.keys.sorted().enumerated() {
+                if index > 0 { json.append(UInt8(ascii: ",")) }
+                Self.appendJSONString(key, to: &json)
+                json.append(UInt8(ascii: ":"))
+                Self.appendJSONString(metadata[key]!, to: &json)
+            }
+            json.append(UInt8(ascii: "}"))
             first = false
         }
         for tensor in tensors {
             let bytes = tensor.elementCount * 4
-            if !first { header += "," }
+            if !first { json.append(UInt8(ascii: ",")) }
             first = false
-            header += "\(Self.jsonString(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+            Self.appendJSONString(tensor.name, to: &json)
+            json += Array(#":{"dtype":"\#(tensor.dtype.rawValue)","shape":[\#(tensor.shape.map(String.init).joined(separator: ","))],"data_offsets":[\#(offset),\#(offset + bytes)]}"#.utf8)
             offset += bytes
         }
-        header += "}"
-        var headerBytes = Array(header.utf8)
-        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+        json.append(UInt8(ascii: "}"))
+        while json.count % 8 != 0 { json.append(0x20) }
         var out: [UInt8] = []
-        out.reserveCapacity(8 + headerBytes.count + offset)
-        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(contentsOf: headerBytes)
-        for tensor in tensors {
-            #if _endian(little)
-            if tensor.dtype == .f32 {
-                tensor.values.withUnsafeBytes { out.append(contentsOf: $0) }
-            } else {
-                tensor.integers.withUnsafeBytes { out.append(contentsOf: $0) }
-            }
-            #else
-            for value in tensor.values {
-                withUnsafeBytes(of: value.bitPattern.littleEndian) { out.append(contentsOf: $0) }
-            }
-            for value in tensor.integers {
-                withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
-            }
-            #endif
-        }
+        out.reserveCapacity(8 + json.count)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        out += json
         return out
     }
 
-    /// Writes atomically: a temporary file in the same directory, then `rename`.
-    public func write(to path: String) throws(TensorFileError) {
-        let bytes = encoded()
-        let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
-        do {
-            try Data(bytes).write(to: temporary)
-        } catch {
-            throw TensorFileError(code: .io, file: path, message: "cannot write temporary file: \(error)")
+    /// Calls `body` with the header, then each tensor's little-endian data, in file order; stops at the first error.
+    private func withParts<Failure: Error>(_ body: (UnsafeRawBufferPointer) throws(Failure) -> Void) throws(Failure) {
+        var failure: Failure? = nil
+        func feed(_ bytes: UnsafeRawBufferPointer) {
+            guard failure == nil else { return }
+            do throws(Failure) { try body(bytes) } catch { failure = error }
         }
-        if rename(temporary.path, path) != 0 {
+        header().withUnsafeBytes(feed)
+        for tensor in tensors {
+            #if _endian(little)
+            if tensor.dtype == .f32 { tensor.values.withUnsafeBytes(feed) } else { tensor.integers.withUnsafeBytes(feed) }
+            #else
+            var swapped: [UInt8] = []
+            swapped.reserveCapacity(tensor.elementCount * 4)
+            for value in tensor.values {
+                withUnsafeBytes(of: value.bitPattern.littleEndian) { swapped.append(contentsOf: $0) }
+            }
+            for value in tensor.integers {
+                withUnsafeBytes(of: value.littleEndian) { swapped.append(contentsOf: $0) }
+            }
+            swapped.withUnsafeBytes(feed)
+            #endif
+        }
+        if let failure { throw failure }
+    }
+
+    /// The file bytes.
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(8 + 256 + tensors.reduce(0) { $0 + $1.elementCount * 4 })
+        withParts { bytes in out.append(contentsOf: bytes) }
+        return out
+    }
+
+    /// Writes atomically: a temporary file in the same directory (mode 0644), written straight from the tensors'
+    /// storage, then `rename`. A failure removes the temporary file and leaves any file at `path` untouched.
+    public func write(to path: String) throws(TensorFileError) {
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let name = path.contains("/") ? String(path[path.index(after: path.lastIndex(of: "/")!)...]) : path
+        let temporary = directory + "/.\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw TensorFileError(code: .io, file: path, message: "cannot create a temporary file (errno \(errno))")
+        }
+        do {
+            try withParts { (bytes) throws(TensorFileError) in
+                var written = 0
+                while written < bytes.count {
+                    let result = Foundation.write(descriptor, bytes.baseAddress! + written, bytes.count - written)
+                    if result < 0 {
+                        if errno == EINTR { continue }
+                        throw TensorFileError(code: .io, file: path, message: "cannot write temporary file (errno \(errno))")
+                    }
+                    written += result
+                }
+            }
+        } catch {
+            close(descriptor)
+            unlink(temporary)
+            throw error
+        }
+        guard close(descriptor) == 0 else {
             let code = errno
-            try? FileManager.default.removeItem(at: temporary)
+            unlink(temporary)
+            throw TensorFileError(code: .io, file: path, message: "cannot write temporary file (errno \(code))")
+        }
+        if rename(temporary, path) != 0 {
+            let code = errno
+            unlink(temporary)
             throw TensorFileError(code: .io, file: path, message: "cannot rename temporary file into place (errno \(code))")
         }
     }
@@ -294,19 +339,28 @@ public struct SafeTensors: Sendable, Equatable {
         return result
     }
 
-    private static func jsonString(_ string: String) -> String {
-        var out = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
+    /// Appends `string` as a JSON string literal: UTF-8 copied as is, except `"`, `\` and control characters.
+    static func appendJSONString(_ string: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var string = string
+        string.withUTF8 { utf8 in
+            var runStart = 0
+            for (index, byte) in utf8.enumerated() where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<index]))
+                switch byte {
+                case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+                case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+                case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+                case UInt8(ascii: "\r"): out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+                case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+                default:
+                    let hex = Array("0123456789abcdef".utf8)
+                    out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+                }
+                runStart = index + 1
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...]))
         }
-        return out + "\""
+        out.append(UInt8(ascii: "\""))
     }
 }

@@ -17,6 +17,26 @@ import Testing
         #expect(Array(flat[hidden.offset..<(hidden.offset + hidden.count)]) == tower.hiddenBias.storage)
     }
 
+    /// The bit-pattern finiteness check agrees with `Float.isFinite` on random bit patterns, every special value
+    /// and every position of a single bad element.
+    @Test func finitenessCheckMatchesFloatIsFinite() {
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<200 {
+            let values = (0..<Int(rng.next() % 40)).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) }
+            #expect(FlatVector.isFinite(values) == values.allSatisfy(\.isFinite))
+        }
+        let specials: [Float] = [.infinity, -.infinity, .nan, -.nan, .signalingNaN, .greatestFiniteMagnitude,
+            -.greatestFiniteMagnitude, .leastNonzeroMagnitude, 0, -0]
+        for special in specials {
+            for position in [0, 7, 8, 63, 64, 99] {
+                var values = [Float](repeating: 1.5, count: 100)
+                values[position] = special
+                #expect(FlatVector.isFinite(values) == special.isFinite, "\(special) at \(position)")
+            }
+        }
+        #expect(FlatVector.isFinite([]))
+    }
+
     @Test func deltaIsLocalMinusGlobal() {
         let data = SyntheticData()
         let global = data.model.userTower

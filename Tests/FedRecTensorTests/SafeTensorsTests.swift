@@ -28,6 +28,42 @@ import Testing
         #expect(bytes.count == 8 + headerLength + 4 * 9)
     }
 
+    /// Metadata with every control character, quotes, backslashes and multi-byte UTF-8 survives a round trip,
+    /// and the file holds exactly `encoded()` (the streaming writer and the in-memory encoder agree).
+    @Test func metadataEscapingAndStreamedBytes() throws {
+        let awkward = String((0..<0x20).map { Character(Unicode.Scalar(UInt8($0))) }) + "\"\\/ é 映画 🎬 \u{7f}"
+        let file = SafeTensors(
+            tensors: [SafeTensor(name: "w \"q\"", shape: [2], values: [1, 2]), SafeTensor(name: "i", shape: [3], integers: [4, -5, 6])],
+            metadata: ["awkward": awkward, "ключ": "value", "": "empty key"])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-st-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try file.write(to: path)
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: path))) == file.encoded())
+        let read = try SafeTensors.read(from: path)
+        #expect(read.metadata == file.metadata)
+        #expect(read["w \"q\""]?.values == [1, 2])
+        #expect(read["i"]?.integers == [4, -5, 6])
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int).map { $0 & 0o022 } == 0)
+    }
+
+    /// A write that cannot complete leaves the file already at the path untouched and no temporary behind.
+    @Test func failedWriteKeepsTheSavedFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-st-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/model.safetensors"
+        try Self.sample.write(to: path)
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        // Renaming a file over a non-empty directory fails after the temporary file was written.
+        let blocked = directory + "/blocked"
+        try FileManager.default.createDirectory(atPath: blocked + "/inside", withIntermediateDirectories: true)
+        #expect(throws: TensorFileError.self) { try Self.sample.write(to: blocked) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == ["blocked", "model.safetensors"])
+        #expect(throws: TensorFileError.self) { try Self.sample.write(to: directory + "/missing/model.safetensors") }
+    }
+
     /// Replaces the header JSON (keeping the data) for malformed-header tests.
     func withHeader(_ json: String, data: [UInt8]) -> [UInt8] {
         var header = Array(json.utf8)
