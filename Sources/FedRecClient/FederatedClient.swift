@@ -247,10 +247,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         let global: GlobalModelPayload
         do {
-            let envelope = try Envelope(serialized: sealed)
             let plaintext = try meter.measure(.crypto) {
-                try envelope.open(
-                    using: opener.keys.receive, clientID: opener.id, kind: .roundAssignment, round: header.round)
+                let roundKey = try SymmetricKey(
+                    Envelope(serialized: Array(header.roundKey)).openSecret(
+                        using: opener.keys.receive, clientID: opener.id, kind: .roundKey, round: header.round))
+                let model = try Envelope(serialized: sealed)
+                guard model.header.sequence == UInt64(header.attempt) else {
+                    throw ProtocolError(
+                        code: .unexpectedMessage,
+                        message: "round model of attempt \(model.header.sequence), the header announced \(header.attempt)")
+                }
+                return try model.open(using: roundKey, clientID: Wire.cohortAudience, kind: .roundModel, round: header.round)
             }
             global = try meter.measure(.codec) {
                 try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)

@@ -2,6 +2,7 @@ public import FedRecFederation
 public import FedRecProtocol
 import FedRecSecurity
 import FedRecTensor
+import Foundation
 import Logging
 import Synchronization
 
@@ -47,14 +48,40 @@ struct Session: Sendable {
     var keys: SessionKeys
 }
 
-/// The round being collected, as GetRound serves it.
+/// The round being collected, as GetRound serves it: its global model sealed once, under a fresh random round
+/// key, for every process of the cohort (each receives the key sealed for one of its selected clients).
 struct OpenRound: Sendable {
     var round: Int
     var attempt: Int
     var cohort: Set<String>
     var deadline: SimulatedInstant
-    var payload: [UInt8]
     var seed: UInt64
+    /// The key `model` is sealed under; fresh per attempt.
+    var roundKey: SymmetricKey
+    /// The sealed model's chunks, shared by every GetRound answer of this attempt.
+    var plan: ChunkPlan
+    var chunks: [Data]
+
+    /// Seals `payload` (an encoded `GlobalModelPayload`) under a fresh round key: an envelope of kind
+    /// `roundModel` for `Wire.cohortAudience`, with the attempt as its sequence number.
+    init(
+        round: Int, attempt: Int, cohort: Set<String>, deadline: SimulatedInstant, payload: [UInt8], seed: UInt64,
+        chunkSize: Int, meter: PhaseMeter
+    ) throws {
+        self.round = round
+        self.attempt = attempt
+        self.cohort = cohort
+        self.deadline = deadline
+        self.seed = seed
+        let key = try SymmetricKey()
+        let header = EnvelopeHeader(
+            kind: .roundModel, round: UInt64(round), sequence: UInt64(attempt), clientID: Wire.cohortAudience)
+        let sealed = try meter.measure(.crypto) { try Envelope.seal(payload, header: header, using: key).serialized }
+        let (plan, slices) = meter.measure(.codec) { Chunker.split(sealed, chunkSize: chunkSize) }
+        roundKey = key
+        self.plan = plan
+        chunks = meter.measure(.codec) { slices.map { Data($0) } }
+    }
 }
 
 typealias Machine = RoundStateMachine<SimulatedInstant>
@@ -200,7 +227,7 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: Rounds (driver side)
 
-    /// Opens the machine's current round with `cohort` and publishes its assignment.
+    /// Opens the machine's current round with `cohort` and publishes its model (sealed once for the cohort).
     func openRound(cohort: [String], payload: [UInt8], seed: UInt64) -> Machine.Action {
         let now = clock.now
         defer { changes.notify() }
@@ -209,9 +236,15 @@ public final class CoordinatorCore: Sendable {
             s.bytesReceived = 0
             s.bytesSent = 0
             if case .startRound(let round, let attempt, let cohort, let deadline) = action {
-                s.open = OpenRound(
-                    round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline, payload: payload,
-                    seed: seed)
+                do {
+                    s.open = try OpenRound(
+                        round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline, payload: payload,
+                        seed: seed, chunkSize: chunkSize, meter: meter)
+                } catch {
+                    return s.machine.abandonAttempt(
+                        reason: FederationError(
+                            code: .tooFewUpdates, message: "cannot seal the round's model: \(error)", round: round))
+                }
             }
             return action
         }
@@ -266,10 +299,11 @@ public final class CoordinatorCore: Sendable {
     enum Assignment {
         case finished(Int)
         case wait
-        case round(header: Fedrec_V1_RoundHeader, chunks: [ArraySlice<UInt8>])
+        case round(header: Fedrec_V1_RoundHeader, chunks: [Data])
     }
 
-    /// The assignment for a process hosting `clients`, if a round newer than (epoch, round, attempt) concerns it.
+    /// The assignment for a process hosting `clients`, if a round newer than (epoch, round, attempt) concerns it:
+    /// the round key sealed for its first selected client, and the round's shared sealed model.
     func assignment(for clients: [String], lastEpoch: UInt64, lastRound: UInt64, lastAttempt: UInt32) throws
         -> Assignment
     {
@@ -288,13 +322,13 @@ public final class CoordinatorCore: Sendable {
             throw ProtocolError(code: .notEnrolled, message: "none of the \(clients.count) client(s) is enrolled")
         }
         guard let (open, selected, session, sequence) = found else { return .wait }
-        let header = EnvelopeHeader(
-            kind: .roundAssignment, round: UInt64(open.round), sequence: sequence, clientID: selected[0])
-        let sealed = try meter.measure(.crypto) {
-            try Envelope.seal(open.payload, header: header, using: session.keys.transmit).serialized
+        let header = EnvelopeHeader(kind: .roundKey, round: UInt64(open.round), sequence: sequence, clientID: selected[0])
+        let sealedKey = try meter.measure(.crypto) {
+            try open.roundKey.withUnsafeBytes { key in
+                try Envelope.seal(key, header: header, using: session.keys.transmit).serialized
+            }
         }
-        let (plan, chunks) = meter.measure(.codec) { Chunker.split(sealed, chunkSize: chunkSize) }
-        state.withLock { $0.bytesSent += sealed.count }
+        state.withLock { $0.bytesSent += open.plan.totalLength + sealedKey.count }
         let remaining = max(.zero, open.deadline.offset - now.offset)
         let message = Fedrec_V1_RoundHeader.with {
             $0.round = UInt64(open.round)
@@ -304,10 +338,11 @@ public final class CoordinatorCore: Sendable {
             $0.trainingConfigurationJson = trainingConfigurationJSON
             $0.seed = open.seed
             $0.sealedFor = selected[0]
-            $0.payload = Wire.payloadInfo(plan)
+            $0.roundKey = Data(sealedKey)
+            $0.payload = Wire.payloadInfo(open.plan)
             $0.epoch = epoch
         }
-        return .round(header: message, chunks: chunks)
+        return .round(header: message, chunks: open.chunks)
     }
 
     /// The open round's number, if `round` is being collected.

@@ -92,12 +92,17 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     static func writeChunks(_ chunks: [ArraySlice<UInt8>], to response: RPCWriter<Fedrec_V1_RoundMessage>)
         async throws
     {
+        try await writeChunks(chunks.map { Data($0) }, to: response)
+    }
+
+    /// `writeChunks` for chunks already in `Data` (a round's sealed model, shared by every answer).
+    static func writeChunks(_ chunks: [Data], to response: RPCWriter<Fedrec_V1_RoundMessage>) async throws {
         for (index, chunk) in chunks.enumerated() {
             try await response.write(
                 .with {
                     $0.data = .with {
                         $0.index = UInt32(index)
-                        $0.data = Data(chunk)
+                        $0.data = chunk
                     }
                 })
         }

@@ -84,9 +84,15 @@ extension CoordinatorCore {
             }
             let payload = model(round).withSecure(
                 SecureRoundAssignment(parameters: parameters, identityKeys: keys, weighting: weighting))
-            s.open = OpenRound(
-                round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
-                payload: meter.measure(.codec) { payload.encoded() }, seed: seed)
+            do {
+                s.open = try OpenRound(
+                    round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
+                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed, chunkSize: chunkSize, meter: meter)
+            } catch {
+                return s.machine.abandonAttempt(
+                    reason: FederationError(
+                        code: .tooFewUpdates, message: "cannot seal the round's model: \(error)", round: round))
+            }
             s.secure = SecureRoundState(
                 round: round, attempt: attempt, server: server,
                 index: Dictionary(uniqueKeysWithValues: cohort.enumerated().map { ($1, $0) }), participants: cohort,

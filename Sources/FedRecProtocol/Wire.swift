@@ -6,6 +6,10 @@ public enum Wire {
     /// The identity name (client id) of a data-set user's virtual client.
     public static func clientID(forUser userID: String) -> String { "user-\(userID)" }
 
+    /// The client id in the header of a round's shared model envelope (kind `roundModel`): it is sealed for the
+    /// whole cohort, not for one client. Not a valid user client id (those start with "user-").
+    public static let cohortAudience = "cohort"
+
     public static func payloadInfo(_ plan: ChunkPlan) -> Fedrec_V1_PayloadInfo {
         .with {
             $0.totalLength = UInt64(plan.totalLength)

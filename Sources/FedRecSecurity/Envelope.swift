@@ -4,12 +4,17 @@ public struct MessageKind: RawRepresentable, Sendable, Hashable, Codable, Custom
     public let rawValue: UInt8
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    /// Coordinator -> client: the global user tower and item-embedding matrix of a round.
+    /// Retired (wire protocol before the shared round model): the global model sealed for one client.
     public static let roundAssignment = MessageKind(rawValue: 1)
     /// Client -> coordinator: a model update (user-tower delta, item-embedding gradient, example count).
     public static let modelUpdate = MessageKind(rawValue: 2)
     /// Client -> coordinator: enrolment / hello.
     public static let enrolment = MessageKind(rawValue: 3)
+    /// Coordinator -> every process of a round's cohort: the global user tower and item-embedding matrix,
+    /// sealed once under the round's fresh random key.
+    public static let roundModel = MessageKind(rawValue: 4)
+    /// Coordinator -> one client: the round key, sealed under that client's session key.
+    public static let roundKey = MessageKind(rawValue: 5)
     /// Secure aggregation stages (reserved for the SecAgg+ issue).
     public static let advertiseKeys = MessageKind(rawValue: 16)
     public static let shareKeys = MessageKind(rawValue: 17)
@@ -21,6 +26,8 @@ public struct MessageKind: RawRepresentable, Sendable, Hashable, Codable, Custom
         case 1: "roundAssignment"
         case 2: "modelUpdate"
         case 3: "enrolment"
+        case 4: "roundModel"
+        case 5: "roundKey"
         case 16: "advertiseKeys"
         case 17: "shareKeys"
         case 18: "maskedInput"
@@ -174,6 +181,32 @@ public struct Envelope: Sendable, Hashable {
     public func open(using key: SymmetricKey, clientID: String, kind: MessageKind, round: UInt64? = nil) throws
         -> [UInt8]
     {
+        try checkContext(clientID: clientID, kind: kind, round: round)
+        return try withSealedParts { sealed, nonce, associatedData in
+            try [UInt8](unsafeUninitializedCapacity: sealed.count - AEAD.tagByteCount) { out, count in
+                try AEAD.decrypt(
+                    sealed, nonce: nonce, using: key, authenticating: associatedData,
+                    into: UnsafeMutableRawBufferPointer(out))
+                count = sealed.count - AEAD.tagByteCount
+            }
+        }
+    }
+
+    /// `open` for a plaintext that is itself secret (a key): decrypted straight into `SecureBytes`.
+    public func openSecret(using key: SymmetricKey, clientID: String, kind: MessageKind, round: UInt64? = nil) throws
+        -> SecureBytes
+    {
+        try checkContext(clientID: clientID, kind: kind, round: round)
+        return try withSealedParts { sealed, nonce, associatedData in
+            var output = SecureBytes(zeros: sealed.count - AEAD.tagByteCount)
+            try output.withUnsafeMutableBytes { out in
+                try AEAD.decrypt(sealed, nonce: nonce, using: key, authenticating: associatedData, into: out)
+            }
+            return output
+        }
+    }
+
+    private func checkContext(clientID: String, kind: MessageKind, round: UInt64?) throws {
         guard header.version == EnvelopeHeader.currentVersion else {
             throw SecurityError(
                 code: .unsupportedVersion,
@@ -190,17 +223,19 @@ public struct Envelope: Sendable, Hashable {
             throw SecurityError(
                 code: .unexpectedContext, message: "envelope for round \(header.round), expected round \(round)")
         }
+    }
+
+    /// Calls `body` with (nonce-less ciphertext and tag, nonce, encoded header) viewed inside `serialized`.
+    private func withSealedParts<Result>(
+        _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Result
+    ) rethrows -> Result {
         let headerLength = self.headerLength
         return try serialized.withUnsafeBytes { all in
             let sealedStart = headerLength + AEAD.nonceByteCount
-            let sealed = UnsafeRawBufferPointer(rebasing: all[sealedStart...])
-            return try [UInt8](unsafeUninitializedCapacity: sealed.count - AEAD.tagByteCount) { out, count in
-                try AEAD.decrypt(
-                    sealed, nonce: UnsafeRawBufferPointer(rebasing: all[headerLength..<sealedStart]), using: key,
-                    authenticating: UnsafeRawBufferPointer(rebasing: all[..<headerLength]),
-                    into: UnsafeMutableRawBufferPointer(out))
-                count = sealed.count - AEAD.tagByteCount
-            }
+            return try body(
+                UnsafeRawBufferPointer(rebasing: all[sealedStart...]),
+                UnsafeRawBufferPointer(rebasing: all[headerLength..<sealedStart]),
+                UnsafeRawBufferPointer(rebasing: all[..<headerLength]))
         }
     }
 }

@@ -86,6 +86,48 @@ import Testing
         #expect(try envelope.open(using: key, clientID: "client-0001", kind: .modelUpdate, round: 4) == [5])
     }
 
+    /// A round's model sealed once under a fresh round key, the key sealed for one client: the client recovers the
+    /// key into `SecureBytes` and opens the model; the key envelope opens only for its client, kind and round, and
+    /// the model only with that round's key.
+    @Test func roundKeyUnlocksTheSharedRoundModel() throws {
+        let s = try session("c1")
+        let roundKey = try SymmetricKey()
+        let model = try Envelope.seal(
+            [1, 2, 3] as [UInt8], header: EnvelopeHeader(kind: .roundModel, round: 9, sequence: 0, clientID: "cohort"),
+            using: roundKey)
+        let sealedKey = try roundKey.withUnsafeBytes { key in
+            try Envelope.seal(
+                key, header: EnvelopeHeader(kind: .roundKey, round: 9, sequence: 1, clientID: "c1"),
+                using: s.coordinatorKeys.transmit)
+        }
+        let keyEnvelope = try Envelope(serialized: sealedKey.serialized)
+        let recovered = try SymmetricKey(
+            keyEnvelope.openSecret(using: s.clientKeys.receive, clientID: "c1", kind: .roundKey, round: 9))
+        #expect(recovered == roundKey)
+        let received = try Envelope(serialized: model.serialized)
+        #expect(try received.open(using: recovered, clientID: "cohort", kind: .roundModel, round: 9) == [1, 2, 3])
+        expectCode(.unexpectedContext) {
+            _ = try keyEnvelope.openSecret(using: s.clientKeys.receive, clientID: "c2", kind: .roundKey)
+        }
+        expectCode(.unexpectedContext) {
+            _ = try keyEnvelope.openSecret(using: s.clientKeys.receive, clientID: "c1", kind: .roundKey, round: 8)
+        }
+        expectCode(.authenticationFailed) {
+            _ = try keyEnvelope.openSecret(using: s.clientKeys.transmit, clientID: "c1", kind: .roundKey)
+        }
+        expectCode(.authenticationFailed) {
+            _ = try received.open(using: SymmetricKey(), clientID: "cohort", kind: .roundModel, round: 9)
+        }
+        expectCode(.unexpectedContext) {
+            _ = try received.open(using: recovered, clientID: "cohort", kind: .modelUpdate, round: 9)
+        }
+        var tampered = model.serialized
+        tampered[tampered.count / 2] ^= 0x40
+        expectCode(.authenticationFailed) {
+            _ = try Envelope(serialized: tampered).open(using: recovered, clientID: "cohort", kind: .roundModel)
+        }
+    }
+
     /// Property: any single flipped bit of the wire bytes is refused (never opened), with an error that says why.
     @Test func everyFlippedBitOfTheWireIsRefused() throws {
         var s = try session("c7")

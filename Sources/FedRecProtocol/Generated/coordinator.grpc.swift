@@ -1,13 +1,15 @@
 /// The fedrec coordinator service (wire protocol version 1).
 ///
-/// Every model payload (the round's global user tower and item-embedding matrix, and each client's update) is
-/// a FedRecSecurity `Envelope`: a clear header (magic, version, kind, round, sequence, client id) that is the
-/// XChaCha20-Poly1305 associated data, then nonce, ciphertext and tag, sealed with the crypto_kx session key of
-/// the client it concerns. The transport may therefore be plaintext HTTP/2: it only ever carries sealed bytes,
-/// public keys, signatures, counts and digests.
+/// Every model payload is a FedRecSecurity `Envelope`: a clear header (magic, version, kind, round, sequence,
+/// client id) that is the XChaCha20-Poly1305 associated data, then nonce, ciphertext and tag. A client's update
+/// is sealed with the crypto_kx session key of that client. A round's global user tower and item-embedding
+/// matrix are sealed once per round attempt under a fresh random round key (kind `roundModel`), and each
+/// process receives that key sealed with the session key of one of its selected clients (kind `roundKey`).
+/// The transport may therefore be plaintext HTTP/2: it only ever carries sealed bytes, public keys,
+/// signatures and counts.
 ///
 /// Payloads larger than one message are split into `DataChunk`s (1 MiB by default, always below gRPC's 4 MiB
-/// default message limit) announced by a `PayloadInfo` (total length, chunk count, SHA-256 of the whole).
+/// default message limit) announced by a `PayloadInfo` (total length, chunk count).
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -185,7 +187,8 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-        /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+        /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+        /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
         /// > caller yet, and `finished` after the last round.
         ///
         /// - Parameters:
@@ -310,7 +313,8 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-        /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+        /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+        /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
         /// > caller yet, and `finished` after the last round.
         ///
         /// - Parameters:
@@ -433,7 +437,8 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-        /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+        /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+        /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
         /// > caller yet, and `finished` after the last round.
         ///
         /// - Parameters:
@@ -805,7 +810,8 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-        /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+        /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+        /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
         /// > caller yet, and `finished` after the last round.
         ///
         /// - Parameters:
@@ -990,7 +996,8 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-        /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+        /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+        /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
         /// > caller yet, and `finished` after the last round.
         ///
         /// - Parameters:
@@ -1193,7 +1200,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-    /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+    /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+    /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
     /// > caller yet, and `finished` after the last round.
     ///
     /// - Parameters:
@@ -1383,7 +1391,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
-    /// > a `RoundHeader`, then the sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
+    /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
+    /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
     /// > caller yet, and `finished` after the last round.
     ///
     /// - Parameters:

@@ -10,14 +10,16 @@
 
 /// The fedrec coordinator service (wire protocol version 1).
 ///
-/// Every model payload (the round's global user tower and item-embedding matrix, and each client's update) is
-/// a FedRecSecurity `Envelope`: a clear header (magic, version, kind, round, sequence, client id) that is the
-/// XChaCha20-Poly1305 associated data, then nonce, ciphertext and tag, sealed with the crypto_kx session key of
-/// the client it concerns. The transport may therefore be plaintext HTTP/2: it only ever carries sealed bytes,
-/// public keys, signatures, counts and digests.
+/// Every model payload is a FedRecSecurity `Envelope`: a clear header (magic, version, kind, round, sequence,
+/// client id) that is the XChaCha20-Poly1305 associated data, then nonce, ciphertext and tag. A client's update
+/// is sealed with the crypto_kx session key of that client. A round's global user tower and item-embedding
+/// matrix are sealed once per round attempt under a fresh random round key (kind `roundModel`), and each
+/// process receives that key sealed with the session key of one of its selected clients (kind `roundKey`).
+/// The transport may therefore be plaintext HTTP/2: it only ever carries sealed bytes, public keys,
+/// signatures and counts.
 ///
 /// Payloads larger than one message are split into `DataChunk`s (1 MiB by default, always below gRPC's 4 MiB
-/// default message limit) announced by a `PayloadInfo` (total length, chunk count, SHA-256 of the whole).
+/// default message limit) announced by a `PayloadInfo` (total length, chunk count).
 
 #if canImport(FoundationEssentials)
 public import FoundationEssentials
@@ -207,9 +209,11 @@ public nonisolated struct Fedrec_V1_RoundHeader: Sendable {
   /// Seed of the round; each client derives its example order from it and its id.
   public var seed: UInt64 = 0
 
-  /// The envelope (kind roundAssignment) holding the global model, sealed for `sealed_for`.
+  /// The selected client whose session key seals `round_key`.
   public var sealedFor: String = String()
 
+  /// The chunks that follow: the envelope (kind roundModel, client id "cohort", sequence = attempt) holding
+  /// the global model, sealed under the round key.
   public var payload: Fedrec_V1_PayloadInfo {
     get {_payload ?? Fedrec_V1_PayloadInfo()}
     set {_payload = newValue}
@@ -221,6 +225,9 @@ public nonisolated struct Fedrec_V1_RoundHeader: Sendable {
 
   /// Random per coordinator run: a restarted coordinator re-opens a round with a new epoch.
   public var epoch: UInt64 = 0
+
+  /// The envelope (kind roundKey, for `sealed_for`) holding the 32-byte round key.
+  public var roundKey: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -874,7 +881,7 @@ nonisolated extension Fedrec_V1_DataChunk: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Fedrec_V1_RoundHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}attempt\0\u{1}selected\0\u{3}deadline_milliseconds\0\u{3}training_configuration_json\0\u{1}seed\0\u{3}sealed_for\0\u{1}payload\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}attempt\0\u{1}selected\0\u{3}deadline_milliseconds\0\u{3}training_configuration_json\0\u{1}seed\0\u{3}sealed_for\0\u{1}payload\0\u{1}epoch\0\u{3}round_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -891,6 +898,7 @@ nonisolated extension Fedrec_V1_RoundHeader: SwiftProtobuf.Message, SwiftProtobu
       case 7: try { try decoder.decodeSingularStringField(value: &self.sealedFor) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 10: try { try decoder.decodeSingularBytesField(value: &self.roundKey) }()
       default: break
       }
     }
@@ -928,6 +936,9 @@ nonisolated extension Fedrec_V1_RoundHeader: SwiftProtobuf.Message, SwiftProtobu
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 9)
     }
+    if !self.roundKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.roundKey, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -941,6 +952,7 @@ nonisolated extension Fedrec_V1_RoundHeader: SwiftProtobuf.Message, SwiftProtobu
     if lhs.sealedFor != rhs.sealedFor {return false}
     if lhs._payload != rhs._payload {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs.roundKey != rhs.roundKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
