@@ -3,6 +3,7 @@ public import FedRecModel
 public import FedRecSecurity
 public import FedRecTensor
 import Foundation
+import Synchronization
 
 /// Figures of one completed round, as stored and as `fedrec status` prints them.
 public struct RoundRecord: Sendable, Codable, Equatable {
@@ -58,12 +59,49 @@ public struct PersistedState: Sendable, Codable {
     public var privacy: PrivacyLedger? = nil
 }
 
+/// Round records with their JSON, in order (shared by the copies of one `StateStore`).
+final class RecordJSONCache: Sendable {
+    let entries = Mutex<[(record: RoundRecord, json: [UInt8])]>([])
+}
+
 /// Reads and writes a state folder.
 public struct StateStore: Sendable {
     public let directory: String
     public var statePath: String { directory + "/state.json" }
+    /// JSON of the round records saved so far: a run's records only grow, so each is encoded once rather than
+    /// all of them on every round (which made a checkpoint's cost grow with the round count).
+    let recordCache = RecordJSONCache()
 
     public init(directory: String) { self.directory = directory }
+
+    /// The bytes of `state.json` for `state`: exactly `JSONEncoder` with sorted keys, but with the round
+    /// records' JSON reused from earlier saves.
+    func encoded(_ state: PersistedState) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var head = state
+        head.rounds = []
+        let outer = Array(try encoder.encode(head))
+        // With sorted keys the top-level "rounds" is followed by "runFingerprint"; no other key of the schema is.
+        let marker = Array(#""rounds":[],"runFingerprint":"#.utf8)
+        let found = outer.indices.filter { outer[$0] == marker[0] && outer[$0...].starts(with: marker) }
+        guard found.count == 1, let at = found.first else { return Array(try encoder.encode(state)) }
+        let records = try recordCache.entries.withLock { cache in
+            if cache.count > state.rounds.count || !zip(cache, state.rounds).allSatisfy({ $0.record == $1 }) {
+                cache = []
+            }
+            for record in state.rounds[cache.count...] { cache.append((record, Array(try encoder.encode(record)))) }
+            var joined: [UInt8] = []
+            joined.reserveCapacity(cache.reduce(0) { $0 + $1.json.count + 1 })
+            for (index, entry) in cache.enumerated() {
+                if index > 0 { joined.append(UInt8(ascii: ",")) }
+                joined += entry.json
+            }
+            return joined
+        }
+        let open = at + #""rounds":["#.utf8.count
+        return Array(outer[..<open]) + records + Array(outer[open...])
+    }
 
     /// The state, or nil when the folder holds none yet.
     public func load() throws -> PersistedState? {
@@ -88,9 +126,7 @@ public struct StateStore: Sendable {
     public func save(_ state: PersistedState) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            let data = try encoder.encode(state)
+            let data = Data(try encoded(state))
             let temporary = directory + "/.state.json.tmp-\(getpid())"
             try data.write(to: URL(fileURLWithPath: temporary))
             guard rename(temporary, statePath) == 0 else {
