@@ -2,16 +2,11 @@ public import FedRecFederation
 public import FedRecModel
 public import FedRecTensor
 
-/// The coordinator's model state: what `FederatedServer` holds, with the server optimizer state exposed so it
-/// can be persisted and restored (`OptimizerCheckpoint`), the item tower's Adam moments included.
+/// The coordinator's model state: a `FederatedServer` (the same server step as `fedrec simulate`), whose
+/// optimizer state is persisted and restored (`OptimizerCheckpoint`), plus the moving average when the run
+/// keeps one.
 public struct CoordinatorModel: Sendable {
-    public let configuration: TwoTowerConfiguration
-    public private(set) var userTower: UserTower
-    public private(set) var itemTower: ItemTower
-    public private(set) var itemEmbeddings: Matrix
-    public private(set) var serverOptimizer: ServerOptimizer
-    public private(set) var itemOptimizer: Optimizer
-    public let itemFeatures: SparseMatrix
+    public private(set) var server: FederatedServer
     /// The moving average of the global model, when the run keeps one: what is evaluated and saved.
     public private(set) var average: ModelAverage?
 
@@ -19,36 +14,29 @@ public struct CoordinatorModel: Sendable {
         model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizer,
         itemOptimizer: Optimizer, average: ModelAverage? = nil
     ) {
+        server = FederatedServer(
+            model: model, itemFeatures: itemFeatures, serverOptimizer: serverOptimizer, itemOptimizer: itemOptimizer)
         self.average = average
-        configuration = model.configuration
-        userTower = model.userTower
-        itemTower = model.itemTower
-        self.itemFeatures = itemFeatures
-        self.serverOptimizer = serverOptimizer
-        self.itemOptimizer = itemOptimizer
-        itemEmbeddings = model.itemTower.embeddings(itemFeatures: itemFeatures)
     }
 
+    public var configuration: TwoTowerConfiguration { server.configuration }
+    public var userTower: UserTower { server.userTower }
+    public var itemTower: ItemTower { server.itemTower }
+    /// Normalised item embeddings of the raw model's item tower (what clients train against).
+    public var itemEmbeddings: Matrix { server.itemEmbeddings }
+    public var serverOptimizer: ServerOptimizer { server.serverOptimizer }
+    public var itemOptimizer: Optimizer { server.itemOptimizer }
+    public var itemFeatures: SparseMatrix { server.itemFeatures }
+    public var layout: ParameterLayout { server.layout }
     /// The raw global model (what clients train from).
-    public var model: TwoTowerModel { TwoTowerModel(userTower: userTower, itemTower: itemTower) }
+    public var model: TwoTowerModel { server.model }
     /// The model evaluated, saved and queried: the average when there is one, else the raw model.
     public var servedModel: TwoTowerModel { average?.model ?? model }
-    public var layout: ParameterLayout { .userTower(configuration) }
 
-    /// As `FederatedServer.apply`: server optimizer on the user tower, then the central item-tower step, both
-    /// learning rates times `learningRateScale`; then the average (if any) takes in the new model.
+    /// `FederatedServer.apply` (server optimizer on the user tower, then the central item-tower step, both
+    /// learning rates times `learningRateScale`); then the average (if any) takes in the new model.
     public mutating func apply(_ aggregate: AggregateUpdate, learningRateScale: Float = 1) {
-        defer {
-            let updated = model
-            average?.update(with: updated)
-        }
-        var flat = userTower.flattened()
-        serverOptimizer.apply(delta: aggregate.meanDelta, to: &flat, learningRateScale: learningRateScale)
-        userTower = UserTower(configuration: configuration, flattened: flat)
-        let gradients = itemTower.backward(
-            itemEmbeddingGradient: aggregate.meanItemEmbeddingGradient, itemFeatures: itemFeatures)
-        itemOptimizer.beginStep(learningRateScale: learningRateScale)
-        itemTower.apply(gradients, optimizer: &itemOptimizer)
-        itemEmbeddings = itemTower.embeddings(itemFeatures: itemFeatures)
+        server.apply(aggregate, learningRateScale: learningRateScale)
+        average?.update(with: server.model)
     }
 }

@@ -157,18 +157,30 @@ public struct FederatedServer: Sendable {
     /// Aggregates applied so far.
     public private(set) var appliedRounds = 0
 
+    /// A server whose optimizers start from zero.
     public init(
         model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizerConfiguration,
         itemOptimizer: OptimizerConfiguration
+    ) {
+        self.init(
+            model: model, itemFeatures: itemFeatures, serverOptimizer: ServerOptimizer(configuration: serverOptimizer),
+            itemOptimizer: Optimizer(configuration: itemOptimizer))
+    }
+
+    /// A server that continues with existing optimizer state (a resumed coordinator).
+    public init(
+        model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizer, itemOptimizer: Optimizer,
+        appliedRounds: Int = 0
     ) {
         self.configuration = model.configuration
         self.userTower = model.userTower
         self.itemTower = model.itemTower
         self.itemFeatures = itemFeatures
-        self.serverOptimizer = ServerOptimizer(configuration: serverOptimizer)
-        self.itemOptimizer = Optimizer(configuration: itemOptimizer)
+        self.serverOptimizer = serverOptimizer
+        self.itemOptimizer = itemOptimizer
         self.layout = .userTower(model.configuration)
         self.itemEmbeddings = model.itemTower.embeddings(itemFeatures: itemFeatures)
+        self.appliedRounds = appliedRounds
     }
 
     public var model: TwoTowerModel { TwoTowerModel(userTower: userTower, itemTower: itemTower) }
