@@ -297,37 +297,59 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             try await participateSecurely(secure, header: header, selected: selected, train: train, service: service)
             return
         }
-        for id in selected {
-            guard !isStopping else { return }
-            guard ContinuousClock.now < deadline else {
-                logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
-                continue
+        // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
+        // and submitted in a task of its own, so its upload overlaps the next client's training. At most
+        // `uploadsInFlight` updates are pending at once, which bounds the memory they hold.
+        let uploadsInFlight = max(1, options.uploadsInFlight)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var pending = 0
+            for id in selected {
+                guard !isStopping else { break }
+                guard ContinuousClock.now < deadline else {
+                    logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
+                    continue
+                }
+                let client = clients[id]!
+                guard let update = train(client) else { continue }
+                if pending == uploadsInFlight {
+                    try await group.next()
+                    pending -= 1
+                }
+                let sampleMemory = id == selected.first
+                group.addTask { try await self.submit(update, from: client, round: round, attempt: attempt, service: service, sampleMemory: sampleMemory) }
+                pending += 1
             }
-            let client = clients[id]!
-            guard let update = train(client) else { continue }
-            let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update) }
-            let envelope = try meter.measure(.crypto) {
-                try Envelope.seal(
-                    plaintext,
-                    header: EnvelopeHeader(
-                        kind: .modelUpdate, round: header.round, sequence: UInt64(attempt), clientID: id),
-                    using: client.keys.transmit
-                ).serialized
-            }
-            let messages = try meter.measure(.codec) {
-                try Wire.updateMessages(
-                    envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
-            }
-            do {
-                _ = try await service.submitUpdate(requestProducer: { writer in
-                    try await writer.write(contentsOf: messages)
-                })
-                accepted.withLock { $0 += 1 }
-                // Once a round, while the round's model and this update are alive (the fullest moment).
-                if id == selected.first { meter.sampleMemory() }
-            } catch let error as RPCError {
-                logger.warning("update refused: \(error.message)", metadata: ["client": "\(id)", "round": "\(round)"])
-            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Seals one client's update and submits it; a refusal by the coordinator is logged, not thrown.
+    private func submit(
+        _ update: ClientUpdate, from client: VirtualClient, round: Int, attempt: Int,
+        service: Fedrec_V1_Coordinator.Client<Transport>, sampleMemory: Bool
+    ) async throws {
+        let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update) }
+        let envelope = try meter.measure(.crypto) {
+            try Envelope.seal(
+                plaintext,
+                header: EnvelopeHeader(
+                    kind: .modelUpdate, round: UInt64(round), sequence: UInt64(attempt), clientID: client.id),
+                using: client.keys.transmit
+            ).serialized
+        }
+        let messages = try meter.measure(.codec) {
+            try Wire.updateMessages(
+                envelope: envelope, clientID: client.id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+        }
+        do {
+            _ = try await service.submitUpdate(requestProducer: { writer in
+                try await writer.write(contentsOf: messages)
+            })
+            accepted.withLock { $0 += 1 }
+            // Once a round, while the round's model and this update are alive (the fullest moment).
+            if sampleMemory { meter.sampleMemory() }
+        } catch let error as RPCError {
+            logger.warning("update refused: \(error.message)", metadata: ["client": "\(client.id)", "round": "\(round)"])
         }
     }
 }
