@@ -13,7 +13,8 @@ public import ServiceLifecycle
 /// The coordinator process as a `Service`: serves the `Coordinator` gRPC service and drives the rounds.
 /// `run()` owns every task (the server, the optional listening report, the round driver); a graceful shutdown
 /// (SIGINT/SIGTERM through a `ServiceGroup`) stops the driver between polls and drains the server. State is
-/// saved after every completed round, so a stopped or killed coordinator resumes with the same command.
+/// saved after every completed round (written while the next round runs; the round is announced once it is
+/// committed), so a stopped or killed coordinator resumes with the same command.
 public final class Coordinator<Transport: ServerTransport>: Service {
     public let core: CoordinatorCore
     let server: GRPCServer<Transport>
@@ -83,108 +84,117 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         if !hasState { try persist(model) }
         core.meter.beginMeasuring()
         let sampler = ClientSampler(selection: options.cohort, seed: options.seed &+ 0x5EED)
-        while core.completedRounds < options.rounds {
-            guard !core.isStopping else { throw interrupted }
-            guard
-                let (round, attempt) = core.state.withLock({ s in
-                    s.machine.currentRound.flatMap { r in s.machine.currentAttempt.map { (r, $0) } }
-                })
-            else { throw CoordinatorError(code: .roundFailed, message: "the round machine has failed") }
-            let cohort = sampler.cohort(round: round, attempt: attempt, from: core.enrolledClients)
-            let started = clock.now
-            let roundSeed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(round)
-            var action: Machine.Action
-            if let secure = core.secureAggregation {  // the builder filled in the defaults
-                let current = model
-                action = core.openSecureRound(
-                    cohort: cohort, seed: roundSeed &+ UInt64(attempt) &* 0x2545_F491_4F6C_DD1D,
-                    model: { round in
+        // A round's checkpoint is written while the next round runs: at most one is in flight (the next close
+        // waits for it), a round is announced (log, `onRound`) only once its checkpoint is committed, and
+        // leaving this scope for any reason waits for the last one, so a stopped coordinator has saved it.
+        try await withThrowingTaskGroup(of: Void.self) { checkpoints in
+            while core.completedRounds < options.rounds {
+                guard !core.isStopping else { throw interrupted }
+                guard
+                    let (round, attempt) = core.state.withLock({ s in
+                        s.machine.currentRound.flatMap { r in s.machine.currentAttempt.map { (r, $0) } }
+                    })
+                else { throw CoordinatorError(code: .roundFailed, message: "the round machine has failed") }
+                let cohort = sampler.cohort(round: round, attempt: attempt, from: core.enrolledClients)
+                let started = clock.now
+                let roundSeed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(round)
+                var action: Machine.Action
+                if let secure = core.secureAggregation {  // the builder filled in the defaults
+                    let current = model
+                    action = core.openSecureRound(
+                        cohort: cohort, seed: roundSeed &+ UInt64(attempt) &* 0x2545_F491_4F6C_DD1D,
+                        model: { round in
+                            GlobalModelPayload(
+                                round: round, userTower: current.userTower.flattened(),
+                                itemEmbeddings: current.itemEmbeddings)
+                        }, options: secure, deadline: options.deadline,
+                        weighting: options.privacy == nil ? .examples : .uniform)
+                } else {
+                    let payload = core.meter.measure(.codec) {
                         GlobalModelPayload(
-                            round: round, userTower: current.userTower.flattened(),
-                            itemEmbeddings: current.itemEmbeddings)
-                    }, options: secure, deadline: options.deadline,
-                    weighting: options.privacy == nil ? .examples : .uniform)
-            } else {
-                let payload = core.meter.measure(.codec) {
-                    GlobalModelPayload(
-                        round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings
-                    ).encoded()
+                            round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings
+                        ).encoded()
+                    }
+                    action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
                 }
-                action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
-            }
-            if case .startRound(_, _, let cohort, _) = action {
-                logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")
-                while true {
-                    let version = core.changes.version
-                    if options.secureAggregation != nil {
-                        if let step = core.secureStep() {
-                            action = core.finishSecure(step)
+                if case .startRound(_, _, let cohort, _) = action {
+                    logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")
+                    while true {
+                        let version = core.changes.version
+                        if options.secureAggregation != nil {
+                            if let step = core.secureStep() {
+                                action = core.finishSecure(step)
+                                break
+                            }
+                        } else if let next = core.poll() {
+                            action = next
                             break
                         }
-                    } else if let next = core.poll() {
-                        action = next
-                        break
-                    }
-                    guard !core.isStopping else { throw interrupted }
-                    // Woken by every update, stage message and close; the timeout only serves the deadlines.
-                    await core.changes.wait(after: version, timeout: .milliseconds(20), clock: clock)
-                }
-            }
-            switch action {
-            case .closeRound(let result):
-                var aggregate = result.aggregate
-                var epsilon: Double? = nil
-                if let privacy = options.privacy {
-                    let population = max(core.enrolledClients.count, 1)
-                    aggregate = try core.meter.measure(.aggregation) {
-                        try PrivateAggregation(configuration: privacy, population: population).privatize(aggregate)
-                    }
-                    epsilon = core.state.withLock { s in
-                        s.ledger?.record(steps: 1)
-                        return s.ledger?.epsilon
+                        guard !core.isStopping else { throw interrupted }
+                        // Woken by every update, stage message and close; the timeout only serves the deadlines.
+                        await core.changes.wait(after: version, timeout: .milliseconds(20), clock: clock)
                     }
                 }
-                let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
-                core.meter.measure(.aggregation) { model.apply(aggregate, learningRateScale: scale) }
-                let completed = core.completedRounds + 1
-                var recall: Double? = nil
-                if options.evaluationInterval > 0,
-                    completed % options.evaluationInterval == 0 || completed == options.rounds
-                {
-                    recall = core.meter.measure(.evaluation) {
-                        CentralTraining.evaluate(
-                            model: model.servedModel, dataset: dataset, fold: options.fold, cutoffs: [20]
-                        )
-                        .value(.recall, at: 20)
+                switch action {
+                case .closeRound(let result):
+                    var aggregate = result.aggregate
+                    var epsilon: Double? = nil
+                    if let privacy = options.privacy {
+                        let population = max(core.enrolledClients.count, 1)
+                        aggregate = try core.meter.measure(.aggregation) {
+                            try PrivateAggregation(configuration: privacy, population: population).privatize(aggregate)
+                        }
+                        epsilon = core.state.withLock { s in
+                            s.ledger?.record(steps: 1)
+                            return s.ledger?.epsilon
+                        }
                     }
-                }
-                let traffic = core.traffic()
-                let record = RoundRecord(
-                    round: round, attempt: attempt, participants: result.aggregate.participants.count,
-                    examples: result.aggregate.exampleCount, meanLoss: result.aggregate.meanLoss,
-                    bytesReceived: traffic.received, bytesSent: traffic.sent,
-                    seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
-                    recallAt20: recall, rejected: result.rejections.count, stragglers: result.stragglers.count,
-                    epsilon: epsilon,
-                    finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
-                core.completed(record)
-                try core.meter.measure(.persistence) { try persist(model) }
-                core.meter.sampleMemory()
-                logger.info(
-                    "round \(round) closed",
-                    metadata: [
+                    let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
+                    core.meter.measure(.aggregation) { model.apply(aggregate, learningRateScale: scale) }
+                    let completed = core.completedRounds + 1
+                    var recall: Double? = nil
+                    if options.evaluationInterval > 0,
+                        completed % options.evaluationInterval == 0 || completed == options.rounds
+                    {
+                        recall = core.meter.measure(.evaluation) {
+                            CentralTraining.evaluate(
+                                model: model.servedModel, dataset: dataset, fold: options.fold, cutoffs: [20]
+                            )
+                            .value(.recall, at: 20)
+                        }
+                    }
+                    let traffic = core.traffic()
+                    let record = RoundRecord(
+                        round: round, attempt: attempt, participants: result.aggregate.participants.count,
+                        examples: result.aggregate.exampleCount, meanLoss: result.aggregate.meanLoss,
+                        bytesReceived: traffic.received, bytesSent: traffic.sent,
+                        seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
+                        recallAt20: recall, rejected: result.rejections.count, stragglers: result.stragglers.count,
+                        epsilon: epsilon,
+                        finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
+                    try await checkpoints.next()
+                    core.completed(record)
+                    let checkpoint = Checkpoint(model: model, core: core)
+                    let closed: Logger.Metadata = [
                         "participants": "\(record.participants)", "stragglers": "\(record.stragglers)",
                         "dropped": "\(result.droppedOut.count)", "excluded": "\(result.excluded.count)",
                         "loss": "\(record.meanLoss)", "recall@20": "\(recall.map { String($0) } ?? "-")",
-                    ])
-                onRound?(record)
-            case .retryRound(let round, let attempt, let reason, _):
-                logger.warning("round \(round) retried (attempt \(attempt)): \(reason.message)")
-            case .fail(let error):
-                throw CoordinatorError(code: .roundFailed, message: error.description)
-            default:
-                break
+                    ]
+                    checkpoints.addTask {
+                        try self.core.meter.measure(.persistence) { try self.persist(checkpoint) }
+                        self.logger.info("round \(round) closed", metadata: closed)
+                        self.onRound?(record)
+                    }
+                    core.meter.sampleMemory()
+                case .retryRound(let round, let attempt, let reason, _):
+                    logger.warning("round \(round) retried (attempt \(attempt)): \(reason.message)")
+                case .fail(let error):
+                    throw CoordinatorError(code: .roundFailed, message: error.description)
+                default:
+                    break
+                }
             }
+            try await checkpoints.waitForAll()
         }
         core.finish()
         logger.info("completed \(core.completedRounds) round(s)")
@@ -213,9 +223,30 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         }
     }
 
-    /// Model file, then `state.json` (the commit point).
+    /// What one checkpoint writes, taken when its round closes (before the next round changes the core).
+    struct Checkpoint: Sendable {
+        var model: CoordinatorModel
+        var enrolled: [String]
+        var replayGuard: ReplayGuard
+        var records: [RoundRecord]
+        var completed: Int
+        var next: Int
+        var ledger: PrivacyLedger?
+
+        init(model: CoordinatorModel, core: CoordinatorCore) {
+            self.model = model
+            (enrolled, replayGuard, records, completed, next) = core.snapshot()
+            ledger = core.state.withLock { $0.ledger }
+        }
+    }
+
     private func persist(_ model: CoordinatorModel) throws {
-        let snapshot = core.snapshot()
+        try persist(Checkpoint(model: model, core: core))
+    }
+
+    /// Model file, then `state.json` (the commit point).
+    private func persist(_ snapshot: Checkpoint) throws {
+        let model = snapshot.model
         let name = StateStore.modelFileName(completedRounds: snapshot.completed)
         let optimizerName = OptimizerCheckpoint.fileName(completedRounds: snapshot.completed)
         do {
@@ -235,6 +266,6 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                 runFingerprint: runFingerprint, completedRounds: snapshot.completed, nextRound: snapshot.next,
                 enrolled: snapshot.enrolled, replayGuard: snapshot.replayGuard,
                 serverOptimizer: model.serverOptimizer.withoutMoments, modelFile: name, optimizerFile: optimizerName,
-                rounds: snapshot.records, privacy: core.state.withLock { $0.ledger }))
+                rounds: snapshot.records, privacy: snapshot.ledger))
     }
 }
