@@ -187,12 +187,11 @@ public enum ClientUpdatePayload {
             var block: UInt32 = 0
             while start < x.count {
                 let end = min(start + deltaBlock, x.count)
-                var any = false
-                for i in start..<end where x[i] != 0 {
-                    any = true
-                    break
-                }
-                if any { blocks.append(block) }
+                // OR of the magnitudes' bit patterns: non-zero iff some element is non-zero (-0 counts as zero).
+                // Branch-free, so it vectorises.
+                var bits: UInt32 = 0
+                for i in start..<end { bits |= x[i].bitPattern & 0x7fff_ffff }
+                if bits != 0 { blocks.append(block) }
                 start = end
                 block += 1
             }
