@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the README's federated quality figures (fedrec-eval-v1): for each data set, simulated federated
 # training (one virtual client per user, the same client trainer, round machine, server optimizer and central
-# item step as the processes; FedSGD clients, cohort 32, moving average 0.99 with warm-up 2) that
-#   1. runs the validation curve of each candidate server optimizer for seeds 1-3 (clients hold train minus
+# item step as the processes; FedSGD clients, cohort 32 unless a candidate says otherwise, moving average
+# 0.99 with warm-up 2 unless a candidate says otherwise) that
+#   1. runs the validation curve of each candidate setting for seeds 1-3 (clients hold train minus
 #      the validation slice),
-#   2. chooses the optimizer and round count with the best mean validation Recall@20 (never test),
+#   2. chooses the setting and round count with the best mean validation Recall@20 (never test),
 #   3. trains on the full training set with that choice (seeds 1-3) and reports test Recall@20.
 # With --processes it then runs the chosen setting once more through real processes (`fedrec demo`: a
 # coordinator and 4 client processes over gRPC, encrypted updates). Writes under runs/federated-quality/.
@@ -23,40 +24,51 @@ shared="${FEDREC_SHARED:-../shared}"
 out="runs/federated-quality"
 mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
-# Server optimizers tried: FedAdam (Reddi et al., no bias correction) and Adam with bias correction.
-candidates=(fedadam adam)
+# Candidate settings per data set (a name, then its `fedrec simulate` options), as chosen between: on
+# ml-100k FedAdam (Reddi et al., no bias correction) and Adam with bias correction; on ml-latest-small also
+# Adam with other learning rates, a slower average, and a larger cohort.
+candidates_ml_100k=("fedadam:--server fedadam" "adam:--server adam")
+candidates_ml_latest_small=("fedadam:--server fedadam" "adam:--server adam" "adam-lr003:--server adam --server-lr 0.003"
+    "adam-lr004:--server adam --server-lr 0.004" "adam-lr007:--server adam --server-lr 0.007"
+    "adam-avg995:--server adam --average 0.995" "adam-c48:--server adam --cohort 48")
 for dataset in ml-100k ml-latest-small; do
     source="$shared/data/$dataset"
     if [[ ! -d "$source" ]]; then
         echo "skipping $dataset: $source not found"
         continue
     fi
-    case "$dataset" in
-        ml-100k) rounds=500 every=25 ;;
-        *) rounds=500 every=25 ;;
-    esac
+    rounds=500 every=25
+    if [[ "$dataset" == ml-100k ]]; then candidates=("${candidates_ml_100k[@]}"); else candidates=("${candidates_ml_latest_small[@]}"); fi
     echo "== $dataset"
     "$fedrec" data import "$source" --out "$out/$dataset" --force > /dev/null
     : > "$out/$dataset-choices.txt"
-    for server in "${candidates[@]}"; do
+    for candidate in "${candidates[@]}"; do
+        name="${candidate%%:*}"
+        read -r -a settings <<< "${candidate#*:}"
         for seed in 1 2 3; do
             "$fedrec" simulate --dataset "$out/$dataset" --fold validation --rounds "$rounds" --eval-every "$every" \
-                --server "$server" --seed "$seed" "$@" | tee "$out/$dataset-$server-validation-$seed.log"
+                "${settings[@]}" --seed "$seed" "$@" | tee "$out/$dataset-$name-validation-$seed.log"
         done
         # Mean validation Recall@20 per evaluated round over the seeds.
-        cat "$out/$dataset-$server"-validation-*.log | awk -v server="$server" '/validation R@20/ {
+        cat "$out/$dataset-$name"-validation-*.log | awk -v name="$name" '/validation R@20/ {
                 n = $2 + 1; s[n] += $7; c[n]++ }
-            END { for (n in s) printf "%s %d %.5f\n", server, n, s[n] / c[n] }' >> "$out/$dataset-choices.txt"
+            END { for (n in s) printf "%s %d %.5f\n", name, n, s[n] / c[n] }' >> "$out/$dataset-choices.txt"
     done
-    # The best (optimizer, round count) by mean validation Recall@20 (ties: fewer rounds).
-    read -r server chosen score < <(sort -k3,3nr -k2,2n "$out/$dataset-choices.txt" | head -1)
-    echo "$dataset: best mean validation Recall@20 $score with --server $server at $chosen rounds"
+    # The best (candidate, round count) by mean validation Recall@20 (ties: fewer rounds).
+    read -r name chosen score < <(sort -k3,3nr -k2,2n "$out/$dataset-choices.txt" | head -1)
+    for candidate in "${candidates[@]}"; do
+        [[ "${candidate%%:*}" == "$name" ]] && read -r -a settings <<< "${candidate#*:}"
+    done
+    echo "$dataset: best mean validation Recall@20 $score with $name (${settings[*]}) at $chosen rounds"
     for seed in 1 2 3; do
         "$fedrec" simulate --dataset "$out/$dataset" --fold test --rounds "$chosen" --eval-every "$chosen" \
-            --server "$server" --seed "$seed" "$@" | tee "$out/$dataset-test-$seed.log"
+            "${settings[@]}" --seed "$seed" "$@" | tee "$out/$dataset-test-$seed.log"
     done
     if [[ $processes == 1 ]]; then
-        "$fedrec" demo --source "$source" --rounds "$chosen" --cohort 32 --clients 4 --server-optimizer "$server" \
+        # `simulate --server` is the coordinator's `--server-optimizer`; the other options have the same names.
+        demo_settings=("${settings[@]/--server/--server-optimizer}")
+        demo_settings=("${demo_settings[@]/--server-optimizer-lr/--server-lr}")
+        "$fedrec" demo --source "$source" --rounds "$chosen" --clients 4 "${demo_settings[@]}" \
             --out "$out/$dataset-processes" --fresh | tee "$out/$dataset-processes.log"
     fi
 done

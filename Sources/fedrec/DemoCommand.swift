@@ -25,6 +25,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).") var serverOptimizer: String =
         "fedadam"
     @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.005
+    @Option(help: "Decay of the served moving average of the global model (0: the raw model).") var average: Float = 0.99
     @Option(help: "Embedding dimension d.") var dimension: Int = 64
     @Option(help: "Source data (a MovieLens or generic folder).") var source: String = "demo/data/ml-latest-small"
     @Option(help: "Output folder.") var out: String = "runs/federated-demo"
@@ -34,6 +35,7 @@ struct DemoCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard clients >= 1 else { throw ValidationError("--clients must be at least 1, got \(clients)") }
+        guard average >= 0, average < 1 else { throw ValidationError("--average must lie in [0, 1), got \(average)") }
         guard rounds >= 1, cohort >= 1, deadline > 0 else {
             throw ValidationError("--rounds, --cohort and --deadline must be positive")
         }
@@ -78,6 +80,7 @@ struct DemoCommand: AsyncParsableCommand {
                 "coordinator", "--dataset", datasetPath, "--keys", keys, "--allow-list", allowList, "--state", state,
                 "--address", "127.0.0.1:\(port)", "--rounds", "\(rounds)", "--cohort", "\(cohort)",
                 "--deadline", "\(deadline)", "--server-optimizer", serverOptimizer, "--server-lr", "\(serverLR)",
+                "--average", "\(average)",
                 "--dimension", "\(dimension)", "--fold", "test", "--eval-every", "0", "--enrol-grace", "120",
                 "--log-level", "warning",
             ], echo: true)
