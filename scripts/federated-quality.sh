@@ -26,11 +26,13 @@ mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
 # Candidate settings per data set (a name, then its `fedrec simulate` options), as chosen between: on
 # ml-100k FedAdam (Reddi et al., no bias correction) and Adam with bias correction; on ml-latest-small also
-# Adam with other learning rates, a slower average, and a larger cohort.
+# Adam with other learning rates, a slower average, a larger cohort, and more local computation.
 candidates_ml_100k=("fedadam:--server fedadam" "adam:--server adam")
 candidates_ml_latest_small=("fedadam:--server fedadam" "adam:--server adam" "adam-lr003:--server adam --server-lr 0.003"
     "adam-lr004:--server adam --server-lr 0.004" "adam-lr007:--server adam --server-lr 0.007"
-    "adam-avg995:--server adam --average 0.995" "adam-c48:--server adam --cohort 48")
+    "adam-avg995:--server adam --average 0.995" "adam-c48:--server adam --cohort 48"
+    "adam-avg995-e2:--server adam --average 0.995 --local-epochs 2 --client-lr 0.5"
+    "adam-avg995-b64:--server adam --average 0.995 --local-batch 64 --client-lr 0.1")
 for dataset in ml-100k ml-latest-small; do
     source="$shared/data/$dataset"
     if [[ ! -d "$source" ]]; then
