@@ -255,9 +255,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 guard model.header.sequence == UInt64(header.attempt) else {
                     throw ProtocolError(
                         code: .unexpectedMessage,
-                        message: "round model of attempt \(model.header.sequence), the header announced \(header.attempt)")
+                        message:
+                            "round model of attempt \(model.header.sequence), the header announced \(header.attempt)")
                 }
-                return try model.open(using: roundKey, clientID: Wire.cohortAudience, kind: .roundModel, round: header.round)
+                return try model.open(
+                    using: roundKey, clientID: Wire.cohortAudience, kind: .roundModel, round: header.round)
             }
             global = try meter.measure(.codec) {
                 try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
@@ -316,7 +318,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     pending -= 1
                 }
                 let sampleMemory = id == selected.first
-                group.addTask { try await self.submit(update, from: client, round: round, attempt: attempt, service: service, sampleMemory: sampleMemory) }
+                group.addTask {
+                    try await self.submit(
+                        update, from: client, round: round, attempt: attempt, service: service,
+                        sampleMemory: sampleMemory)
+                }
                 pending += 1
             }
             try await group.waitForAll()
@@ -349,7 +355,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             // Once a round, while the round's model and this update are alive (the fullest moment).
             if sampleMemory { meter.sampleMemory() }
         } catch let error as RPCError {
-            logger.warning("update refused: \(error.message)", metadata: ["client": "\(client.id)", "round": "\(round)"])
+            logger.warning(
+                "update refused: \(error.message)", metadata: ["client": "\(client.id)", "round": "\(round)"])
         }
     }
 }

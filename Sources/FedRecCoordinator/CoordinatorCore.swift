@@ -322,7 +322,8 @@ public final class CoordinatorCore: Sendable {
             throw ProtocolError(code: .notEnrolled, message: "none of the \(clients.count) client(s) is enrolled")
         }
         guard let (open, selected, session, sequence) = found else { return .wait }
-        let header = EnvelopeHeader(kind: .roundKey, round: UInt64(open.round), sequence: sequence, clientID: selected[0])
+        let header = EnvelopeHeader(
+            kind: .roundKey, round: UInt64(open.round), sequence: sequence, clientID: selected[0])
         let sealedKey = try meter.measure(.crypto) {
             try open.roundKey.withUnsafeBytes { key in
                 try Envelope.seal(key, header: header, using: session.keys.transmit).serialized
@@ -366,7 +367,8 @@ public final class CoordinatorCore: Sendable {
             }
             // In secure mode only stage messages are accepted, in plain mode only model updates: the kind is
             // authenticated (associated data), so a message cannot be re-labelled.
-            kind = secureOptions != nil && secureKinds.contains(envelope.header.kind) ? envelope.header.kind : .modelUpdate
+            kind =
+                secureOptions != nil && secureKinds.contains(envelope.header.kind) ? envelope.header.kind : .modelUpdate
             plaintext = try meter.measure(.crypto) {
                 try envelope.open(using: session.keys.receive, clientID: client, kind: kind, round: UInt64(round))
             }

@@ -197,7 +197,9 @@ public enum OptimizerCheckpoint {
     public static func read(
         from path: String, server: ServerOptimizer, item configuration: OptimizerConfiguration, userTowerCount: Int
     ) throws -> (server: ServerOptimizer, item: Optimizer, training: TrainingWeights?) {
-        func bad(_ message: String) -> CoordinatorError { CoordinatorError(code: .state, message: "\(path): \(message)") }
+        func bad(_ message: String) -> CoordinatorError {
+            CoordinatorError(code: .state, message: "\(path): \(message)")
+        }
         let file: SafeTensors
         do { file = try SafeTensors.read(from: path, requireFinite: true) } catch { throw bad("\(error)") }
         guard let first = file["server.first"]?.values, let second = file["server.second"]?.values,

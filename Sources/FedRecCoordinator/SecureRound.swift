@@ -87,7 +87,8 @@ extension CoordinatorCore {
             do {
                 s.open = try OpenRound(
                     round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
-                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed, chunkSize: chunkSize, meter: meter)
+                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed, chunkSize: chunkSize, meter: meter
+                )
             } catch {
                 return s.machine.abandonAttempt(
                     reason: FederationError(

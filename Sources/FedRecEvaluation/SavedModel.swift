@@ -1,6 +1,6 @@
 public import FedRecData
 public import FedRecModel
-public import FedRecTensor
+import FedRecTensor
 import Foundation
 
 /// The one way fedrec builds a model file to save: `fedrec train`, `fedrec simulate` and the coordinator's
@@ -47,14 +47,17 @@ public enum SavedModel {
     public static func file(model: TwoTowerModel, dataset data: Dataset, extraMetadata: [String: String] = [:])
         -> ModelFile
     {
-        file(model: model, catalogue: Catalogue(dataset: data, configuration: model.configuration), extraMetadata: extraMetadata)
+        file(
+            model: model, catalogue: Catalogue(dataset: data, configuration: model.configuration),
+            extraMetadata: extraMetadata)
     }
 
     /// The model file of `model` with a prepared `catalogue` (built for `model`'s configuration).
     public static func file(model: TwoTowerModel, catalogue: Catalogue, extraMetadata: [String: String] = [:])
         -> ModelFile
     {
-        precondition(catalogue.configuration == model.configuration, "the catalogue was built for another model configuration")
+        precondition(
+            catalogue.configuration == model.configuration, "the catalogue was built for another model configuration")
         return ModelFile(
             model: model, itemFeatures: catalogue.itemFeatures, datasetChecksum: catalogue.datasetChecksum,
             itemIDs: catalogue.itemIDs, extraMetadata: extraMetadata.merging(catalogue.metadata) { _, fixed in fixed },

@@ -68,7 +68,8 @@ public enum AEAD {
             try associatedData.withUnsafeBytes { ad in
                 try nonce.bytes.withUnsafeBytes { n in
                     try [UInt8](unsafeUninitializedCapacity: m.count + tagByteCount) { out, count in
-                        try encrypt(m, nonce: n, using: key, authenticating: ad, into: UnsafeMutableRawBufferPointer(out))
+                        try encrypt(
+                            m, nonce: n, using: key, authenticating: ad, into: UnsafeMutableRawBufferPointer(out))
                         count = m.count + tagByteCount
                     }
                 }
@@ -153,7 +154,8 @@ public enum AEAD {
                     output.baseAddress!.assumingMemoryBound(to: UInt8.self), &written,
                     message.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(message.count),
                     associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(associatedData.count), nil,
-                    nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self)),
+                    nonce.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                    k.baseAddress!.assumingMemoryBound(to: UInt8.self)),
                 "crypto_aead_xchacha20poly1305_ietf_encrypt")
         }
         precondition(Int(written) == output.count, "AEAD wrote an unexpected length")
@@ -178,7 +180,8 @@ public enum AEAD {
                     output.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? fallback, &written, nil,
                     ciphertextAndTag.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(ciphertextAndTag.count),
                     associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(associatedData.count),
-                    nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    nonce.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                    k.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
         guard code == 0 else {

@@ -20,7 +20,9 @@ public struct SafeTensor: Sendable, Equatable {
     /// An F32 tensor.
     public init(name: String, shape: [Int], values: [Float]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "tensor dimensions must be non-negative")
-        precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) needs \(shape.reduce(1, *)) values, got \(values.count)")
+        precondition(
+            shape.reduce(1, *) == values.count,
+            "tensor \(name): shape \(shape) needs \(shape.reduce(1, *)) values, got \(values.count)")
         self.name = name
         self.shape = shape
         self.dtype = .f32
@@ -31,7 +33,9 @@ public struct SafeTensor: Sendable, Equatable {
     /// An I32 tensor.
     public init(name: String, shape: [Int], integers: [Int32]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "tensor dimensions must be non-negative")
-        precondition(shape.reduce(1, *) == integers.count, "tensor \(name): shape \(shape) needs \(shape.reduce(1, *)) values, got \(integers.count)")
+        precondition(
+            shape.reduce(1, *) == integers.count,
+            "tensor \(name): shape \(shape) needs \(shape.reduce(1, *)) values, got \(integers.count)")
         self.name = name
         self.shape = shape
         self.dtype = .i32
@@ -79,24 +83,31 @@ public struct SafeTensors: Sendable, Equatable {
             throw TensorFileError(code: .missingTensor, file: file, message: "missing tensor '\(name)'")
         }
         guard tensor.shape == shape else {
-            throw TensorFileError(code: .wrongShape, file: file, message: "tensor '\(name)' has shape \(tensor.shape), expected \(shape)")
+            throw TensorFileError(
+                code: .wrongShape, file: file, message: "tensor '\(name)' has shape \(tensor.shape), expected \(shape)")
         }
         guard tensor.dtype == .f32 else {
-            throw TensorFileError(code: .unsupportedDType, file: file, message: "tensor '\(name)' has dtype I32, expected F32")
+            throw TensorFileError(
+                code: .unsupportedDType, file: file, message: "tensor '\(name)' has dtype I32, expected F32")
         }
         return tensor
     }
 
     /// The tensor called `name` with exactly `shape` and `dtype`, or a `TensorFileError` naming `file`.
-    public func tensor(_ name: String, shape: [Int], dtype: SafeTensor.DType, file: String) throws(TensorFileError) -> SafeTensor {
+    public func tensor(_ name: String, shape: [Int], dtype: SafeTensor.DType, file: String) throws(TensorFileError)
+        -> SafeTensor
+    {
         guard let tensor = self[name] else {
             throw TensorFileError(code: .missingTensor, file: file, message: "missing tensor '\(name)'")
         }
         guard tensor.shape == shape else {
-            throw TensorFileError(code: .wrongShape, file: file, message: "tensor '\(name)' has shape \(tensor.shape), expected \(shape)")
+            throw TensorFileError(
+                code: .wrongShape, file: file, message: "tensor '\(name)' has shape \(tensor.shape), expected \(shape)")
         }
         guard tensor.dtype == dtype else {
-            throw TensorFileError(code: .unsupportedDType, file: file, message: "tensor '\(name)' has dtype \(tensor.dtype.rawValue), expected \(dtype.rawValue)")
+            throw TensorFileError(
+                code: .unsupportedDType, file: file,
+                message: "tensor '\(name)' has dtype \(tensor.dtype.rawValue), expected \(dtype.rawValue)")
         }
         return tensor
     }
@@ -125,7 +136,9 @@ public struct SafeTensors: Sendable, Equatable {
             if !first { json.append(UInt8(ascii: ",")) }
             first = false
             Self.appendJSONString(tensor.name, to: &json)
-            json += Array(#":{"dtype":"\#(tensor.dtype.rawValue)","shape":[\#(tensor.shape.map(String.init).joined(separator: ","))],"data_offsets":[\#(offset),\#(offset + bytes)]}"#.utf8)
+            json += Array(
+                #":{"dtype":"\#(tensor.dtype.rawValue)","shape":[\#(tensor.shape.map(String.init).joined(separator: ","))],"data_offsets":[\#(offset),\#(offset + bytes)]}"#
+                    .utf8)
             offset += bytes
         }
         json.append(UInt8(ascii: "}"))
@@ -147,17 +160,21 @@ public struct SafeTensors: Sendable, Equatable {
         header().withUnsafeBytes(feed)
         for tensor in tensors {
             #if _endian(little)
-            if tensor.dtype == .f32 { tensor.values.withUnsafeBytes(feed) } else { tensor.integers.withUnsafeBytes(feed) }
+                if tensor.dtype == .f32 {
+                    tensor.values.withUnsafeBytes(feed)
+                } else {
+                    tensor.integers.withUnsafeBytes(feed)
+                }
             #else
-            var swapped: [UInt8] = []
-            swapped.reserveCapacity(tensor.elementCount * 4)
-            for value in tensor.values {
-                withUnsafeBytes(of: value.bitPattern.littleEndian) { swapped.append(contentsOf: $0) }
-            }
-            for value in tensor.integers {
-                withUnsafeBytes(of: value.littleEndian) { swapped.append(contentsOf: $0) }
-            }
-            swapped.withUnsafeBytes(feed)
+                var swapped: [UInt8] = []
+                swapped.reserveCapacity(tensor.elementCount * 4)
+                for value in tensor.values {
+                    withUnsafeBytes(of: value.bitPattern.littleEndian) { swapped.append(contentsOf: $0) }
+                }
+                for value in tensor.integers {
+                    withUnsafeBytes(of: value.littleEndian) { swapped.append(contentsOf: $0) }
+                }
+                swapped.withUnsafeBytes(feed)
             #endif
         }
         if let failure { throw failure }
@@ -188,7 +205,8 @@ public struct SafeTensors: Sendable, Equatable {
                     let result = Foundation.write(descriptor, bytes.baseAddress! + written, bytes.count - written)
                     if result < 0 {
                         if errno == EINTR { continue }
-                        throw TensorFileError(code: .io, file: path, message: "cannot write temporary file (errno \(errno))")
+                        throw TensorFileError(
+                            code: .io, file: path, message: "cannot write temporary file (errno \(errno))")
                     }
                     written += result
                 }
@@ -206,7 +224,8 @@ public struct SafeTensors: Sendable, Equatable {
         if rename(temporary, path) != 0 {
             let code = errno
             unlink(temporary)
-            throw TensorFileError(code: .io, file: path, message: "cannot rename temporary file into place (errno \(code))")
+            throw TensorFileError(
+                code: .io, file: path, message: "cannot rename temporary file into place (errno \(code))")
         }
     }
 
@@ -230,11 +249,15 @@ public struct SafeTensors: Sendable, Equatable {
         func fail(_ code: TensorFileError.Code, _ message: String) -> TensorFileError {
             TensorFileError(code: code, file: file, message: message)
         }
-        guard bytes.count >= 8 else { throw fail(.truncated, "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
+        guard bytes.count >= 8 else {
+            throw fail(.truncated, "file is \(bytes.count) bytes, shorter than the 8-byte header length")
+        }
         var headerLength: UInt64 = 0
         for i in 0..<8 { headerLength |= UInt64(bytes[i]) << (8 * UInt64(i)) }
         guard headerLength <= UInt64(bytes.count - 8) else {
-            throw fail(.truncated, "header length \(headerLength) exceeds the \(bytes.count - 8) bytes after it (truncated or corrupted)")
+            throw fail(
+                .truncated,
+                "header length \(headerLength) exceeds the \(bytes.count - 8) bytes after it (truncated or corrupted)")
         }
         let dataStart = 8 + Int(headerLength)
         let json: Any
@@ -248,15 +271,23 @@ public struct SafeTensors: Sendable, Equatable {
         var entries: [(name: String, shape: [Int], begin: Int, end: Int, dtype: SafeTensor.DType)] = []
         for (name, value) in object {
             if name == "__metadata__" {
-                guard let dictionary = value as? [String: Any] else { throw fail(.corruptedHeader, "__metadata__ is not an object") }
+                guard let dictionary = value as? [String: Any] else {
+                    throw fail(.corruptedHeader, "__metadata__ is not an object")
+                }
                 for (key, item) in dictionary {
-                    guard let string = item as? String else { throw fail(.corruptedHeader, "metadata '\(key)' is not a string") }
+                    guard let string = item as? String else {
+                        throw fail(.corruptedHeader, "metadata '\(key)' is not a string")
+                    }
                     metadata[key] = string
                 }
                 continue
             }
-            guard let entry = value as? [String: Any] else { throw fail(.corruptedHeader, "entry '\(name)' is not an object") }
-            guard let dtype = entry["dtype"] as? String else { throw fail(.corruptedHeader, "tensor '\(name)' has no dtype") }
+            guard let entry = value as? [String: Any] else {
+                throw fail(.corruptedHeader, "entry '\(name)' is not an object")
+            }
+            guard let dtype = entry["dtype"] as? String else {
+                throw fail(.corruptedHeader, "tensor '\(name)' has no dtype")
+            }
             guard let type = SafeTensor.DType(rawValue: dtype) else {
                 throw fail(.unsupportedDType, "tensor '\(name)' has dtype \(dtype); only F32 and I32 are supported")
             }
@@ -273,7 +304,10 @@ public struct SafeTensors: Sendable, Equatable {
         var expectedBegin = 0
         for entry in entries {
             guard entry.begin == expectedBegin, entry.end >= entry.begin else {
-                throw fail(.badOffsets, "tensor '\(entry.name)' data_offsets [\(entry.begin), \(entry.end)] are not contiguous (expected begin \(expectedBegin))")
+                throw fail(
+                    .badOffsets,
+                    "tensor '\(entry.name)' data_offsets [\(entry.begin), \(entry.end)] are not contiguous (expected begin \(expectedBegin))"
+                )
             }
             var elements = 1
             for dimension in entry.shape {
@@ -282,15 +316,22 @@ public struct SafeTensors: Sendable, Equatable {
                 elements = product
             }
             guard elements.multipliedReportingOverflow(by: 4) == (entry.end - entry.begin, false) else {
-                throw fail(.badOffsets, "tensor '\(entry.name)' shape \(entry.shape) needs \(elements * 4) bytes, offsets give \(entry.end - entry.begin)")
+                throw fail(
+                    .badOffsets,
+                    "tensor '\(entry.name)' shape \(entry.shape) needs \(elements * 4) bytes, offsets give \(entry.end - entry.begin)"
+                )
             }
             guard entry.end <= dataLength else {
-                throw fail(.truncated, "tensor '\(entry.name)' ends at byte \(entry.end) of the data, which has only \(dataLength) bytes (truncated)")
+                throw fail(
+                    .truncated,
+                    "tensor '\(entry.name)' ends at byte \(entry.end) of the data, which has only \(dataLength) bytes (truncated)"
+                )
             }
             expectedBegin = entry.end
         }
         guard expectedBegin == dataLength else {
-            throw fail(.badOffsets, "\(dataLength - expectedBegin) bytes after the last tensor are not covered by any tensor")
+            throw fail(
+                .badOffsets, "\(dataLength - expectedBegin) bytes after the last tensor are not covered by any tensor")
         }
         var tensors: [SafeTensor] = []
         tensors.reserveCapacity(entries.count)
@@ -300,11 +341,13 @@ public struct SafeTensors: Sendable, Equatable {
                 var integers = [Int32](repeating: 0, count: count)
                 bytes.withUnsafeBytes { raw in
                     integers.withUnsafeMutableBytes { target in
-                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[(dataStart + entry.begin)..<(dataStart + entry.end)]))
+                        target.copyMemory(
+                            from: UnsafeRawBufferPointer(
+                                rebasing: raw[(dataStart + entry.begin)..<(dataStart + entry.end)]))
                     }
                 }
                 #if !_endian(little)
-                for i in 0..<count { integers[i] = Int32(littleEndian: integers[i]) }
+                    for i in 0..<count { integers[i] = Int32(littleEndian: integers[i]) }
                 #endif
                 tensors.append(SafeTensor(name: entry.name, shape: entry.shape, integers: integers))
                 continue
@@ -312,11 +355,13 @@ public struct SafeTensors: Sendable, Equatable {
             var values = [Float](repeating: 0, count: count)
             bytes.withUnsafeBytes { raw in
                 values.withUnsafeMutableBytes { target in
-                    target.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[(dataStart + entry.begin)..<(dataStart + entry.end)]))
+                    target.copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: raw[(dataStart + entry.begin)..<(dataStart + entry.end)])
+                    )
                 }
             }
             #if !_endian(little)
-            for i in 0..<count { values[i] = Float(bitPattern: UInt32(littleEndian: values[i].bitPattern)) }
+                for i in 0..<count { values[i] = Float(bitPattern: UInt32(littleEndian: values[i].bitPattern)) }
             #endif
             if requireFinite, let bad = values.firstIndex(where: { !$0.isFinite }) {
                 throw fail(.nonFinite, "tensor '\(entry.name)' holds a non-finite value at element \(bad)")
@@ -345,7 +390,8 @@ public struct SafeTensors: Sendable, Equatable {
         var string = string
         string.withUTF8 { utf8 in
             var runStart = 0
-            for (index, byte) in utf8.enumerated() where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            for (index, byte) in utf8.enumerated()
+            where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<index]))
                 switch byte {
                 case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
@@ -355,7 +401,10 @@ public struct SafeTensors: Sendable, Equatable {
                 case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
                 default:
                     let hex = Array("0123456789abcdef".utf8)
-                    out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+                    out += [
+                        UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                        hex[Int(byte >> 4)], hex[Int(byte & 15)],
+                    ]
                 }
                 runStart = index + 1
             }

@@ -22,10 +22,12 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Rounds.") var rounds: Int = 100
     @Option(help: "Clients per round.") var cohort: Int = 32
     @Option(help: "Seconds per round before stragglers are dropped.") var deadline: Double = 120
-    @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).") var serverOptimizer: String =
+    @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).")
+    var serverOptimizer: String =
         "fedadam"
     @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.005
-    @Option(help: "Decay of the served moving average of the global model (0: the raw model).") var average: Float = 0.99
+    @Option(help: "Decay of the served moving average of the global model (0: the raw model).") var average: Float =
+        0.99
     @Option(help: "Embedding dimension d.") var dimension: Int = 64
     @Option(help: "Source data (a MovieLens or generic folder).") var source: String = "demo/data/ml-latest-small"
     @Option(help: "Output folder.") var out: String = "runs/federated-demo"

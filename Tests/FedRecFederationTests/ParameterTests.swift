@@ -22,11 +22,14 @@ import Testing
     @Test func finitenessCheckMatchesFloatIsFinite() {
         var rng = SplitMix64(seed: 11)
         for _ in 0..<200 {
-            let values = (0..<Int(rng.next() % 40)).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) }
+            let values = (0..<Int(rng.next() % 40)).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
+            }
             #expect(FlatVector.isFinite(values) == values.allSatisfy(\.isFinite))
         }
-        let specials: [Float] = [.infinity, -.infinity, .nan, -.nan, .signalingNaN, .greatestFiniteMagnitude,
-            -.greatestFiniteMagnitude, .leastNonzeroMagnitude, 0, -0]
+        let specials: [Float] = [
+            .infinity, -.infinity, .nan, -.nan, .signalingNaN, .greatestFiniteMagnitude,
+            -.greatestFiniteMagnitude, .leastNonzeroMagnitude, 0, -0,
+        ]
         for special in specials {
             for position in [0, 7, 8, 63, 64, 99] {
                 var values = [Float](repeating: 1.5, count: 100)

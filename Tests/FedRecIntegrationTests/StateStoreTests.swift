@@ -1,8 +1,9 @@
-@testable import FedRecCoordinator
 import FedRecFederation
 import FedRecSecurity
 import Foundation
 import Testing
+
+@testable import FedRecCoordinator
 
 @Suite struct StateStoreTests {
     func state(rounds: Int, completed: Int? = nil) -> PersistedState {
@@ -14,7 +15,8 @@ import Testing
             rounds: (0..<rounds).map { r in
                 RoundRecord(
                     round: r, attempt: r % 2, participants: 3 + r, examples: 10 * r, meanLoss: 1.0 / Double(r + 3),
-                    bytesReceived: 1000 + r, bytesSent: 2000, seconds: 0.1 * Double(r), recallAt20: r % 3 == 0 ? 0.2 : nil,
+                    bytesReceived: 1000 + r, bytesSent: 2000, seconds: 0.1 * Double(r),
+                    recallAt20: r % 3 == 0 ? 0.2 : nil,
                     rejected: 0, stragglers: r % 2, epsilon: r % 4 == 0 ? Double(r) / 7 : nil,
                     finishedAt: Double(r) / 3)
             })
@@ -23,7 +25,9 @@ import Testing
     /// `state.json` is byte for byte what JSONEncoder with sorted keys writes, while the records' JSON is reused
     /// across saves, and stays so when the records are replaced (a resumed run) or shrink.
     @Test func savedBytesEqualJSONEncoderAcrossSaves() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-state-\(UInt32.random(in: 0...UInt32.max))").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-state-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = StateStore(directory: directory)
         let encoder = JSONEncoder()

@@ -12,7 +12,9 @@ import Testing
         metadata: ["format": "test", "quote": "say \"hi\"\n"])
 
     @Test func roundTripThroughAFile() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-st-\(UInt32.random(in: 0...UInt32.max))").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try Self.sample.write(to: path)
         let read = try SafeTensors.read(from: path)
@@ -33,9 +35,14 @@ import Testing
     @Test func metadataEscapingAndStreamedBytes() throws {
         let awkward = String((0..<0x20).map { Character(Unicode.Scalar(UInt8($0))) }) + "\"\\/ é 映画 🎬 \u{7f}"
         let file = SafeTensors(
-            tensors: [SafeTensor(name: "w \"q\"", shape: [2], values: [1, 2]), SafeTensor(name: "i", shape: [3], integers: [4, -5, 6])],
+            tensors: [
+                SafeTensor(name: "w \"q\"", shape: [2], values: [1, 2]),
+                SafeTensor(name: "i", shape: [3], integers: [4, -5, 6]),
+            ],
             metadata: ["awkward": awkward, "ключ": "value", "": "empty key"])
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-st-\(UInt32.random(in: 0...UInt32.max))").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try file.write(to: path)
         #expect(try Array(Data(contentsOf: URL(fileURLWithPath: path))) == file.encoded())
@@ -49,7 +56,9 @@ import Testing
 
     /// A write that cannot complete leaves the file already at the path untouched and no temporary behind.
     @Test func failedWriteKeepsTheSavedFile() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-st-\(UInt32.random(in: 0...UInt32.max))").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/model.safetensors"
@@ -60,7 +69,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: blocked + "/inside", withIntermediateDirectories: true)
         #expect(throws: TensorFileError.self) { try Self.sample.write(to: blocked) }
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == ["blocked", "model.safetensors"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == ["blocked", "model.safetensors"])
         #expect(throws: TensorFileError.self) { try Self.sample.write(to: directory + "/missing/model.safetensors") }
     }
 
@@ -73,18 +83,22 @@ import Testing
         return out + header + data
     }
 
-    @Test(arguments: [
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8, "ok"),
-        (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "badOffsets"),
-        (#"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#, 8, "unsupportedDType"),
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "truncated"),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 4, "badOffsets"),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "badOffsets"),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "badOffsets"),
-        (#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#, 4, "corruptedHeader"),
-        (#"["a"]"#, 0, "corruptedHeader"),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#, 4, "corruptedHeader"),
-    ] as [(String, Int, String)])
+    @Test(
+        arguments: [
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 8, "ok"),
+            (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "badOffsets"),
+            (#"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#, 8, "unsupportedDType"),
+            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "truncated"),
+            (
+                #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                4, "badOffsets"
+            ),
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "badOffsets"),
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "badOffsets"),
+            (#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#, 4, "corruptedHeader"),
+            (#"["a"]"#, 0, "corruptedHeader"),
+            (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#, 4, "corruptedHeader"),
+        ] as [(String, Int, String)])
     func validation(header: String, dataBytes: Int, expected: String) {
         let bytes = withHeader(header, data: [UInt8](repeating: 0, count: dataBytes))
         do {
@@ -106,7 +120,9 @@ import Testing
     @Test func nonFiniteValuesCanBeRejected() throws {
         let file = SafeTensors(tensors: [SafeTensor(name: "x", shape: [2], values: [1, .nan])])
         _ = try SafeTensors(bytes: file.encoded(), file: "f")
-        let error = #expect(throws: TensorFileError.self) { try SafeTensors(bytes: file.encoded(), file: "f", requireFinite: true) }
+        let error = #expect(throws: TensorFileError.self) {
+            try SafeTensors(bytes: file.encoded(), file: "f", requireFinite: true)
+        }
         #expect(error?.code == .nonFinite)
     }
 }
