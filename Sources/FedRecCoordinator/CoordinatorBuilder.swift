@@ -82,7 +82,7 @@ public enum CoordinatorBuilder {
                             secureAggregation: options.secureAggregation,
                             schedule: options.learningRateSchedule == .constant ? nil : options.learningRateSchedule,
                             averageDecay: options.averageDecay,
-                            averageWarmup: options.averageDecay == nil || options.averageWarmup == 10
+                            averageWarmup: options.averageDecay == nil || options.averageWarmup == ModelAverage.standardWarmup
                                 ? nil : options.averageWarmup)))))
 
         let store = StateStore(directory: options.stateDirectory)

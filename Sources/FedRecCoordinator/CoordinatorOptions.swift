@@ -61,7 +61,7 @@ public struct CoordinatorOptions: Sendable {
     /// raw weights keep training and are checkpointed beside it. Nil: the raw model is served.
     public var averageDecay: Float? = nil
     /// Warm-up of the average's decay rule `min(decay, (1+t)/(warmup+t))` (see `ModelAverage`).
-    public var averageWarmup: Float = 10
+    public var averageWarmup: Float = ModelAverage.standardWarmup
 
     public init(datasetPath: String, keysDirectory: String, allowListPath: String, stateDirectory: String) {
         self.datasetPath = datasetPath

@@ -52,7 +52,7 @@ public struct FederatedSimulationConfiguration: Sendable {
     /// `FederatedSimulationResult.model` use the average.
     public var averageDecay: Float? = nil
     /// Warm-up of the average's decay rule (see `ModelAverage`).
-    public var averageWarmup: Float = 10
+    public var averageWarmup: Float = ModelAverage.standardWarmup
 
     public init(
         model: TwoTowerConfiguration, client: ClientTrainingConfiguration = .init(),

@@ -45,12 +45,15 @@ public struct ModelAverage: Sendable {
     public let decay: Float
     /// `warmup > 1` in the decay rule above.
     public let warmup: Float
+    /// The warm-up of TensorFlow's `ExponentialMovingAverage(num_updates:)`, and fedrec's before `--average-warmup`
+    /// existed: the library default, and the value a run fingerprint leaves out.
+    public static let standardWarmup: Float = 10
     public private(set) var updates: Int
     private let configuration: TwoTowerConfiguration
     private var parameters: [String: Matrix]
 
     /// Starts the average at `model`. Precondition: `decay` in [0, 1).
-    public init(model: TwoTowerModel, decay: Float, warmup: Float = 10, updates: Int = 0) {
+    public init(model: TwoTowerModel, decay: Float, warmup: Float = standardWarmup, updates: Int = 0) {
         precondition(decay >= 0 && decay < 1, "average decay must lie in [0, 1)")
         precondition(warmup > 1 && warmup.isFinite, "average warm-up must exceed 1")
         self.decay = decay
@@ -62,7 +65,8 @@ public struct ModelAverage: Sendable {
 
     /// Resumes an average from saved parameters (same names and shapes as the model's).
     public init(
-        configuration: TwoTowerConfiguration, parameters: [String: Matrix], decay: Float, warmup: Float = 10,
+        configuration: TwoTowerConfiguration, parameters: [String: Matrix], decay: Float,
+        warmup: Float = standardWarmup,
         updates: Int
     ) {
         precondition(decay >= 0 && decay < 1, "average decay must lie in [0, 1)")

@@ -169,8 +169,7 @@ public struct FederatedServer: Sendable {
 
     /// A server that continues with existing optimizer state (a resumed coordinator).
     public init(
-        model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizer, itemOptimizer: Optimizer,
-        appliedRounds: Int = 0
+        model: TwoTowerModel, itemFeatures: SparseMatrix, serverOptimizer: ServerOptimizer, itemOptimizer: Optimizer
     ) {
         self.configuration = model.configuration
         self.userTower = model.userTower
@@ -180,7 +179,6 @@ public struct FederatedServer: Sendable {
         self.itemOptimizer = itemOptimizer
         self.layout = .userTower(model.configuration)
         self.itemEmbeddings = model.itemTower.embeddings(itemFeatures: itemFeatures)
-        self.appliedRounds = appliedRounds
     }
 
     public var model: TwoTowerModel { TwoTowerModel(userTower: userTower, itemTower: itemTower) }

@@ -14,9 +14,8 @@ public enum AEAD {
 
         /// A random nonce.
         public init() throws {
-            try Sodium.ensureInitialised()
             var bytes = [UInt8](repeating: 0, count: AEAD.nonceByteCount)
-            randombytes_buf(&bytes, bytes.count)
+            try bytes.withUnsafeMutableBytes { try AEAD.fillRandomNonce($0) }
             self.bytes = bytes
         }
 
@@ -132,7 +131,7 @@ public enum AEAD {
         }
     }
 
-    /// Fills `nonce` (24 bytes) with fresh randomness, as `Nonce()` does.
+    /// Fills `nonce` (24 bytes) with fresh randomness from libsodium's CSPRNG (`Nonce()` and envelopes use it).
     static func fillRandomNonce(_ nonce: UnsafeMutableRawBufferPointer) throws {
         try Sodium.ensureInitialised()
         precondition(nonce.count == nonceByteCount, "AEAD nonce length")

@@ -133,7 +133,6 @@ public struct Envelope: Sendable, Hashable {
         throws -> Envelope
     {
         let ad = try header.encoded()
-        try Sodium.ensureInitialised()
         let bytes = try payload.withUnsafeBytes { message in
             let total = ad.count + AEAD.nonceByteCount + message.count + AEAD.tagByteCount
             return try [UInt8](unsafeUninitializedCapacity: total) { out, count in
