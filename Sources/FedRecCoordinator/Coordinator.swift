@@ -254,10 +254,11 @@ public final class Coordinator<Transport: ServerTransport>: Service {
             try SavedModel.file(
                 model: model.servedModel, catalogue: catalogue,
                 extraMetadata: [SavedModel.MetadataKey.federatedRounds: "\(snapshot.completed)"]
-            ).write(to: store.directory + "/" + name)
+            ).write(to: store.directory + "/" + name, recycling: store.spareModelPath)
             try OptimizerCheckpoint.write(
                 server: model.serverOptimizer, item: model.itemOptimizer,
-                training: model.average.map { (model.model, $0.updates) }, to: store.directory + "/" + optimizerName)
+                training: model.average.map { (model.model, $0.updates) }, to: store.directory + "/" + optimizerName,
+                recycling: store.spareOptimizerPath)
         } catch {
             throw CoordinatorError(code: .state, message: "cannot write a checkpoint in \(store.directory): \(error)")
         }

@@ -32,7 +32,7 @@ public struct RoundRecord: Sendable, Codable, Equatable {
 ///
 /// Written after every completed round: first the model file `model-NNNNNN.safetensors` (temporary file +
 /// rename), then `state.json` (temporary file + rename) which is the commit point, then older model files are
-/// removed. A coordinator killed at any point restarts from the last `state.json`, i.e. the last completed round.
+/// removed, except one per kind kept as the spare the next checkpoint overwrites and renames (`.spare-*`). A coordinator killed at any point restarts from the last `state.json`, i.e. the last completed round.
 public struct PersistedState: Sendable, Codable {
     public static let format = "fedrec-coordinator-state"
     public static let formatVersion = 2
@@ -132,12 +132,19 @@ public struct StateStore: Sendable {
             guard rename(temporary, statePath) == 0 else {
                 throw CoordinatorError(code: .state, message: "rename to \(statePath) failed (errno \(errno))")
             }
-            // Model and optimizer files other than the current ones are leftovers of earlier rounds.
+            // Model and optimizer files other than the current ones are leftovers of earlier rounds: one of each
+            // kind becomes the spare the next checkpoint overwrites in place, the others are removed.
+            var spares: Set<String> = []
             for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             where (name.hasPrefix("model-") || name.hasPrefix("optimizer-")) && name.hasSuffix(".safetensors")
                 && name != state.modelFile && name != state.optimizerFile
             {
-                try? FileManager.default.removeItem(atPath: directory + "/" + name)
+                let spare = name.hasPrefix("model-") ? spareModelPath : spareOptimizerPath
+                if !spares.contains(spare), rename(directory + "/" + name, spare) == 0 {
+                    spares.insert(spare)
+                } else {
+                    try? FileManager.default.removeItem(atPath: directory + "/" + name)
+                }
             }
         } catch let error as CoordinatorError {
             throw error
@@ -145,6 +152,12 @@ public struct StateStore: Sendable {
             throw CoordinatorError(code: .state, message: "\(statePath): \(error)")
         }
     }
+
+    /// An obsolete model file kept to be overwritten by the next checkpoint (never read: `state.json` does not
+    /// name it, and its content is unspecified).
+    public var spareModelPath: String { directory + "/.spare-model.safetensors" }
+    /// An obsolete optimizer file kept to be overwritten by the next checkpoint.
+    public var spareOptimizerPath: String { directory + "/.spare-optimizer.safetensors" }
 
     public static func modelFileName(completedRounds: Int) -> String {
         let digits = String(completedRounds)
@@ -171,7 +184,7 @@ public enum OptimizerCheckpoint {
     /// Writes the moments, and `training`'s weights as `training.NAME` tensors when the run keeps an average.
     public static func write(
         server: ServerOptimizer, item: Optimizer, training: (model: TwoTowerModel, averageUpdates: Int)? = nil,
-        to path: String
+        to path: String, recycling spare: String? = nil
     ) throws {
         var tensors: [SafeTensor] = []
         var metadata = ["item_step": "\(item.step)"]
@@ -189,7 +202,7 @@ public enum OptimizerCheckpoint {
             tensors.append(SafeTensor(name: "item.\(name).first", shape: [pair.first.count], values: pair.first))
             tensors.append(SafeTensor(name: "item.\(name).second", shape: [pair.second.count], values: pair.second))
         }
-        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path)
+        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path, recycling: spare)
     }
 
     /// The server optimizer (configuration and step from `state.json`) and the item optimizer restored from

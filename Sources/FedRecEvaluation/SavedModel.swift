@@ -28,6 +28,8 @@ public enum SavedModel {
         let itemContent: ItemContent
         /// The model configuration the item features were chosen for.
         let configuration: TwoTowerConfiguration
+        /// The item ids' and feature names' JSON, encoded once.
+        let json: ModelFile.CatalogueJSON
 
         public init(dataset data: Dataset, configuration: TwoTowerConfiguration) {
             metadata = [
@@ -40,6 +42,7 @@ public enum SavedModel {
             itemPopularity = trainingPopularity(of: data)
             itemContent = ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures)
             self.configuration = configuration
+            json = ModelFile.CatalogueJSON(itemIDs: itemIDs, featureNames: itemContent.featureNames)
         }
     }
 
@@ -58,10 +61,12 @@ public enum SavedModel {
     {
         precondition(
             catalogue.configuration == model.configuration, "the catalogue was built for another model configuration")
-        return ModelFile(
+        var file = ModelFile(
             model: model, itemFeatures: catalogue.itemFeatures, datasetChecksum: catalogue.datasetChecksum,
             itemIDs: catalogue.itemIDs, extraMetadata: extraMetadata.merging(catalogue.metadata) { _, fixed in fixed },
             itemPopularity: catalogue.itemPopularity, itemContent: catalogue.itemContent)
+        file.catalogueJSON = catalogue.json
+        return file
     }
 
     /// Training-split interactions per catalogue item (the recall popularity channel).

@@ -33,6 +33,37 @@ public struct ModelFile: Sendable {
     public var itemContent: ItemContent?
     /// Items added to the catalogue after training (empty when none).
     public var addedItems: AddedItems
+    /// The catalogue's JSON metadata encoded ahead of time (used by `write` when it matches `itemIDs` and the
+    /// content's feature names; nil: encoded on each write).
+    public var catalogueJSON: CatalogueJSON? = nil
+
+    /// The `item_ids` and `item_feature_names` metadata of one catalogue, encoded once for the many files of
+    /// a run (the coordinator writes one per round; a 10,000-item catalogue's ids take a JSONEncoder pass).
+    public struct CatalogueJSON: Sendable {
+        let itemIDs: [String]
+        let featureNames: [String]?
+        let itemIDsJSON: String
+        let featureNamesJSON: String?
+
+        public init(itemIDs: [String], featureNames: [String]?) {
+            self.itemIDs = itemIDs
+            self.featureNames = featureNames
+            itemIDsJSON = Self.encode(itemIDs)
+            featureNamesJSON = featureNames.map(Self.encode)
+        }
+
+        /// Sorted-key JSON of a string array ("[]" if it cannot be encoded, which strings never cause).
+        static func encode(_ strings: [String]) -> String {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return (try? encoder.encode(strings)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        }
+
+        /// Whether this encodes `itemIDs` and `featureNames` (cheap when they share storage with the originals).
+        func describes(itemIDs: [String], featureNames: [String]?) -> Bool {
+            self.itemIDs == itemIDs && self.featureNames == featureNames
+        }
+    }
 
     static let reservedKeys: Set<String> = [
         "format", "format_version", "configuration", "dataset_checksum", "item_ids", "item_feature_names", "added_items",
@@ -62,8 +93,9 @@ public struct ModelFile: Sendable {
         self.addedItems = AddedItems(dimension: model.configuration.dimension, featureCount: itemContent?.featureNames.count ?? 0)
     }
 
-    /// Writes atomically (temporary file + rename).
-    public func write(to path: String) throws(TensorFileError) {
+    /// Writes atomically (temporary file + rename); `recycling` names an obsolete file to overwrite and rename
+    /// instead of creating a new one (see `SafeTensors.write(to:recycling:)`).
+    public func write(to path: String, recycling spare: String? = nil) throws(TensorFileError) {
         var tensors = model.namedParameters.map { SafeTensor(name: $0.name, shape: $0.shape, values: $0.value.storage) }
         tensors.append(SafeTensor(name: Self.itemEmbeddingsName, shape: [itemEmbeddings.rows, itemEmbeddings.columns], values: itemEmbeddings.storage))
         var metadata = extraMetadata
@@ -71,18 +103,22 @@ public struct ModelFile: Sendable {
         metadata["format_version"] = Self.formatVersion
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        guard let configuration = try? encoder.encode(model.configuration), let ids = try? encoder.encode(itemIDs) else {
-            throw TensorFileError(code: .badMetadata, file: path, message: "cannot encode the configuration or item ids")
+        guard let configuration = try? encoder.encode(model.configuration) else {
+            throw TensorFileError(code: .badMetadata, file: path, message: "cannot encode the configuration")
         }
+        let featureNames = itemContent?.featureNames
+        let catalogue =
+            catalogueJSON.flatMap { $0.describes(itemIDs: itemIDs, featureNames: featureNames) ? $0 : nil }
+            ?? CatalogueJSON(itemIDs: itemIDs, featureNames: featureNames)
         metadata["configuration"] = String(decoding: configuration, as: UTF8.self)
         metadata["dataset_checksum"] = datasetChecksum
-        metadata["item_ids"] = String(decoding: ids, as: UTF8.self)
+        metadata["item_ids"] = catalogue.itemIDsJSON
         if let itemPopularity {
             tensors.append(SafeTensor(name: Self.itemPopularityName, shape: [itemPopularity.count], values: itemPopularity))
         }
         if let itemContent {
             tensors += Self.csrTensors(itemContent.features, prefix: Self.itemContentPrefix)
-            metadata["item_feature_names"] = String(decoding: (try? encoder.encode(itemContent.featureNames)) ?? Data("[]".utf8), as: UTF8.self)
+            metadata["item_feature_names"] = catalogue.featureNamesJSON ?? CatalogueJSON.encode(itemContent.featureNames)
         }
         if addedItems.count > 0 {
             let added = addedItems
@@ -94,7 +130,7 @@ public struct ModelFile: Sendable {
             }
             metadata["added_items"] = String(decoding: json, as: UTF8.self)
         }
-        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path)
+        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path, recycling: spare)
     }
 
     /// Reads and validates a model file: format and version, configuration, item ids, every tensor's presence

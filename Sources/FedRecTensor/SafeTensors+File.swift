@@ -190,15 +190,29 @@ public struct SafeTensors: Sendable, Equatable {
 
     /// Writes atomically: a temporary file in the same directory (mode 0644), written straight from the tensors'
     /// storage, then `rename`. A failure removes the temporary file and leaves any file at `path` untouched.
-    public func write(to path: String) throws(TensorFileError) {
+    ///
+    /// `recycling`, when given, names a spare file in the same directory (an obsolete file of the same kind) to
+    /// overwrite in place and rename to `path` instead of creating a new one: rewriting already allocated pages
+    /// costs the file system far less than allocating a new file and freeing an old one every time (the
+    /// coordinator checkpoints every round). The spare is consumed; a missing spare falls back to a new file. A
+    /// failure leaves `path` untouched and the spare, if any, with unspecified content (it is obsolete anyway).
+    public func write(to path: String, recycling spare: String? = nil) throws(TensorFileError) {
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let name = path.contains("/") ? String(path[path.index(after: path.lastIndex(of: "/")!)...]) : path
-        let temporary = directory + "/.\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        var temporary = directory + "/.\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        var descriptor: Int32 = -1
+        if let spare {
+            descriptor = open(spare, O_WRONLY | O_NOFOLLOW | O_CLOEXEC)
+            if descriptor >= 0 { temporary = spare }
+        }
+        if descriptor < 0 {
+            descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        }
         guard descriptor >= 0 else {
             throw TensorFileError(code: .io, file: path, message: "cannot create a temporary file (errno \(errno))")
         }
-        do {
+        var total = 0
+        do throws(TensorFileError) {
             try withParts { (bytes) throws(TensorFileError) in
                 var written = 0
                 while written < bytes.count {
@@ -210,6 +224,11 @@ public struct SafeTensors: Sendable, Equatable {
                     }
                     written += result
                 }
+                total += written
+            }
+            // A recycled spare may be longer than this file: cut its tail.
+            guard ftruncate(descriptor, off_t(total)) == 0 else {
+                throw TensorFileError(code: .io, file: path, message: "cannot size temporary file (errno \(errno))")
             }
         } catch {
             close(descriptor)
@@ -384,27 +403,31 @@ public struct SafeTensors: Sendable, Equatable {
         return result
     }
 
-    /// Appends `string` as a JSON string literal: UTF-8 copied as is, except `"`, `\` and control characters.
+    /// Appends `string` as a JSON string literal: UTF-8 copied as is, except `"`, `\\` and control characters.
     static func appendJSONString(_ string: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var string = string
         string.withUTF8 { utf8 in
             var runStart = 0
-            for (index, byte) in utf8.enumerated()
-            where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            for index in utf8.indices {
+                let byte = utf8[index]
+                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<index]))
+                out.append(UInt8(ascii: "\\"))
                 switch byte {
-                case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-                case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-                case UInt8(ascii: "\n"): out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-                case UInt8(ascii: "\r"): out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-                case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(byte)
+                case UInt8(ascii: "\n"): out.append(UInt8(ascii: "n"))
+                case UInt8(ascii: "\r"): out.append(UInt8(ascii: "r"))
+                case UInt8(ascii: "\t"): out.append(UInt8(ascii: "t"))
                 default:
-                    let hex = Array("0123456789abcdef".utf8)
-                    out += [
-                        UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                        hex[Int(byte >> 4)], hex[Int(byte & 15)],
-                    ]
+                    func hexDigit(_ value: UInt8) -> UInt8 {
+                        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
+                    }
+                    out.append(UInt8(ascii: "u"))
+                    out.append(UInt8(ascii: "0"))
+                    out.append(UInt8(ascii: "0"))
+                    out.append(hexDigit(byte >> 4))
+                    out.append(hexDigit(byte & 15))
                 }
                 runStart = index + 1
             }

@@ -44,4 +44,35 @@ import Testing
             #expect(store.recordCache.entries.withLock { $0.map(\.record) } == saved.rounds)
         }
     }
+
+    /// After a commit, one obsolete model and one obsolete optimizer file become the spares the next checkpoint
+    /// overwrites; every other leftover is removed and the current files stay.
+    @Test func leftoversBecomeOneSpareOfEachKind() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-state-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = StateStore(directory: directory)
+        for name in [
+            "model-000001.safetensors", "optimizer-000001.safetensors", "model-000002.safetensors",
+            "model-000003.safetensors", "optimizer-000002.safetensors", "notes.txt",
+        ] {
+            try Data(name.utf8).write(to: URL(fileURLWithPath: directory + "/" + name))
+        }
+        var current = state(rounds: 3)
+        current.modelFile = "model-000003.safetensors"
+        current.optimizerFile = "optimizer-000002.safetensors"
+        try store.save(current)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(
+            names == [
+                ".spare-model.safetensors", ".spare-optimizer.safetensors", "model-000003.safetensors", "notes.txt",
+                "optimizer-000002.safetensors", "state.json",
+            ])
+        #expect(try String(contentsOfFile: store.spareOptimizerPath, encoding: .utf8) == "optimizer-000001.safetensors")
+        #expect(
+            try String(contentsOfFile: directory + "/model-000003.safetensors", encoding: .utf8)
+                == "model-000003.safetensors")
+    }
 }

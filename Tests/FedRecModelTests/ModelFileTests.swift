@@ -29,6 +29,24 @@ import Testing
         #expect(raw["item_tower.content_projection.bias"]?.shape == [6])
     }
 
+    /// A pre-encoded catalogue gives the same bytes as encoding on write, and one made for other ids is ignored
+    /// rather than written under this file's ids.
+    @Test func preEncodedCatalogueIsUsedOnlyWhenItMatches() throws {
+        let fixture = Fixture()
+        let model = TwoTowerModel(configuration: fixture.configuration, seed: 11)
+        let ids = (0..<12).map { "item-\($0)\"" }
+        var file = ModelFile(model: model, itemFeatures: fixture.itemFeatures, datasetChecksum: "abc", itemIDs: ids)
+        let plain = temporaryPath("plain"), cached = temporaryPath("cached"), stale = temporaryPath("stale")
+        defer { for path in [plain, cached, stale] { try? FileManager.default.removeItem(atPath: path) } }
+        try file.write(to: plain)
+        file.catalogueJSON = ModelFile.CatalogueJSON(itemIDs: ids, featureNames: nil)
+        try file.write(to: cached)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: cached)) == Data(contentsOf: URL(fileURLWithPath: plain)))
+        file.catalogueJSON = ModelFile.CatalogueJSON(itemIDs: ids.reversed(), featureNames: nil)
+        try file.write(to: stale)
+        #expect(try ModelFile.read(from: stale).itemIDs == ids)
+    }
+
     @Test func truncatedAndCorruptedFilesGiveClearErrors() throws {
         let fixture = Fixture()
         let model = TwoTowerModel(configuration: fixture.configuration, seed: 11)

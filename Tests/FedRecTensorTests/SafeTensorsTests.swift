@@ -74,6 +74,28 @@ import Testing
         #expect(throws: TensorFileError.self) { try Self.sample.write(to: directory + "/missing/model.safetensors") }
     }
 
+    /// Writing over a recycled spare (longer or shorter than the new file) gives exactly `encoded()` at the
+    /// path and consumes the spare; without a spare the write falls back to a new file.
+    @Test func recycledSpareHoldsExactlyTheNewFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spare = directory + "/.spare"
+        for spareLength in [0, 5, Self.sample.encoded().count + 1000] {
+            try Data(repeating: 0xAB, count: spareLength).write(to: URL(fileURLWithPath: spare))
+            let path = directory + "/file-\(spareLength).safetensors"
+            try Self.sample.write(to: path, recycling: spare)
+            #expect(try Array(Data(contentsOf: URL(fileURLWithPath: path))) == Self.sample.encoded())
+            #expect(!FileManager.default.fileExists(atPath: spare))
+        }
+        try Self.sample.write(to: directory + "/fresh.safetensors", recycling: spare)
+        #expect(
+            try Array(Data(contentsOf: URL(fileURLWithPath: directory + "/fresh.safetensors"))) == Self.sample.encoded()
+        )
+    }
+
     /// Replaces the header JSON (keeping the data) for malformed-header tests.
     func withHeader(_ json: String, data: [UInt8]) -> [UInt8] {
         var header = Array(json.utf8)
