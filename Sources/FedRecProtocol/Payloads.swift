@@ -54,16 +54,20 @@ struct ByteReader {
     mutating func f32() throws -> Float { Float(bitPattern: try u32()) }
     mutating func floats(_ count: Int) throws -> [Float] {
         let slice = try take(count * 4)
-        var values = [Float](repeating: 0, count: count)
         #if _endian(little)
-            values.withUnsafeMutableBytes { out in slice.withUnsafeBytes { out.copyMemory(from: $0) } }
+            // Straight copy, without zero-filling first (these arrays are up to a whole model).
+            return [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                slice.withUnsafeBytes { UnsafeMutableRawBufferPointer(out).copyMemory(from: $0) }
+                initialized = count
+            }
         #else
+            var values = [Float](repeating: 0, count: count)
             for i in 0..<count {
                 let b = slice.startIndex + 4 * i
                 values[i] = Float(bitPattern: (0..<4).reversed().reduce(0) { $0 << 8 | UInt32(slice[b + $1]) })
             }
+            return values
         #endif
-        return values
     }
     mutating func int32s(_ count: Int) throws -> [Int32] {
         var values: [Int32] = []
