@@ -122,7 +122,7 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// Writes `state` atomically (temporary file in the same folder, fsync'd by `Data.write(.atomic)`, rename).
+    /// Writes `state` atomically (temporary file in the same folder, then rename; not fsync'd).
     public func save(_ state: PersistedState) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
