@@ -320,8 +320,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 let sampleMemory = id == selected.first
                 group.addTask {
                     try await self.submit(
-                        update, from: client, round: round, attempt: attempt, service: service,
-                        sampleMemory: sampleMemory)
+                        update, from: client, round: round, attempt: attempt, precision: global.precision,
+                        service: service, sampleMemory: sampleMemory)
                 }
                 pending += 1
             }
@@ -331,10 +331,10 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
 
     /// Seals one client's update and submits it; a refusal by the coordinator is logged, not thrown.
     private func submit(
-        _ update: ClientUpdate, from client: VirtualClient, round: Int, attempt: Int,
+        _ update: ClientUpdate, from client: VirtualClient, round: Int, attempt: Int, precision: WirePrecision,
         service: Fedrec_V1_Coordinator.Client<Transport>, sampleMemory: Bool
     ) async throws {
-        let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update) }
+        let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update, precision: precision) }
         let envelope = try meter.measure(.crypto) {
             try Envelope.seal(
                 plaintext,

@@ -106,13 +106,14 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                         model: { round in
                             GlobalModelPayload(
                                 round: round, userTower: current.userTower.flattened(),
-                                itemEmbeddings: current.itemEmbeddings)
+                                itemEmbeddings: current.itemEmbeddings, precision: options.wirePrecision)
                         }, options: secure, deadline: options.deadline,
                         weighting: options.privacy == nil ? .examples : .uniform)
                 } else {
                     let payload = core.meter.measure(.codec) {
                         GlobalModelPayload(
-                            round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings
+                            round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings,
+                            precision: options.wirePrecision
                         ).encoded()
                     }
                     action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)

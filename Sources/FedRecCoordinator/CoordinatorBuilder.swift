@@ -16,6 +16,8 @@ private struct RunFingerprint: Encodable {
     var privacy: DifferentialPrivacyConfiguration?, secureAggregation: SecureAggregationOptions?
     /// Nil for the defaults (constant schedule, no average), so earlier runs keep their fingerprint.
     var schedule: LearningRateSchedule?, averageDecay: Float?, averageWarmup: Float?
+    /// Nil for float32, so earlier runs keep their fingerprint.
+    var wirePrecision: WirePrecision? = nil
 }
 
 /// Builds a `Coordinator` from options: loads the data set, keys, allow-list and any saved state. The CLI and
@@ -83,7 +85,8 @@ public enum CoordinatorBuilder {
                             schedule: options.learningRateSchedule == .constant ? nil : options.learningRateSchedule,
                             averageDecay: options.averageDecay,
                             averageWarmup: options.averageDecay == nil || options.averageWarmup == ModelAverage.standardWarmup
-                                ? nil : options.averageWarmup)))))
+                                ? nil : options.averageWarmup,
+                            wirePrecision: options.wirePrecision == .float32 ? nil : options.wirePrecision)))))
 
         let store = StateStore(directory: options.stateDirectory)
         let saved = try store.load()

@@ -62,6 +62,8 @@ public struct CoordinatorOptions: Sendable {
     public var averageDecay: Float? = nil
     /// Warm-up of the average's decay rule `min(decay, (1+t)/(warmup+t))` (see `ModelAverage`).
     public var averageWarmup: Float = ModelAverage.standardWarmup
+    /// How model downloads and updates carry their values (clients answer in the precision of the download).
+    public var wirePrecision: WirePrecision = .float32
 
     public init(datasetPath: String, keysDirectory: String, allowListPath: String, stateDirectory: String) {
         self.datasetPath = datasetPath

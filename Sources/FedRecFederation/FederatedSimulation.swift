@@ -53,6 +53,9 @@ public struct FederatedSimulationConfiguration: Sendable {
     public var averageDecay: Float? = nil
     /// Warm-up of the average's decay rule (see `ModelAverage`).
     public var averageWarmup: Float = ModelAverage.standardWarmup
+    /// Emulates the processes' wire precision: clients train from the global model rounded to it, and their
+    /// updates are rounded to it before aggregation (exactly what `fedrec coordinator --wire-precision` does).
+    public var wirePrecision: WirePrecision = .float32
 
     public init(
         model: TwoTowerConfiguration, client: ClientTrainingConfiguration = .init(),
@@ -150,14 +153,24 @@ public enum FederatedSimulation {
             var result: RoundStateMachine<SimulatedInstant>.RoundResult?
             var action = machine.openRound(cohort: cohort, now: SimulatedInstant())
             if case .startRound = action {
+                let precision = configuration.wirePrecision
+                let sentTower =
+                    precision == .float32
+                    ? server.userTower
+                    : UserTower(
+                        configuration: server.userTower.configuration,
+                        flattened: precision.rounded(server.userTower.flattened()))
+                var sentItems = server.itemEmbeddings
+                precision.round(&sentItems.storage)
                 for id in cohort {
                     let user = dataset.users[userOfID[id]!]
                     let seed = SplitMix64.stream(
                         seed: configuration.seed, index: UInt64(round) << 32 | UInt64(user.userIndex)
                     ).state
                     let update = trainer.train(
-                        globalUserTower: server.userTower, itemEmbeddings: server.itemEmbeddings, user: user,
-                        userFeatures: dataset.userFeatures, seed: seed)
+                        globalUserTower: sentTower, itemEmbeddings: sentItems, user: user,
+                        userFeatures: dataset.userFeatures, seed: seed
+                    ).rounded(to: precision)
                     action = machine.receiveUpdate(update, from: id, round: round)
                 }
             }

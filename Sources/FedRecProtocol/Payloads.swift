@@ -22,6 +22,33 @@ struct ByteWriter {
     mutating func int32s(_ values: [Int32]) {
         for v in values { u32(UInt32(bitPattern: v)) }
     }
+    /// The precision byte of a payload header.
+    mutating func precision(_ precision: WirePrecision) { u8(precision == .float32 ? 0 : 1) }
+    /// `values` in `precision` (bfloat16: each rounded to nearest even, 2 bytes little-endian).
+    mutating func values<Values: Collection>(_ values: Values, precision: WirePrecision) where Values.Element == Float {
+        switch precision {
+        case .float32:
+            #if _endian(little)
+                let copied: Void? = values.withContiguousStorageIfAvailable { bytes += UnsafeRawBufferPointer($0) }
+                if copied == nil { for v in values { f32(v) } }
+            #else
+                for v in values { f32(v) }
+            #endif
+        case .bfloat16:
+            let start = bytes.count
+            let count = values.count
+            bytes.append(contentsOf: repeatElement(0, count: 2 * count))
+            bytes.withUnsafeMutableBufferPointer { out in
+                var at = start
+                for v in values {
+                    let half = WirePrecision.bfloat16Bits(v)
+                    out[at] = UInt8(truncatingIfNeeded: half)
+                    out[at + 1] = UInt8(truncatingIfNeeded: half >> 8)
+                    at += 2
+                }
+            }
+        }
+    }
 }
 
 /// Bounds-checked little-endian reader; every failure is `malformedPayload`.
@@ -69,6 +96,27 @@ struct ByteReader {
             return values
         #endif
     }
+    /// `count` values stored in `precision`, as float32.
+    mutating func values(_ count: Int, precision: WirePrecision) throws -> [Float] {
+        guard precision == .bfloat16 else { return try floats(count) }
+        let slice = try take(count * 2)
+        return [Float](unsafeUninitializedCapacity: count) { out, initialized in
+            slice.withUnsafeBufferPointer { b in
+                for i in 0..<count {
+                    out[i] = WirePrecision.float(bfloat16Bits: UInt16(b[2 * i]) | UInt16(b[2 * i + 1]) << 8)
+                }
+            }
+            initialized = count
+        }
+    }
+    /// The precision byte of a payload header (0 float32, 1 bfloat16).
+    mutating func precision() throws -> WirePrecision {
+        switch try u8() {
+        case 0: return .float32
+        case 1: return .bfloat16
+        case let other: throw fail("unknown value precision \(other)")
+        }
+    }
     mutating func int32s(_ count: Int) throws -> [Int32] {
         var values: [Int32] = []
         values.reserveCapacity(count)
@@ -104,35 +152,45 @@ public struct PayloadShapes: Sendable, Hashable {
 
 /// The plaintext of a round assignment: the global user tower (flattened) and the item-embedding matrix.
 ///
-/// Layout: `"FRGM"` | round (u64) | user-tower count (u32) | item rows (u32) | dimension (u32) | user tower
-/// (f32 x count) | item embeddings (f32 x rows x dimension, row-major) | [a `SecureRoundAssignment` section
-/// in secure-aggregation rounds]. Little-endian.
+/// Layout: `"FRGM"` | round (u64) | user-tower count (u32) | item rows (u32) | dimension (u32) | precision (u8:
+/// 0 float32, 1 bfloat16) | user tower (count values) | item embeddings (rows x dimension values, row-major) |
+/// [a `SecureRoundAssignment` section in secure-aggregation rounds]. Little-endian. Clients answer in the
+/// precision of the assignment.
 public struct GlobalModelPayload: Sendable, Equatable {
     static let magic: [UInt8] = Array("FRGM".utf8)
-    static let headerByteCount = 4 + 8 + 12
+    static let headerByteCount = 4 + 8 + 12 + 1
 
     public var round: Int
+    /// As decoded: already rounded to `precision`.
     public var userTower: [Float]
     public var itemEmbeddings: Matrix
+    /// How the values travel.
+    public var precision: WirePrecision
     /// Present in secure-aggregation rounds.
     public var secure: SecureRoundAssignment?
 
-    public init(round: Int, userTower: [Float], itemEmbeddings: Matrix, secure: SecureRoundAssignment? = nil) {
+    public init(
+        round: Int, userTower: [Float], itemEmbeddings: Matrix, precision: WirePrecision = .float32,
+        secure: SecureRoundAssignment? = nil
+    ) {
         self.round = round
         self.userTower = userTower
         self.itemEmbeddings = itemEmbeddings
+        self.precision = precision
         self.secure = secure
     }
 
     public func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: Self.headerByteCount + 4 * (userTower.count + itemEmbeddings.count))
+        var w = ByteWriter(
+            capacity: Self.headerByteCount + precision.bytesPerValue * (userTower.count + itemEmbeddings.count))
         w.raw(Self.magic)
         w.u64(UInt64(round))
         w.u32(UInt32(userTower.count))
         w.u32(UInt32(itemEmbeddings.rows))
         w.u32(UInt32(itemEmbeddings.columns))
-        w.floats(userTower)
-        w.floats(itemEmbeddings.storage)
+        w.precision(precision)
+        w.values(userTower, precision: precision)
+        w.values(itemEmbeddings.storage, precision: precision)
         secure?.write(to: &w)
         return w.bytes
     }
@@ -154,8 +212,9 @@ public struct GlobalModelPayload: Sendable, Equatable {
                 message: "assignment shapes \(count) / \(rows)x\(d), expected \(shapes.userTowerCount) / "
                     + "\(shapes.itemRows)x\(shapes.dimension)", round: round)
         }
-        let tower = try r.floats(count)
-        let items = try r.floats(rows * d)
+        let precision = try r.precision()
+        let tower = try r.values(count, precision: precision)
+        let items = try r.values(rows * d, precision: precision)
         let secure = r.offset < r.bytes.count ? try SecureRoundAssignment(reading: &r) : nil
         try r.expectEnd()
         guard FlatVector.isFinite(tower), FlatVector.isFinite(items) else {
@@ -163,7 +222,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
         }
         self.init(
             round: round, userTower: tower, itemEmbeddings: Matrix(rows: rows, columns: d, storage: items),
-            secure: secure)
+            precision: precision, secure: secure)
     }
 }
 
@@ -171,15 +230,16 @@ public struct GlobalModelPayload: Sendable, Equatable {
 ///
 /// Layout: `"FRUP"` | delta count (u32) | gradient form (u8: 0 dense, 1 row-sparse) | item rows (u32) |
 /// dimension (u32) | stored rows (u32; row-sparse only meaningful) | example count (u64) | mean loss (f32) |
-/// delta | [row indices (i32 x stored rows), row-sparse only] | gradient values (f32).
+/// precision (u8: 0 float32, 1 bfloat16; of the delta and gradient values) | delta | [row indices (i32 x stored
+/// rows), row-sparse only] | gradient values.
 ///
-/// The delta is `form (u8)` then either (0, dense) f32 x count, or (1, block-sparse) stored blocks (u32) |
-/// block indices (u32 x stored, strictly increasing) | f32 x 64 per stored block, the last block cut at
+/// The delta is `form (u8)` then either (0, dense) count values, or (1, block-sparse) stored blocks (u32) |
+/// block indices (u32 x stored, strictly increasing) | 64 values per stored block, the last block cut at
 /// `count`. A user-tower delta is mostly zero blocks (only the client's history rows of the history table move),
 /// so block-sparse is chosen whenever it is smaller; decoding always yields the dense delta.
 public enum ClientUpdatePayload {
     static let magic: [UInt8] = Array("FRUP".utf8)
-    static let headerByteCount = 4 + 4 + 1 + 12 + 8 + 4
+    static let headerByteCount = 4 + 4 + 1 + 12 + 8 + 4 + 1
     /// Floats per block of the block-sparse delta form.
     static let deltaBlock = 64
 
@@ -203,12 +263,13 @@ public enum ClientUpdatePayload {
         return blocks
     }
 
-    static func writeDelta(_ delta: [Float], to w: inout ByteWriter) {
+    static func writeDelta(_ delta: [Float], precision: WirePrecision, to w: inout ByteWriter) {
         let blocks = nonZeroBlocks(delta)
         let blockCount = (delta.count + deltaBlock - 1) / deltaBlock
-        guard blocks.count * (deltaBlock * 4 + 4) + 4 < delta.count * 4, blocks.count < blockCount else {
+        let size = precision.bytesPerValue
+        guard blocks.count * (deltaBlock * size + 4) + 4 < delta.count * size, blocks.count < blockCount else {
             w.u8(0)
-            w.floats(delta)
+            w.values(delta, precision: precision)
             return
         }
         w.u8(1)
@@ -216,14 +277,14 @@ public enum ClientUpdatePayload {
         for b in blocks { w.u32(b) }
         for b in blocks {
             let start = Int(b) * deltaBlock
-            w.floats(Array(delta[start..<min(start + deltaBlock, delta.count)]))
+            w.values(delta[start..<min(start + deltaBlock, delta.count)], precision: precision)
         }
     }
 
-    static func readDelta(count: Int, from r: inout ByteReader) throws -> [Float] {
+    static func readDelta(count: Int, precision: WirePrecision, from r: inout ByteReader) throws -> [Float] {
         switch try r.u8() {
         case 0:
-            return try r.floats(count)
+            return try r.values(count, precision: precision)
         case 1:
             let blockCount = (count + deltaBlock - 1) / deltaBlock
             let stored = Int(try r.u32())
@@ -241,7 +302,7 @@ public enum ClientUpdatePayload {
             for b in indices {
                 let start = b * deltaBlock
                 let end = min(start + deltaBlock, count)
-                let values = try r.floats(end - start)
+                let values = try r.values(end - start, precision: precision)
                 delta.withUnsafeMutableBufferPointer { out in
                     for (k, v) in values.enumerated() { out[start + k] = v }
                 }
@@ -252,9 +313,12 @@ public enum ClientUpdatePayload {
         }
     }
 
-    public static func encode(_ update: ClientUpdate) -> [UInt8] {
+    /// `update` in `precision` (the decoded update then equals `update.rounded(to: precision)`).
+    public static func encode(_ update: ClientUpdate, precision: WirePrecision = .float32) -> [UInt8] {
         let g = update.itemEmbeddingGradient
-        var w = ByteWriter(capacity: headerByteCount + 4 * (update.userTowerDelta.count + g.storedValues.count))
+        var w = ByteWriter(
+            capacity: headerByteCount + precision.bytesPerValue * (update.userTowerDelta.count + g.storedValues.count)
+                + 4 * (g.storedValues.count / max(1, g.columns)))
         w.raw(magic)
         w.u32(UInt32(update.userTowerDelta.count))
         switch g {
@@ -271,9 +335,10 @@ public enum ClientUpdatePayload {
         }
         w.u64(UInt64(max(update.exampleCount, 0)))
         w.f32(update.meanLoss)
-        writeDelta(update.userTowerDelta, to: &w)
+        w.precision(precision)
+        writeDelta(update.userTowerDelta, precision: precision, to: &w)
         if case .rowSparse(let s) = g { w.int32s(s.rowIndices) }
-        w.floats(g.storedValues)
+        w.values(g.storedValues, precision: precision)
         return w.bytes
     }
 
@@ -294,16 +359,17 @@ public enum ClientUpdatePayload {
                     + "\(shapes.itemRows)x\(shapes.dimension)")
         }
         guard examples <= UInt64(Int32.max) else { throw r.fail("example count \(examples) out of range") }
-        let delta = try readDelta(count: count, from: &r)
+        let precision = try r.precision()
+        let delta = try readDelta(count: count, precision: precision, from: &r)
         let gradient: Matrix
         switch form {
         case 0:
             guard stored == rows else { throw r.fail("dense gradient stores \(stored) rows of \(rows)") }
-            gradient = Matrix(rows: rows, columns: d, storage: try r.floats(rows * d))
+            gradient = Matrix(rows: rows, columns: d, storage: try r.values(rows * d, precision: precision))
         case 1:
             guard stored <= rows else { throw r.fail("row-sparse gradient stores \(stored) rows of \(rows)") }
             let indices = try r.int32s(stored)
-            let values = try r.floats(stored * d)
+            let values = try r.values(stored * d, precision: precision)
             var dense = Matrix(rows: rows, columns: d)
             var seen = Set<Int32>()
             for (slot, row) in indices.enumerated() {

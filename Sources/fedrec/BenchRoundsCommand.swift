@@ -1,6 +1,7 @@
 import ArgumentParser
 import FedRecCoordinator
 import FedRecData
+import FedRecFederation
 import FedRecProtocol
 import FedRecSecurity
 import Foundation
@@ -34,6 +35,7 @@ struct BenchRoundsCommand: AsyncParsableCommand {
     var maxProcesses: Int = 32
     @Flag(help: "Secure aggregation (SecAgg+ with its default neighbourhood) instead of plain updates.")
     var secureAggregation = false
+    @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
 
     var counts: [Int] { clients.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
@@ -88,7 +90,8 @@ struct BenchRoundsCommand: AsyncParsableCommand {
         }
 
         printFlushed(
-            "workload \(workload)\(secureAggregation ? " with secure aggregation" : ""): \(rounds) timed rounds "
+            "workload \(workload)\(secureAggregation ? " with secure aggregation" : "")"
+                + "\(wirePrecision == .f32 ? "" : ", \(wirePrecision.rawValue) on the wire"): \(rounds) timed rounds "
                 + "after 1 warm-up, data \(datasetPath), "
                 + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         printFlushed(
@@ -106,6 +109,7 @@ struct BenchRoundsCommand: AsyncParsableCommand {
                 "--address", "127.0.0.1:0", "--rounds", "\(rounds + 1)", "--cohort", "\(n)", "--min-clients", "\(n)",
                 "--wait-for", "\(n)", "--deadline", "600", "--eval-every", "0", "--fold", "validation",
                 "--stats", statsPrefix + "-coordinator.json", "--log-level", "warning",
+                "--wire-precision", wirePrecision.rawValue,
             ]
             if secureAggregation { coordinatorArguments += ["--secure-aggregation", "--stage-deadline", "600"] }
             if workload == "flower" {
@@ -168,7 +172,8 @@ struct BenchRoundsCommand: AsyncParsableCommand {
                     return known.isEmpty ? "-" : String(format: "%.1f", Double(known.max()!) / 1_048_576)
                 }
                 return String(
-                    format: "%28@", "\(mib(reports.map(\.peakResidentBytes))) / \(mib(reports.map(\.peakProportionalBytes))) / "
+                    format: "%28@",
+                    "\(mib(reports.map(\.peakResidentBytes))) / \(mib(reports.map(\.peakProportionalBytes))) / "
                         + mib(reports.map(\.peakPrivateBytes)))
             }
             printFlushed(

@@ -104,6 +104,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var average: Float = 0.99
     @Option(name: .customLong("average-warmup"), help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1; 2: a running mean of every round's model until the decay caps it).")
     var averageWarmup: Float = 2
+    @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -198,6 +199,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if schedule == "cosine" { o.learningRateSchedule = .cosine(rounds: rounds, warmup: warmup, floor: lrFloor) }
         o.averageDecay = average > 0 ? average : nil
         o.averageWarmup = averageWarmup
+        o.wirePrecision = wirePrecision.precision
         o.seed = seed
         o.waitForClients = waitFor
         o.enrolmentGrace = .milliseconds(Int64(enrolGrace * 1000))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FedRecCoordinator
 import FedRecData
+import FedRecFederation
 import FedRecProtocol
 import FedRecSecurity
 import Foundation
@@ -28,6 +29,7 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.005
     @Option(help: "Decay of the served moving average of the global model (0: the raw model).") var average: Float =
         0.99
+    @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
     @Option(help: "Embedding dimension d.") var dimension: Int = 64
     @Option(help: "Source data (a MovieLens or generic folder).") var source: String = "demo/data/ml-latest-small"
     @Option(help: "Output folder.") var out: String = "runs/federated-demo"
@@ -82,7 +84,7 @@ struct DemoCommand: AsyncParsableCommand {
                 "coordinator", "--dataset", datasetPath, "--keys", keys, "--allow-list", allowList, "--state", state,
                 "--address", "127.0.0.1:\(port)", "--rounds", "\(rounds)", "--cohort", "\(cohort)",
                 "--deadline", "\(deadline)", "--server-optimizer", serverOptimizer, "--server-lr", "\(serverLR)",
-                "--average", "\(average)",
+                "--average", "\(average)", "--wire-precision", wirePrecision.rawValue,
                 "--dimension", "\(dimension)", "--fold", "test", "--eval-every", "0", "--enrol-grace", "120",
                 "--log-level", "warning",
             ], echo: true)

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import GRPCNIOTransportHTTP2
 import Synchronization
+import FedRecFederation
 
 /// Exit codes of `fedrec coordinator` and `fedrec client` (and `fedrec demo`), stable for scripts.
 enum FederationExit {
@@ -122,3 +123,13 @@ enum TransportTuning {
         return config
     }
 }
+
+/// `--wire-precision` as a command-line value (`f32` or `bf16`).
+enum WirePrecisionArgument: String, ExpressibleByArgument, CaseIterable {
+    case f32, bf16
+    var precision: WirePrecision { self == .f32 ? .float32 : .bfloat16 }
+}
+
+/// Help text of every `--wire-precision` option.
+let wirePrecisionHelp: ArgumentHelp =
+    "How model downloads and updates carry their values: f32 (exact) or bf16 (bfloat16, half the bytes; values move by at most 2^-8 of themselves)."

@@ -74,6 +74,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1).")
     var averageWarmup: Float = 2
 
+    @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
+
     @Option(help: "Learning rate of the central item-tower Adam step.")
     var itemLR: Float = 0.005
 
@@ -166,6 +168,7 @@ struct SimulateCommand: AsyncParsableCommand {
         if average > 0 { configuration.averageDecay = average }
         guard averageWarmup > 1 else { throw ValidationError("--average-warmup must exceed 1") }
         configuration.averageWarmup = averageWarmup
+        configuration.wirePrecision = wirePrecision.precision
         let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
         if let noiseMultiplier {
             let population = federated.users.count
@@ -183,7 +186,8 @@ struct SimulateCommand: AsyncParsableCommand {
                 + "\(federated.users.count) virtual clients, cohort \(cohort), E=\(localEpochs), "
                 + "B=\(localBatch == 0 ? "all" : String(localBatch)), server \(server) lr \(serverLR), schedule "
                 + "\(schedule == "cosine" ? "cosine (warm-up \(warmup), floor \(lrFloor))" : "constant")"
-                + (average > 0 ? ", average decay \(average)" : ""))
+                + (average > 0 ? ", average decay \(average)" : "")
+                + (wirePrecision == .f32 ? "" : ", wire precision \(wirePrecision.rawValue)"))
         let started = ContinuousClock.now
         var lossSum = 0.0
         var lossRounds = 0

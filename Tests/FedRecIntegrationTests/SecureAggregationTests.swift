@@ -14,7 +14,8 @@ import Testing
 /// from the same data, initial model and seeds the processes use: the check that secure aggregation returned
 /// the survivors' exact weighted mean (within quantisation error) and nothing else.
 enum ExpectedRound {
-    /// `clipRange`: secure aggregation sums each element clamped to [-c, c] (its quantisation range).
+    /// `clipRange`: secure aggregation sums each element clamped to [-c, c] (its quantisation range). Clients
+    /// train from the model as `o.wirePrecision` delivers it; plain updates (no `clipRange`) travel in it too.
     static func userTower(
         fixture: Fixture, options o: CoordinatorOptions, survivors: Set<String>, clipRange: Float? = nil
     ) throws -> [Float] {
@@ -27,18 +28,26 @@ enum ExpectedRound {
         central.useItemFeatures = o.useItemFeatures
         let configuration = central.modelConfiguration(for: data)
         let model = TwoTowerModel(configuration: configuration, seed: o.seed)
-        let items = model.itemTower.embeddings(itemFeatures: CentralTraining.itemFeatures(of: data, for: configuration))
+        var items = model.itemTower.embeddings(itemFeatures: CentralTraining.itemFeatures(of: data, for: configuration))
+        o.wirePrecision.round(&items.storage)
+        let sentTower = UserTower(
+            configuration: configuration, flattened: o.wirePrecision.rounded(model.userTower.flattened()))
         var trainer = ClientTrainer(configuration: o.clientTraining)
         let roundSeed = o.seed &* 0x9E37_79B9_7F4A_7C15
         let layout = ParameterLayout.userTower(configuration)
         var aggregator = WeightedAggregator(
             deltaCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension)
-        for user in data.split.fold(o.fold) where survivors.contains(Wire.clientID(forUser: data.userIDs[user.userIndex])) {
+        for user in data.split.fold(o.fold)
+        where survivors.contains(Wire.clientID(forUser: data.userIDs[user.userIndex])) {
             var update = trainer.train(
-                globalUserTower: model.userTower, itemEmbeddings: items, user: user,
+                globalUserTower: sentTower, itemEmbeddings: items, user: user,
                 userFeatures: configuration.userFeatureCount == 0 ? nil : data.userFeatures,
                 seed: SplitMix64.stream(seed: roundSeed, index: UInt64(user.userIndex)).state)
-            if let c = clipRange { update.userTowerDelta = update.userTowerDelta.map { min(max($0, -c), c) } }
+            if let c = clipRange {
+                update.userTowerDelta = update.userTowerDelta.map { min(max($0, -c), c) }
+            } else {
+                update = update.rounded(to: o.wirePrecision)
+            }
             aggregator.add(update, from: "\(user.userIndex)")
         }
         let mean = try #require(aggregator.result()).meanDelta
@@ -57,7 +66,9 @@ enum ExpectedRound {
         #expect(actual.count == expected.count, sourceLocation: sourceLocation)
         let scale = expected.map { abs($0) }.max() ?? 1
         let worst = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
-        #expect(worst <= 1e-4 * scale + 1e-6, "largest difference \(worst) at scale \(scale)", sourceLocation: sourceLocation)
+        #expect(
+            worst <= 1e-4 * scale + 1e-6, "largest difference \(worst) at scale \(scale)",
+            sourceLocation: sourceLocation)
     }
 }
 
@@ -96,13 +107,17 @@ struct SecureAggregationTests {
         #expect(coordinator.core.rejections.isEmpty)
     }
 
-    /// Plain and secure: the one-round checkpoint's user tower is the initial one plus the clients' FedAvg.
-    @Test("round 0 moves the user tower by exactly the clients' FedAvg", arguments: [false, true])
-    func exactMean(secure: Bool) async throws {
+    /// Plain and secure, float32 and bfloat16 on the wire: the one-round checkpoint's user tower is the initial
+    /// one plus the clients' FedAvg (of updates trained from the model as delivered, and sent as rounded).
+    @Test(
+        "round 0 moves the user tower by exactly the clients' FedAvg",
+        arguments: [false, true], [WirePrecision.float32, .bfloat16])
+    func exactMean(secure: Bool, precision: WirePrecision) async throws {
         let single = try Fixture(users: 8)
         defer { single.remove() }
         var o1 = options(single, rounds: 1)
         if !secure { o1.secureAggregation = nil }
+        o1.wirePrecision = precision
         let transport1 = InProcessTransport()
         let one = try CoordinatorBuilder.build(options: o1, transport: transport1.server)
         let hosts = try ClientBuilder.build(options: single.clientOptions(.first(100)), transport: transport1.client)

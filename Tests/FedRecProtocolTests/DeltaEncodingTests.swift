@@ -34,8 +34,8 @@ struct DeltaEncodingTests {
         delta[70] = 1  // block 1
         delta[130] = 2  // block 2
         let encoded = ClientUpdatePayload.encode(Self.update(delta: delta))
-        // Header (33 bytes), then the delta form (1), the stored block count (4) and the two block indices.
-        let form = 33
+        // Header (34 bytes), then the delta form (1), the stored block count (4) and the two block indices.
+        let form = 34
         #expect(encoded[form] == 1)
         var repeated = encoded
         repeated[form + 9] = 1  // second index 2 -> 1: not increasing
@@ -46,5 +46,60 @@ struct DeltaEncodingTests {
         var unknownForm = encoded
         unknownForm[form] = 9
         #expect(throws: ProtocolError.self) { try ClientUpdatePayload.decode(unknownForm, shapes: Self.shapes) }
+    }
+
+    /// bfloat16 on the wire: the decoded update is exactly `rounded(to: .bfloat16)` of the sent one, in the dense
+    /// and block-sparse delta forms and for dense and row-sparse gradients, in about half the bytes.
+    @Test("bfloat16 updates decode to the rounded update", arguments: [1, 40, 1_000])
+    func bfloat16RoundTrip(nonZero: Int) throws {
+        var rng = SplitMix64(seed: UInt64(nonZero) &+ 11)
+        var delta = [Float](repeating: 0, count: Self.shapes.userTowerCount)
+        for _ in 0..<nonZero {
+            delta[Int(rng.next() % UInt64(delta.count))] = Float(Int(rng.next() % 2_000_001) - 1_000_000) / 997_331
+        }
+        var sparse = RowSparseGradient(tableRows: 7, columns: 4)
+        for row in [5, 2] {
+            let values: [Float] = (0..<4).map { Float(row) / 3 + Float($0) * 1e-3 }
+            values.withUnsafeBufferPointer { sparse.add(row: row, $0.baseAddress!) }
+        }
+        for update in [
+            Self.update(delta: delta),
+            ClientUpdate(
+                userTowerDelta: delta, itemEmbeddingGradient: .rowSparse(sparse), exampleCount: 3, meanLoss: 0.25),
+        ] {
+            let half = ClientUpdatePayload.encode(update, precision: .bfloat16)
+            let full = ClientUpdatePayload.encode(update)
+            // The decoder scatters a row-sparse gradient into a dense matrix.
+            var expected = update.rounded(to: .bfloat16)
+            var exact = update
+            if case .rowSparse(let g) = expected.itemEmbeddingGradient {
+                expected.itemEmbeddingGradient = .dense(g.dense())
+            }
+            if case .rowSparse(let g) = exact.itemEmbeddingGradient { exact.itemEmbeddingGradient = .dense(g.dense()) }
+            #expect(try ClientUpdatePayload.decode(half, shapes: Self.shapes) == expected)
+            #expect(try ClientUpdatePayload.decode(full, shapes: Self.shapes) == exact)
+            #expect(half.count < full.count / 2 + 64)
+        }
+    }
+
+    /// The round assignment in bfloat16 decodes to the rounded model and says so; an unknown precision byte is
+    /// a malformed payload.
+    @Test("bfloat16 round assignments decode to the rounded model")
+    func bfloat16Assignment() throws {
+        let shapes = PayloadShapes(userTowerCount: 5, itemRows: 3, dimension: 2)
+        let tower: [Float] = [1, -0.3, 1e-30, 3.0e38, .pi]
+        let items = Matrix(rows: 3, columns: 2, storage: [0.1, 0.2, -0.3, 0.4, 0.5, -0.6])
+        let payload = GlobalModelPayload(round: 4, userTower: tower, itemEmbeddings: items, precision: .bfloat16)
+        let encoded = payload.encoded()
+        let decoded = try GlobalModelPayload(decoding: encoded, shapes: shapes, round: 4)
+        #expect(decoded.precision == .bfloat16)
+        #expect(decoded.userTower == WirePrecision.bfloat16.rounded(tower))
+        #expect(decoded.itemEmbeddings.storage == WirePrecision.bfloat16.rounded(items.storage))
+        var unknown = encoded
+        unknown[24] = 7  // the precision byte after magic (4), round (8) and the three counts (12)
+        let error = #expect(throws: ProtocolError.self) {
+            try GlobalModelPayload(decoding: unknown, shapes: shapes, round: 4)
+        }
+        #expect(error?.code == .malformedPayload)
     }
 }
