@@ -26,13 +26,18 @@ mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
 # Candidate settings per data set (a name, then its `fedrec simulate` options), as chosen between: on
 # ml-100k FedAdam (Reddi et al., no bias correction) and Adam with bias correction; on ml-latest-small also
-# Adam with other learning rates, a slower average, a larger cohort, and more local computation.
+# Adam with other server and item-tower learning rates, slower averages, another beta2, a larger cohort, and
+# more local computation.
 candidates_ml_100k=("fedadam:--server fedadam" "adam:--server adam")
 candidates_ml_latest_small=("fedadam:--server fedadam" "adam:--server adam" "adam-lr003:--server adam --server-lr 0.003"
     "adam-lr004:--server adam --server-lr 0.004" "adam-lr007:--server adam --server-lr 0.007"
     "adam-avg995:--server adam --average 0.995" "adam-c48:--server adam --cohort 48"
     "adam-avg995-e2:--server adam --average 0.995 --local-epochs 2 --client-lr 0.5"
-    "adam-avg995-b64:--server adam --average 0.995 --local-batch 64 --client-lr 0.1")
+    "adam-avg995-b64:--server adam --average 0.995 --local-batch 64 --client-lr 0.1"
+    "adam-avg997:--server adam --average 0.997" "adam-avg995-b2-99:--server adam --average 0.995 --beta2 0.99"
+    "adam-avg995-item0035:--server adam --average 0.995 --item-lr 0.0035"
+    "adam-avg995-item0075:--server adam --average 0.995 --item-lr 0.0075"
+    "adam-avg995-item01:--server adam --average 0.995 --item-lr 0.01")
 for dataset in ml-100k ml-latest-small; do
     source="$shared/data/$dataset"
     if [[ ! -d "$source" ]]; then
@@ -67,9 +72,11 @@ for dataset in ml-100k ml-latest-small; do
             "${settings[@]}" --seed "$seed" "$@" | tee "$out/$dataset-test-$seed.log"
     done
     if [[ $processes == 1 ]]; then
-        # `simulate --server` is the coordinator's `--server-optimizer`; the other options have the same names.
+        # `simulate --server` is the coordinator's `--server-optimizer` and `--beta2` its `--server-beta2`; the other
+        # options have the same names.
         demo_settings=("${settings[@]/--server/--server-optimizer}")
         demo_settings=("${demo_settings[@]/--server-optimizer-lr/--server-lr}")
+        demo_settings=("${demo_settings[@]/--beta2/--server-beta2}")
         "$fedrec" demo --source "$source" --rounds "$chosen" --clients 4 "${demo_settings[@]}" \
             --out "$out/$dataset-processes" --fresh | tee "$out/$dataset-processes.log"
     fi

@@ -44,8 +44,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round.") var localEpochs: Int = 1
     @Option(name: .customLong("batch-size"), help: "Clients' local batch size (0: all of a client's examples in one step, FedSGD).")
     var batchSize: Int = 0
-    @Option(name: .customLong("server-beta1"), help: "FedAdam/FedYogi first-moment decay.") var serverBeta1: Float = 0.9
-    @Option(name: .customLong("server-beta2"), help: "FedAdam/FedYogi second-moment decay.") var serverBeta2: Float =
+    @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).") var serverBeta1: Float = 0.9
+    @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).") var serverBeta2: Float =
         0.999
     @Option(name: .customLong("server-tau"), help: "FedAdam/FedYogi adaptivity (epsilon).") var serverTau: Float = 1e-8
     @Option(name: .customLong("proximal-mu"), help: "FedProx proximal coefficient (0: off).") var proximalMu: Float = 0

@@ -27,6 +27,10 @@ struct DemoCommand: AsyncParsableCommand {
     var serverOptimizer: String =
         "fedadam"
     @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.005
+    @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
+    var serverBeta2: Double = 0.999
+    @Option(name: .customLong("item-lr"), help: "Learning rate of the central item-tower Adam step.")
+    var itemLR: Double = 0.005
     @Option(help: "Decay of the served moving average of the global model (0: the raw model).") var average: Float =
         0.99
     @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
@@ -84,6 +88,7 @@ struct DemoCommand: AsyncParsableCommand {
                 "coordinator", "--dataset", datasetPath, "--keys", keys, "--allow-list", allowList, "--state", state,
                 "--address", "127.0.0.1:\(port)", "--rounds", "\(rounds)", "--cohort", "\(cohort)",
                 "--deadline", "\(deadline)", "--server-optimizer", serverOptimizer, "--server-lr", "\(serverLR)",
+                "--server-beta2", "\(serverBeta2)", "--item-lr", "\(itemLR)",
                 "--average", "\(average)", "--wire-precision", wirePrecision.rawValue,
                 "--dimension", "\(dimension)", "--fold", "test", "--eval-every", "0", "--enrol-grace", "120",
                 "--log-level", "warning",
