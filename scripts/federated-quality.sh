@@ -37,7 +37,8 @@ candidates_ml_latest_small=("fedadam:--server fedadam" "adam:--server adam" "ada
     "adam-avg997:--server adam --average 0.997" "adam-avg995-b2-99:--server adam --average 0.995 --beta2 0.99"
     "adam-avg995-item0035:--server adam --average 0.995 --item-lr 0.0035"
     "adam-avg995-item0075:--server adam --average 0.995 --item-lr 0.0075"
-    "adam-avg995-item01:--server adam --average 0.995 --item-lr 0.01")
+    "adam-avg995-item01:--server adam --average 0.995 --item-lr 0.01"
+    "adam-avg995-item015:--server adam --average 0.995 --item-lr 0.015")
 for dataset in ml-100k ml-latest-small; do
     source="$shared/data/$dataset"
     if [[ ! -d "$source" ]]; then
