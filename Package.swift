@@ -54,6 +54,8 @@ let package = Package(
             pkgConfig: "libgfshare",
             providers: [.apt(["libgfshare-dev"])]
         ),
+        // glibc's mallopt (header only) for the federation processes' allocator tuning.
+        .systemLibrary(name: "CFedRecAllocator"),
         // fedrec's HNSW graph (C, no dependencies). -O3 in every configuration so debug tests build a 100k graph
         // in seconds; AVX2+FMA kernels are chosen at run time (target attributes), with a portable fallback.
         .target(
@@ -156,7 +158,7 @@ let package = Package(
             name: "fedrec",
             dependencies: [
                 "FedRecTensor", "FedRecSecurity", "FedRecData", "FedRecModel", "FedRecEvaluation", "FedRecFederation",
-                "FedRecRecall", "FedRecProtocol", "FedRecCoordinator", "FedRecClient",
+                "FedRecRecall", "FedRecProtocol", "FedRecCoordinator", "FedRecClient", "CFedRecAllocator",
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

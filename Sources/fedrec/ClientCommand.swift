@@ -53,7 +53,9 @@ struct ClientCommand: AsyncParsableCommand {
 
     func run() async throws {
         runtime.apply()
+        let tunedAllocator = AllocatorTuning.apply()
         let logger = ProcessLogging.logger(label: "fedrec.client", level: logLevel)
+        if !tunedAllocator { logger.warning("glibc refused the allocator settings; running with its defaults") }
         let selection: UserSelection
         if let clients {
             selection = .first(clients)

@@ -34,7 +34,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round.") var minClients: Int = 1
     @Option(help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
     @Option(name: .customLong("max-attempts"), help: "Attempts per round before giving up.") var maxAttempts: Int = 5
-    @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).") var serverOptimizer: String =
+    @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).")
+    var serverOptimizer: String =
         "fedadam"
     @Option(name: .customLong("server-lr"), help: "Server learning rate (default: 1 for fedavg, 0.005 otherwise).")
     var serverLR: Float?
@@ -42,10 +43,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         Float = 0.005
     @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate.") var clientLR: Float = 1
     @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round.") var localEpochs: Int = 1
-    @Option(name: .customLong("batch-size"), help: "Clients' local batch size (0: all of a client's examples in one step, FedSGD).")
+    @Option(
+        name: .customLong("batch-size"),
+        help: "Clients' local batch size (0: all of a client's examples in one step, FedSGD).")
     var batchSize: Int = 0
-    @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).") var serverBeta1: Float = 0.9
-    @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).") var serverBeta2: Float =
+    @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).")
+    var serverBeta1: Float = 0.9
+    @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
+    var serverBeta2: Float =
         0.999
     @Option(name: .customLong("server-tau"), help: "FedAdam/FedYogi adaptivity (epsilon).") var serverTau: Float = 1e-8
     @Option(name: .customLong("proximal-mu"), help: "FedProx proximal coefficient (0: off).") var proximalMu: Float = 0
@@ -100,9 +105,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Cosine schedule: warm-up rounds.") var warmup: Int = 0
     @Option(name: .customLong("lr-floor"), help: "Cosine schedule: final multiplier of the learning rates.")
     var lrFloor: Float = 0.01
-    @Option(help: "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model).")
+    @Option(
+        help:
+            "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model)."
+    )
     var average: Float = 0.99
-    @Option(name: .customLong("average-warmup"), help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1; 2: a running mean of every round's model until the decay caps it).")
+    @Option(
+        name: .customLong("average-warmup"),
+        help:
+            "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1; 2: a running mean of every round's model until the decay caps it)."
+    )
     var averageWarmup: Float = 2
     @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
     @OptionGroup var runtime: RuntimeOptions
@@ -120,7 +132,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         guard maxAttempts >= 1 else { throw ValidationError("--max-attempts must be at least 1") }
         guard ["fedavg", "fedadam", "fedyogi", "adam"].contains(serverOptimizer) else {
-            throw ValidationError("--server-optimizer must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(serverOptimizer)'")
+            throw ValidationError(
+                "--server-optimizer must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(serverOptimizer)'"
+            )
         }
         if let serverLR, !(serverLR > 0 && serverLR.isFinite) { throw ValidationError("--server-lr must be positive") }
         guard clientLR > 0, itemLR > 0 else { throw ValidationError("learning rates must be positive") }
@@ -135,7 +149,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let secaggThreshold, secaggThreshold < 1 { throw ValidationError("--secagg-threshold must be >= 1") }
         if let secaggClipRange, !(secaggClipRange > 0) { throw ValidationError("--secagg-clip-range must be > 0") }
         guard stageDeadline > 0 else { throw ValidationError("--stage-deadline must be positive") }
-        if let localSteps, localSteps < 1 { throw ValidationError("--local-steps must be at least 1, got \(localSteps)") }
+        if let localSteps, localSteps < 1 {
+            throw ValidationError("--local-steps must be at least 1, got \(localSteps)")
+        }
         guard serverBeta1 >= 0, serverBeta1 < 1, serverBeta2 >= 0, serverBeta2 < 1, serverTau > 0 else {
             throw ValidationError("--server-beta1/--server-beta2 must be in [0, 1) and --server-tau positive")
         }
@@ -226,7 +242,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         runtime.apply()
+        let tunedAllocator = AllocatorTuning.apply()
         let logger = ProcessLogging.logger(label: "fedrec.coordinator", level: logLevel)
+        if !tunedAllocator { logger.warning("glibc refused the allocator settings; running with its defaults") }
         var options = self.options
         if noiseMultiplier != nil {
             let population: Int
