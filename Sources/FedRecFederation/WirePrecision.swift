@@ -35,9 +35,13 @@ public enum WirePrecision: String, Sendable, Hashable, Codable, CaseIterable {
     /// Rounds `values` in place to what arrives after travelling in this precision.
     public func round(_ values: inout [Float]) {
         guard self == .bfloat16 else { return }
-        values.withUnsafeMutableBufferPointer { x in
-            for i in x.indices { x[i] = Self.float(bfloat16Bits: Self.bfloat16Bits(x[i])) }
-        }
+        values.withUnsafeMutableBufferPointer { round($0) }
+    }
+
+    /// Rounds the values in `buffer` in place (the one rounding loop of both array forms).
+    public func round(_ buffer: UnsafeMutableBufferPointer<Float>) {
+        guard self == .bfloat16 else { return }
+        for i in buffer.indices { buffer[i] = Self.float(bfloat16Bits: Self.bfloat16Bits(buffer[i])) }
     }
 
     /// `values` as they arrive after travelling in this precision.
@@ -60,11 +64,7 @@ extension ClientUpdate {
             precision.round(&m.storage)
             copy.itemEmbeddingGradient = .dense(m)
         case .rowSparse(var g):
-            g.withUnsafeMutableValues { x in
-                for i in x.indices {
-                    x[i] = WirePrecision.float(bfloat16Bits: WirePrecision.bfloat16Bits(x[i]))
-                }
-            }
+            g.withUnsafeMutableValues(precision.round)
             copy.itemEmbeddingGradient = .rowSparse(g)
         }
         return copy

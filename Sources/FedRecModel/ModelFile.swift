@@ -118,7 +118,8 @@ public struct ModelFile: Sendable {
         }
         if let itemContent {
             tensors += Self.csrTensors(itemContent.features, prefix: Self.itemContentPrefix)
-            metadata["item_feature_names"] = catalogue.featureNamesJSON ?? CatalogueJSON.encode(itemContent.featureNames)
+            // `catalogue` describes `itemContent.featureNames`, so it holds their JSON.
+            metadata["item_feature_names"] = catalogue.featureNamesJSON
         }
         if addedItems.count > 0 {
             let added = addedItems

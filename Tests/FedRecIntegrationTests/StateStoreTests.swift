@@ -6,6 +6,13 @@ import Testing
 @testable import FedRecCoordinator
 
 @Suite struct StateStoreTests {
+    /// A fresh path in the temporary directory (nothing created there).
+    static func temporaryPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent(
+            "fedrec-state-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
+    }
+
     func state(rounds: Int, completed: Int? = nil) -> PersistedState {
         PersistedState(
             runFingerprint: "fp", completedRounds: completed ?? rounds, nextRound: rounds,
@@ -25,9 +32,7 @@ import Testing
     /// `state.json` is byte for byte what JSONEncoder with sorted keys writes, while the records' JSON is reused
     /// across saves, and stays so when the records are replaced (a resumed run) or shrink.
     @Test func savedBytesEqualJSONEncoderAcrossSaves() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fedrec-state-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
+        let directory = Self.temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = StateStore(directory: directory)
         let encoder = JSONEncoder()
@@ -48,9 +53,7 @@ import Testing
     /// After a commit, one obsolete model and one obsolete optimizer file become the spares the next checkpoint
     /// overwrites; every other leftover is removed and the current files stay.
     @Test func leftoversBecomeOneSpareOfEachKind() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fedrec-state-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
+        let directory = Self.temporaryPath()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = StateStore(directory: directory)

@@ -11,10 +11,14 @@ import Testing
         ],
         metadata: ["format": "test", "quote": "say \"hi\"\n"])
 
+    /// A fresh path in the temporary directory (nothing created there).
+    static func temporaryPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("fedrec-st-\(UInt32.random(in: 0...UInt32.max))")
+            .path
+    }
+
     @Test func roundTripThroughAFile() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
+        let path = Self.temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         try Self.sample.write(to: path)
         let read = try SafeTensors.read(from: path)
@@ -40,9 +44,7 @@ import Testing
                 SafeTensor(name: "i", shape: [3], integers: [4, -5, 6]),
             ],
             metadata: ["awkward": awkward, "ключ": "value", "": "empty key"])
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
+        let path = Self.temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         try file.write(to: path)
         #expect(try Array(Data(contentsOf: URL(fileURLWithPath: path))) == file.encoded())
@@ -56,9 +58,7 @@ import Testing
 
     /// A write that cannot complete leaves the file already at the path untouched and no temporary behind.
     @Test func failedWriteKeepsTheSavedFile() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
+        let directory = Self.temporaryPath()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/model.safetensors"
@@ -77,9 +77,7 @@ import Testing
     /// Writing over a recycled spare (longer or shorter than the new file) gives exactly `encoded()` at the
     /// path and consumes the spare; without a spare the write falls back to a new file.
     @Test func recycledSpareHoldsExactlyTheNewFile() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "fedrec-st-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
+        let directory = Self.temporaryPath()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let spare = directory + "/.spare"
