@@ -1,6 +1,7 @@
 import FedRecFederation
 import FedRecModel
 import FedRecTensor
+import Foundation
 import Testing
 
 @Suite struct ParameterLayoutTests {
@@ -204,6 +205,51 @@ import Testing
         #expect(isClose(Double(x[0]), expected, relative: 1e-5))
         #expect(x[0] == x[1])
         #expect(optimizer.step == deltas.count)
+    }
+
+    /// The step runs eight lanes at a time with a scalar tail; both must give exactly the scalar Float loop's
+    /// result (same operations, same order), over every lane and the tail, for each adaptive rule.
+    @Test(arguments: ["adam", "yogi", "bias-corrected"])
+    func vectorisedStepIsBitForBitTheScalarLoop(kind: String) {
+        let (b1, b2, eta, epsilon): (Float, Float, Float, Float) = (0.9, 0.99, 0.01, 1e-3)
+        let configuration: ServerOptimizerConfiguration =
+            switch kind {
+            case "adam": .fedAdam(learningRate: eta, beta1: b1, beta2: b2, tau: epsilon)
+            case "yogi": .fedYogi(learningRate: eta, beta1: b1, beta2: b2, tau: epsilon)
+            default: .adam(learningRate: eta, beta1: b1, beta2: b2, epsilon: epsilon)
+            }
+        let count = 8 * 37 + 5
+        var random = SplitMix64(seed: 11)
+        var optimizer = ServerOptimizer(configuration: configuration)
+        var x = (0..<count).map { _ in random.nextUnitFloat() - 0.5 }
+        var expected = x
+        let initialSecond: Float = kind == "bias-corrected" ? 0 : epsilon * epsilon
+        var (m, v) = ([Float](repeating: 0, count: count), [Float](repeating: initialSecond, count: count))
+        for step in 1...4 {
+            // Some exact zeros and repeated values, so Yogi's sign takes all three values.
+            let delta = (0..<count).map { i in i % 7 == 0 ? 0 : (random.nextUnitFloat() - 0.5) * 0.2 }
+            optimizer.apply(delta: delta, to: &x)
+            var stepSize = eta
+            var secondScale: Float = 1
+            if kind == "bias-corrected" {
+                stepSize = eta / Float(-expm1(Double(step) * log(Double(b1))))
+                secondScale = 1 / Float(-expm1(Double(step) * log(Double(b2))))
+            }
+            for i in 0..<count {
+                let d = delta[i]
+                let d2 = d * d
+                m[i] = b1 * m[i] + (1 - b1) * d
+                if kind == "yogi" {
+                    let s: Float = v[i] > d2 ? 1 : (v[i] < d2 ? -1 : 0)
+                    v[i] = v[i] - (1 - b2) * d2 * s
+                } else {
+                    v[i] = b2 * v[i] + (1 - b2) * d2
+                }
+                expected[i] += stepSize * m[i] / ((v[i] * secondScale).squareRoot() + epsilon)
+            }
+        }
+        #expect(x == expected)
+        #expect(optimizer.moments.first == m && optimizer.moments.second == v)
     }
 }
 
