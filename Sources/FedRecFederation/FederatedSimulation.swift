@@ -44,7 +44,10 @@ public struct FederatedSimulationConfiguration: Sendable {
     public var seed: UInt64
     /// DP-FedAvg (nil: off): clients clip to its clip norm, updates are weighted uniformly, the sum gets Gaussian
     /// noise from libsodium and is divided by q N; `SimulatedRound.epsilon` reports the ledger. The cohort should
-    /// then be `.poisson(rate: q)` with the configuration's sampling rate.
+    /// then be `.poisson(rate: q)` with the configuration's sampling rate. With `adaptiveClipping` the clip norm
+    /// starts at `clipNorm` and follows Andrew et al.'s geometric update (`AdaptiveClippingState`): each client
+    /// also reports whether its update was under the round's clip norm, and the noised count moves the norm
+    /// towards the target quantile of the update norms.
     public var privacy: DifferentialPrivacyConfiguration? = nil
     /// Multiplier of the server and item learning rates per round.
     public var learningRateSchedule: LearningRateSchedule = .constant
@@ -90,6 +93,9 @@ public struct SimulatedRound: Sendable, Equatable {
     public var seconds: Double
     /// Differential privacy: epsilon spent after this round (at the configuration's delta).
     public var epsilon: Double? = nil
+    /// Adaptive clipping: the clip norm this round's clients clipped to (the next round's comes from their
+    /// noised count of unclipped updates).
+    public var clipNorm: Double? = nil
 }
 
 /// The outcome of `FederatedSimulation.run`.
@@ -130,9 +136,18 @@ public enum FederatedSimulation {
                 minimumClients: configuration.minimumClients, roundTimeout: .seconds(3600), maximumAttempts: 100,
                 validator: validator, weighting: configuration.privacy == nil ? .examples : .uniform))
         var clientConfiguration = configuration.client
-        if let privacy = configuration.privacy { clientConfiguration.clipNorm = Float(privacy.clipNorm) }
+        var clipping = configuration.privacy.flatMap {
+            $0.adaptiveClipping == nil ? nil : AdaptiveClippingState(configuration: $0)
+        }
+        // A fixed clip norm is applied by the trainer; an adaptive one here, where each client's bit is taken.
+        if let privacy = configuration.privacy, clipping == nil {
+            clientConfiguration.clipNorm = Float(privacy.clipNorm)
+        }
         var trainer = ClientTrainer(configuration: clientConfiguration)
         var ledger = configuration.privacy.map { PrivacyLedger(configuration: $0) }
+        // Noise on the count of unclipped clients: libsodium randomness, like the update noise. `try!` is safe:
+        // SecureNoiseSource fails only if libsodium cannot initialise.
+        var countNoise = clipping.map { _ in GaussianSampler(source: try! SecureNoiseSource()) }
         configuration.learningRateSchedule.validate()
         var average = configuration.averageDecay.map {
             ModelAverage(model: model, decay: $0, warmup: configuration.averageWarmup)
@@ -151,6 +166,8 @@ public enum FederatedSimulation {
             let cohort = sampler.cohort(round: round, attempt: attempt, from: ids)
             var rejected: [FederationError] = []
             var result: RoundStateMachine<SimulatedInstant>.RoundResult?
+            var unclipped: [ClientID: Int] = [:]
+            let roundClipNorm = clipping?.clipNorm
             var action = machine.openRound(cohort: cohort, now: SimulatedInstant())
             if case .startRound = action {
                 let precision = configuration.wirePrecision
@@ -167,11 +184,14 @@ public enum FederatedSimulation {
                     let seed = SplitMix64.stream(
                         seed: configuration.seed, index: UInt64(round) << 32 | UInt64(user.userIndex)
                     ).state
-                    let update = trainer.train(
+                    var update = trainer.train(
                         globalUserTower: sentTower, itemEmbeddings: sentItems, user: user,
-                        userFeatures: dataset.userFeatures, seed: seed
-                    ).rounded(to: precision)
-                    action = machine.receiveUpdate(update, from: id, round: round)
+                        userFeatures: dataset.userFeatures, seed: seed)
+                    if let bound = roundClipNorm {
+                        unclipped[id] = AdaptiveClippingState.unclippedBit(norm: update.norm, clipNorm: bound)
+                        update.clip(toNorm: Float(bound))
+                    }
+                    action = machine.receiveUpdate(update.rounded(to: precision), from: id, round: round)
                 }
             }
             switch action {
@@ -187,9 +207,14 @@ public enum FederatedSimulation {
             if let privacy = configuration.privacy {
                 // libsodium noise; `try!` is safe: SecureNoiseSource only fails if libsodium cannot initialise,
                 // which the process would already have hit.
-                aggregate = try! PrivateAggregation(configuration: privacy, population: dataset.users.count)
-                    .privatize(aggregate)
+                let aggregation = PrivateAggregation(configuration: privacy, population: dataset.users.count)
+                aggregate = try! aggregation.privatize(aggregate, clipNorm: roundClipNorm)
                 ledger?.record(steps: 1)
+                // The bits of the clients whose updates were aggregated, summed (through secure aggregation in a
+                // deployment), noised and turned into the next round's clip norm.
+                let count = result.aggregate.participants.reduce(0) { $0 + (unclipped[$1] ?? 0) }
+                clipping?.update(
+                    unclippedCount: count, expectedClients: aggregation.expectedClients, sampler: &countNoise!)
             }
             server.apply(aggregate, learningRateScale: configuration.learningRateSchedule.multiplier(round: completed))
             average?.update(with: server.model)
@@ -204,7 +229,8 @@ public enum FederatedSimulation {
                 round: round, participants: result.aggregate.participants.count,
                 examples: result.aggregate.exampleCount,
                 meanLoss: result.aggregate.meanLoss, evaluation: evaluation, rejected: rejected,
-                seconds: Double((clock.now - started) / .milliseconds(1)) / 1000, epsilon: ledger?.epsilon)
+                seconds: Double((clock.now - started) / .milliseconds(1)) / 1000, epsilon: ledger?.epsilon,
+                clipNorm: roundClipNorm)
             reports.append(report)
             progress(report)
         }

@@ -68,7 +68,10 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Cosine schedule: final multiplier of the learning rates.")
     var lrFloor: Float = 0.01
 
-    @Option(help: "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model).")
+    @Option(
+        help:
+            "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model)."
+    )
     var average: Float = 0.99
 
     @Option(help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1).")
@@ -106,6 +109,25 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Differential privacy: delta (default 1 / virtual clients).")
     var delta: Double?
 
+    @Flag(
+        help: ArgumentHelp(
+            "Differential privacy: adaptive clipping (Andrew et al. 2021).",
+            discussion:
+                "The clip norm starts at --clip-norm and moves each round towards the --clip-quantile of the "
+                + "clients' update norms, from a noised count of the clients that were not clipped. The update noise "
+                + "multiplier becomes z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2, so both queries together cost what "
+                + "--noise-multiplier alone costs."))
+    var adaptiveClipping = false
+
+    @Option(help: "Adaptive clipping: target fraction of clients whose update is not clipped.")
+    var clipQuantile: Double = 0.5
+
+    @Option(help: "Adaptive clipping: learning rate of the clip norm's geometric update.")
+    var clipLR: Double = 0.2
+
+    @Option(help: "Adaptive clipping: noise sigma_b on the count of unclipped clients (default: expected cohort / 20).")
+    var countNoise: Double?
+
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -117,7 +139,9 @@ struct SimulateCommand: AsyncParsableCommand {
         guard ["fedavg", "fedadam", "fedyogi", "adam"].contains(server) else {
             throw ValidationError("--server must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(server)'")
         }
-        for (name, value) in [("--client-lr", clientLR), ("--server-lr", serverLR), ("--item-lr", itemLR), ("--tau", tau)]
+        for (name, value) in [
+            ("--client-lr", clientLR), ("--server-lr", serverLR), ("--item-lr", itemLR), ("--tau", tau),
+        ]
         where !(value > 0 && value.isFinite) {
             throw ValidationError("\(name) must be a positive number, got \(value)")
         }
@@ -130,6 +154,16 @@ struct SimulateCommand: AsyncParsableCommand {
         }
         guard clipNorm > 0 else { throw ValidationError("--clip-norm must be positive, got \(clipNorm)") }
         if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
+        if adaptiveClipping, noiseMultiplier == nil {
+            throw ValidationError("--adaptive-clipping needs differential privacy (--noise-multiplier)")
+        }
+        guard (0...1).contains(clipQuantile) else {
+            throw ValidationError("--clip-quantile must lie in [0, 1], got \(clipQuantile)")
+        }
+        guard clipLR > 0, clipLR.isFinite else { throw ValidationError("--clip-lr must be positive, got \(clipLR)") }
+        if let countNoise, !(countNoise > 0 && countNoise.isFinite) {
+            throw ValidationError("--count-noise must be positive, got \(countNoise)")
+        }
         guard ["constant", "cosine"].contains(schedule) else {
             throw ValidationError("--schedule must be constant or cosine, got '\(schedule)'")
         }
@@ -173,13 +207,31 @@ struct SimulateCommand: AsyncParsableCommand {
         if let noiseMultiplier {
             let population = federated.users.count
             let q = min(1, Double(cohort) / Double(population))
-            configuration.privacy = DifferentialPrivacyConfiguration(
+            var privacy = DifferentialPrivacyConfiguration(
                 clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, samplingRate: q, numberOfUsers: population,
                 delta: delta)
+            if adaptiveClipping {
+                privacy.adaptiveClipping = .init(
+                    targetQuantile: clipQuantile, learningRate: clipLR,
+                    countNoiseStandardDeviation: countNoise ?? q * Double(population) / 20)
+                do { try privacy.validate() } catch let error as PrivacyError {
+                    let option = [
+                        "adaptiveClipping.targetQuantile": "--clip-quantile",
+                        "adaptiveClipping.learningRate": "--clip-lr",
+                        "adaptiveClipping.countNoiseStandardDeviation": "--count-noise",
+                    ][error.field ?? ""]
+                    throw ValidationError(option.map { "\($0): \(error.message)" } ?? error.message)
+                }
+            }
+            configuration.privacy = privacy
             configuration.cohort = .poisson(rate: q)
             print(
-                "DP-FedAvg: clip norm \(clipNorm), noise multiplier \(noiseMultiplier), Poisson q \(q), delta "
-                    + "\(configuration.privacy!.delta)")
+                "DP-FedAvg: clip norm \(clipNorm)\(adaptiveClipping ? " (initial; adaptive)" : ""), noise multiplier "
+                    + "\(noiseMultiplier), Poisson q \(q), delta \(privacy.delta)"
+                    + (privacy.adaptiveClipping.map {
+                        ", target quantile \($0.targetQuantile), clip lr \($0.learningRate), count noise "
+                            + "\($0.countNoiseStandardDeviation), update noise multiplier \(privacy.updateNoiseMultiplier)"
+                    } ?? ""))
         }
         print(
             "simulating \(rounds) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "
@@ -206,7 +258,8 @@ struct SimulateCommand: AsyncParsableCommand {
                         String(
                             format: "round %4d  loss %.4f  %@ R@20 %.4f  %.1f s%@", round.round,
                             lossSum / Double(lossRounds), fold.rawValue, recall, elapsed,
-                            round.epsilon.map { String(format: "  epsilon %.3f", $0) } ?? ""))
+                            (round.epsilon.map { String(format: "  epsilon %.3f", $0) } ?? "")
+                                + (round.clipNorm.map { String(format: "  clip norm %.4g", $0) } ?? "")))
                     lossSum = 0
                     lossRounds = 0
                 }

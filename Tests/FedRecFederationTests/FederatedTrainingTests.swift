@@ -2,6 +2,7 @@ import FedRecData
 import FedRecFederation
 import FedRecModel
 import FedRecTensor
+import Foundation
 import Testing
 
 @Suite struct ClientTrainerTests {
@@ -205,6 +206,32 @@ import Testing
         #expect(seen.map(\.round) == Array(0..<12) && seen.allSatisfy { $0.participants == 6 && $0.rejected.isEmpty })
         #expect(seen.map { $0.evaluation != nil } == (1...12).map { $0 % 5 == 0 || $0 == 12 })
         #expect(globalLoss(a.model) < globalLoss(data.model))
+    }
+
+    /// Adaptive clipping: from a clip norm far above (below) every update norm, every client reports 1 (0), so
+    /// each round multiplies the norm by exp(-0.2 (b - 0.5)) with b = 1 (0) plus the count noise over the
+    /// cohort: about exp(-0.1) (exp(0.1)). The reported norm is the one the round's clients clipped to.
+    @Test(arguments: [1000.0, 1e-6])
+    func adaptiveClippingMovesTheClipNormTowardsTheUpdateNorms(initial: Double) {
+        // A negligible server step keeps the noisy model, and hence the update norms, where they are.
+        var config = configuration(.fedAvg(learningRate: 1e-6), cohort: .poisson(rate: 1))
+        let population = data.dataset.users.count
+        var privacy = DifferentialPrivacyConfiguration(
+            clipNorm: initial, noiseMultiplier: 0.5, samplingRate: 1, numberOfUsers: population)
+        privacy.adaptiveClipping = .init(targetQuantile: 0.5, learningRate: 0.2, countNoiseStandardDeviation: 0.3)
+        #expect(throws: Never.self) { try privacy.validate() }
+        config.privacy = privacy
+        let result = FederatedSimulation.run(dataset: data.dataset, configuration: config, rounds: 8)
+        let norms = result.rounds.compactMap(\.clipNorm)
+        #expect(norms.count == 8 && norms.first == initial)
+        #expect(result.rounds.allSatisfy { $0.participants == population })
+        // Count noise 0.3 over `population` clients moves the exponent by 0.2 * 0.3 * 5 / population at most
+        // (five standard deviations).
+        let spread = 0.3 / Double(population)
+        let expected = initial > 1 ? -0.1 : 0.1
+        for (before, after) in zip(norms, norms.dropFirst()) {
+            #expect(abs(log(after / before) - expected) <= spread, "\(norms)")
+        }
     }
 
     @Test func poissonCohortsRetryEmptyDraws() {

@@ -25,6 +25,12 @@ import Testing
         (["recall", "--model", "m", "--history-ids", "1", "--k", "0"], "--k must be positive"),
         (["recall", "--model", "m", "--user", "1"], "--user needs --dataset"),
         (["recall", "--model", "m"], "give exactly one of --user"),
+        (["simulate", "--dataset", "d", "--adaptive-clipping"], "--adaptive-clipping needs differential privacy"),
+        (
+            ["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-quantile", "1.5"],
+            "--clip-quantile must lie"
+        ),
+        (["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-lr", "0"], "--clip-lr must be positive"),
     ])
     func invalidOptionsAreRejectedWithAMessage(arguments: [String], message: String) throws {
         let result = try CLI.run(arguments)
