@@ -283,7 +283,12 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             logger.error("unreadable training configuration", metadata: ["round": "\(round)"])
             return
         }
-        if trainer?.configuration != training { trainer = ClientTrainer(configuration: training) }
+        // The configuration may change between rounds (adaptive clipping's norm); the trainer keeps its buffers.
+        if trainer == nil {
+            trainer = ClientTrainer(configuration: training)
+        } else {
+            trainer!.configuration = training
+        }
         let tower = UserTower(configuration: run.configuration, flattened: global.userTower)
         /// One virtual client's local training on the round's model (nil: no examples in this fold).
         func train(_ client: VirtualClient) -> ClientUpdate? {

@@ -38,8 +38,9 @@ extension FederatedClient {
                     parameters: secure.parameters, index: index, identity: client.identity.signing,
                     identityKeys: secure.identityKeys)
                 let weight = secure.weighting == .examples ? Float(update.exampleCount) : 1
-                participants[id] = SecureParticipant(
-                    client: client, machine: machine, values: SecureInput.flatten(update), weight: weight)
+                let values = SecureInput.flatten(
+                    update, clippingReportScale: secure.reportsClipping ? secure.parameters.clipRange : nil)
+                participants[id] = SecureParticipant(client: client, machine: machine, values: values, weight: weight)
             } catch {
                 logger.error("secure aggregation refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
             }

@@ -140,14 +140,23 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                 case .closeRound(let result):
                     var aggregate = result.aggregate
                     var epsilon: Double? = nil
+                    var clipNorm: Double? = nil
                     if let privacy = options.privacy {
-                        let population = max(core.enrolledClients.count, 1)
+                        let aggregation = PrivateAggregation(
+                            configuration: privacy, population: max(core.enrolledClients.count, 1))
+                        // The clip norm the round's clients clipped to (adaptive: it moves after this round).
+                        clipNorm = core.state.withLock { $0.clipping?.clipNorm }
                         aggregate = try core.meter.measure(.aggregation) {
-                            try PrivateAggregation(configuration: privacy, population: population).privatize(aggregate)
+                            try aggregation.privatize(aggregate, clipNorm: clipNorm)
                         }
                         epsilon = core.state.withLock { s in
                             s.ledger?.record(steps: 1)
                             return s.ledger?.epsilon
+                        }
+                        if clipNorm != nil {
+                            try core.adaptClipNorm(
+                                unclippedCount: result.aggregate.unclippedCount ?? 0,
+                                expectedClients: aggregation.expectedClients)
                         }
                     }
                     let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
@@ -171,7 +180,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                         bytesReceived: traffic.received, bytesSent: traffic.sent,
                         seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
                         recallAt20: recall, rejected: result.rejections.count, stragglers: result.stragglers.count,
-                        epsilon: epsilon,
+                        epsilon: epsilon, clipNorm: clipNorm,
                         finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
                     try await checkpoints.next()
                     core.completed(record)
@@ -233,11 +242,12 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         var completed: Int
         var next: Int
         var ledger: PrivacyLedger?
+        var clipping: AdaptiveClippingState?
 
         init(model: CoordinatorModel, core: CoordinatorCore) {
             self.model = model
             (enrolled, replayGuard, records, completed, next) = core.snapshot()
-            ledger = core.state.withLock { $0.ledger }
+            (ledger, clipping) = core.state.withLock { ($0.ledger, $0.clipping) }
         }
     }
 
@@ -268,6 +278,6 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                 runFingerprint: runFingerprint, completedRounds: snapshot.completed, nextRound: snapshot.next,
                 enrolled: snapshot.enrolled, replayGuard: snapshot.replayGuard,
                 serverOptimizer: model.serverOptimizer.withoutMoments, modelFile: name, optimizerFile: optimizerName,
-                rounds: snapshot.records, privacy: snapshot.ledger))
+                rounds: snapshot.records, privacy: snapshot.ledger, adaptiveClipping: snapshot.clipping))
     }
 }

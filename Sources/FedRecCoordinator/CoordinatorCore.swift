@@ -56,6 +56,10 @@ struct OpenRound: Sendable {
     var cohort: Set<String>
     var deadline: SimulatedInstant
     var seed: UInt64
+    /// The clients' training configuration for this round (its clip norm moves under adaptive clipping).
+    var trainingConfigurationJSON: String
+    /// Differential privacy: the clip norm of this round (nil without DP).
+    var clipNorm: Double?
     /// The key `model` is sealed under; fresh per attempt.
     var roundKey: SymmetricKey
     /// The sealed model's chunks, shared by every GetRound answer of this attempt.
@@ -66,13 +70,15 @@ struct OpenRound: Sendable {
     /// `roundModel` for `Wire.cohortAudience`, with the attempt as its sequence number.
     init(
         round: Int, attempt: Int, cohort: Set<String>, deadline: SimulatedInstant, payload: [UInt8], seed: UInt64,
-        chunkSize: Int, meter: PhaseMeter
+        training: (json: String, clipNorm: Double?), chunkSize: Int, meter: PhaseMeter
     ) throws {
         self.round = round
         self.attempt = attempt
         self.cohort = cohort
         self.deadline = deadline
         self.seed = seed
+        trainingConfigurationJSON = training.json
+        clipNorm = training.clipNorm
         let key = try SymmetricKey()
         let header = EnvelopeHeader(
             kind: .roundModel, round: UInt64(round), sequence: UInt64(attempt), clientID: Wire.cohortAudience)
@@ -100,6 +106,8 @@ struct CoreState: Sendable {
     var records: [RoundRecord]
     /// Differential privacy's ledger (nil when off).
     var ledger: PrivacyLedger? = nil
+    /// Adaptive clipping's state (nil unless the run adapts its clip norm).
+    var clipping: AdaptiveClippingState? = nil
     /// The secure-aggregation attempt in progress (nil in plain mode and between attempts).
     var secure: SecureRoundState? = nil
     var rejections: [RejectionRecord] = []
@@ -119,6 +127,8 @@ public final class CoordinatorCore: Sendable {
     /// Random per run: lets client processes tell a re-opened round after a restart from one they handled.
     let epoch: UInt64
     let modelConfigurationJSON: String
+    /// The clients' training configuration; under differential privacy its clip norm is the run's (initial) one.
+    let trainingConfiguration: ClientTrainingConfiguration
     let trainingConfigurationJSON: String
     let foldName: String
     let chunkSize: Int
@@ -137,7 +147,8 @@ public final class CoordinatorCore: Sendable {
 
     init(
         identity: Identity, allowList: AllowList, shapes: PayloadShapes, logger: Logger, clock: ElapsedClock,
-        modelConfigurationJSON: String, trainingConfigurationJSON: String, foldName: String, chunkSize: Int,
+        modelConfigurationJSON: String, trainingConfiguration: ClientTrainingConfiguration,
+        trainingConfigurationJSON: String, foldName: String, chunkSize: Int,
         initial: CoreState, privacy: DifferentialPrivacyConfiguration? = nil,
         secureAggregation: SecureAggregationOptions? = nil
     ) {
@@ -150,6 +161,7 @@ public final class CoordinatorCore: Sendable {
         self.clock = clock
         self.epoch = UInt64.random(in: 1...UInt64.max)
         self.modelConfigurationJSON = modelConfigurationJSON
+        self.trainingConfiguration = trainingConfiguration
         self.trainingConfigurationJSON = trainingConfigurationJSON
         self.foldName = foldName
         self.chunkSize = chunkSize
@@ -239,7 +251,7 @@ public final class CoordinatorCore: Sendable {
                 do {
                     s.open = try OpenRound(
                         round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline, payload: payload,
-                        seed: seed, chunkSize: chunkSize, meter: meter)
+                        seed: seed, training: roundTraining(s.clipping), chunkSize: chunkSize, meter: meter)
                 } catch {
                     return s.machine.abandonAttempt(
                         reason: FederationError(
@@ -247,6 +259,29 @@ public final class CoordinatorCore: Sendable {
                 }
             }
             return action
+        }
+    }
+
+    /// What a round's clients train with: the run's configuration, with the adaptive clip norm when there is
+    /// one; and the round's clip norm under differential privacy.
+    func roundTraining(_ clipping: AdaptiveClippingState?) -> (json: String, clipNorm: Double?) {
+        guard let clipping else { return (trainingConfigurationJSON, privacy?.clipNorm) }
+        var training = trainingConfiguration
+        training.clipNorm = Float(clipping.clipNorm)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Encoding a plain struct of numbers cannot fail.
+        return (String(decoding: try! encoder.encode(training), as: UTF8.self), Double(training.clipNorm!))
+    }
+
+    /// Adaptive clipping's step after a round closes: the noised count of the aggregated clients' unclipped
+    /// bits (noise from libsodium) moves the clip norm the next round's clients use. Returns the new norm.
+    func adaptClipNorm(unclippedCount: Double, expectedClients: Double) throws -> Double? {
+        guard state.withLock({ $0.clipping }) != nil else { return nil }
+        var sampler = GaussianSampler(source: try SecureNoiseSource())
+        return state.withLock { s in
+            s.clipping?.update(unclippedCount: unclippedCount, expectedClients: expectedClients, sampler: &sampler)
+            return s.clipping?.clipNorm
         }
     }
 
@@ -336,7 +371,7 @@ public final class CoordinatorCore: Sendable {
             $0.attempt = UInt32(open.attempt)
             $0.selected = selected
             $0.deadlineMilliseconds = UInt64(remaining / .milliseconds(1))
-            $0.trainingConfigurationJson = trainingConfigurationJSON
+            $0.trainingConfigurationJson = open.trainingConfigurationJSON
             $0.seed = open.seed
             $0.sealedFor = selected[0]
             $0.roundKey = Data(sealedKey)
@@ -391,7 +426,7 @@ public final class CoordinatorCore: Sendable {
             update = try meter.measure(.codec) { try ClientUpdatePayload.decode(plaintext, shapes: shapes) }
             // DP: the coordinator sees this update, so it enforces the clip norm itself (honest clients already
             // clipped; this bounds a dishonest one).
-            if let privacy { update.clip(toNorm: Float(privacy.clipNorm)) }
+            if let privacy { update.clip(toNorm: Float(state.withLock { $0.open?.clipNorm } ?? privacy.clipNorm)) }
         } catch let error as ProtocolError {
             // Authenticated but unusable: the client is excluded from this round.
             let action = state.withLock { s in s.machine.clientDropped(client) }

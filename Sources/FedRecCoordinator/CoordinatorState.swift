@@ -22,6 +22,8 @@ public struct RoundRecord: Sendable, Codable, Equatable {
     public var stragglers: Int
     /// Epsilon spent after this round (at the run's delta), when differential privacy is on.
     public var epsilon: Double? = nil
+    /// Adaptive clipping: the clip norm this round's clients clipped to.
+    public var clipNorm: Double? = nil
     /// Seconds from the start of this coordinator process's round loop to this round's close (after the server
     /// step and any evaluation). Differences between consecutive rounds are the full round period, checkpoint
     /// and payload encoding included. Nil in states written before this field existed.
@@ -57,6 +59,8 @@ public struct PersistedState: Sendable, Codable {
     public var rounds: [RoundRecord]
     /// The privacy ledger (rounds spent per mechanism) when differential privacy is on.
     public var privacy: PrivacyLedger? = nil
+    /// Adaptive clipping's state (the next round's clip norm) when the run adapts it.
+    public var adaptiveClipping: AdaptiveClippingState? = nil
 }
 
 /// Round records with their JSON, in order (shared by the copies of one `StateStore`).

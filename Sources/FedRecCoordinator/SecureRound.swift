@@ -17,6 +17,8 @@ struct SecureRoundState: Sendable {
     let index: [String: Int]
     let participants: [String]
     let weighting: AggregationWeighting
+    /// Adaptive clipping: every input ends with the client's unclipped bit, scaled to the clip range.
+    let reportsClipping: Bool
     let shapes: PayloadShapes
     let stageTimeout: Duration
     /// The stage being collected; nil once the attempt finished or was abandoned.
@@ -55,15 +57,17 @@ extension CoordinatorCore {
                 return .fail(FederationError(code: .retriesExhausted, message: "the round machine has failed"))
             }
             let keys = cohort.compactMap { s.sessions[$0]?.identity.signingKey }
+            let reportsClipping = s.clipping != nil
+            let vectorLength = SecureInput.length(shapes, reportsClipping: reportsClipping)
             var parameters = SecureAggregationParameters(
-                round: UInt64(round), participants: cohort, vectorLength: SecureInput.length(shapes),
+                round: UInt64(round), participants: cohort, vectorLength: vectorLength,
                 clipRange: options.clipRange, maximumWeight: weighting == .examples ? options.maximumWeight ?? 1 : 1,
                 graphSeed: seed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
                 threshold: options.threshold)
             // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg).
             if (try? parameters.validate()) == nil, cohort.count >= 2 {
                 parameters = SecureAggregationParameters(
-                    round: UInt64(round), participants: cohort, vectorLength: SecureInput.length(shapes),
+                    round: UInt64(round), participants: cohort, vectorLength: vectorLength,
                     clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: seed,
                     neighbourCount: cohort.count - 1, threshold: nil)
             }
@@ -83,12 +87,13 @@ extension CoordinatorCore {
                         code: .tooFewUpdates, message: "secure aggregation cannot start: \(error)", round: round))
             }
             let payload = model(round).withSecure(
-                SecureRoundAssignment(parameters: parameters, identityKeys: keys, weighting: weighting))
+                SecureRoundAssignment(
+                    parameters: parameters, identityKeys: keys, weighting: weighting, reportsClipping: reportsClipping))
             do {
                 s.open = try OpenRound(
                     round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
-                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed, chunkSize: chunkSize, meter: meter
-                )
+                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed,
+                    training: roundTraining(s.clipping), chunkSize: chunkSize, meter: meter)
             } catch {
                 return s.machine.abandonAttempt(
                     reason: FederationError(
@@ -97,7 +102,8 @@ extension CoordinatorCore {
             s.secure = SecureRoundState(
                 round: round, attempt: attempt, server: server,
                 index: Dictionary(uniqueKeysWithValues: cohort.enumerated().map { ($1, $0) }), participants: cohort,
-                weighting: weighting, shapes: shapes, stageTimeout: options.stageDeadline,
+                weighting: weighting, reportsClipping: reportsClipping, shapes: shapes,
+                stageTimeout: options.stageDeadline,
                 deadline: now.advanced(by: roundDeadline), expected: Set(0..<cohort.count))
             return action
         }
@@ -167,14 +173,21 @@ extension CoordinatorCore {
                 let ids = sum.survivors.map { secure.participants[$0] }
                 let count = secure.shapes.userTowerCount
                 let mean = sum.totalWeight > 0 ? sum.mean : [Float](repeating: 0, count: sum.weightedSum.count)
+                let gradientEnd = count + secure.shapes.itemRows * secure.shapes.dimension
                 let gradient = Matrix(
-                    rows: secure.shapes.itemRows, columns: secure.shapes.dimension, storage: Array(mean[count...]))
-                let aggregate = AggregateUpdate(
+                    rows: secure.shapes.itemRows, columns: secure.shapes.dimension,
+                    storage: Array(mean[count..<gradientEnd]))
+                var aggregate = AggregateUpdate(
                     meanDelta: Array(mean[..<count]), meanItemEmbeddingGradient: gradient,
                     exampleCount: secure.weighting == .examples
                         ? Int(sum.totalWeight.rounded()) : sum.survivors.count,
                     // Clients' losses are not revealed under secure aggregation.
                     meanLoss: 0, participants: ids)
+                if secure.reportsClipping {
+                    // Each survivor added its bit times the clip range (weight 1 each under DP's uniform weights).
+                    aggregate.unclippedCount =
+                        Double(sum.weightedSum[gradientEnd]) / Double(secure.server.parameters.clipRange)
+                }
                 let dropped = sum.dropped.keys.sorted().filter { !sum.survivors.contains($0) }.map {
                     secure.participants[$0]
                 }

@@ -15,7 +15,8 @@ public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
     /// Upper bound on local steps per round (nil: none), to bound a heavy client's work.
     public var maximumSteps: Int?
     /// Differential privacy: the L2 bound S of the whole update (user-tower delta and item-embedding gradient
-    /// together); a larger update is scaled down to norm S before it leaves the client (nil: no clipping).
+    /// together); a larger update is scaled down to norm S before it leaves the client, which reports whether
+    /// it had to (`ClientUpdate.unclipped`, for adaptive clipping) (nil: no clipping).
     public var clipNorm: Float? = nil
 
     public init(
@@ -43,7 +44,8 @@ public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
 /// Examples are the user's leave-one-out pairs (target = one known item, history = the other known items, cut
 /// to `maxHistory`), trained with full softmax against the FIXED item-embedding matrix of the round.
 public struct ClientTrainer: Sendable {
-    public let configuration: ClientTrainingConfiguration
+    /// May change between calls (a round's clip norm, under adaptive clipping); the buffers stay.
+    public var configuration: ClientTrainingConfiguration
     private var workspace = UserStepWorkspace()
     private var gradients: UserTowerGradients?
     private var stepItemGradient = Matrix(rows: 0, columns: 0)
@@ -143,7 +145,7 @@ public struct ClientTrainer: Sendable {
         var update = ClientUpdate(
             userTowerDelta: local.delta(from: global), itemEmbeddingGradient: .dense(itemGradientSum),
             exampleCount: n, meanLoss: processed > 0 ? Float(lossSum / Double(processed)) : 0)
-        if let clipNorm = configuration.clipNorm { update.clip(toNorm: clipNorm) }
+        if let clipNorm = configuration.clipNorm { update.unclipped = !update.clip(toNorm: clipNorm) }
         return update
     }
 

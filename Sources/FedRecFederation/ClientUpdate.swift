@@ -71,6 +71,9 @@ public struct ClientUpdate: Sendable, Equatable {
     public var exampleCount: Int
     /// Example-weighted mean data loss over the local steps (without the proximal term).
     public var meanLoss: Float
+    /// Differential privacy: whether the update was within the round's clip norm before clipping (adaptive
+    /// clipping's bit, `AdaptiveClippingState`); nil when the client did not clip.
+    public var unclipped: Bool? = nil
 
     public init(
         userTowerDelta: [Float], itemEmbeddingGradient: ItemEmbeddingGradient, exampleCount: Int, meanLoss: Float
@@ -194,6 +197,9 @@ public struct AggregateUpdate: Sendable, Equatable {
     public var meanLoss: Double
     /// Contributors, in order of arrival.
     public var participants: [ClientID]
+    /// Adaptive clipping: how many contributors reported an unclipped update (nil when none reported). Exact
+    /// in plain aggregation; under secure aggregation it is a decoded sum, within the quantiser's error.
+    public var unclippedCount: Double? = nil
 
     public init(
         meanDelta: [Float], meanItemEmbeddingGradient: Matrix, exampleCount: Int, meanLoss: Double,
@@ -228,6 +234,8 @@ public struct WeightedAggregator: Sendable {
     private var lossSum: Double = 0
     public private(set) var exampleCount = 0
     public private(set) var participants: [ClientID] = []
+    /// Unclipped bits of the added updates that reported one (nil: none did).
+    private var unclippedCount: Int? = nil
 
     public init(deltaCount: Int, itemRows: Int, dimension: Int, weighting: AggregationWeighting = .examples) {
         self.weighting = weighting
@@ -248,6 +256,7 @@ public struct WeightedAggregator: Sendable {
         weightSum += Double(weight)
         exampleCount += update.exampleCount
         participants.append(client)
+        if let unclipped = update.unclipped { unclippedCount = (unclippedCount ?? 0) + (unclipped ? 1 : 0) }
     }
 
     /// The weighted means, or nil when nothing was added.
@@ -258,8 +267,10 @@ public struct WeightedAggregator: Sendable {
         gradient.storage.withUnsafeMutableBufferPointer { g in
             for i in 0..<g.count { g[i] *= scale }
         }
-        return AggregateUpdate(
+        var aggregate = AggregateUpdate(
             meanDelta: deltaSum.map { $0 * scale }, meanItemEmbeddingGradient: gradient, exampleCount: exampleCount,
             meanLoss: lossSum / weightSum, participants: participants)
+        aggregate.unclippedCount = unclippedCount.map(Double.init)
+        return aggregate
     }
 }

@@ -139,10 +139,7 @@ public enum FederatedSimulation {
         var clipping = configuration.privacy.flatMap {
             $0.adaptiveClipping == nil ? nil : AdaptiveClippingState(configuration: $0)
         }
-        // A fixed clip norm is applied by the trainer; an adaptive one here, where each client's bit is taken.
-        if let privacy = configuration.privacy, clipping == nil {
-            clientConfiguration.clipNorm = Float(privacy.clipNorm)
-        }
+        if let privacy = configuration.privacy { clientConfiguration.clipNorm = Float(privacy.clipNorm) }
         var trainer = ClientTrainer(configuration: clientConfiguration)
         var ledger = configuration.privacy.map { PrivacyLedger(configuration: $0) }
         // Noise on the count of unclipped clients: libsodium randomness, like the update noise. `try!` is safe:
@@ -166,8 +163,9 @@ public enum FederatedSimulation {
             let cohort = sampler.cohort(round: round, attempt: attempt, from: ids)
             var rejected: [FederationError] = []
             var result: RoundStateMachine<SimulatedInstant>.RoundResult?
-            var unclipped: [ClientID: Int] = [:]
+            // Clients clip to the round's norm and report whether they had to (the trainer does both).
             let roundClipNorm = clipping?.clipNorm
+            if let roundClipNorm { trainer.configuration.clipNorm = Float(roundClipNorm) }
             var action = machine.openRound(cohort: cohort, now: SimulatedInstant())
             if case .startRound = action {
                 let precision = configuration.wirePrecision
@@ -184,14 +182,11 @@ public enum FederatedSimulation {
                     let seed = SplitMix64.stream(
                         seed: configuration.seed, index: UInt64(round) << 32 | UInt64(user.userIndex)
                     ).state
-                    var update = trainer.train(
+                    let update = trainer.train(
                         globalUserTower: sentTower, itemEmbeddings: sentItems, user: user,
-                        userFeatures: dataset.userFeatures, seed: seed)
-                    if let bound = roundClipNorm {
-                        unclipped[id] = AdaptiveClippingState.unclippedBit(norm: update.norm, clipNorm: bound)
-                        update.clip(toNorm: Float(bound))
-                    }
-                    action = machine.receiveUpdate(update.rounded(to: precision), from: id, round: round)
+                        userFeatures: dataset.userFeatures, seed: seed
+                    ).rounded(to: precision)
+                    action = machine.receiveUpdate(update, from: id, round: round)
                 }
             }
             switch action {
@@ -210,11 +205,11 @@ public enum FederatedSimulation {
                 let aggregation = PrivateAggregation(configuration: privacy, population: dataset.users.count)
                 aggregate = try! aggregation.privatize(aggregate, clipNorm: roundClipNorm)
                 ledger?.record(steps: 1)
-                // The bits of the clients whose updates were aggregated, summed (through secure aggregation in a
-                // deployment), noised and turned into the next round's clip norm.
-                let count = result.aggregate.participants.reduce(0) { $0 + (unclipped[$1] ?? 0) }
+                // The aggregated clients' bits, summed (through secure aggregation in a deployment), noised and
+                // turned into the next round's clip norm.
                 clipping?.update(
-                    unclippedCount: count, expectedClients: aggregation.expectedClients, sampler: &countNoise!)
+                    unclippedCount: result.aggregate.unclippedCount ?? 0, expectedClients: aggregation.expectedClients,
+                    sampler: &countNoise!)
             }
             server.apply(aggregate, learningRateScale: configuration.learningRateSchedule.multiplier(round: completed))
             average?.update(with: server.model)

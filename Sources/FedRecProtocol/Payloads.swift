@@ -230,7 +230,8 @@ public struct GlobalModelPayload: Sendable, Equatable {
 ///
 /// Layout: `"FRUP"` | delta count (u32) | gradient form (u8: 0 dense, 1 row-sparse) | item rows (u32) |
 /// dimension (u32) | stored rows (u32; row-sparse only meaningful) | example count (u64) | mean loss (f32) |
-/// precision (u8: 0 float32, 1 bfloat16; of the delta and gradient values) | delta | [row indices (i32 x stored
+/// precision (u8: 0 float32, 1 bfloat16; of the delta and gradient values) | clipping (u8: 0 not clipped by the
+/// client, 1 clipped, 2 within the clip norm; `ClientUpdate.unclipped`) | delta | [row indices (i32 x stored
 /// rows), row-sparse only] | gradient values.
 ///
 /// The delta is `form (u8)` then either (0, dense) count values, or (1, block-sparse) stored blocks (u32) |
@@ -239,7 +240,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
 /// so block-sparse is chosen whenever it is smaller; decoding always yields the dense delta.
 public enum ClientUpdatePayload {
     static let magic: [UInt8] = Array("FRUP".utf8)
-    static let headerByteCount = 4 + 4 + 1 + 12 + 8 + 4 + 1
+    static let headerByteCount = 4 + 4 + 1 + 12 + 8 + 4 + 1 + 1
     /// Floats per block of the block-sparse delta form.
     static let deltaBlock = 64
 
@@ -336,6 +337,7 @@ public enum ClientUpdatePayload {
         w.u64(UInt64(max(update.exampleCount, 0)))
         w.f32(update.meanLoss)
         w.precision(precision)
+        w.u8(update.unclipped.map { $0 ? 2 : 1 } ?? 0)
         writeDelta(update.userTowerDelta, precision: precision, to: &w)
         if case .rowSparse(let s) = g { w.int32s(s.rowIndices) }
         w.values(g.storedValues, precision: precision)
@@ -360,6 +362,13 @@ public enum ClientUpdatePayload {
         }
         guard examples <= UInt64(Int32.max) else { throw r.fail("example count \(examples) out of range") }
         let precision = try r.precision()
+        let unclipped: Bool?
+        switch try r.u8() {
+        case 0: unclipped = nil
+        case 1: unclipped = false
+        case 2: unclipped = true
+        case let other: throw r.fail("unknown clipping report \(other)")
+        }
         let delta = try readDelta(count: count, precision: precision, from: &r)
         let gradient: Matrix
         switch form {
@@ -387,8 +396,10 @@ public enum ClientUpdatePayload {
         guard FlatVector.isFinite(delta), FlatVector.isFinite(gradient.storage), loss.isFinite else {
             throw ProtocolError(code: .nonFinite, message: "update holds non-finite values")
         }
-        return ClientUpdate(
+        var update = ClientUpdate(
             userTowerDelta: delta, itemEmbeddingGradient: .dense(gradient), exampleCount: Int(examples),
             meanLoss: loss)
+        update.unclipped = unclipped
+        return update
     }
 }

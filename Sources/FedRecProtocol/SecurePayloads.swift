@@ -15,16 +15,24 @@ public struct SecureRoundAssignment: Sendable, Hashable {
     public var identityKeys: [SigningPublicKey]
     /// Example-count weights (FedAvg) or one per client (DP-FedAvg).
     public var weighting: AggregationWeighting
+    /// Adaptive clipping: each client appends its unclipped bit, times the clip range, to its input, so the
+    /// coordinator learns only how many of the survivors were within the clip norm (`SecureInput`).
+    public var reportsClipping: Bool
 
-    public init(parameters: SecureAggregationParameters, identityKeys: [SigningPublicKey], weighting: AggregationWeighting) {
+    public init(
+        parameters: SecureAggregationParameters, identityKeys: [SigningPublicKey], weighting: AggregationWeighting,
+        reportsClipping: Bool = false
+    ) {
         self.parameters = parameters
         self.identityKeys = identityKeys
         self.weighting = weighting
+        self.reportsClipping = reportsClipping
     }
 
     func write(to w: inout ByteWriter) {
         w.raw(Self.magic)
         w.u8(weighting == .examples ? 0 : 1)
+        w.u8(reportsClipping ? 1 : 0)
         let parameters = self.parameters.serialized()
         w.u32(UInt32(parameters.count))
         w.raw(parameters)
@@ -38,6 +46,11 @@ public struct SecureRoundAssignment: Sendable, Hashable {
         case 0: weighting = .examples
         case 1: weighting = .uniform
         case let other: throw r.fail("unknown weighting \(other)")
+        }
+        switch try r.u8() {
+        case 0: reportsClipping = false
+        case 1: reportsClipping = true
+        case let other: throw r.fail("unknown clipping report flag \(other)")
         }
         let length = Int(try r.u32())
         guard length <= 1 << 24 else { throw r.fail("secure-aggregation parameters of \(length) bytes") }
@@ -63,21 +76,28 @@ public struct SecureRoundAssignment: Sendable, Hashable {
     }
 }
 
-/// Secure aggregation's flat input: the user-tower delta followed by the item-embedding gradient (row-major).
+/// Secure aggregation's flat input: the user-tower delta followed by the item-embedding gradient (row-major),
+/// then, when the round asks for it (adaptive clipping), the client's unclipped bit as one more element. The bit
+/// travels as 0 or the clip range c (the largest value the quantiser keeps), so the decoded sum over the survivors
+/// divided by c is their count of unclipped updates, at the quantiser's finest relative resolution.
 public enum SecureInput {
-    /// The vector a client masks: delta then the dense item gradient.
-    public static func flatten(_ update: ClientUpdate) -> [Float] {
+    /// The vector a client masks: delta, the dense item gradient, and, given `clippingReportScale` (the round's
+    /// clip range c), c when the update was within the clip norm, else 0.
+    public static func flatten(_ update: ClientUpdate, clippingReportScale: Float? = nil) -> [Float] {
         var values = update.userTowerDelta
-        values.reserveCapacity(update.userTowerDelta.count + update.itemEmbeddingGradient.rows * update.itemEmbeddingGradient.columns)
+        values.reserveCapacity(
+            update.userTowerDelta.count + update.itemEmbeddingGradient.rows * update.itemEmbeddingGradient.columns
+                + (clippingReportScale == nil ? 0 : 1))
         switch update.itemEmbeddingGradient {
         case .dense(let m): values += m.storage
         case .rowSparse: values += update.itemEmbeddingGradient.dense.storage
         }
+        if let scale = clippingReportScale { values.append(update.unclipped == true ? scale : 0) }
         return values
     }
 
     /// Elements of the flat input of a run with these shapes.
-    public static func length(_ shapes: PayloadShapes) -> Int {
-        shapes.userTowerCount + shapes.itemRows * shapes.dimension
+    public static func length(_ shapes: PayloadShapes, reportsClipping: Bool = false) -> Int {
+        shapes.userTowerCount + shapes.itemRows * shapes.dimension + (reportsClipping ? 1 : 0)
     }
 }

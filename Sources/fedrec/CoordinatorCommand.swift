@@ -86,6 +86,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         help: "Differential privacy: refuse to start when the configured rounds would spend more than this epsilon.")
     var targetEpsilon: Double?
     @Option(help: "Differential privacy: delta (default 1 / allow-listed clients).") var delta: Double?
+    @OptionGroup var clipping: AdaptiveClippingOptions
     @Flag(
         name: .customLong("secure-aggregation"),
         help: "SecAgg+: the coordinator only learns the sum of the cohort's updates.")
@@ -96,7 +97,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var secaggThreshold: Int?
     @Option(
         name: .customLong("secagg-clip-range"),
-        help: "SecAgg+: each update element is clipped to [-R, R] before quantisation (default: the clip norm, or 10).")
+        help: ArgumentHelp(
+            "SecAgg+: each update element is clipped to [-R, R] before quantisation.",
+            discussion:
+                "Default: the clip norm (no element of a clipped update exceeds it), 10 times the initial one under "
+                + "adaptive clipping (the norm may grow), or 10 without differential privacy."))
     var secaggClipRange: Float?
     @Option(name: .customLong("stage-deadline"), help: "SecAgg+: seconds allowed for each stage after training.")
     var stageDeadline: Double = 30
@@ -144,6 +149,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
             if let targetEpsilon, !(targetEpsilon > 0) { throw ValidationError("--target-epsilon must be positive") }
             if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
+        }
+        if clipping.adaptiveClipping, noiseMultiplier == nil {
+            throw ValidationError("--adaptive-clipping needs differential privacy (--noise-multiplier, --clip-norm)")
         }
         if let secaggNeighbours, secaggNeighbours < 1 { throw ValidationError("--secagg-neighbours must be >= 1") }
         if let secaggThreshold, secaggThreshold < 1 { throw ValidationError("--secagg-threshold must be >= 1") }
@@ -223,7 +231,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             var secure = SecureAggregationOptions()
             secure.neighbours = secaggNeighbours
             secure.threshold = secaggThreshold
-            secure.clipRange = secaggClipRange ?? clipNorm.map { Float($0) } ?? 10
+            secure.clipRange =
+                secaggClipRange ?? clipNorm.map { Float(clipping.adaptiveClipping ? 10 * $0 : $0) } ?? 10
             secure.stageDeadline = .milliseconds(Int64(stageDeadline * 1000))
             o.secureAggregation = secure
         }
@@ -251,7 +260,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
             do { population = try KeyFiles.loadAllowList(path: allowList).entries.count } catch {
                 throw ExitCode(FederationExit.code(for: CoordinatorError(code: .setup, message: "\(error)")))
             }
-            options.privacy = privacy(population: population)
+            do {
+                options.privacy = try privacy(population: population).map {
+                    try clipping.applied(to: $0, population: population)
+                }
+            } catch {
+                throw ExitCode(FederationExit.code(for: CoordinatorError(code: .setup, message: "\(error)")))
+            }
             options.cohort = .poisson(rate: options.privacy!.samplingRate)
         }
         let transport = HTTP2ServerTransport.Posix(

@@ -109,24 +109,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Differential privacy: delta (default 1 / virtual clients).")
     var delta: Double?
 
-    @Flag(
-        help: ArgumentHelp(
-            "Differential privacy: adaptive clipping (Andrew et al. 2021).",
-            discussion:
-                "The clip norm starts at --clip-norm and moves each round towards the --clip-quantile of the "
-                + "clients' update norms, from a noised count of the clients that were not clipped. The update noise "
-                + "multiplier becomes z_Delta = (z^-2 - (2 sigma_b)^-2)^-1/2, so both queries together cost what "
-                + "--noise-multiplier alone costs."))
-    var adaptiveClipping = false
-
-    @Option(help: "Adaptive clipping: target fraction of clients whose update is not clipped.")
-    var clipQuantile: Double = 0.5
-
-    @Option(help: "Adaptive clipping: learning rate of the clip norm's geometric update.")
-    var clipLR: Double = 0.2
-
-    @Option(help: "Adaptive clipping: noise sigma_b on the count of unclipped clients (default: expected cohort / 20).")
-    var countNoise: Double?
+    @OptionGroup var clipping: AdaptiveClippingOptions
 
     @OptionGroup var runtime: RuntimeOptions
 
@@ -154,15 +137,8 @@ struct SimulateCommand: AsyncParsableCommand {
         }
         guard clipNorm > 0 else { throw ValidationError("--clip-norm must be positive, got \(clipNorm)") }
         if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
-        if adaptiveClipping, noiseMultiplier == nil {
+        if clipping.adaptiveClipping, noiseMultiplier == nil {
             throw ValidationError("--adaptive-clipping needs differential privacy (--noise-multiplier)")
-        }
-        guard (0...1).contains(clipQuantile) else {
-            throw ValidationError("--clip-quantile must lie in [0, 1], got \(clipQuantile)")
-        }
-        guard clipLR > 0, clipLR.isFinite else { throw ValidationError("--clip-lr must be positive, got \(clipLR)") }
-        if let countNoise, !(countNoise > 0 && countNoise.isFinite) {
-            throw ValidationError("--count-noise must be positive, got \(countNoise)")
         }
         guard ["constant", "cosine"].contains(schedule) else {
             throw ValidationError("--schedule must be constant or cosine, got '\(schedule)'")
@@ -207,31 +183,16 @@ struct SimulateCommand: AsyncParsableCommand {
         if let noiseMultiplier {
             let population = federated.users.count
             let q = min(1, Double(cohort) / Double(population))
-            var privacy = DifferentialPrivacyConfiguration(
-                clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, samplingRate: q, numberOfUsers: population,
-                delta: delta)
-            if adaptiveClipping {
-                privacy.adaptiveClipping = .init(
-                    targetQuantile: clipQuantile, learningRate: clipLR,
-                    countNoiseStandardDeviation: countNoise ?? q * Double(population) / 20)
-                do { try privacy.validate() } catch let error as PrivacyError {
-                    let option = [
-                        "adaptiveClipping.targetQuantile": "--clip-quantile",
-                        "adaptiveClipping.learningRate": "--clip-lr",
-                        "adaptiveClipping.countNoiseStandardDeviation": "--count-noise",
-                    ][error.field ?? ""]
-                    throw ValidationError(option.map { "\($0): \(error.message)" } ?? error.message)
-                }
-            }
+            let privacy = try clipping.applied(
+                to: DifferentialPrivacyConfiguration(
+                    clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, samplingRate: q, numberOfUsers: population,
+                    delta: delta),
+                population: population)
             configuration.privacy = privacy
             configuration.cohort = .poisson(rate: q)
             print(
-                "DP-FedAvg: clip norm \(clipNorm)\(adaptiveClipping ? " (initial; adaptive)" : ""), noise multiplier "
-                    + "\(noiseMultiplier), Poisson q \(q), delta \(privacy.delta)"
-                    + (privacy.adaptiveClipping.map {
-                        ", target quantile \($0.targetQuantile), clip lr \($0.learningRate), count noise "
-                            + "\($0.countNoiseStandardDeviation), update noise multiplier \(privacy.updateNoiseMultiplier)"
-                    } ?? ""))
+                "DP-FedAvg: \(AdaptiveClippingOptions.description(of: privacy)), noise multiplier \(noiseMultiplier), "
+                    + "Poisson q \(q), delta \(privacy.delta)")
         }
         print(
             "simulating \(rounds) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "

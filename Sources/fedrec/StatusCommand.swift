@@ -34,6 +34,7 @@ struct StatusCommand: AsyncParsableCommand {
             r.round, r.participants, r.meanLoss, Double(r.bytesReceived) / 1e6, Double(r.bytesSent) / 1e6, r.seconds)
         let extra = r.stragglers + r.rejected > 0 ? "  (stragglers \(r.stragglers), refused \(r.rejected))" : ""
         let epsilon = r.epsilon.map { String(format: "  epsilon %.3f", $0) } ?? ""
-        return head + recall + epsilon + extra
+        let clipNorm = r.clipNorm.map { String(format: "  clip norm %.4g", $0) } ?? ""
+        return head + recall + epsilon + clipNorm + extra
     }
 }

@@ -49,7 +49,7 @@ import Testing
         for round in 0..<600 {
             let norms = (0..<100).map { _ in exp(0.5 * Double(rng.nextGaussian())) }
             let count = norms.reduce(0) { $0 + state.unclippedBit(norm: $1) }
-            state.update(unclippedCount: count, expectedClients: 100, sampler: &sampler)
+            state.update(unclippedCount: Double(count), expectedClients: 100, sampler: &sampler)
             if round >= 400 { late.append(state.clipNorm) }
         }
         let average = late.reduce(0, +) / Double(late.count)

@@ -46,4 +46,29 @@ struct PrivacyProcessTests {
         #expect(try await status.exit() == 0)
         #expect(status.lines.filter { $0.contains("epsilon") }.count == 3)
     }
+
+    @Test("adaptive clipping from the command line: each round prints and stores the clip norm it used")
+    func adaptiveClipNormPerRound() async throws {
+        let fixture = try Fixture(users: 6)
+        defer { fixture.remove() }
+        let processes = ProcessTests()
+        var arguments = processes.coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 10)
+        arguments += [
+            "--noise-multiplier", "1", "--clip-norm", "1", "--fraction", "0.5", "--adaptive-clipping",
+            "--count-noise", "1",
+        ]
+        let coordinator = try Child(arguments)
+        defer { coordinator.kill(SIGKILL) }
+        let listening = try #require(try await coordinator.line(containing: "listening on "))
+        let address = String(listening.split(separator: " ").last!)
+        let client = try Child(processes.clientArguments(fixture, address: address, ["--clients", "100"]))
+        defer { client.kill(SIGKILL) }
+        #expect(try await coordinator.exit() == 0, "\(coordinator.lines.suffix(10).joined(separator: "\n"))")
+        #expect(try await client.exit() == 0)
+        let norms = try ProcessTests.rounds(fixture).compactMap(\.clipNorm)
+        #expect(norms.count == 3 && norms.first == 1 && norms.allSatisfy { $0 > 0 && $0.isFinite }, "\(norms)")
+        #expect(coordinator.lines.filter { $0.hasPrefix("round ") && $0.contains("clip norm") }.count == 3)
+        let state = try #require(try StateStore(directory: fixture.state).load())
+        #expect(state.adaptiveClipping?.updatesApplied == 3)
+    }
 }

@@ -132,6 +132,45 @@ struct SecureAggregationTests {
                 fixture: single, options: o1, survivors: Set(single.userIDs.map(Wire.clientID(forUser:))),
                 clipRange: secure ? 100 : nil))
     }
+
+    /// Adaptive clipping through the processes, plain and secure: clients clip to the round's norm (sent in the
+    /// round's training configuration) and report whether they had to, in their plain update or as one more
+    /// element of their masked input; the coordinator moves the norm by the noised count. From a norm far above
+    /// every update, all 8 clients report unclipped each round, so it shrinks by exp(-0.2 (8 + noise) / 8 + 0.1)
+    /// with count noise 0.3: about exp(-0.1) a round. The state keeps the next round's norm.
+    @Test("adaptive clipping moves the clip norm round by round, plain and secure", arguments: [false, true])
+    func adaptiveClipping(secure: Bool) async throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        var o = options(fixture, rounds: 3)
+        if !secure { o.secureAggregation = nil }
+        // A negligible server step: the noise (z_Delta times a clip norm of 1000) must not wreck the model the
+        // next rounds' update norms come from.
+        o.serverOptimizer = .fedAvg(learningRate: 1e-6)
+        o.cohort = .poisson(rate: 1)
+        var privacy = DifferentialPrivacyConfiguration(
+            clipNorm: 1000, noiseMultiplier: 0.5, samplingRate: 1, numberOfUsers: fixture.userIDs.count)
+        privacy.adaptiveClipping = .init(targetQuantile: 0.5, learningRate: 0.2, countNoiseStandardDeviation: 0.3)
+        o.privacy = privacy
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(options: o, transport: transport.server)
+        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await clients.run() }
+            try await group.waitForAll()
+        }
+        let records = coordinator.core.records
+        #expect(records.count == 3 && records.allSatisfy { $0.participants == 8 }, "\(records)")
+        #expect(coordinator.core.rejections.isEmpty)
+        let saved = try #require(try StateStore(directory: fixture.state).load()?.adaptiveClipping)
+        let norms = records.compactMap(\.clipNorm) + [saved.clipNorm]
+        #expect(norms.count == 4 && norms.first == 1000 && saved.updatesApplied == 3, "\(norms)")
+        // Five standard deviations of the count noise: 0.2 * 5 * 0.3 / 8.
+        for (before, after) in zip(norms, norms.dropFirst()) {
+            #expect(abs(log(after / before) + 0.1) <= 0.04, "\(norms)")
+        }
+    }
 }
 
 @Suite("Secure aggregation with real processes: 30% SIGKILLed at each stage", .serialized)

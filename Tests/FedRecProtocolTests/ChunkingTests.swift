@@ -124,10 +124,24 @@ struct PayloadTests {
             exampleCount: 5, meanLoss: 1.25)
     }
 
-    @Test func updateRoundTrip() throws {
-        let original = update()
+    @Test(arguments: [nil, false, true])
+    func updateRoundTrip(unclipped: Bool?) throws {
+        var original = update()
+        original.unclipped = unclipped
         let decoded = try ClientUpdatePayload.decode(ClientUpdatePayload.encode(original), shapes: shapes)
-        #expect(decoded == original)
+        #expect(decoded == original && decoded.unclipped == unclipped)
+    }
+
+    /// The secure input ends with the unclipped bit times the clip range only when the round asks for it.
+    @Test func secureInputCarriesTheClippingReport() {
+        var original = update()
+        let base = SecureInput.flatten(original)
+        #expect(base.count == SecureInput.length(shapes) && Array(base.prefix(10)) == original.userTowerDelta)
+        original.unclipped = true
+        #expect(SecureInput.flatten(original, clippingReportScale: 7) == base + [7])
+        #expect(SecureInput.length(shapes, reportsClipping: true) == base.count + 1)
+        original.unclipped = false
+        #expect(SecureInput.flatten(original, clippingReportScale: 7) == base + [0])
     }
 
     @Test func globalModelRoundTrip() throws {
@@ -160,6 +174,10 @@ struct PayloadTests {
         #expect(code(Array(good.dropLast()), shapes) == .malformedPayload)
         #expect(code(good + [0], shapes) == .malformedPayload)
         #expect(code([1, 2, 3], shapes) == .malformedPayload)
+        // The clipping report is the byte after the precision byte (offset 34): only 0, 1 and 2 are defined.
+        var report = good
+        report[34] = 3
+        #expect(code(report, shapes) == .malformedPayload)
     }
 }
 

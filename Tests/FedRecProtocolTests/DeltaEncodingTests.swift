@@ -34,8 +34,9 @@ struct DeltaEncodingTests {
         delta[70] = 1  // block 1
         delta[130] = 2  // block 2
         let encoded = ClientUpdatePayload.encode(Self.update(delta: delta))
-        // Header (34 bytes), then the delta form (1), the stored block count (4) and the two block indices.
-        let form = 34
+        // Header (35 bytes, the clipping report last), then the delta form (1), the stored block count (4) and the
+        // two block indices.
+        let form = 35
         #expect(encoded[form] == 1)
         var repeated = encoded
         repeated[form + 9] = 1  // second index 2 -> 1: not increasing

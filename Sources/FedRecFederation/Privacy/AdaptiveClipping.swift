@@ -68,13 +68,14 @@ public struct AdaptiveClippingState: Sendable, Hashable, Codable {
         Self.unclippedBit(norm: norm, clipNorm: clipNorm)
     }
 
-    /// `b̄ = (unclippedCount + N(0, σ_b²)) / expectedClients`.
+    /// `b̄ = (unclippedCount + N(0, σ_b²)) / expectedClients`. The count may be fractional: under secure
+    /// aggregation it is a decoded sum, within the quantiser's error of the true count.
     public func noisyUnclippedFraction<Source: NoiseSource>(
-        unclippedCount: Int, expectedClients: Double, sampler: inout GaussianSampler<Source>
+        unclippedCount: Double, expectedClients: Double, sampler: inout GaussianSampler<Source>
     ) -> Double {
-        precondition(unclippedCount >= 0, "unclipped count must be non-negative")
+        precondition(unclippedCount.isFinite, "unclipped count must be finite")
         precondition(expectedClients > 0 && expectedClients.isFinite, "expected clients must be positive")
-        return (Double(unclippedCount) + countNoiseStandardDeviation * sampler.next()) / expectedClients
+        return (unclippedCount + countNoiseStandardDeviation * sampler.next()) / expectedClients
     }
 
     /// Applies `C ← C · exp(−η_C (b̄ − γ))` for an already noised fraction `b̄`.
@@ -87,7 +88,7 @@ public struct AdaptiveClippingState: Sendable, Hashable, Codable {
     /// Noises the count, applies the update and returns the `b̄` used.
     @discardableResult
     public mutating func update<Source: NoiseSource>(
-        unclippedCount: Int, expectedClients: Double, sampler: inout GaussianSampler<Source>
+        unclippedCount: Double, expectedClients: Double, sampler: inout GaussianSampler<Source>
     ) -> Double {
         let fraction = noisyUnclippedFraction(
             unclippedCount: unclippedCount, expectedClients: expectedClients, sampler: &sampler)
