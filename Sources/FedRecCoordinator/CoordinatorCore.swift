@@ -270,7 +270,8 @@ public final class CoordinatorCore: Sendable {
         training.clipNorm = Float(clipping.clipNorm)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        // Encoding a plain struct of numbers cannot fail.
+        // Every field is a finite number (`AdaptiveClippingState` keeps its norm a finite positive Float), so
+        // encoding cannot fail.
         return (String(decoding: try! encoder.encode(training), as: UTF8.self), Double(training.clipNorm!))
     }
 

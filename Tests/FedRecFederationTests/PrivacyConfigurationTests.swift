@@ -23,6 +23,17 @@ import Testing
         #expect(at.clipNorm == 1 && at.updatesApplied == 1)
     }
 
+    /// However far the noisy fractions push it, the norm stays a positive, finite Float (what clients clip with).
+    @Test func clipNormStaysAFinitePositiveFloat() {
+        var shrinking = Self.state(clipNorm: 1e-30)
+        for _ in 0..<2_000 { shrinking.update(noisyUnclippedFraction: 1e3) }
+        #expect(shrinking.clipNorm == Double(Float.leastNormalMagnitude) && Float(shrinking.clipNorm) > 0)
+        var growing = Self.state(clipNorm: 1e30)
+        for _ in 0..<2_000 { growing.update(noisyUnclippedFraction: -1e3) }
+        #expect(growing.clipNorm == Double(Float.greatestFiniteMagnitude) && Float(growing.clipNorm).isFinite)
+        #expect(growing.updatesApplied == 2_000)
+    }
+
     @Test func bitsAndNoisyFraction() {
         #expect(AdaptiveClippingState.unclippedBit(norm: 1, clipNorm: 1) == 1)
         #expect(AdaptiveClippingState.unclippedBit(norm: 1.0001, clipNorm: 1) == 0)

@@ -78,10 +78,17 @@ public struct AdaptiveClippingState: Sendable, Hashable, Codable {
         return (unclippedCount + countNoiseStandardDeviation * sampler.next()) / expectedClients
     }
 
-    /// Applies `C ← C · exp(−η_C (b̄ − γ))` for an already noised fraction `b̄`.
+    /// The range `clipNorm` is kept in: positive and finite as a `Float` (what clients clip with), however long
+    /// the run or extreme the noise.
+    public static let clipNormRange = Double(Float.leastNormalMagnitude)...Double(Float.greatestFiniteMagnitude)
+
+    /// Applies `C ← C · exp(−η_C (b̄ − γ))` for an already noised fraction `b̄`, then keeps `C` in
+    /// `clipNormRange`.
     public mutating func update(noisyUnclippedFraction fraction: Double) {
         precondition(fraction.isFinite, "noisy unclipped fraction must be finite")
-        clipNorm *= exp(-learningRate * (fraction - targetQuantile))
+        let moved = clipNorm * exp(-learningRate * (fraction - targetQuantile))
+        clipNorm = min(
+            max(moved.isNaN ? clipNorm : moved, Self.clipNormRange.lowerBound), Self.clipNormRange.upperBound)
         updatesApplied += 1
     }
 
