@@ -20,7 +20,8 @@ public struct ClientOptions: Sendable {
     /// Give up when the coordinator stays unreachable this long.
     public var connectTimeout: Duration = .seconds(60)
     public var chunkSize: Int = 1 << 20
-    /// Updates of this process's selected clients being sealed and submitted while the next one trains.
+    /// Most sealed updates of this process's selected clients waiting to be written to the round's upload stream
+    /// while the next one trains.
     public var uploadsInFlight: Int = 4
     /// Test hook: on receiving this round, stop answering (simulates a client that hangs or is killed mid-round).
     public var hangInRound: Int? = nil

@@ -10,6 +10,11 @@ import Logging
 public import ServiceLifecycle
 import Synchronization
 
+/// Updates written to a round's upload stream so far.
+final class UploadTally: Sendable {
+    let written = Mutex(0)
+}
+
 /// One hosted user: its identity, its session with the pinned coordinator, its data.
 struct VirtualClient: Sendable {
     var id: String
@@ -304,12 +309,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             try await participateSecurely(secure, header: header, selected: selected, train: train, service: service)
             return
         }
-        // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
-        // and submitted in a task of its own, so its upload overlaps the next client's training. At most
-        // `uploadsInFlight` updates are pending at once, which bounds the memory they hold.
+        // Training runs one client after another (one trainer, one core's worth of BLAS). Each update is sealed
+        // as soon as it is trained and handed to the round's one upload stream, which gRPC sends while the next
+        // client trains (one call per process and round: a call costs about as much CPU as half a megabyte of
+        // payload). At most `uploadsInFlight` sealed updates wait to be written, which bounds their memory.
+        let (uploads, feed) = AsyncStream.makeStream(of: [Fedrec_V1_UpdateMessage].self)
+        let (written, writtenFeed) = AsyncStream.makeStream(of: Void.self)
         let uploadsInFlight = max(1, options.uploadsInFlight)
         try await withThrowingTaskGroup(of: Void.self) { group in
+            var acknowledgements = written.makeAsyncIterator()
             var pending = 0
+            var uploading = false
             for id in selected {
                 guard !isStopping else { break }
                 guard ContinuousClock.now < deadline else {
@@ -319,26 +329,60 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 let client = clients[id]!
                 guard let update = train(client) else { continue }
                 if pending == uploadsInFlight {
-                    try await group.next()
+                    // Nil: the upload stream ended early (refused or cut); the rest of the round is not sent.
+                    guard await acknowledgements.next() != nil else { break }
                     pending -= 1
                 }
-                let sampleMemory = id == selected.first
-                group.addTask {
-                    try await self.submit(
-                        update, from: client, round: round, attempt: attempt, precision: global.precision,
-                        service: service, sampleMemory: sampleMemory)
-                }
+                let sealed = try sealedMessages(
+                    update, from: client, round: round, attempt: attempt, precision: global.precision)
+                feed.yield(sealed)
                 pending += 1
+                if !uploading {
+                    // The call starts with the first update (none, no call). Once a round, while the round's model
+                    // and an update are alive (the fullest moment), memory is sampled.
+                    group.addTask {
+                        await self.upload(uploads, acknowledging: writtenFeed, round: round, service: service)
+                    }
+                    uploading = true
+                    meter.sampleMemory()
+                }
             }
+            feed.finish()
             try await group.waitForAll()
         }
     }
 
-    /// Seals one client's update and submits it; a refusal by the coordinator is logged, not thrown.
-    private func submit(
-        _ update: ClientUpdate, from client: VirtualClient, round: Int, attempt: Int, precision: WirePrecision,
-        service: Fedrec_V1_Coordinator.Client<Transport>, sampleMemory: Bool
-    ) async throws {
+    /// Writes the round's sealed updates, as they come, into one `SubmitUpdate` call, acknowledging each once
+    /// written; counts the accepted ones. A refusal by the coordinator is logged, not thrown.
+    private func upload(
+        _ uploads: AsyncStream<[Fedrec_V1_UpdateMessage]>, acknowledging written: AsyncStream<Void>.Continuation,
+        round: Int, service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async {
+        defer { written.finish() }
+        let sent = UploadTally()
+        do {
+            _ = try await service.submitUpdate(requestProducer: { writer in
+                for await messages in uploads {
+                    try await writer.write(contentsOf: messages)
+                    sent.written.withLock { $0 += 1 }
+                    written.yield()
+                }
+            })
+            accepted.withLock { $0 += sent.written.withLock { $0 } }
+        } catch let error as RPCError {
+            let values = error.metadata[stringValues: Wire.acceptedMetadataKey]
+            let count = values.first(where: { _ in true }).flatMap { Int($0) } ?? 0
+            accepted.withLock { $0 += count }
+            logger.warning("update(s) refused: \(error.message)", metadata: ["round": "\(round)"])
+        } catch {
+            logger.warning("update upload failed: \(error)", metadata: ["round": "\(round)"])
+        }
+    }
+
+    /// One client's update as `SubmitUpdate` messages: encoded, sealed for the coordinator, chunked.
+    private func sealedMessages(
+        _ update: ClientUpdate, from client: VirtualClient, round: Int, attempt: Int, precision: WirePrecision
+    ) throws -> [Fedrec_V1_UpdateMessage] {
         let plaintext = meter.measure(.codec) { ClientUpdatePayload.encode(update, precision: precision) }
         let envelope = try meter.measure(.crypto) {
             try Envelope.seal(
@@ -348,20 +392,9 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 using: client.keys.transmit
             ).serialized
         }
-        let messages = try meter.measure(.codec) {
+        return try meter.measure(.codec) {
             try Wire.updateMessages(
                 envelope: envelope, clientID: client.id, round: round, attempt: attempt, chunkSize: options.chunkSize)
-        }
-        do {
-            _ = try await service.submitUpdate(requestProducer: { writer in
-                try await writer.write(contentsOf: messages)
-            })
-            accepted.withLock { $0 += 1 }
-            // Once a round, while the round's model and this update are alive (the fullest moment).
-            if sampleMemory { meter.sampleMemory() }
-        } catch let error as RPCError {
-            logger.warning(
-                "update refused: \(error.message)", metadata: ["client": "\(client.id)", "round": "\(round)"])
         }
     }
 }

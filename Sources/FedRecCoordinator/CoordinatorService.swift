@@ -119,42 +119,75 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         try await secureStage(request: request, response: response)
     }
 
+    /// One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope's
+    /// chunks. A client process sends its selected clients' updates of a round in one stream, each as soon as it
+    /// is sealed. Each message is opened, checked and handed to the round on its own: a refused one is recorded
+    /// and logged and the others go on; the call then fails with the refusal (one) or a summary naming every
+    /// refused client (several), with the count of accepted messages in its metadata
+    /// (`Wire.acceptedMetadataKey`). A malformed stream (a message not led by a header, a bad chunk) fails at
+    /// once.
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {
         var messages = request.makeAsyncIterator()
-        guard let first = try await messages.next(), case .header(let header)? = first.part else {
-            throw core.reject(ProtocolError(code: .malformedChunk, message: "update stream must start with a header"))
+        var next = try await messages.next()
+        guard next != nil else {
+            throw core.reject(ProtocolError(code: .malformedChunk, message: "empty update stream"))
         }
-        let client = header.clientID
-        let round = Int(clamping: header.round)
-        guard core.session(of: client) != nil else {
-            throw core.reject(ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
-        }
-        guard core.isCollecting(round: round) else {
-            throw core.reject(
-                ProtocolError(
-                    code: .unexpectedMessage, message: "round \(round) is not collecting updates", client: client,
-                    round: round))
-        }
-        let bytes: [UInt8]
-        do {
-            var assembler = try ChunkAssembler(
-                plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
-                maximumLength: core.shapes.maximumUpdateByteCount + 1024)
-            while !assembler.isComplete {
-                guard let next = try await messages.next() else { break }
-                guard case .data(let chunk)? = next.part else {
-                    throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
-                }
-                try assembler.append(index: Int(chunk.index), chunk.data)
+        var submitted = 0
+        var accepted = 0
+        var refusals: [ProtocolError] = []
+        while let message = next {
+            guard case .header(let header)? = message.part else {
+                throw core.reject(
+                    ProtocolError(
+                        code: .malformedChunk, message: "each message of an update stream starts with a header"))
             }
-            bytes = try assembler.finish()
-        } catch let error as ProtocolError {
-            throw core.reject(error.about(client: client, round: round))
+            submitted += 1
+            let client = header.clientID
+            let round = Int(clamping: header.round)
+            let bytes: [UInt8]
+            do {
+                var assembler = try ChunkAssembler(
+                    plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
+                    maximumLength: core.shapes.maximumUpdateByteCount + 1024)
+                while !assembler.isComplete {
+                    guard let chunk = try await messages.next() else { break }
+                    guard case .data(let data)? = chunk.part else {
+                        throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
+                    }
+                    try assembler.append(index: Int(data.index), data.data)
+                }
+                bytes = try assembler.finish()
+            } catch let error as ProtocolError {
+                throw core.reject(error.about(client: client, round: round))
+            }
+            do {
+                guard core.session(of: client) != nil else {
+                    throw core.reject(
+                        ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
+                }
+                guard core.isCollecting(round: round) else {
+                    throw core.reject(
+                        ProtocolError(
+                            code: .unexpectedMessage, message: "round \(round) is not collecting updates",
+                            client: client, round: round))
+                }
+                _ = try core.receive(envelope: bytes, client: client, round: round)
+                accepted += 1
+            } catch let error as ProtocolError {
+                refusals.append(error)  // recorded and logged where it was raised
+            }
+            next = try await messages.next()
         }
-        _ = try core.receive(envelope: bytes, client: client, round: round)
-        return .with { $0.accepted = true }
+        guard let first = refusals.first else { return .with { $0.accepted = true } }
+        let message =
+            refusals.count == 1
+            ? first.description
+            : "\(refusals.count) of \(submitted) messages refused: "
+                + refusals.map { "\($0.client ?? "-"): \($0.message)" }.joined(separator: "; ")
+        throw RPCError(
+            code: first.rpcErrorCode, message: message, metadata: [Wire.acceptedMetadataKey: "\(accepted)"])
     }
 
     public func status(request: Fedrec_V1_StatusRequest, context: ServerContext) async throws

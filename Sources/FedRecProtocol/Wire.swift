@@ -23,6 +23,9 @@ public enum Wire {
     }
 
     /// The messages of one sealed update: header, then chunks.
+    /// Metadata key of a failed `SubmitUpdate`: how many of the stream's messages were accepted nonetheless.
+    public static let acceptedMetadataKey = "fedrec-accepted"
+
     public static func updateMessages(
         envelope: [UInt8], clientID: String, round: Int, attempt: Int, chunkSize: Int = ChunkPlan.defaultChunkSize
     ) throws -> [Fedrec_V1_UpdateMessage] {

@@ -215,8 +215,17 @@ struct InProcessTests {
             // The genuine update is accepted, its replay refused.
             try await submit(valid, as: a)
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
-            // The round goes on and closes with the second client's update.
-            try await submit(try sealedUpdate(identities[1]), as: b)
+            // One stream carrying a's replay and then b's update (as a process sends its clients' updates): the
+            // replay is refused and named, b's update is taken, and the round closes with it.
+            let batch =
+                try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0)
+                + Wire.updateMessages(envelope: try sealedUpdate(identities[1]), clientID: b, round: round, attempt: 0)
+            let refusal = await #expect(throws: RPCError.self) {
+                _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: batch) })
+            }
+            let refused = try #require(refusal)
+            #expect(refused.code == .failedPrecondition && refused.message.contains(a), "\(refused)")
+            #expect(Array(refused.metadata[stringValues: Wire.acceptedMetadataKey]) == ["1"])
             // Training is over: the coordinator says so.
             var finished = false
             while !finished {

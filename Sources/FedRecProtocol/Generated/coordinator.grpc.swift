@@ -207,9 +207,11 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response.
+        /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -333,9 +335,11 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response.
+        /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -458,9 +462,11 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response.
+        /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
         ///
         /// - Parameters:
         ///   - request: A stream of `Fedrec_V1_UpdateMessage` messages.
@@ -835,9 +841,11 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response.
+        /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1030,9 +1038,11 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-        /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response.
+        /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1229,9 +1239,11 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-    /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-    /// > input or an unmasking response.
+    /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+    /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+    /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+    /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+    /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1424,9 +1436,11 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > One sealed client message: an `UpdateHeader`, then the envelope in `DataChunk`s. The envelope's kind says
-    /// > what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-    /// > input or an unmasking response.
+    /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
+    /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
+    /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
+    /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
+    /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.
