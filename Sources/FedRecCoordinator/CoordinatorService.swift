@@ -137,57 +137,78 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         var submitted = 0
         var accepted = 0
         var refusals: [ProtocolError] = []
-        while let message = next {
-            guard case .header(let header)? = message.part else {
-                throw core.reject(
-                    ProtocolError(
-                        code: .malformedChunk, message: "each message of an update stream starts with a header"))
-            }
-            submitted += 1
-            let client = header.clientID
-            let round = Int(clamping: header.round)
-            let bytes: [UInt8]
-            do {
-                var assembler = try ChunkAssembler(
-                    plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
-                    maximumLength: core.shapes.maximumUpdateByteCount + 1024)
-                while !assembler.isComplete {
-                    guard let chunk = try await messages.next() else { break }
-                    guard case .data(let data)? = chunk.part else {
-                        throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
-                    }
-                    try assembler.append(index: Int(data.index), data.data)
-                }
-                bytes = try assembler.finish()
-            } catch let error as ProtocolError {
-                throw core.reject(error.about(client: client, round: round))
-            }
-            do {
-                guard core.session(of: client) != nil else {
-                    throw core.reject(
-                        ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
-                }
-                guard core.isCollecting(round: round) else {
+        do {
+            while let message = next {
+                guard case .header(let header)? = message.part else {
                     throw core.reject(
                         ProtocolError(
-                            code: .unexpectedMessage, message: "round \(round) is not collecting updates",
-                            client: client, round: round))
+                            code: .malformedChunk, message: "each message of an update stream starts with a header"))
                 }
-                _ = try core.receive(envelope: bytes, client: client, round: round)
-                accepted += 1
-            } catch let error as ProtocolError {
-                refusals.append(error)  // recorded and logged where it was raised
+                submitted += 1
+                let client = header.clientID
+                let round = Int(clamping: header.round)
+                let bytes: [UInt8]
+                do {
+                    var assembler = try ChunkAssembler(
+                        plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
+                        maximumLength: core.shapes.maximumUpdateByteCount + 1024)
+                    while !assembler.isComplete {
+                        guard let chunk = try await messages.next() else { break }
+                        guard case .data(let data)? = chunk.part else {
+                            throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
+                        }
+                        try assembler.append(index: Int(data.index), data.data)
+                    }
+                    bytes = try assembler.finish()
+                } catch let error as ProtocolError {
+                    throw core.reject(error.about(client: client, round: round))
+                }
+                do {
+                    guard core.session(of: client) != nil else {
+                        throw core.reject(
+                            ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
+                    }
+                    guard core.isCollecting(round: round) else {
+                        throw core.reject(
+                            ProtocolError(
+                                code: .unexpectedMessage, message: "round \(round) is not collecting updates",
+                                client: client, round: round))
+                    }
+                    _ = try core.receive(envelope: bytes, client: client, round: round)
+                    accepted += 1
+                } catch let error as ProtocolError {
+                    refusals.append(error)  // recorded and logged where it was raised; the stream goes on
+                }
+                next = try await messages.next()
             }
-            next = try await messages.next()
+        } catch let broken as ProtocolError {
+            throw Self.failure(broken: broken, refusals: refusals, submitted: submitted, accepted: accepted)
         }
-        guard let first = refusals.first else { return .with { $0.accepted = true } }
-        let message =
-            refusals.count == 1
-            ? first.description
-            : "\(refusals.count) of \(submitted) messages refused: "
-                + refusals.map { "\($0.client ?? "-"): \($0.message)" }.joined(separator: "; ")
-        throw RPCError(
-            code: first.rpcErrorCode, message: message, metadata: [Wire.acceptedMetadataKey: "\(accepted)"])
+        guard refusals.isEmpty else {
+            throw Self.failure(broken: nil, refusals: refusals, submitted: submitted, accepted: accepted)
+        }
+        return .with { $0.accepted = true }
+    }
+
+    /// How a `SubmitUpdate` call fails: with its one refusal as it is, or a summary naming every refused client,
+    /// led by the error that broke the stream off if one did; the messages taken before are counted in the
+    /// metadata either way.
+    static func failure(broken: ProtocolError?, refusals: [ProtocolError], submitted: Int, accepted: Int) -> RPCError {
+        let listed = refusals.map { "\($0.client ?? "-"): \($0.message)" }.joined(separator: "; ")
+        let message: String
+        let code: RPCError.Code
+        if let broken {
+            code = broken.rpcErrorCode
+            message =
+                broken.description
+                + (refusals.isEmpty ? "" : "; before it, \(refusals.count) of \(submitted) messages refused: \(listed)")
+        } else {
+            code = refusals[0].rpcErrorCode
+            message =
+                refusals.count == 1
+                ? refusals[0].description : "\(refusals.count) of \(submitted) messages refused: \(listed)"
+        }
+        return RPCError(code: code, message: message, metadata: [Wire.acceptedMetadataKey: "\(accepted)"])
     }
 
     public func status(request: Fedrec_V1_StatusRequest, context: ServerContext) async throws

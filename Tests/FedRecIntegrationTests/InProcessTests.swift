@@ -215,16 +215,19 @@ struct InProcessTests {
             // The genuine update is accepted, its replay refused.
             try await submit(valid, as: a)
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
-            // One stream carrying a's replay and then b's update (as a process sends its clients' updates): the
-            // replay is refused and named, b's update is taken, and the round closes with it.
+            // One stream carrying a's replay, then b's update (as a process sends its clients' updates), then a
+            // stray chunk: the replay is refused, b's update taken, and the stream breaks off at the chunk. The
+            // call names both problems and counts b's update as taken; the round closes with it.
             let batch =
                 try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0)
                 + Wire.updateMessages(envelope: try sealedUpdate(identities[1]), clientID: b, round: round, attempt: 0)
+                + [.with { $0.data = .with { $0.index = 0 } }]
             let refusal = await #expect(throws: RPCError.self) {
                 _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: batch) })
             }
             let refused = try #require(refusal)
-            #expect(refused.code == .failedPrecondition && refused.message.contains(a), "\(refused)")
+            #expect(refused.code == .invalidArgument, "\(refused)")
+            #expect(refused.message.contains("starts with a header") && refused.message.contains(a), "\(refused)")
             #expect(Array(refused.metadata[stringValues: Wire.acceptedMetadataKey]) == ["1"])
             // Training is over: the coordinator says so.
             var finished = false
