@@ -153,11 +153,9 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                             s.ledger?.record(steps: 1)
                             return s.ledger?.epsilon
                         }
-                        if clipNorm != nil {
-                            try core.adaptClipNorm(
-                                unclippedCount: result.aggregate.unclippedCount ?? 0,
-                                expectedClients: aggregation.expectedClients)
-                        }
+                        try core.adaptClipNorm(
+                            unclippedCount: result.aggregate.unclippedCount ?? 0,
+                            expectedClients: aggregation.expectedClients)
                     }
                     let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
                     core.meter.measure(.aggregation) { model.apply(aggregate, learningRateScale: scale) }

@@ -102,10 +102,7 @@ public enum CoordinatorBuilder {
                 firstRound: saved?.nextRound ?? 0),
             completedRounds: saved?.completedRounds ?? 0, records: saved?.rounds ?? [],
             ledger: saved?.privacy ?? options.privacy.map { PrivacyLedger(configuration: $0) },
-            clipping: saved?.adaptiveClipping
-                ?? options.privacy.flatMap { privacy in
-                    privacy.adaptiveClipping.map { _ in AdaptiveClippingState(configuration: privacy) }
-                })
+            clipping: saved?.adaptiveClipping ?? options.privacy.flatMap(AdaptiveClippingState.init(configuration:)))
         if let ledger = core.ledger {
             let remaining = max(0, options.rounds - core.completedRounds)
             do { try ledger.checkCanRun(additionalSteps: remaining) } catch {
@@ -184,7 +181,6 @@ public enum CoordinatorBuilder {
         let coordinatorCore = CoordinatorCore(
             identity: identity, allowList: allowList, shapes: shapes, logger: logger, clock: ElapsedClock(clock),
             modelConfigurationJSON: configurationJSON, trainingConfiguration: training,
-            trainingConfigurationJSON: trainingJSON,
             foldName: options.fold.rawValue, chunkSize: options.chunkSize, initial: core, privacy: options.privacy,
             secureAggregation: options.secureAggregation.map { secure in
                 var secure = secure

@@ -129,6 +129,7 @@ public final class CoordinatorCore: Sendable {
     let modelConfigurationJSON: String
     /// The clients' training configuration; under differential privacy its clip norm is the run's (initial) one.
     let trainingConfiguration: ClientTrainingConfiguration
+    /// `trainingConfiguration` as clients read it (what a round without adaptive clipping sends).
     let trainingConfigurationJSON: String
     let foldName: String
     let chunkSize: Int
@@ -147,8 +148,8 @@ public final class CoordinatorCore: Sendable {
 
     init(
         identity: Identity, allowList: AllowList, shapes: PayloadShapes, logger: Logger, clock: ElapsedClock,
-        modelConfigurationJSON: String, trainingConfiguration: ClientTrainingConfiguration,
-        trainingConfigurationJSON: String, foldName: String, chunkSize: Int,
+        modelConfigurationJSON: String, trainingConfiguration: ClientTrainingConfiguration, foldName: String,
+        chunkSize: Int,
         initial: CoreState, privacy: DifferentialPrivacyConfiguration? = nil,
         secureAggregation: SecureAggregationOptions? = nil
     ) {
@@ -162,7 +163,7 @@ public final class CoordinatorCore: Sendable {
         self.epoch = UInt64.random(in: 1...UInt64.max)
         self.modelConfigurationJSON = modelConfigurationJSON
         self.trainingConfiguration = trainingConfiguration
-        self.trainingConfigurationJSON = trainingConfigurationJSON
+        self.trainingConfigurationJSON = Self.json(trainingConfiguration)
         self.foldName = foldName
         self.chunkSize = chunkSize
         self.state = Mutex(initial)
@@ -268,21 +269,24 @@ public final class CoordinatorCore: Sendable {
         guard let clipping else { return (trainingConfigurationJSON, privacy?.clipNorm) }
         var training = trainingConfiguration
         training.clipNorm = Float(clipping.clipNorm)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        // Every field is a finite number (`AdaptiveClippingState` keeps its norm a finite positive Float), so
-        // encoding cannot fail.
-        return (String(decoding: try! encoder.encode(training), as: UTF8.self), Double(training.clipNorm!))
+        return (Self.json(training), Double(training.clipNorm!))
     }
 
-    /// Adaptive clipping's step after a round closes: the noised count of the aggregated clients' unclipped
-    /// bits (noise from libsodium) moves the clip norm the next round's clients use. Returns the new norm.
-    func adaptClipNorm(unclippedCount: Double, expectedClients: Double) throws -> Double? {
-        guard state.withLock({ $0.clipping }) != nil else { return nil }
+    /// A training configuration as JSON with sorted keys. Every field is a finite number (`AdaptiveClippingState`
+    /// keeps its norm a finite positive Float), so encoding cannot fail.
+    private static func json(_ training: ClientTrainingConfiguration) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try! encoder.encode(training), as: UTF8.self)
+    }
+
+    /// Adaptive clipping's step after a round closes (nothing without it): the noised count of the aggregated
+    /// clients' unclipped bits (noise from libsodium) moves the clip norm the next round's clients use.
+    func adaptClipNorm(unclippedCount: Double, expectedClients: Double) throws {
+        guard state.withLock({ $0.clipping }) != nil else { return }
         var sampler = GaussianSampler(source: try SecureNoiseSource())
-        return state.withLock { s in
-            s.clipping?.update(unclippedCount: unclippedCount, expectedClients: expectedClients, sampler: &sampler)
-            return s.clipping?.clipNorm
+        state.withLock { s in
+            _ = s.clipping?.update(unclippedCount: unclippedCount, expectedClients: expectedClients, sampler: &sampler)
         }
     }
 

@@ -124,8 +124,8 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     /// is sealed. Each message is opened, checked and handed to the round on its own: a refused one is recorded
     /// and logged and the others go on; the call then fails with the refusal (one) or a summary naming every
     /// refused client (several), with the count of accepted messages in its metadata
-    /// (`Wire.acceptedMetadataKey`). A malformed stream (a message not led by a header, a bad chunk) fails at
-    /// once.
+    /// (`Wire.acceptedMetadataKey`). A malformed stream (a message not led by a header, a bad chunk) breaks off
+    /// there; the failure then also names the refusals before it.
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {

@@ -136,9 +136,7 @@ public enum FederatedSimulation {
                 minimumClients: configuration.minimumClients, roundTimeout: .seconds(3600), maximumAttempts: 100,
                 validator: validator, weighting: configuration.privacy == nil ? .examples : .uniform))
         var clientConfiguration = configuration.client
-        var clipping = configuration.privacy.flatMap {
-            $0.adaptiveClipping == nil ? nil : AdaptiveClippingState(configuration: $0)
-        }
+        var clipping = configuration.privacy.flatMap(AdaptiveClippingState.init(configuration:))
         if let privacy = configuration.privacy { clientConfiguration.clipNorm = Float(privacy.clipNorm) }
         var trainer = ClientTrainer(configuration: clientConfiguration)
         var ledger = configuration.privacy.map { PrivacyLedger(configuration: $0) }

@@ -104,7 +104,8 @@ import Testing
         let zDelta = AdaptiveClippingState.updateNoiseMultiplier(noiseMultiplier: 1, countNoiseStandardDeviation: 6.4)
         #expect(Self.valid.updateNoiseMultiplier == zDelta && zDelta > 1)
         #expect(Self.valid.adaptiveClipping?.targetQuantile == 0.5 && Self.valid.adaptiveClipping?.learningRate == 0.2)
-        #expect(AdaptiveClippingState(configuration: Self.valid).clipNorm == 1)
+        #expect(AdaptiveClippingState(configuration: Self.valid)?.clipNorm == 1)
+        #expect(AdaptiveClippingState(configuration: explicit) == nil)
     }
 
     /// One bad value per case, and the field validation must name.

@@ -48,11 +48,10 @@ public struct AdaptiveClippingState: Sendable, Hashable, Codable {
         self.updatesApplied = 0
     }
 
-    /// The state a validated configuration starts from (`clipNorm` is the initial `C`).
-    public init(configuration: DifferentialPrivacyConfiguration) {
-        guard let options = configuration.adaptiveClipping else {
-            preconditionFailure("configuration has no adaptive clipping options")
-        }
+    /// The state a validated configuration starts from (`clipNorm` is the initial `C`); nil when it has no
+    /// adaptive clipping options (a fixed clip norm).
+    public init?(configuration: DifferentialPrivacyConfiguration) {
+        guard let options = configuration.adaptiveClipping else { return nil }
         self.init(
             initialClipNorm: configuration.clipNorm, targetQuantile: options.targetQuantile,
             learningRate: options.learningRate, countNoiseStandardDeviation: options.countNoiseStandardDeviation)
