@@ -5,6 +5,7 @@ import FedRecFederation
 import FedRecProtocol
 import FedRecSecurity
 import Foundation
+import GRPCInProcessTransport
 
 /// A temporary run folder: a tiny synthetic data set, the coordinator's and every user's keys, an allow-list.
 struct Fixture {
@@ -38,6 +39,23 @@ struct Fixture {
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: root) }
+
+    /// Runs a coordinator with `options` and one in-process client process hosting every user until training is
+    /// over; returns both for inspection.
+    @discardableResult
+    func trainInProcess(_ options: CoordinatorOptions) async throws -> (
+        coordinator: Coordinator<InProcessTransport.Server>, clients: FederatedClient<InProcessTransport.Client>
+    ) {
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
+        let clients = try ClientBuilder.build(options: clientOptions(.first(100)), transport: transport.client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await clients.run() }
+            try await group.waitForAll()
+        }
+        return (coordinator, clients)
+    }
 
     /// Two taste groups, each preferring its half of the catalogue.
     static func syntheticInteractions(users: Int, items: Int) -> String {

@@ -17,17 +17,9 @@ struct InProcessTests {
     func roundsAndResume() async throws {
         let fixture = try Fixture(users: 8)
         defer { fixture.remove() }
-        let transport = InProcessTransport()
-        let coordinator = try CoordinatorBuilder.build(
-            options: fixture.coordinatorOptions(rounds: 3), transport: transport.server)
         // One in-process transport connects one client process; it hosts every user as a virtual client.
-        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
+        let (coordinator, clients) = try await fixture.trainInProcess(fixture.coordinatorOptions(rounds: 3))
         #expect(clients.clientIDs.count == fixture.userIDs.count)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await coordinator.run() }
-            group.addTask { try await clients.run() }
-            try await group.waitForAll()
-        }
         #expect(coordinator.core.completedRounds == 3)
         let records = coordinator.core.records
         #expect(records.map(\.round) == [0, 1, 2])
@@ -41,15 +33,7 @@ struct InProcessTests {
         #expect(saved.enrolled.count == fixture.userIDs.count)
 
         // Asking for 5 rounds with the same state continues at round 3.
-        let transport2 = InProcessTransport()
-        let resumed = try CoordinatorBuilder.build(
-            options: fixture.coordinatorOptions(rounds: 5), transport: transport2.server)
-        let client = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport2.client)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await resumed.run() }
-            group.addTask { try await client.run() }
-            try await group.waitForAll()
-        }
+        let (resumed, _) = try await fixture.trainInProcess(fixture.coordinatorOptions(rounds: 5))
         #expect(resumed.core.records.map(\.round) == [0, 1, 2, 3, 4])
         // Enrolled keys were restored: the resumed coordinator did not wait for fresh enrolment to know them.
         #expect(resumed.core.enrolledClients.count == fixture.userIDs.count)
@@ -62,14 +46,7 @@ struct InProcessTests {
             options.averageDecay = 0.8
             options.averageWarmup = 2
             options.learningRateSchedule = .cosine(rounds: 4, warmup: 1, floor: 0.2)
-            let transport = InProcessTransport()
-            let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
-            let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await coordinator.run() }
-                group.addTask { try await clients.run() }
-                try await group.waitForAll()
-            }
+            try await fixture.trainInProcess(options)
         }
         func saved(_ fixture: Fixture) throws -> (served: TwoTowerModel, raw: [String: [Float]]) {
             let state = try #require(try StateStore(directory: fixture.state).load())

@@ -5,6 +5,21 @@ import Testing
 
 @Suite("Differential privacy with real processes", .serialized)
 struct PrivacyProcessTests {
+    /// Runs a 3-round coordinator with `options` and one client process hosting every user to the end, checks
+    /// both exited 0, and returns the coordinator (its output lines).
+    func trainThreeRounds(_ fixture: Fixture, _ options: [String]) async throws -> Child {
+        let processes = ProcessTests()
+        let coordinator = try Child(
+            processes.coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 10) + options)
+        defer { coordinator.kill(SIGKILL) }
+        let address = try await ProcessTests.address(of: coordinator)
+        let client = try Child(processes.clientArguments(fixture, address: address, ["--clients", "100"]))
+        defer { client.kill(SIGKILL) }
+        #expect(try await coordinator.exit() == 0, "\(coordinator.lines.suffix(10).joined(separator: "\n"))")
+        #expect(try await client.exit() == 0)
+        return coordinator
+    }
+
     @Test("a run that would exceed --target-epsilon is refused before it starts (exit code 8)")
     func budgetRefused() async throws {
         let fixture = try Fixture(users: 6)
@@ -26,17 +41,8 @@ struct PrivacyProcessTests {
     func epsilonPerRound() async throws {
         let fixture = try Fixture(users: 6)
         defer { fixture.remove() }
-        let processes = ProcessTests()
-        var arguments = processes.coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 10)
-        arguments += ["--noise-multiplier", "1", "--clip-norm", "1", "--target-epsilon", "100", "--fraction", "0.5"]
-        let coordinator = try Child(arguments)
-        defer { coordinator.kill(SIGKILL) }
-        let listening = try #require(try await coordinator.line(containing: "listening on "))
-        let address = String(listening.split(separator: " ").last!)
-        let client = try Child(processes.clientArguments(fixture, address: address, ["--clients", "100"]))
-        defer { client.kill(SIGKILL) }
-        #expect(try await coordinator.exit() == 0, "\(coordinator.lines.suffix(10).joined(separator: "\n"))")
-        #expect(try await client.exit() == 0)
+        let coordinator = try await trainThreeRounds(
+            fixture, ["--noise-multiplier", "1", "--clip-norm", "1", "--target-epsilon", "100", "--fraction", "0.5"])
         let records = try ProcessTests.rounds(fixture)
         #expect(records.count == 3)
         let epsilons = records.compactMap(\.epsilon)
@@ -51,20 +57,12 @@ struct PrivacyProcessTests {
     func adaptiveClipNormPerRound() async throws {
         let fixture = try Fixture(users: 6)
         defer { fixture.remove() }
-        let processes = ProcessTests()
-        var arguments = processes.coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 10)
-        arguments += [
-            "--noise-multiplier", "1", "--clip-norm", "1", "--fraction", "0.5", "--adaptive-clipping",
-            "--count-noise", "1",
-        ]
-        let coordinator = try Child(arguments)
-        defer { coordinator.kill(SIGKILL) }
-        let listening = try #require(try await coordinator.line(containing: "listening on "))
-        let address = String(listening.split(separator: " ").last!)
-        let client = try Child(processes.clientArguments(fixture, address: address, ["--clients", "100"]))
-        defer { client.kill(SIGKILL) }
-        #expect(try await coordinator.exit() == 0, "\(coordinator.lines.suffix(10).joined(separator: "\n"))")
-        #expect(try await client.exit() == 0)
+        let coordinator = try await trainThreeRounds(
+            fixture,
+            [
+                "--noise-multiplier", "1", "--clip-norm", "1", "--fraction", "0.5", "--adaptive-clipping",
+                "--count-noise", "1",
+            ])
         let norms = try ProcessTests.rounds(fixture).compactMap(\.clipNorm)
         #expect(norms.count == 3 && norms.first == 1 && norms.allSatisfy { $0 > 0 && $0.isFinite }, "\(norms)")
         #expect(coordinator.lines.filter { $0.hasPrefix("round ") && $0.contains("clip norm") }.count == 3)

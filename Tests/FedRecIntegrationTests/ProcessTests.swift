@@ -80,6 +80,12 @@ struct ProcessTests {
         ["client", "--coordinator", address, "--dataset", fixture.dataset, "--keys", fixture.keys] + selection
     }
 
+    /// The address a coordinator child prints once it listens (`listening on HOST:PORT`).
+    static func address(of coordinator: Child) async throws -> String {
+        let listening = try #require(try await coordinator.line(containing: "listening on "))
+        return String(listening.split(separator: " ").last!)
+    }
+
     static func rounds(_ fixture: Fixture) throws -> [RoundRecord] {
         try #require(try StateStore(directory: fixture.state).load()).rounds
     }
@@ -90,8 +96,7 @@ struct ProcessTests {
         defer { fixture.remove() }
         let coordinator = try Child(coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 4))
         defer { coordinator.kill(SIGKILL) }
-        let listening = try #require(try await coordinator.line(containing: "listening on "))
-        let address = String(listening.split(separator: " ").last!)
+        let address = try await ProcessTests.address(of: coordinator)
         let steady = try Child(clientArguments(fixture, address: address, ["--shard", "0/2"]))
         let victim = try Child(clientArguments(fixture, address: address, ["--shard", "1/2", "--hang-in-round", "1"]))
         defer { steady.kill(SIGKILL) }
@@ -119,8 +124,7 @@ struct ProcessTests {
         defer { fixture.remove() }
         let first = try Child(coordinatorArguments(fixture, rounds: 4, address: "127.0.0.1:0", deadline: 30))
         defer { first.kill(SIGKILL) }
-        let listening = try #require(try await first.line(containing: "listening on "))
-        let address = String(listening.split(separator: " ").last!)
+        let address = try await ProcessTests.address(of: first)
         let client = try Child(clientArguments(fixture, address: address, ["--clients", "100"]))
         defer { client.kill(SIGKILL) }
         _ = try #require(try await first.line(containing: "round    1  participants"))
@@ -160,8 +164,7 @@ struct ProcessTests {
         try (lines.joined(separator: "\n") + "\n").write(toFile: fixture.allowList, atomically: true, encoding: .utf8)
         let coordinator = try Child(coordinatorArguments(fixture, rounds: 1, address: "127.0.0.1:0", deadline: 5))
         defer { coordinator.kill(SIGKILL) }
-        let listening = try #require(try await coordinator.line(containing: "listening on "))
-        let address = String(listening.split(separator: " ").last!)
+        let address = try await ProcessTests.address(of: coordinator)
         let refused = try Child(
             clientArguments(fixture, address: address, ["--users", fixture.userIDs.suffix(3).joined(separator: ",")]))
         #expect(try await refused.exit() == 4)

@@ -7,7 +7,6 @@ import FedRecModel
 import FedRecProtocol
 import FedRecTensor
 import Foundation
-import GRPCInProcessTransport
 import Testing
 
 /// What round 0 of a FedAvg (server learning rate 1) run must produce from the given survivors, recomputed here
@@ -92,15 +91,7 @@ struct SecureAggregationTests {
     func inProcess() async throws {
         let fixture = try Fixture(users: 8)
         defer { fixture.remove() }
-        let o = options(fixture, rounds: 2)
-        let transport = InProcessTransport()
-        let coordinator = try CoordinatorBuilder.build(options: o, transport: transport.server)
-        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await coordinator.run() }
-            group.addTask { try await clients.run() }
-            try await group.waitForAll()
-        }
+        let (coordinator, _) = try await fixture.trainInProcess(options(fixture, rounds: 2))
         let records = coordinator.core.records
         #expect(records.map(\.round) == [0, 1])
         #expect(records.allSatisfy { $0.participants == fixture.userIDs.count })
@@ -118,14 +109,7 @@ struct SecureAggregationTests {
         var o1 = options(single, rounds: 1)
         if !secure { o1.secureAggregation = nil }
         o1.wirePrecision = precision
-        let transport1 = InProcessTransport()
-        let one = try CoordinatorBuilder.build(options: o1, transport: transport1.server)
-        let hosts = try ClientBuilder.build(options: single.clientOptions(.first(100)), transport: transport1.client)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await one.run() }
-            group.addTask { try await hosts.run() }
-            try await group.waitForAll()
-        }
+        try await single.trainInProcess(o1)
         ExpectedRound.expectClose(
             try ExpectedRound.savedUserTower(single),
             try ExpectedRound.userTower(
@@ -152,14 +136,7 @@ struct SecureAggregationTests {
             clipNorm: 1000, noiseMultiplier: 0.5, samplingRate: 1, numberOfUsers: fixture.userIDs.count)
         privacy.adaptiveClipping = .init(targetQuantile: 0.5, learningRate: 0.2, countNoiseStandardDeviation: 0.3)
         o.privacy = privacy
-        let transport = InProcessTransport()
-        let coordinator = try CoordinatorBuilder.build(options: o, transport: transport.server)
-        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await coordinator.run() }
-            group.addTask { try await clients.run() }
-            try await group.waitForAll()
-        }
+        let (coordinator, _) = try await fixture.trainInProcess(o)
         let records = coordinator.core.records
         #expect(records.count == 3 && records.allSatisfy { $0.participants == 8 }, "\(records)")
         #expect(coordinator.core.rejections.isEmpty)
@@ -194,8 +171,7 @@ struct SecureAggregationDropoutTests {
         if stage >= 0 { arguments.append("--secure-aggregation") }
         let coordinator = try Child(arguments)
         defer { coordinator.kill(SIGKILL) }
-        let listening = try #require(try await coordinator.line(containing: "listening on "))
-        let address = String(listening.split(separator: " ").last!)
+        let address = try await ProcessTests.address(of: coordinator)
         var children: [Child] = []
         for (index, user) in fixture.userIDs.enumerated() {
             var selection = ["--users", user]
