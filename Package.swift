@@ -228,7 +228,10 @@ let package = Package(
         ),
         .testTarget(
             name: "FedRecProtocolTests",
-            dependencies: ["FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecTensor"],
+            dependencies: [
+                "FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecTensor",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

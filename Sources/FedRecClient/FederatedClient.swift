@@ -10,9 +10,9 @@ import Logging
 public import ServiceLifecycle
 import Synchronization
 
-/// Updates written to a round's upload stream so far.
+/// The clients whose messages were written to an upload stream so far, in order.
 final class UploadTally: Sendable {
-    let written = Mutex(0)
+    let written = Mutex<[String]>([])
 }
 
 /// One hosted user: its identity, its session with the pinned coordinator, its data.
@@ -309,73 +309,90 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             try await participateSecurely(secure, header: header, selected: selected, train: train, service: service)
             return
         }
-        // Training runs one client after another (one trainer, one core's worth of BLAS). Each update is sealed
-        // as soon as it is trained and handed to the round's one upload stream, which gRPC sends while the next
-        // client trains (one call per process and round: a call costs about as much CPU as half a megabyte of
-        // payload). At most `uploadsInFlight` sealed updates wait to be written, which bounds their memory.
-        let (uploads, feed) = AsyncStream.makeStream(of: [Fedrec_V1_UpdateMessage].self)
+        // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
+        // as soon as it is trained and sent while the next client trains, all through one call.
+        let taken = try await submitInOneCall(
+            selected, round: round, what: "update", sampleMemory: true, service: service
+        ) { id in
+            guard ContinuousClock.now < deadline else {
+                logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
+                return nil
+            }
+            let client = clients[id]!
+            guard let update = train(client) else { return nil }
+            let messages = try sealedMessages(
+                update, from: client, round: round, attempt: attempt, precision: global.precision)
+            return (id, messages)
+        }
+        accepted.withLock { $0 += taken.count }
+    }
+
+    /// Sends hosted clients' sealed messages of one round through one `SubmitUpdate` call (a call costs about as
+    /// much CPU as half a megabyte of payload): `prepare` turns each item into one client's messages, or nil to
+    /// skip it, and each is written while the next is prepared. At most `uploadsInFlight` prepared messages wait
+    /// to be written, which bounds their memory. The call starts with the first message (nothing to send, no
+    /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). Returns the clients
+    /// whose messages the coordinator took; refusals are logged, not thrown.
+    func submitInOneCall<Item>(
+        _ items: [Item], round: Int, what: String, sampleMemory: Bool,
+        service: Fedrec_V1_Coordinator.Client<Transport>,
+        prepare: (Item) async throws -> (client: String, messages: [Fedrec_V1_UpdateMessage])?
+    ) async throws -> [String] {
+        let (uploads, feed) = AsyncStream.makeStream(of: (String, [Fedrec_V1_UpdateMessage]).self)
         let (written, writtenFeed) = AsyncStream.makeStream(of: Void.self)
         let uploadsInFlight = max(1, options.uploadsInFlight)
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        return try await withThrowingTaskGroup(of: [String].self) { group in
             var acknowledgements = written.makeAsyncIterator()
             var pending = 0
             var uploading = false
-            for id in selected {
+            for item in items {
                 guard !isStopping else { break }
-                guard ContinuousClock.now < deadline else {
-                    logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
-                    continue
-                }
-                let client = clients[id]!
-                guard let update = train(client) else { continue }
+                guard let (client, messages) = try await prepare(item) else { continue }
                 if pending == uploadsInFlight {
-                    // Nil: the upload stream ended early (refused or cut); the rest of the round is not sent.
+                    // Nil: the upload stream ended early (refused or cut); the rest is not sent.
                     guard await acknowledgements.next() != nil else { break }
                     pending -= 1
                 }
-                let sealed = try sealedMessages(
-                    update, from: client, round: round, attempt: attempt, precision: global.precision)
-                feed.yield(sealed)
+                feed.yield((client, messages))
                 pending += 1
                 if !uploading {
-                    // The call starts with the first update (none, no call). Once a round, while the round's model
-                    // and an update are alive (the fullest moment), memory is sampled.
                     group.addTask {
-                        await self.upload(uploads, acknowledging: writtenFeed, round: round, service: service)
+                        await self.upload(
+                            uploads, acknowledging: writtenFeed, round: round, what: what, service: service)
                     }
                     uploading = true
-                    meter.sampleMemory()
+                    if sampleMemory { meter.sampleMemory() }
                 }
             }
             feed.finish()
-            try await group.waitForAll()
+            return try await group.next() ?? []
         }
     }
 
-    /// Writes the round's sealed updates, as they come, into one `SubmitUpdate` call, acknowledging each once
-    /// written; counts the accepted ones. A refusal by the coordinator is logged, not thrown.
+    /// Writes the sealed messages, as they come, into one `SubmitUpdate` call, acknowledging each once written;
+    /// returns the clients whose messages were taken (`Wire.takenClients` when the call failed).
     private func upload(
-        _ uploads: AsyncStream<[Fedrec_V1_UpdateMessage]>, acknowledging written: AsyncStream<Void>.Continuation,
-        round: Int, service: Fedrec_V1_Coordinator.Client<Transport>
-    ) async {
+        _ uploads: AsyncStream<(String, [Fedrec_V1_UpdateMessage])>,
+        acknowledging written: AsyncStream<Void>.Continuation, round: Int, what: String,
+        service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async -> [String] {
         defer { written.finish() }
         let sent = UploadTally()
         do {
             _ = try await service.submitUpdate(requestProducer: { writer in
-                for await messages in uploads {
+                for await (client, messages) in uploads {
                     try await writer.write(contentsOf: messages)
-                    sent.written.withLock { $0 += 1 }
+                    sent.written.withLock { $0.append(client) }
                     written.yield()
                 }
             })
-            accepted.withLock { $0 += sent.written.withLock { $0 } }
+            return sent.written.withLock { $0 }
         } catch let error as RPCError {
-            let values = error.metadata[stringValues: Wire.acceptedMetadataKey]
-            let count = values.first(where: { _ in true }).flatMap { Int($0) } ?? 0
-            accepted.withLock { $0 += count }
-            logger.warning("update(s) refused: \(error.message)", metadata: ["round": "\(round)"])
+            logger.warning("\(what)(s) refused: \(error.message)", metadata: ["round": "\(round)"])
+            return Wire.takenClients(written: sent.written.withLock { $0 }, failure: error.metadata)
         } catch {
-            logger.warning("update upload failed: \(error)", metadata: ["round": "\(round)"])
+            logger.warning("\(what) upload failed: \(error)", metadata: ["round": "\(round)"])
+            return []
         }
     }
 

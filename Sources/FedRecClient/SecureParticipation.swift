@@ -45,17 +45,20 @@ extension FederatedClient {
                 logger.error("secure aggregation refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
             }
         }
+        // Each stage's messages of all hosted participants travel in one call; a participant whose message was
+        // not taken (or could not be made) stops.
         // Stage 1: advertise keys.
         try checkKillHook(stage: 1)
-        for id in participants.keys.sorted() {
-            guard let keys = try? participants[id]!.machine.advertiseKeys() else {
-                participants[id] = nil
-                continue
-            }
-            if !(try await submitStage(keys.serialized(), kind: .advertiseKeys, stage: 1, id: id, round: round, attempt: attempt, service: service)) {
-                participants[id] = nil
-            }
+        let advertised = try await submitInOneCall(
+            participants.keys.sorted(), round: round, what: "secure stage 1 message", sampleMemory: false,
+            service: service
+        ) { id in
+            guard let keys = try? participants[id]!.machine.advertiseKeys() else { return nil }
+            let messages = try stageMessages(
+                keys.serialized(), kind: .advertiseKeys, stage: 1, id: id, round: round, attempt: attempt)
+            return (id, messages)
         }
+        participants = participants.filter { advertised.contains($0.key) }
         // Stages 2-4: fetch the coordinator's output of the previous stage, answer it.
         for stage in 2...4 {
             guard !participants.isEmpty, !isStopping else { return }
@@ -68,7 +71,11 @@ extension FederatedClient {
                 logger.info("not in secure stage \(stage)", metadata: ["client": "\(id)", "round": "\(round)"])
                 participants[id] = nil
             }
-            for id in participants.keys.sorted() {
+            // Once a round, when the first masked input (the largest message) is made, memory is sampled.
+            let answered = try await submitInOneCall(
+                participants.keys.sorted(), round: round, what: "secure stage \(stage) message",
+                sampleMemory: stage == 3, service: service
+            ) { id in
                 let opened = inputs[id]!
                 let kind: MessageKind
                 let answer: [UInt8]
@@ -92,15 +99,11 @@ extension FederatedClient {
                 } catch {
                     logger.error(
                         "secure stage \(stage) refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
-                    participants[id] = nil
-                    continue
+                    return nil
                 }
-                if !(try await submitStage(answer, kind: kind, stage: stage, id: id, round: round, attempt: attempt, service: service)) {
-                    participants[id] = nil
-                }
-                // Once a round, while the round's model and the masked input (the largest message) are alive.
-                if stage == 3, id == participants.keys.min() { meter.sampleMemory() }
+                return (id, try stageMessages(answer, kind: kind, stage: stage, id: id, round: round, attempt: attempt))
             }
+            participants = participants.filter { answered.contains($0.key) }
         }
         accepted.withLock { $0 += participants.count }
     }
@@ -112,12 +115,11 @@ extension FederatedClient {
         kill(getpid(), SIGKILL)
     }
 
-    /// Seals and submits one stage message; false when the coordinator refused it.
-    private func submitStage(
-        _ plaintext: [UInt8], kind: MessageKind, stage: Int, id: String, round: Int, attempt: Int,
-        service: Fedrec_V1_Coordinator.Client<Transport>
-    ) async throws -> Bool {
-        guard let client = clients[id] else { return false }
+    /// One stage message of hosted client `id` as `SubmitUpdate` messages: sealed for the coordinator, chunked.
+    private func stageMessages(
+        _ plaintext: [UInt8], kind: MessageKind, stage: Int, id: String, round: Int, attempt: Int
+    ) throws -> [Fedrec_V1_UpdateMessage] {
+        let client = clients[id]!
         let envelope = try meter.measure(.crypto) {
             try Envelope.seal(
                 plaintext,
@@ -126,17 +128,9 @@ extension FederatedClient {
                 using: client.keys.transmit
             ).serialized
         }
-        let messages = try meter.measure(.codec) {
+        return try meter.measure(.codec) {
             try Wire.updateMessages(
                 envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
-        }
-        do {
-            _ = try await service.submitUpdate(requestProducer: { writer in try await writer.write(contentsOf: messages) })
-            return true
-        } catch let error as RPCError {
-            logger.warning(
-                "secure stage \(stage) message refused: \(error.message)", metadata: ["client": "\(id)", "round": "\(round)"])
-            return false
         }
     }
 

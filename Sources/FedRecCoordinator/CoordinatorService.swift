@@ -123,9 +123,10 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     /// chunks. A client process sends its selected clients' updates of a round in one stream, each as soon as it
     /// is sealed. Each message is opened, checked and handed to the round on its own: a refused one is recorded
     /// and logged and the others go on; the call then fails with the refusal (one) or a summary naming every
-    /// refused client (several), with the count of accepted messages in its metadata
-    /// (`Wire.acceptedMetadataKey`). A malformed stream (a message not led by a header, a bad chunk) breaks off
-    /// there; the failure then also names the refusals before it.
+    /// refused client (several), with the count of accepted messages (`Wire.acceptedMetadataKey`) and the client
+    /// id of each refused message (`Wire.refusedMetadataKey`) in its metadata. A malformed stream (a message not
+    /// led by a header, a bad chunk) breaks off there; the failure then also names the refusals before it, and the
+    /// broken message's client is listed among the refused when its header was read.
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {
@@ -137,6 +138,10 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         var submitted = 0
         var accepted = 0
         var refusals: [ProtocolError] = []
+        /// The client ids of the refused messages, as their headers named them (the sender's own ids).
+        var refused: [String] = []
+        /// The client of the message being read, until it is taken or refused.
+        var reading: String? = nil
         do {
             while let message = next {
                 guard case .header(let header)? = message.part else {
@@ -146,6 +151,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 }
                 submitted += 1
                 let client = header.clientID
+                reading = client
                 let round = Int(clamping: header.round)
                 let bytes: [UInt8]
                 do {
@@ -178,22 +184,30 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     accepted += 1
                 } catch let error as ProtocolError {
                     refusals.append(error)  // recorded and logged where it was raised; the stream goes on
+                    refused.append(client)
                 }
+                reading = nil
                 next = try await messages.next()
             }
         } catch let broken as ProtocolError {
-            throw Self.failure(broken: broken, refusals: refusals, submitted: submitted, accepted: accepted)
+            if let reading { refused.append(reading) }
+            throw Self.failure(
+                broken: broken, refusals: refusals, refused: refused, submitted: submitted, accepted: accepted)
         }
         guard refusals.isEmpty else {
-            throw Self.failure(broken: nil, refusals: refusals, submitted: submitted, accepted: accepted)
+            throw Self.failure(
+                broken: nil, refusals: refusals, refused: refused, submitted: submitted, accepted: accepted)
         }
         return .with { $0.accepted = true }
     }
 
     /// How a `SubmitUpdate` call fails: with its one refusal as it is, or a summary naming every refused client,
-    /// led by the error that broke the stream off if one did; the messages taken before are counted in the
-    /// metadata either way.
-    static func failure(broken: ProtocolError?, refusals: [ProtocolError], submitted: Int, accepted: Int) -> RPCError {
+    /// led by the error that broke the stream off if one did; the metadata counts the messages taken and lists
+    /// the refused messages' clients (`refused`) either way, so a sender learns which of its messages were taken
+    /// (`Wire.takenClients`).
+    static func failure(
+        broken: ProtocolError?, refusals: [ProtocolError], refused: [String], submitted: Int, accepted: Int
+    ) -> RPCError {
         let listed = refusals.map { "\($0.client ?? "-"): \($0.message)" }.joined(separator: "; ")
         let message: String
         let code: RPCError.Code
@@ -208,7 +222,9 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 refusals.count == 1
                 ? refusals[0].description : "\(refusals.count) of \(submitted) messages refused: \(listed)"
         }
-        return RPCError(code: code, message: message, metadata: [Wire.acceptedMetadataKey: "\(accepted)"])
+        var metadata: Metadata = [Wire.acceptedMetadataKey: "\(accepted)"]
+        for client in refused { metadata.addBinary(Array(client.utf8), forKey: Wire.refusedMetadataKey) }
+        return RPCError(code: code, message: message, metadata: metadata)
     }
 
     public func status(request: Fedrec_V1_StatusRequest, context: ServerContext) async throws

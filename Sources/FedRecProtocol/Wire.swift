@@ -1,5 +1,6 @@
 public import FedRecSecurity
 import Foundation
+public import GRPCCore
 
 /// Domain <-> wire conversions shared by the coordinator and the client.
 public enum Wire {
@@ -22,9 +23,36 @@ public enum Wire {
             totalLength: Int(clamping: info.totalLength), chunkCount: Int(info.chunkCount))
     }
 
-    /// The messages of one sealed update: header, then chunks.
     /// Metadata key of a failed `SubmitUpdate`: how many of the stream's messages were accepted nonetheless.
     public static let acceptedMetadataKey = "fedrec-accepted"
+    /// Metadata key of a failed `SubmitUpdate`, one binary value per refused message: the client id its header
+    /// named (UTF-8), in stream order. Binary, because a refused header's id is untrusted text.
+    public static let refusedMetadataKey = "fedrec-refused-bin"
+
+    /// Which of the messages of a failed `SubmitUpdate` call the coordinator took, from the client ids of the
+    /// messages written (in order, one message per client) and the failure's metadata. The coordinator reads the
+    /// stream in order and stops at a break, so the taken messages are the first `accepted` ones not refused;
+    /// without an accepted count (the call failed in transport) none is known to be taken.
+    public static func takenClients(written: [String], failure metadata: Metadata) -> [String] {
+        guard let count = metadata[stringValues: acceptedMetadataKey].first(where: { _ in true }).flatMap({ Int($0) }),
+            count > 0
+        else { return [] }
+        var refused: [String: Int] = [:]
+        for value in metadata[binaryValues: refusedMetadataKey] {
+            refused[String(decoding: value, as: UTF8.self), default: 0] += 1
+        }
+        var taken: [String] = []
+        for id in written where taken.count < count {
+            if let left = refused[id], left > 0 {
+                refused[id] = left - 1
+            } else {
+                taken.append(id)
+            }
+        }
+        return taken
+    }
+
+    /// The messages of one sealed update: header, then chunks.
 
     public static func updateMessages(
         envelope: [UInt8], clientID: String, round: Int, attempt: Int, chunkSize: Int = ChunkPlan.defaultChunkSize

@@ -206,6 +206,11 @@ struct InProcessTests {
             #expect(refused.code == .invalidArgument, "\(refused)")
             #expect(refused.message.contains("starts with a header") && refused.message.contains(a), "\(refused)")
             #expect(Array(refused.metadata[stringValues: Wire.acceptedMetadataKey]) == ["1"])
+            let refusedIDs = refused.metadata[binaryValues: Wire.refusedMetadataKey].map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            #expect(refusedIDs == [a])
+            #expect(Wire.takenClients(written: [a, b], failure: refused.metadata) == [b])
             // Training is over: the coordinator says so.
             var finished = false
             while !finished {
