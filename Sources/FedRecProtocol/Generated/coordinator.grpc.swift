@@ -208,10 +208,12 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+        /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+        /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+        /// > `fedrec-refused-bin`.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -336,10 +338,12 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+        /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+        /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+        /// > `fedrec-refused-bin`.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -463,10 +467,12 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+        /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+        /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+        /// > `fedrec-refused-bin`.
         ///
         /// - Parameters:
         ///   - request: A stream of `Fedrec_V1_UpdateMessage` messages.
@@ -842,10 +848,12 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+        /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+        /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+        /// > `fedrec-refused-bin`.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1039,10 +1047,12 @@ extension Fedrec_V1_Coordinator {
         /// > Source IDL Documentation:
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-        /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-        /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-        /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-        /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+        /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+        /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+        /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+        /// > `fedrec-refused-bin`.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1240,10 +1250,12 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-    /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-    /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-    /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-    /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+    /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+    /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+    /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+    /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+    /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+    /// > `fedrec-refused-bin`.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1437,10 +1449,12 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
-    /// > `DataChunk`s (a client process sends all its clients' updates of a round in one call). The envelope's kind
-    /// > says what it is: a plain model update, or (secure aggregation) advertised keys, encrypted shares, a masked
-    /// > input or an unmasking response. Each message is taken or refused on its own; if any is refused the call
-    /// > fails naming them, with the number taken in the trailing metadata `fedrec-accepted`.
+    /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
+    /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+    /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
+    /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
+    /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
+    /// > `fedrec-refused-bin`.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.
