@@ -199,10 +199,11 @@ public struct GlobalModelPayload: Sendable, Equatable {
     public init(decoding bytes: [UInt8], shapes: PayloadShapes, round expectedRound: Int) throws {
         var r = ByteReader(bytes, what: "round assignment")
         guard Array(try r.take(4)) == Self.magic else { throw r.fail("bad magic") }
-        let round = Int(try r.u64())
-        guard round == expectedRound else {
+        // A u64 beyond Int.max cannot be this round (converting it unchecked would trap: found by fuzzing).
+        let wireRound = try r.u64()
+        guard let round = Int(exactly: wireRound), round == expectedRound else {
             throw ProtocolError(
-                code: .unexpectedMessage, message: "assignment of round \(round), expected \(expectedRound)",
+                code: .unexpectedMessage, message: "assignment of round \(wireRound), expected \(expectedRound)",
                 round: expectedRound)
         }
         let (count, rows, d) = (Int(try r.u32()), Int(try r.u32()), Int(try r.u32()))

@@ -49,6 +49,12 @@ private func expectTruncationsRefused(
         let roster = try round.server.closeAdvertiseKeys()
         #expect(try Roster(serialized: roster.serialized()) == roster)
         expectTruncationsRefused(roster.serialized()) { _ = try Roster(serialized: $0) }
+        // One encoding per message (found by `fedrec bench fuzz`): entries out of index order are refused.
+        var swapped = roster.serialized()
+        let entry = 4 + 32 + 32 + 32 + 64  // index, two keys, commitment, signature
+        swapped.replaceSubrange(
+            14..<(14 + 2 * entry), with: swapped[(14 + entry)..<(14 + 2 * entry)] + swapped[14..<(14 + entry)])
+        #expect(secAggError { _ = try Roster(serialized: swapped) }?.message.contains("not ascending") == true)
 
         for index in 0..<5 {
             let shares = try round.clients[index].shareKeys(roster: roster)
@@ -77,6 +83,14 @@ private func expectTruncationsRefused(
             #expect(try UnmaskResponse(serialized: response.serialized()) == response)
             if index == 0 {
                 expectTruncationsRefused(response.serialized()) { _ = try UnmaskResponse(serialized: $0) }
+                // Shares out of (kind, owner) order are refused: one encoding per response.
+                var swapped = response.serialized()
+                let share = 1 + 4 + 32  // kind, owner, share
+                #expect(swapped.count >= 16 + 2 * share)
+                swapped.replaceSubrange(
+                    16..<(16 + 2 * share), with: swapped[(16 + share)..<(16 + 2 * share)] + swapped[16..<(16 + share)])
+                let refusal = secAggError { _ = try UnmaskResponse(serialized: swapped) }
+                #expect(refusal?.message.contains("not in order") == true, "\(String(describing: refusal))")
             }
             try round.server.receive(response)
         }

@@ -181,7 +181,13 @@ public struct Roster: Sendable, Hashable {
         var entries: [AdvertisedKeys] = []
         entries.reserveCapacity(count)
         for position in 0..<count {
-            entries.append(try AdvertisedKeys(round: reader.round, reading: &reader, field: "entries[\(position)]."))
+            let entry = try AdvertisedKeys(round: reader.round, reading: &reader, field: "entries[\(position)].")
+            // One encoding per roster: strictly ascending indices, as `serialized()` writes them.
+            if let previous = entries.last, previous.index >= entry.index {
+                throw reader.malformed(
+                    "field 'entries[\(position)].index': \(entry.index) after \(previous.index), not ascending")
+            }
+            entries.append(entry)
         }
         try reader.finish()
         try self.init(round: reader.round, entries: entries)
@@ -458,9 +464,17 @@ public struct UnmaskResponse: Sendable, Equatable {
             "count", in: 0...(2 * SecretSharing.maximumShareCount), elementSize: 5 + Self.shareByteCount, width: 2)
         var selfMask: [Int: SecureBytes] = [:]
         var pairwise: [Int: SecureBytes] = [:]
+        var previous: (kind: UInt8, owner: Int)? = nil
         for position in 0..<count {
             let kind = try reader.u8("shares[\(position)].kind")
             let owner = try reader.index("shares[\(position)].owner", below: limit)
+            // One encoding per response, as `serialized()` writes it: self-mask shares first, owners ascending.
+            if let previous, (previous.kind, previous.owner) >= (kind, owner) {
+                throw reader.malformed(
+                    "field 'shares[\(position)]': kind \(kind) owner \(owner) after kind \(previous.kind) owner "
+                        + "\(previous.owner), not in order")
+            }
+            previous = (kind, owner)
             let share = SecureBytes(copying: try reader.raw(Self.shareByteCount, "shares[\(position)].share"))
             switch kind {
             case 1:
