@@ -40,6 +40,37 @@ public struct RejectionRecord: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         "\(code) (round \(round.map(String.init) ?? "-"), client \(client ?? "-")): \(message)"
     }
+
+    public init(code: String, client: String?, round: Int?, message: String) {
+        self.code = code
+        self.client = client
+        self.round = round
+        self.message = message
+    }
+}
+
+/// The coordinator's record of refused messages: the most recent `capacity` in full, and how many there were in
+/// all, so a flood of bad messages cannot grow the coordinator's memory.
+public struct RejectionLog: Sendable {
+    public let capacity: Int
+    private var entries: [RejectionRecord] = []
+    /// Every refusal recorded, including those no longer kept.
+    public private(set) var total = 0
+
+    public init(capacity: Int = 1_000) {
+        precondition(capacity > 0, "a rejection log keeps at least one entry")
+        self.capacity = capacity
+    }
+
+    /// The most recent refusals, oldest first (at most `capacity`).
+    public var recent: [RejectionRecord] { Array(entries.suffix(capacity)) }
+
+    public mutating func append(_ record: RejectionRecord) {
+        total += 1
+        entries.append(record)
+        // Trimmed in batches, so appending stays amortised O(1).
+        if entries.count >= 2 * capacity { entries.removeFirst(entries.count - capacity) }
+    }
 }
 
 /// An enrolled client: its allow-listed identity and the coordinator side of its crypto_kx session.
@@ -110,7 +141,7 @@ struct CoreState: Sendable {
     var clipping: AdaptiveClippingState? = nil
     /// The secure-aggregation attempt in progress (nil in plain mode and between attempts).
     var secure: SecureRoundState? = nil
-    var rejections: [RejectionRecord] = []
+    var rejections = RejectionLog()
     var bytesReceived = 0
     var bytesSent = 0
     var sequence: UInt64 = 0
@@ -171,7 +202,10 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: Observations (tests, status)
 
-    public var rejections: [RejectionRecord] { state.withLock { $0.rejections } }
+    /// The most recent refused messages (at most `RejectionLog.capacity`).
+    public var rejections: [RejectionRecord] { state.withLock { $0.rejections.recent } }
+    /// How many messages were refused in all.
+    public var rejectionCount: Int { state.withLock { $0.rejections.total } }
     public var enrolledClients: [String] { state.withLock { $0.sessions.keys.sorted() } }
     public var completedRounds: Int { state.withLock { $0.completedRounds } }
     public var records: [RoundRecord] { state.withLock { $0.records } }

@@ -153,7 +153,7 @@ struct InProcessTests {
             let round = Int(header!.round)
             #expect(Set(header!.selected) == [a, b])
 
-            func sealedUpdate(_ identity: Identity) throws -> [UInt8] {
+            func sealedUpdate(_ identity: Identity, sequence: UInt64 = 0) throws -> [UInt8] {
                 let keys = try identity.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey)
                 let layout = ParameterLayout.userTower(
                     try JSONDecoder().decode(
@@ -167,7 +167,7 @@ struct InProcessTests {
                 return try Envelope.seal(
                     ClientUpdatePayload.encode(update),
                     header: EnvelopeHeader(
-                        kind: .modelUpdate, round: UInt64(round), sequence: 0, clientID: identity.name),
+                        kind: .modelUpdate, round: UInt64(round), sequence: sequence, clientID: identity.name),
                     using: keys.transmit
                 ).serialized
             }
@@ -176,6 +176,33 @@ struct InProcessTests {
                 _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: messages) })
             }
 
+            // A flood of 150 malformed streams first (the round goes on): envelopes with bits flipped, chunks cut
+            // short or grown, impossible plans, chunks without headers, unknown senders. Each is refused on its
+            // own and recorded; none of them opens or consumes a sequence number.
+            var rng = SplitMix64(seed: 11)
+            let template = try sealedUpdate(identities[1], sequence: 1_000)
+            let rejectionsBefore = coordinator.core.rejectionCount
+            for index in 0..<150 {
+                var envelope = template
+                for _ in 0...(rng.next() % 4) {
+                    let at = Int(rng.next() % UInt64(envelope.count))
+                    envelope[at] ^= UInt8(1) << UInt8(rng.next() % 8)
+                }
+                let sender = [a, b, stranger.name, "user-\(rng.next() % 1_000)"][index % 4]
+                var messages = try Wire.updateMessages(envelope: envelope, clientID: sender, round: round, attempt: 0)
+                switch index % 5 {
+                case 0: break  // tampered envelope
+                case 1: messages[1].data.data = messages[1].data.data.dropLast(1 + Int(rng.next() % 100))  // cut
+                case 2: messages[0].header.payload.totalLength = 1 << 40  // oversized plan
+                case 3: messages.remove(at: 0)  // chunks without a header
+                default: messages[1].data.data.append(contentsOf: [1, 2, 3])  // grown
+                }
+                let flood = messages
+                await #expect(throws: RPCError.self, "flood message \(index)") {
+                    _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: flood) })
+                }
+            }
+            #expect(coordinator.core.rejectionCount - rejectionsBefore == 150)
             let valid = try sealedUpdate(identities[0])
             // Tampered: one ciphertext bit flipped (the chunk digest is recomputed, so only the AEAD tag catches it).
             var tampered = valid
