@@ -233,12 +233,11 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: Enrolment
 
-    func newChallenge() -> [UInt8] {
-        var rng = SystemRandomNumberGenerator()
-        var nonce: [UInt8] = []
-        for _ in 0..<(EnrolmentTranscript.challengeByteCount / 8) {
-            withUnsafeBytes(of: rng.next() as UInt64) { nonce += $0 }
-        }
+    /// A fresh enrolment challenge from libsodium's CSPRNG, remembered until it is used or expires.
+    func newChallenge() throws -> [UInt8] {
+        var nonce = [UInt8](repeating: 0, count: EnrolmentTranscript.challengeByteCount)
+        let random = try SecureRandomGenerator()
+        nonce.withUnsafeMutableBytes { random.fill($0) }
         let now = clock.now
         state.withLock { s in
             s.challenges = s.challenges.filter { now.offset - $0.value.offset < Self.challengeLifetime }

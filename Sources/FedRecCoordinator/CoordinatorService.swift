@@ -12,8 +12,9 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     public func getChallenge(request: Fedrec_V1_ChallengeRequest, context: ServerContext) async throws
         -> Fedrec_V1_Challenge
     {
-        .with {
-            $0.nonce = Data(core.newChallenge())
+        let nonce = try core.newChallenge()
+        return .with {
+            $0.nonce = Data(nonce)
             $0.coordinatorIdentity = core.identity.publicIdentity.line
         }
     }
