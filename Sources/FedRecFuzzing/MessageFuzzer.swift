@@ -238,7 +238,7 @@ public struct MessageFuzzer {
             }
             return nil
         }
-        return (announced.totalLength < 0 ? [] : Array(payload.prefix(16)), outcome)
+        return (Array(payload.prefix(16)), outcome)  // the start of the payload, to describe a violation
     }
 
     /// Parses `bytes` as `target` the way the receiving process does; nil when the outcome keeps every
