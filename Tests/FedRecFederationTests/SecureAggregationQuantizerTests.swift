@@ -81,6 +81,38 @@ import Testing
                 == quantizer.encode(values, weight: 3, roundingSeed: seed))
     }
 
+    /// The encoding equals the documented formula word for word (`Q(u) = floor(u * M + r)` clamped, with r the
+    /// seed's ChaCha20 words over 2^32), with values inside, at and beyond the clip range, signed zeros and a
+    /// weight above W.
+    @Test func encodingMatchesTheDocumentedFormula() throws {
+        let quantizer = SecureAggregationQuantizer(participantCount: 32, clipRange: 0.75, maximumWeight: 20)
+        var rng = SplitMix64(seed: 77)
+        var values = (0..<(8 * 37 + 5)).map { _ in (rng.nextUnitFloat() * 3 - 1.5) * 0.75 }
+        values[3] = 0
+        values[4] = -0.0
+        values[9] = 0.75
+        values[10] = -0.75
+        values[299] = 40
+        let seed = SecureBytes(copying: (0..<32).map { UInt8($0 * 7 % 251) })
+        for weight: Float in [3, 25] {
+            let words = try quantizer.encode(values, weight: weight, roundingSeed: seed)
+            let random = try MaskGenerator.mask(seed: seed, count: values.count + 1)
+            let levels = Double(quantizer.maximumLevel)
+            let shrink = Double(min(weight, 20)) / 20
+            let scale = shrink * levels / 0.75
+            for (index, x) in values.enumerated() {
+                let level = (Double(min(max(x, -0.75), 0.75)) * scale + Double(random[index]) / 4_294_967_296.0)
+                    .rounded(.down)
+                let expected = UInt32(bitPattern: Int32(min(max(level, -levels), levels)))
+                #expect(words[index] == expected, "element \(index), weight \(weight)")
+            }
+        }
+        // A non-finite value among many is still named by its index.
+        values[201] = .nan
+        let refusal = secAggError { _ = try quantizer.encode(values, weight: 1) }
+        #expect(refusal?.message.contains("index 201") == true, "\(String(describing: refusal))")
+    }
+
     @Test func badInputIsRefused() {
         let quantizer = SecureAggregationQuantizer(participantCount: 8, clipRange: 1, maximumWeight: 10)
         for (values, weight): ([Float], Float) in [([.nan], 1), ([.infinity, 0], 1), ([0], 0), ([0], -1), ([0], .nan)] {
