@@ -304,23 +304,22 @@ public struct MessageFuzzer {
     /// One mutation of `seed` (sometimes none; `other` supplies splices).
     mutating func mutate(_ seed: [UInt8], splicingWith other: [UInt8]) -> [UInt8] {
         var bytes = seed
-        let position = { (rng: inout SplitMix64, count: Int) in count == 0 ? 0 : Int(rng.next() % UInt64(count)) }
         switch next(12) {
         case 0:  // flip 1-8 bits
             guard !bytes.isEmpty else { break }
-            for _ in 0...next(8) { bytes[position(&rng, bytes.count)] ^= UInt8(1) << UInt8(next(8)) }
+            for _ in 0...next(8) { bytes[next(bytes.count)] ^= UInt8(1) << UInt8(next(8)) }
         case 1:  // boundary bytes
             guard !bytes.isEmpty else { break }
-            for _ in 0...next(4) { bytes[position(&rng, bytes.count)] = pick([0, 1, 0x7F, 0x80, 0xFE, 0xFF]) }
+            for _ in 0...next(4) { bytes[next(bytes.count)] = pick([0, 1, 0x7F, 0x80, 0xFE, 0xFF]) }
         case 2, 3:  // a boundary word, little-endian (fields and floats) or big-endian (envelope headers)
             guard bytes.count >= 4 else { break }
-            let at = next(2) == 0 ? position(&rng, bytes.count / 4) * 4 : position(&rng, bytes.count - 3)
+            let at = next(2) == 0 ? next(bytes.count / 4) * 4 : next(bytes.count - 3)
             var word = pick(Self.interestingWords)
             if next(2) == 0 { word = word.byteSwapped }
             for k in 0..<4 { bytes[at + k] = UInt8(truncatingIfNeeded: word >> (8 * UInt32(k))) }
         case 4:  // a length-like field near its value
             guard bytes.count >= 4 else { break }
-            let at = position(&rng, bytes.count - 3)
+            let at = next(bytes.count - 3)
             var word: UInt32 = 0
             for k in 0..<4 { word |= UInt32(bytes[at + k]) << (8 * UInt32(k)) }
             word = next(2) == 0 ? word &+ 1 : word &- 1
@@ -331,16 +330,16 @@ public struct MessageFuzzer {
             for _ in 0...next(64) { bytes.append(byte()) }
         case 7:  // delete a range
             guard !bytes.isEmpty else { break }
-            let start = position(&rng, bytes.count)
+            let start = next(bytes.count)
             bytes.removeSubrange(start..<min(bytes.count, start + 1 + next(32)))
         case 8:  // duplicate a range
             guard !bytes.isEmpty else { break }
-            let start = position(&rng, bytes.count)
+            let start = next(bytes.count)
             let range = Array(bytes[start..<min(bytes.count, start + 1 + next(32))])
-            bytes.insert(contentsOf: range, at: position(&rng, bytes.count + 1))
+            bytes.insert(contentsOf: range, at: next(bytes.count + 1))
         case 9:  // splice: a prefix of this seed, a suffix of another
-            let cut = position(&rng, bytes.count + 1)
-            let from = position(&rng, other.count + 1)
+            let cut = next(bytes.count + 1)
+            let from = next(other.count + 1)
             bytes = Array(bytes[..<cut]) + other[from...]
         case 10:  // random bytes behind the seed's first bytes (its magic)
             let kept = min(bytes.count, next(12))

@@ -53,7 +53,6 @@ public enum Wire {
     }
 
     /// The messages of one sealed update: header, then chunks.
-
     public static func updateMessages(
         envelope: [UInt8], clientID: String, round: Int, attempt: Int, chunkSize: Int = ChunkPlan.defaultChunkSize
     ) throws -> [Fedrec_V1_UpdateMessage] {

@@ -468,7 +468,8 @@ public struct UnmaskResponse: Sendable, Equatable {
         for position in 0..<count {
             let kind = try reader.u8("shares[\(position)].kind")
             let owner = try reader.index("shares[\(position)].owner", below: limit)
-            // One encoding per response, as `serialized()` writes it: self-mask shares first, owners ascending.
+            // One encoding per response, as `serialized()` writes it: self-mask shares first, owners ascending
+            // (so no owner repeats within a kind).
             if let previous, (previous.kind, previous.owner) >= (kind, owner) {
                 throw reader.malformed(
                     "field 'shares[\(position)]': kind \(kind) owner \(owner) after kind \(previous.kind) owner "
@@ -477,14 +478,8 @@ public struct UnmaskResponse: Sendable, Equatable {
             previous = (kind, owner)
             let share = SecureBytes(copying: try reader.raw(Self.shareByteCount, "shares[\(position)].share"))
             switch kind {
-            case 1:
-                guard selfMask.updateValue(share, forKey: owner) == nil else {
-                    throw reader.malformed("field 'shares[\(position)].owner': \(owner) repeated")
-                }
-            case 2:
-                guard pairwise.updateValue(share, forKey: owner) == nil else {
-                    throw reader.malformed("field 'shares[\(position)].owner': \(owner) repeated")
-                }
+            case 1: selfMask[owner] = share
+            case 2: pairwise[owner] = share
             default:
                 throw reader.malformed("field 'shares[\(position)].kind': \(kind) is not 1 or 2")
             }
