@@ -177,7 +177,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                         examples: result.aggregate.exampleCount, meanLoss: result.aggregate.meanLoss,
                         bytesReceived: traffic.received, bytesSent: traffic.sent,
                         seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
-                        recallAt20: recall, rejected: result.rejections.count, stragglers: result.stragglers.count,
+                        recallAt20: recall, rejected: result.rejections.total, stragglers: result.stragglers.count,
                         epsilon: epsilon, clipNorm: clipNorm,
                         finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
                     try await checkpoints.next()

@@ -49,29 +49,9 @@ public struct RejectionRecord: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The coordinator's record of refused messages: the most recent `capacity` in full, and how many there were in
-/// all, so a flood of bad messages cannot grow the coordinator's memory.
-public struct RejectionLog: Sendable {
-    public let capacity: Int
-    private var entries: [RejectionRecord] = []
-    /// Every refusal recorded, including those no longer kept.
-    public private(set) var total = 0
-
-    public init(capacity: Int = 1_000) {
-        precondition(capacity > 0, "a rejection log keeps at least one entry")
-        self.capacity = capacity
-    }
-
-    /// The most recent refusals, oldest first (at most `capacity`).
-    public var recent: [RejectionRecord] { Array(entries.suffix(capacity)) }
-
-    public mutating func append(_ record: RejectionRecord) {
-        total += 1
-        entries.append(record)
-        // Trimmed in batches, so appending stays amortised O(1).
-        if entries.count >= 2 * capacity { entries.removeFirst(entries.count - capacity) }
-    }
-}
+/// The coordinator's record of refused messages: the most recent `capacity` (1,000 unless told) in full, and how
+/// many there were in all.
+public typealias RejectionLog = BoundedLog<RejectionRecord>
 
 /// An enrolled client: its allow-listed identity and the coordinator side of its crypto_kx session.
 struct Session: Sendable {

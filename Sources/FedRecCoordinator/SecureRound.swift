@@ -192,7 +192,7 @@ extension CoordinatorCore {
                     secure.participants[$0]
                 }
                 let excluded = sum.excluded.keys.sorted().map { secure.participants[$0] }
-                let rejections = sum.rejections.map {
+                let rejections = sum.rejections.mapped {
                     FederationError(
                         code: .droppedOut, message: $0.description,
                         client: $0.client.map { secure.participants[$0] }, round: secure.round)

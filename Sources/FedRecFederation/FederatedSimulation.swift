@@ -190,8 +190,8 @@ public enum FederatedSimulation {
             switch action {
             case .closeRound(let r):
                 result = r
-                rejected += r.rejections
-            case .retryRound(_, _, let reason, let rejections): rejected += rejections + [reason]
+                rejected += r.rejections.recent
+            case .retryRound(_, _, let reason, let rejections): rejected += rejections.recent + [reason]
             case .fail(let error): preconditionFailure("simulation failed: \(error)")
             default: preconditionFailure("round \(round) did not close after every member answered")
             }

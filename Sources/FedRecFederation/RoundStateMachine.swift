@@ -47,8 +47,9 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         public var droppedOut: [ClientID]
         /// Cohort members excluded for an invalid update.
         public var excluded: [ClientID]
-        /// Every message refused during the round (including the ones returned as `.rejected`).
-        public var rejections: [FederationError]
+        /// The messages refused during the round (including the ones returned as `.rejected`): the most recent
+        /// ones, and how many in all. A member excluded by the message that closed the round has its reason last.
+        public var rejections: BoundedLog<FederationError>
     }
 
     /// What the caller must do next.
@@ -65,7 +66,7 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         case closeRound(RoundResult)
         /// Too few updates: open the round again (new cohort, `attempt`), after logging `reason` and the
         /// round's `rejections`.
-        case retryRound(round: Int, attempt: Int, reason: FederationError, rejections: [FederationError])
+        case retryRound(round: Int, attempt: Int, reason: FederationError, rejections: BoundedLog<FederationError>)
         /// Too many failed attempts: stop the run.
         case fail(FederationError)
     }
@@ -79,7 +80,7 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         var reported: Set<ClientID> = []
         var droppedOut: [ClientID] = []
         var excluded: [ClientID] = []
-        var rejections: [FederationError] = []
+        var rejections = BoundedLog<FederationError>()
         var aggregator: WeightedAggregator
 
         /// Members that have neither reported, dropped out nor been excluded.
@@ -208,7 +209,8 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// saw an individual update. Closes the round with it when at least `minimumClients` contributed; otherwise
     /// the attempt is abandoned as by `abandonAttempt`.
     public mutating func closeWithSecureAggregate(
-        _ aggregate: AggregateUpdate, droppedOut: [ClientID], excluded: [ClientID], rejections: [FederationError]
+        _ aggregate: AggregateUpdate, droppedOut: [ClientID], excluded: [ClientID],
+        rejections: BoundedLog<FederationError>
     ) -> Action {
         guard case .collecting(let c) = state else { return .none }
         guard aggregate.participants.count >= configuration.minimumClients else {
@@ -221,11 +223,13 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         let contributed = Set(aggregate.participants)
         let gone = Set(droppedOut + excluded)
         let stragglers = c.cohort.filter { !contributed.contains($0) && !gone.contains($0) }
+        var allRejections = c.rejections
+        allRejections.append(contentsOf: rejections)
         state = .idle(round: c.round + 1, attempt: 0)
         return .closeRound(
             RoundResult(
                 round: c.round, attempt: c.attempt, aggregate: aggregate, stragglers: stragglers,
-                droppedOut: droppedOut, excluded: excluded, rejections: c.rejections + rejections))
+                droppedOut: droppedOut, excluded: excluded, rejections: allRejections))
     }
 
     /// Secure aggregation: the open attempt cannot complete (too few clients survived a stage). Retries the round

@@ -1,7 +1,7 @@
 public import FedRecFederation
 public import FedRecProtocol
-public import FedRecSecurity
-public import FedRecTensor
+import FedRecSecurity
+import FedRecTensor
 
 /// The untrusted-input paths a fuzz run drives, each from valid seed messages through mutations.
 public enum FuzzTarget: String, CaseIterable, Sendable, Hashable {

@@ -74,6 +74,33 @@ import Testing
         #expect(m.currentRound == 1 && m.currentAttempt == 0)
     }
 
+    @Test("a member repeating a refused update cannot grow the round's record; an exclusion's reason comes last")
+    func floodOfRefusedUpdatesIsBounded() throws {
+        let clock = ManualClock()
+        var m = machine()
+        _ = m.openRound(cohort: ["a", "b", "c"], now: clock.now)
+        guard case .accepted = m.receiveUpdate(update(1), from: "a", round: 0) else {
+            Issue.record("a not accepted")
+            return
+        }
+        let flood = 5_000
+        for _ in 0..<flood { #expect(code(m.receiveUpdate(update(1), from: "a", round: 0)) == .duplicateUpdate) }
+        guard case .accepted = m.receiveUpdate(update(2), from: "b", round: 0) else {
+            Issue.record("b not accepted")
+            return
+        }
+        var bad = update(1)
+        bad.userTowerDelta[3] = .infinity
+        guard case .closeRound(let result) = m.receiveUpdate(bad, from: "c", round: 0) else {
+            Issue.record("the round did not close when its last member was excluded")
+            return
+        }
+        #expect(result.rejections.total == flood + 1)
+        #expect(result.rejections.count == result.rejections.capacity)
+        #expect(result.rejections.last?.code == .nonFinite && result.rejections.last?.client == "c")
+        #expect(result.excluded == ["c"] && result.aggregate.participants == ["a", "b"])
+    }
+
     @Test func closesEarlyWhenEveryMemberHasAnsweredOrDropped() {
         let clock = ManualClock()
         var m = machine()

@@ -329,4 +329,16 @@ import Testing
         #expect(round.server.rejections.count == 7)
         #expect(secAggError { _ = try round.clients[0].advertiseKeys() }?.code == .wrongStage)
     }
+
+    /// A participant repeating a refused message cannot grow the coordinator's record of the round.
+    @Test func repeatedRefusalsKeepABoundedRecord() throws {
+        var round = try SecAggRound(participants: 3, vectorLength: 2, seed: 51)
+        let keys = try round.clients[0].advertiseKeys()
+        try round.server.receive(keys)
+        let repeats = 2_500
+        for _ in 0..<repeats { #expect(secAggError { try round.server.receive(keys) }?.code == .duplicateMessage) }
+        #expect(round.server.rejections.total == repeats)
+        #expect(round.server.rejections.count == round.server.rejections.capacity)
+        #expect(round.server.rejections.allSatisfy { $0.code == .duplicateMessage && $0.client == 0 })
+    }
 }

@@ -505,8 +505,9 @@ public struct SecureAggregate: Sendable, Equatable {
     public let dropped: [Int: SecureAggregationStage]
     /// Clients the coordinator excluded (bad signature, bad shares, too few neighbours), with the reason.
     public let excluded: [Int: SecureAggregationError]
-    /// Every message rejection and report of the round, in order (for the log).
-    public let rejections: [SecureAggregationError]
+    /// The message rejections and reports of the round, in order (for the log): the most recent ones, and how
+    /// many in all.
+    public let rejections: BoundedLog<SecureAggregationError>
 
     /// The weighted mean (FedAvg): `weightedSum / totalWeight`.
     public var mean: [Float] {

@@ -55,8 +55,9 @@ public struct SecureAggregationServer: Sendable {
     private var dropped: [Int: SecureAggregationStage] = [:]
     private var excluded: [Int: SecureAggregationError] = [:]
 
-    /// Every rejection and report so far, in order.
-    public private(set) var rejections: [SecureAggregationError] = []
+    /// The rejections and reports so far, in order: the most recent ones, and how many in all (a client that
+    /// repeats a refused message cannot grow the coordinator's memory).
+    public private(set) var rejections = BoundedLog<SecureAggregationError>()
 
     /// Throws `invalidParameters` for bad parameters or an identity-key list of the wrong length.
     public init(parameters: SecureAggregationParameters, identityKeys: [SigningPublicKey]) throws {
