@@ -306,7 +306,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             }
         }
         if let secure = global.secure {
-            try await participateSecurely(secure, header: header, selected: selected, train: train, service: service)
+            try await participateSecurely(
+                secure, header: header, selected: selected, shapes: run.shapes, train: train, service: service)
             return
         }
         // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
