@@ -127,7 +127,9 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     /// refused client (several), with the count of accepted messages (`Wire.acceptedMetadataKey`) and the client
     /// id of each refused message (`Wire.refusedMetadataKey`) in its metadata. A malformed stream (a message not
     /// led by a header, a bad chunk) breaks off there; the failure then also names the refusals before it, and the
-    /// broken message's client is listed among the refused when its header was read.
+    /// broken message's client is listed among the refused when its header was read. A stream carries at most one
+    /// message per allow-listed client (a process sends one per hosted client and stage); a longer one breaks off,
+    /// so no call can make the coordinator hold an unbounded list of refusals.
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {
@@ -154,6 +156,14 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 let client = header.clientID
                 reading = client
                 let round = Int(clamping: header.round)
+                let limit = core.allowList.entries.count
+                guard submitted <= limit else {
+                    throw core.reject(
+                        ProtocolError(
+                            code: .malformedChunk,
+                            message: "a stream carries at most one message per allow-listed client (\(limit))",
+                            client: client, round: round))
+                }
                 let bytes: [UInt8]
                 do {
                     var assembler = try ChunkAssembler(
@@ -205,11 +215,14 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     /// How a `SubmitUpdate` call fails: with its one refusal as it is, or a summary naming every refused client,
     /// led by the error that broke the stream off if one did; the metadata counts the messages taken and lists
     /// the refused messages' clients (`refused`) either way, so a sender learns which of its messages were taken
-    /// (`Wire.takenClients`).
+    /// (`Wire.takenClients`). The message spells out the first `listedRefusals` refusals and counts the rest.
     static func failure(
         broken: ProtocolError?, refusals: [ProtocolError], refused: [String], submitted: Int, accepted: Int
     ) -> RPCError {
-        let listed = refusals.map { "\($0.client ?? "-"): \($0.message)" }.joined(separator: "; ")
+        let listedRefusals = 10
+        let listed =
+            refusals.prefix(listedRefusals).map { "\($0.client ?? "-"): \($0.message)" }.joined(separator: "; ")
+            + (refusals.count > listedRefusals ? "; and \(refusals.count - listedRefusals) more" : "")
         let message: String
         let code: RPCError.Code
         if let broken {

@@ -216,6 +216,20 @@ struct InProcessTests {
                 using: strangerKeys.transmit
             ).serialized
             await #expect(throws: RPCError.self) { try await submit(strangerEnvelope, as: stranger.name) }
+            // A stream longer than the allow-list breaks off at the message one past it; the messages before it are
+            // refused (tampered) and listed, and so is that one, whose header was read.
+            let listed = fixture.userIDs.count
+            let overlong = try (0...listed).flatMap { _ in
+                try Wire.updateMessages(envelope: tampered, clientID: a, round: round, attempt: 0)
+            }
+            let cut = try #require(
+                await #expect(throws: RPCError.self) {
+                    _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: overlong) })
+                })
+            #expect(cut.message.hasPrefix("malformedChunk"), "\(cut)")
+            #expect(cut.message.contains("at most one message per allow-listed client (\(listed))"), "\(cut)")
+            #expect(Array(cut.metadata[stringValues: Wire.acceptedMetadataKey]) == ["0"])
+            #expect(Array(cut.metadata[binaryValues: Wire.refusedMetadataKey]).count == listed + 1)
             // The genuine update is accepted, its replay refused.
             try await submit(valid, as: a)
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }

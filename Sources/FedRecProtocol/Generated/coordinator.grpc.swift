@@ -213,7 +213,8 @@ extension Fedrec_V1_Coordinator {
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-        /// > `fedrec-refused-bin`.
+        /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+        /// > broken off there.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -343,7 +344,8 @@ extension Fedrec_V1_Coordinator {
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-        /// > `fedrec-refused-bin`.
+        /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+        /// > broken off there.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -472,7 +474,8 @@ extension Fedrec_V1_Coordinator {
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-        /// > `fedrec-refused-bin`.
+        /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+        /// > broken off there.
         ///
         /// - Parameters:
         ///   - request: A stream of `Fedrec_V1_UpdateMessage` messages.
@@ -853,7 +856,8 @@ extension Fedrec_V1_Coordinator {
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-        /// > `fedrec-refused-bin`.
+        /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+        /// > broken off there.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1052,7 +1056,8 @@ extension Fedrec_V1_Coordinator {
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-        /// > `fedrec-refused-bin`.
+        /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+        /// > broken off there.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1255,7 +1260,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
     /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
     /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-    /// > `fedrec-refused-bin`.
+    /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+    /// > broken off there.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1454,7 +1460,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
     /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
     /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
-    /// > `fedrec-refused-bin`.
+    /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
+    /// > broken off there.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.
