@@ -105,7 +105,7 @@ typealias Machine = RoundStateMachine<SimulatedInstant>
 
 struct CoreState: Sendable {
     var sessions: [String: Session] = [:]
-    var challenges: [[UInt8]: SimulatedInstant] = [:]
+    var challenges = ChallengeBook()
     var replayGuard = ReplayGuard()
     var machine: Machine
     var open: OpenRound?
@@ -154,8 +154,6 @@ public final class CoordinatorCore: Sendable {
     let privacy: DifferentialPrivacyConfiguration?
     /// Secure aggregation (nil: plain updates).
     let secureOptions: SecureAggregationOptions?
-
-    static let challengeLifetime: Duration = .seconds(120)
 
     init(
         identity: Identity, allowList: AllowList, shapes: PayloadShapes, logger: Logger, clock: ElapsedClock,
@@ -219,20 +217,14 @@ public final class CoordinatorCore: Sendable {
         let random = try SecureRandomGenerator()
         nonce.withUnsafeMutableBytes { random.fill($0) }
         let now = clock.now
-        state.withLock { s in
-            s.challenges = s.challenges.filter { now.offset - $0.value.offset < Self.challengeLifetime }
-            if s.challenges.count < 100_000 { s.challenges[nonce] = now }
-        }
+        _ = state.withLock { $0.challenges.issue(nonce, now: now.offset) }
         return nonce
     }
 
     /// Consumes a challenge; false when unknown, used or expired.
     func consume(challenge: [UInt8]) -> Bool {
         let now = clock.now
-        return state.withLock { s in
-            guard let issued = s.challenges.removeValue(forKey: challenge) else { return false }
-            return now.offset - issued.offset < Self.challengeLifetime
-        }
+        return state.withLock { $0.challenges.consume(challenge, now: now.offset) }
     }
 
     /// Verifies `claimed`'s proof and stores its session. Throws `enrolmentRefused`.
