@@ -64,6 +64,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     public func getRound(
         request: Fedrec_V1_RoundRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext
     ) async throws {
+        try checkClientList(request.clientIds, of: "GetRound")
         let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
         let start = core.clock.now
         while true {
@@ -86,6 +87,18 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 }
                 await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
             }
+        }
+    }
+
+    /// A `GetRound` or `GetStage` request names at most one client per allow-listed client (a process asks for
+    /// the clients it hosts); a longer list is refused before any work, since each poll looks up every name.
+    func checkClientList(_ clientIDs: [String], of rpc: String) throws {
+        let limit = core.allowList.entries.count
+        guard clientIDs.count <= limit else {
+            throw core.reject(
+                ProtocolError(
+                    code: .oversized,
+                    message: "\(rpc) names \(clientIDs.count) clients; the allow-list has \(limit)"))
         }
     }
 
@@ -112,6 +125,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     public func getStage(
         request: Fedrec_V1_StageRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext
     ) async throws {
+        try checkClientList(request.clientIds, of: "GetStage")
         guard core.secureAggregation != nil else {
             try await response.write(
                 .with { $0.aborted = .with { $0.reason = "secure aggregation is not enabled on this coordinator" } })

@@ -230,6 +230,24 @@ struct InProcessTests {
             #expect(cut.message.contains("at most one message per allow-listed client (\(listed))"), "\(cut)")
             #expect(Array(cut.metadata[stringValues: Wire.acceptedMetadataKey]) == ["0"])
             #expect(Array(cut.metadata[binaryValues: Wire.refusedMetadataKey]).count == listed + 1)
+            // Polls naming more clients than the allow-list holds are refused before any work.
+            let crowd = (0...listed).map { "user-\($0)" }
+            let crowdedRound = try #require(
+                await #expect(throws: RPCError.self) {
+                    try await service.getRound(.with { $0.clientIds = crowd }) { response in
+                        for try await _ in response.messages {}
+                    }
+                })
+            let crowdedStage = try #require(
+                await #expect(throws: RPCError.self) {
+                    try await service.getStage(.with { $0.clientIds = crowd }) { response in
+                        for try await _ in response.messages {}
+                    }
+                })
+            for refusal in [crowdedRound, crowdedStage] {
+                #expect(refusal.code == .resourceExhausted, "\(refusal)")
+                #expect(refusal.message.contains("names \(listed + 1) clients; the allow-list has \(listed)"))
+            }
             // The genuine update is accepted, its replay refused.
             try await submit(valid, as: a)
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
