@@ -1,15 +1,17 @@
 /// The enrolment challenges a coordinator has handed out and not yet seen used: each is good once, for
 /// `lifetime` after it was issued.
 ///
-/// Bounded and cheap under a flood of unauthenticated `GetChallenge` calls: at most `capacity` challenges issued
-/// within the lifetime are remembered (a challenge issued beyond that is refused when presented), and expired
-/// ones leave in issue order, so issuing and consuming are amortised O(1) rather than a scan of every entry.
+/// Bounded and cheap under a flood of unauthenticated `GetChallenge` calls: at most `capacity` challenges are
+/// remembered, expired ones leave in issue order, and when the book is full the oldest gives way to the new one,
+/// so issuing and consuming are amortised O(1) rather than a scan of every entry. A flood therefore cannot lock
+/// genuine clients out: a challenge stays good until `capacity` newer ones have been issued (about 10 s at
+/// 10,000 calls a second with the default), far longer than a client takes to answer it.
 struct ChallengeBook: Sendable {
     let capacity: Int
     let lifetime: Duration
     /// Unused challenges by nonce, with the time they were issued.
     private var unused: [[UInt8]: Duration] = [:]
-    /// Every remembered challenge in issue order, used or not, until it expires; `expired` entries before
+    /// Every remembered challenge in issue order, used or not, until it expires or gives way; entries before
     /// `head` are gone (compacted in batches).
     private var issued: [(nonce: [UInt8], at: Duration)] = []
     private var head = 0
@@ -23,13 +25,12 @@ struct ChallengeBook: Sendable {
     /// Challenges remembered and not yet used or expired (as of the last call).
     var count: Int { unused.count }
 
-    /// Remembers `nonce`, issued at `now`; false when the book is full (the challenge will be refused).
-    mutating func issue(_ nonce: [UInt8], now: Duration) -> Bool {
+    /// Remembers `nonce`, issued at `now`, forgetting the oldest challenge if the book is full.
+    mutating func issue(_ nonce: [UInt8], now: Duration) {
         expire(now: now)
-        guard issued.count - head < capacity else { return false }
+        if issued.count - head >= capacity { forgetOldest() }
         unused[nonce] = now
         issued.append((nonce, now))
-        return true
     }
 
     /// Uses up `nonce`: true when it was issued, is unused and has not expired.
@@ -40,10 +41,13 @@ struct ChallengeBook: Sendable {
     }
 
     private mutating func expire(now: Duration) {
-        while head < issued.count, now - issued[head].at >= lifetime {
-            if unused[issued[head].nonce] == issued[head].at { unused[issued[head].nonce] = nil }
-            head += 1
-        }
+        while head < issued.count, now - issued[head].at >= lifetime { forgetOldest() }
+    }
+
+    private mutating func forgetOldest() {
+        let (nonce, at) = issued[head]
+        if unused[nonce] == at { unused[nonce] = nil }
+        head += 1
         if head > 1_024, head * 2 > issued.count {
             issued.removeFirst(head)
             head = 0

@@ -211,13 +211,14 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: Enrolment
 
-    /// A fresh enrolment challenge from libsodium's CSPRNG, remembered until it is used or expires.
+    /// A fresh enrolment challenge from libsodium's CSPRNG, remembered until it is used, expires, or gives way
+    /// to newer ones (`ChallengeBook`).
     func newChallenge() throws -> [UInt8] {
         var nonce = [UInt8](repeating: 0, count: EnrolmentTranscript.challengeByteCount)
         let random = try SecureRandomGenerator()
         nonce.withUnsafeMutableBytes { random.fill($0) }
         let now = clock.now
-        _ = state.withLock { $0.challenges.issue(nonce, now: now.offset) }
+        state.withLock { $0.challenges.issue(nonce, now: now.offset) }
         return nonce
     }
 
