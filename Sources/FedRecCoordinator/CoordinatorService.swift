@@ -152,6 +152,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         guard next != nil else {
             throw core.reject(ProtocolError(code: .malformedChunk, message: "empty update stream"))
         }
+        let limit = core.allowList.entries.count
         var submitted = 0
         var accepted = 0
         var refusals: [ProtocolError] = []
@@ -170,7 +171,6 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 let client = header.clientID
                 reading = client
                 let round = Int(clamping: header.round)
-                let limit = core.allowList.entries.count
                 guard submitted <= limit else {
                     throw core.reject(
                         ProtocolError(

@@ -57,7 +57,7 @@ public struct SecureAggregationQuantizer: Sendable, Hashable {
             throw SecureAggregationError(code: .cryptographicFailure, message: "rounding stream: \(error)")
         }
         let levels = Double(maximumLevel)
-        let maximum = Int64(maximumLevel)
+        let maximum = maximumLevel
         let shrink = Double(min(weight, maximumWeight)) / Double(maximumWeight)
         let scale = shrink * levels / Double(clipRange)
         let limit = clipRange
