@@ -109,6 +109,13 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Differential privacy: delta (default 1 / virtual clients).")
     var delta: Double?
 
+    @Option(
+        name: .customLong("target-epsilon"),
+        help:
+            "Differential privacy: the privacy budget. The run stops after the last round that keeps epsilon (at --delta) within it, before --rounds if need be."
+    )
+    var targetEpsilon: Double?
+
     @OptionGroup var clipping: AdaptiveClippingOptions
 
     @OptionGroup var runtime: RuntimeOptions
@@ -139,6 +146,14 @@ struct SimulateCommand: AsyncParsableCommand {
         if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
         if clipping.adaptiveClipping, noiseMultiplier == nil {
             throw ValidationError("--adaptive-clipping needs differential privacy (--noise-multiplier)")
+        }
+        if let targetEpsilon {
+            guard noiseMultiplier != nil else {
+                throw ValidationError("--target-epsilon needs differential privacy (--noise-multiplier)")
+            }
+            guard targetEpsilon > 0, targetEpsilon.isFinite else {
+                throw ValidationError("--target-epsilon must be a positive number, got \(targetEpsilon)")
+            }
         }
         guard ["constant", "cosine"].contains(schedule) else {
             throw ValidationError("--schedule must be constant or cosine, got '\(schedule)'")
@@ -172,14 +187,13 @@ struct SimulateCommand: AsyncParsableCommand {
                 optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu),
             server: serverOptimizer, itemOptimizer: .adam(learningRate: itemLR), cohort: .count(cohort),
             evaluationInterval: evalEvery, seed: seed)
-        if schedule == "cosine" {
-            configuration.learningRateSchedule = .cosine(rounds: rounds, warmup: warmup, floor: lrFloor)
-        }
         if average > 0 { configuration.averageDecay = average }
         guard averageWarmup > 1 else { throw ValidationError("--average-warmup must exceed 1") }
         configuration.averageWarmup = averageWarmup
         configuration.wirePrecision = wirePrecision.precision
         let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
+        /// `--rounds`, or fewer when `--target-epsilon` allows fewer.
+        var roundsToRun = rounds
         if let noiseMultiplier {
             let population = federated.users.count
             let q = min(1, Double(cohort) / Double(population))
@@ -190,12 +204,31 @@ struct SimulateCommand: AsyncParsableCommand {
                 population: population)
             configuration.privacy = privacy
             configuration.cohort = .poisson(rate: q)
-            print(
+            printFlushed(
                 "DP-FedAvg: \(AdaptiveClippingOptions.description(of: privacy)), noise multiplier \(noiseMultiplier), "
                     + "Poisson q \(q), delta \(privacy.delta)")
+            if let targetEpsilon {
+                var budgeted = privacy
+                budgeted.targetEpsilon = targetEpsilon
+                // Refuses a budget that a single round already exceeds.
+                do { try budgeted.validate() } catch { throw ValidationError("--target-epsilon: \(error)") }
+                let allowed = PrivacyCalibration.maximumSteps(
+                    samplingRate: q, noiseMultiplier: noiseMultiplier, delta: privacy.delta,
+                    epsilonBudget: targetEpsilon)
+                if let allowed, allowed < roundsToRun { roundsToRun = allowed }
+                printFlushed(
+                    "privacy budget: epsilon \(targetEpsilon) at delta \(privacy.delta) allows "
+                        + "\(allowed.map(String.init) ?? "unlimited") round(s); running \(roundsToRun)")
+            }
         }
-        print(
-            "simulating \(rounds) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "
+        if schedule == "cosine" {
+            guard warmup < roundsToRun else {
+                throw ValidationError("--warmup \(warmup) leaves no round of the \(roundsToRun) the budget allows")
+            }
+            configuration.learningRateSchedule = .cosine(rounds: roundsToRun, warmup: warmup, floor: lrFloor)
+        }
+        printFlushed(
+            "simulating \(roundsToRun) rounds on \(data.manifest.sourceFormat.rawValue) (\(fold.rawValue) fold): "
                 + "\(federated.users.count) virtual clients, cohort \(cohort), E=\(localEpochs), "
                 + "B=\(localBatch == 0 ? "all" : String(localBatch)), server \(server) lr \(serverLR), schedule "
                 + "\(schedule == "cosine" ? "cosine (warm-up \(warmup), floor \(lrFloor))" : "constant")"
@@ -205,7 +238,7 @@ struct SimulateCommand: AsyncParsableCommand {
         var lossSum = 0.0
         var lossRounds = 0
         let result = FederatedSimulation.run(
-            dataset: federated, configuration: configuration, rounds: rounds,
+            dataset: federated, configuration: configuration, rounds: roundsToRun,
             evaluate: { model in
                 CentralTraining.evaluate(model: model, dataset: data, fold: fold, cutoffs: [20])
                     .value(.recall, at: 20) ?? 0
@@ -215,7 +248,7 @@ struct SimulateCommand: AsyncParsableCommand {
                 lossRounds += 1
                 if let recall = round.evaluation {
                     let elapsed = (ContinuousClock.now - started) / .seconds(1)
-                    print(
+                    printFlushed(
                         String(
                             format: "round %4d  loss %.4f  %@ R@20 %.4f  %.1f s%@", round.round,
                             lossSum / Double(lossRounds), fold.rawValue, recall, elapsed,
@@ -228,7 +261,7 @@ struct SimulateCommand: AsyncParsableCommand {
         if let out {
             let file = SavedModel.file(model: result.model, dataset: data)
             try file.write(to: out)
-            print("wrote \(out)")
+            printFlushed("wrote \(out)")
         }
     }
 }

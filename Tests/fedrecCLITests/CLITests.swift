@@ -31,6 +31,11 @@ import Testing
             "--clip-quantile must lie"
         ),
         (["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-lr", "0"], "--clip-lr must be positive"),
+        (["simulate", "--dataset", "d", "--target-epsilon", "8"], "--target-epsilon needs differential privacy"),
+        (
+            ["simulate", "--dataset", "d", "--noise-multiplier", "1", "--target-epsilon", "0"],
+            "--target-epsilon must be a positive number"
+        ),
     ])
     func invalidOptionsAreRejectedWithAMessage(arguments: [String], message: String) throws {
         let result = try CLI.run(arguments)
@@ -50,6 +55,44 @@ import Testing
         let evaluate = try CLI.run(["evaluate", "--model", model, "--dataset", missing])
         #expect(evaluate.status != 0)
         #expect(evaluate.combined.contains("model file '\(model)' does not exist"))
+    }
+
+    /// `simulate --target-epsilon` runs only the rounds the budget allows: fewer than `--rounds`, the last one
+    /// still within the budget; a budget one round exceeds is refused before any training.
+    @Test func simulationStopsWithinThePrivacyBudget() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try CLI.writeSyntheticInteractions(to: folder)
+        let dataset = folder.appendingPathComponent("dataset").path
+        try #require(
+            try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset]).status == 0)
+        let common = [
+            "simulate", "--dataset", dataset, "--fold", "validation", "--rounds", "200", "--cohort", "4",
+            "--dimension", "8", "--eval-every", "1000", "--noise-multiplier", "1.0", "--clip-norm", "0.5",
+        ]
+        let budget = 3.0
+        let run = try CLI.run(common + ["--target-epsilon", "\(budget)"])
+        try #require(run.status == 0, "\(run.combined)")
+        let lines = run.output.split(separator: "\n")
+        let budgetLine = lines.first(where: { $0.hasPrefix("privacy budget: epsilon 3.0") })
+        let announced = try #require(budgetLine, "\(run.output)")
+        let allowedCount = Int(announced.split(separator: " ").last ?? "")
+        let allowed = try #require(allowedCount, "\(announced)")
+        #expect(allowed > 0 && allowed < 200, "\(announced)")
+        #expect(announced.contains("allows \(allowed) round(s)"))
+        #expect(run.output.contains("simulating \(allowed) rounds"))
+        // The final round is evaluated: its number (0-based) and epsilon.
+        let lastRound = lines.last(where: { $0.hasPrefix("round ") })
+        let last = try #require(lastRound, "\(run.output)")
+        let fields = last.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(Int(fields[1]) == allowed - 1, "\(last)")
+        let spent = fields.firstIndex(of: "epsilon").flatMap { Double(fields[$0 + 1]) }
+        let epsilon = try #require(spent, "\(last)")
+        #expect(epsilon <= budget && epsilon > budget / 2, "\(last)")
+
+        let tooSmall = try CLI.run(common + ["--target-epsilon", "0.001"])
+        #expect(tooSmall.status != 0)
+        #expect(tooSmall.combined.contains("is spent by a single round"), "\(tooSmall.combined)")
     }
 
     @Test func pipelineImportSplitTrainEvaluateRecall() throws {
