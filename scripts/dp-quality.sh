@@ -52,11 +52,11 @@ for dataset in $datasets; do
     for z in $multipliers; do
         name="$dataset-z$z"
         echo "== $name (budget epsilon $budget)"
-        # 100,000 rounds: more than any budget here allows, so the budget decides where the curve ends.
+        # Without --rounds, a budgeted run has as many rounds as the budget allows.
         for candidate in "${candidates[@]}"; do
             read -r -a settings <<< "${candidate#*:}"
             for seed in $seeds; do
-                "$fedrec" simulate --dataset "$out/$dataset" --fold validation --rounds 100000 --eval-every 50 \
+                "$fedrec" simulate --dataset "$out/$dataset" --fold validation --eval-every 50 \
                     --noise-multiplier "$z" "${privacy[@]}" "${settings[@]}" --seed "$seed" "$@" \
                     > "$out/$name-${candidate%%:*}-validation-$seed.log" &
             done

@@ -26,8 +26,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "'validation' (tuning) or 'test' (final figures).")
     var fold: String = "validation"
 
-    @Option(help: "Rounds to run.")
-    var rounds: Int = 300
+    @Option(help: "Rounds to run (default 300; with --target-epsilon, as many as the budget allows).")
+    var rounds: Int?
 
     @Option(help: "Users sampled per round.")
     var cohort: Int = 32
@@ -112,7 +112,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("target-epsilon"),
         help:
-            "Differential privacy: the privacy budget. The run stops after the last round that keeps epsilon (at --delta) within it, before --rounds if need be."
+            "Differential privacy: the privacy budget (epsilon at --delta). A run whose --rounds would exceed it is refused; without --rounds, the run has as many rounds as it allows."
     )
     var targetEpsilon: Double?
 
@@ -122,7 +122,7 @@ struct SimulateCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard Fold(rawValue: fold) != nil else { throw ValidationError("--fold must be 'test' or 'validation'") }
-        guard rounds > 0 else { throw ValidationError("--rounds must be positive, got \(rounds)") }
+        if let rounds, rounds <= 0 { throw ValidationError("--rounds must be positive, got \(rounds)") }
         guard cohort > 0 else { throw ValidationError("--cohort must be positive, got \(cohort)") }
         guard localEpochs > 0 else { throw ValidationError("--local-epochs must be positive, got \(localEpochs)") }
         guard localBatch >= 0 else { throw ValidationError("--local-batch must be >= 0, got \(localBatch)") }
@@ -158,7 +158,7 @@ struct SimulateCommand: AsyncParsableCommand {
         guard ["constant", "cosine"].contains(schedule) else {
             throw ValidationError("--schedule must be constant or cosine, got '\(schedule)'")
         }
-        guard warmup >= 0, warmup < rounds else { throw ValidationError("--warmup must lie in 0..<--rounds") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0, got \(warmup)") }
         guard lrFloor > 0, lrFloor <= 1 else { throw ValidationError("--lr-floor must lie in (0, 1]") }
         guard average >= 0, average < 1 else { throw ValidationError("--average must lie in [0, 1)") }
         guard evalEvery > 0 else { throw ValidationError("--eval-every must be positive, got \(evalEvery)") }
@@ -192,8 +192,8 @@ struct SimulateCommand: AsyncParsableCommand {
         configuration.averageWarmup = averageWarmup
         configuration.wirePrecision = wirePrecision.precision
         let federated = FederatedDataset(dataset: data, fold: fold, configuration: modelConfiguration)
-        /// `--rounds`, or fewer when `--target-epsilon` allows fewer.
-        var roundsToRun = rounds
+        /// `--rounds`; without it, 300 or, with `--target-epsilon`, as many as the budget allows.
+        var roundsToRun = rounds ?? 300
         if let noiseMultiplier {
             let population = federated.users.count
             let q = min(1, Double(cohort) / Double(population))
@@ -215,15 +215,22 @@ struct SimulateCommand: AsyncParsableCommand {
                 let allowed = PrivacyCalibration.maximumSteps(
                     samplingRate: q, noiseMultiplier: noiseMultiplier, delta: privacy.delta,
                     epsilonBudget: targetEpsilon)
-                if let allowed, allowed < roundsToRun { roundsToRun = allowed }
-                printFlushed(
-                    "privacy budget: epsilon \(targetEpsilon) at delta \(privacy.delta) allows "
-                        + "\(allowed.map(String.init) ?? "unlimited") round(s); running \(roundsToRun)")
+                let fits =
+                    "epsilon \(targetEpsilon) at delta \(privacy.delta) allows "
+                    + "\(allowed.map(String.init) ?? "unlimited") round(s)"
+                if let rounds {
+                    if let allowed, rounds > allowed {
+                        throw ValidationError("refusing to start: \(rounds) rounds exceed the privacy budget: \(fits)")
+                    }
+                } else if let allowed {
+                    roundsToRun = allowed
+                }
+                printFlushed("privacy budget: \(fits); running \(roundsToRun)")
             }
         }
         if schedule == "cosine" {
             guard warmup < roundsToRun else {
-                throw ValidationError("--warmup \(warmup) leaves no round of the \(roundsToRun) the budget allows")
+                throw ValidationError("--warmup must be below the \(roundsToRun) round(s) run, got \(warmup)")
             }
             configuration.learningRateSchedule = .cosine(rounds: roundsToRun, warmup: warmup, floor: lrFloor)
         }

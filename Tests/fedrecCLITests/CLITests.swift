@@ -57,9 +57,9 @@ import Testing
         #expect(evaluate.combined.contains("model file '\(model)' does not exist"))
     }
 
-    /// `simulate --target-epsilon` runs only the rounds the budget allows: fewer than `--rounds`, the last one
-    /// still within the budget; a budget one round exceeds is refused before any training.
-    @Test func simulationStopsWithinThePrivacyBudget() throws {
+    /// `simulate --target-epsilon` without `--rounds` runs as many rounds as the budget allows, the last one still
+    /// within it; more `--rounds` than it allows, or a budget one round exceeds, is refused before any training.
+    @Test func simulationRunsWithinThePrivacyBudget() throws {
         let folder = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         let source = try CLI.writeSyntheticInteractions(to: folder)
@@ -67,7 +67,7 @@ import Testing
         try #require(
             try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset]).status == 0)
         let common = [
-            "simulate", "--dataset", dataset, "--fold", "validation", "--rounds", "200", "--cohort", "4",
+            "simulate", "--dataset", dataset, "--fold", "validation", "--cohort", "4",
             "--dimension", "8", "--eval-every", "1000", "--noise-multiplier", "1.0", "--clip-norm", "0.5",
         ]
         let budget = 3.0
@@ -78,7 +78,7 @@ import Testing
         let announced = try #require(budgetLine, "\(run.output)")
         let allowedCount = Int(announced.split(separator: " ").last ?? "")
         let allowed = try #require(allowedCount, "\(announced)")
-        #expect(allowed > 0 && allowed < 200, "\(announced)")
+        #expect(allowed > 1 && allowed < 1000, "\(announced)")
         #expect(announced.contains("allows \(allowed) round(s)"))
         #expect(run.output.contains("simulating \(allowed) rounds"))
         // The final round is evaluated: its number (0-based) and epsilon.
@@ -89,6 +89,17 @@ import Testing
         let spent = fields.firstIndex(of: "epsilon").flatMap { Double(fields[$0 + 1]) }
         let epsilon = try #require(spent, "\(last)")
         #expect(epsilon <= budget && epsilon > budget / 2, "\(last)")
+
+        let exactly = try CLI.run(common + ["--target-epsilon", "\(budget)", "--rounds", "\(allowed)"])
+        #expect(exactly.status == 0, "\(exactly.combined)")
+        #expect(exactly.output.contains("simulating \(allowed) rounds"))
+
+        let tooMany = try CLI.run(common + ["--target-epsilon", "\(budget)", "--rounds", "\(allowed + 1)"])
+        #expect(tooMany.status != 0)
+        #expect(
+            tooMany.combined.contains("\(allowed + 1) rounds exceed the privacy budget: epsilon 3.0"),
+            "\(tooMany.combined)")
+        #expect(!tooMany.combined.contains("simulating"))
 
         let tooSmall = try CLI.run(common + ["--target-epsilon", "0.001"])
         #expect(tooSmall.status != 0)
