@@ -4,8 +4,7 @@
 # each data set and noise multiplier z in 1.0, 0.8 and 0.5, within the privacy budget (epsilon <= 8):
 #   1. runs the validation curve of each candidate server learning rate (0.005, the default, and 0.02) and
 #      seed (clients hold train minus the validation slice) for as many rounds as the budget allows
-#      (`simulate --target-epsilon` stops after the last round within it), evaluated every 50 rounds and at
-#      the last;
+#      (`simulate --target-epsilon` without `--rounds`), evaluated every 50 rounds and at the last;
 #   2. chooses the candidate and round count with the best mean validation Recall@20 over the seeds (never
 #      test);
 #   3. trains on the full training set with that choice (same seeds) and reports the test Recall@20 and the
@@ -26,14 +25,8 @@ while [[ $# -gt 0 ]]; do
         *) break ;;
     esac
 done
-# FEDREC_BINARY: an already built `fedrec` to use instead of building one.
-if [[ -n "${FEDREC_BINARY:-}" ]]; then
-    fedrec="$FEDREC_BINARY"
-else
-    scripts/ensure-deps.sh
-    swift build -c release --product fedrec
-    fedrec=".build/release/fedrec"
-fi
+source scripts/common.sh
+select_fedrec_binary
 shared="${FEDREC_SHARED:-../shared}"
 out="runs/dp-quality"
 mkdir -p "$out"
@@ -67,9 +60,8 @@ for dataset in $datasets; do
         : > "$out/$name-choices.txt"
         for candidate in "${candidates[@]}"; do
             tail -n 3 "$out/$name-${candidate%%:*}-validation-"*.log
-            cat "$out/$name-${candidate%%:*}-validation-"*.log | awk -v name="${candidate%%:*}" '/validation R@20/ {
-                    n = $2 + 1; s[n] += $7; c[n]++ }
-                END { for (n in s) printf "%s %d %.5f\n", name, n, s[n] / c[n] }' >> "$out/$name-choices.txt"
+            cat "$out/$name-${candidate%%:*}-validation-"*.log | mean_validation_by_round "${candidate%%:*}" \
+                >> "$out/$name-choices.txt"
         done
         read -r choice chosen score < <(sort -k3,3nr -k2,2n "$out/$name-choices.txt" | head -1)
         for candidate in "${candidates[@]}"; do

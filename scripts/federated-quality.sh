@@ -9,7 +9,7 @@
 #   3. trains on the full training set with that choice (seeds 1-3) and reports test Recall@20.
 # With --processes it then runs the chosen setting once more through real processes (`fedrec demo`: a
 # coordinator and 4 client processes over gRPC, encrypted updates). Writes under runs/federated-quality/.
-#   scripts/federated-quality.sh [--processes] [extra fedrec simulate options...]
+#   [FEDREC_BINARY=path/to/fedrec] scripts/federated-quality.sh [--processes] [extra fedrec simulate options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 processes=0
@@ -17,9 +17,8 @@ if [[ "${1:-}" == "--processes" ]]; then
     processes=1
     shift
 fi
-scripts/ensure-deps.sh
-swift build -c release --product fedrec
-fedrec=".build/release/fedrec"
+source scripts/common.sh
+select_fedrec_binary
 shared="${FEDREC_SHARED:-../shared}"
 out="runs/federated-quality"
 mkdir -p "$out"
@@ -58,9 +57,7 @@ for dataset in ml-100k ml-latest-small; do
                 "${settings[@]}" --seed "$seed" "$@" | tee "$out/$dataset-$name-validation-$seed.log"
         done
         # Mean validation Recall@20 per evaluated round over the seeds.
-        cat "$out/$dataset-$name"-validation-*.log | awk -v name="$name" '/validation R@20/ {
-                n = $2 + 1; s[n] += $7; c[n]++ }
-            END { for (n in s) printf "%s %d %.5f\n", name, n, s[n] / c[n] }' >> "$out/$dataset-choices.txt"
+        cat "$out/$dataset-$name"-validation-*.log | mean_validation_by_round "$name" >> "$out/$dataset-choices.txt"
     done
     # The best (candidate, round count) by mean validation Recall@20 (ties: fewer rounds).
     read -r name chosen score < <(sort -k3,3nr -k2,2n "$out/$dataset-choices.txt" | head -1)

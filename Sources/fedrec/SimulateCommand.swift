@@ -212,9 +212,8 @@ struct SimulateCommand: AsyncParsableCommand {
                 budgeted.targetEpsilon = targetEpsilon
                 // Refuses a budget that a single round already exceeds.
                 do { try budgeted.validate() } catch { throw ValidationError("--target-epsilon: \(error)") }
-                let allowed = PrivacyCalibration.maximumSteps(
-                    samplingRate: q, noiseMultiplier: noiseMultiplier, delta: privacy.delta,
-                    epsilonBudget: targetEpsilon)
+                // The rounds a fresh ledger allows, as the coordinator asks them (nil: unlimited).
+                let allowed = PrivacyLedger(configuration: budgeted).remainingSteps
                 let fits =
                     "epsilon \(targetEpsilon) at delta \(privacy.delta) allows "
                     + "\(allowed.map(String.init) ?? "unlimited") round(s)"
