@@ -2,26 +2,32 @@
 # Reproduces the README's differential-privacy figures (fedrec-eval-v1): DP-FedAdam with clip norm 0.5,
 # Poisson cohorts of the default expected size 32, delta = 1 / users and the federated defaults otherwise, for
 # each data set and noise multiplier z in 1.0, 0.8 and 0.5, within the privacy budget (epsilon <= 8):
-#   1. runs the validation curve of each candidate server learning rate (0.005, the default, and 0.02) and
-#      seed (clients hold train minus the validation slice) for as many rounds as the budget allows
-#      (`simulate --target-epsilon` without `--rounds`), evaluated every 50 rounds and at the last;
+#   1. runs the validation curve of each candidate setting and seed (clients hold train minus the validation
+#      slice) for as many rounds as the budget allows (`simulate --target-epsilon` without `--rounds`),
+#      evaluated every 50 rounds and at the last;
 #   2. chooses the candidate and round count with the best mean validation Recall@20 over the seeds (never
 #      test);
 #   3. trains on the full training set with that choice (same seeds) and reports the test Recall@20 and the
 #      epsilon spent.
-# Runs of one step go side by side (one BLAS thread each). Writes under runs/dp-quality/; the summary is
-# runs/dp-quality/summary.txt. Choosing on validation is done outside the privacy accounting, as usual.
+# Candidates: server learning rate 0.005 (the default) or 0.02, each with FedSGD clients (one step on all of a
+# client's examples, the federated default) or local mini-batches of 8 (about n / 8 local steps, one epoch).
+# `--candidates "name:options;name:options"` replaces them. Runs of one step go side by side (one BLAS thread
+# each). Writes under runs/dp-quality/; the summary is runs/dp-quality/summary.txt. Choosing on validation is
+# done outside the privacy accounting, as usual.
 #   [FEDREC_BINARY=path/to/fedrec] scripts/dp-quality.sh [--seeds "1 2 3"] [--budget 8] [--datasets "ml-100k ml-latest-small"]
-#                         [--multipliers "1.0 0.8 0.5"] [extra fedrec simulate options...]
+#                         [--multipliers "1.0 0.8 0.5"] [--candidates "name:options;..."] [extra fedrec simulate options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="1 2 3" budget=8 datasets="ml-100k ml-latest-small" multipliers="1.0 0.8 0.5"
+candidates=("fedadam:--server-lr 0.005" "fedadam-lr02:--server-lr 0.02"
+    "local8:--server-lr 0.005 --local-batch 8" "local8-lr02:--server-lr 0.02 --local-batch 8")
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --seeds) seeds="$2"; shift 2 ;;
         --budget) budget="$2"; shift 2 ;;
         --datasets) datasets="$2"; shift 2 ;;
         --multipliers) multipliers="$2"; shift 2 ;;
+        --candidates) IFS=';' read -r -a candidates <<< "$2"; shift 2 ;;
         *) break ;;
     esac
 done
@@ -33,7 +39,6 @@ mkdir -p "$out"
 export OPENBLAS_NUM_THREADS=1
 privacy=(--clip-norm 0.5 --target-epsilon "$budget")
 summary="$out/summary.txt"
-candidates=("fedadam:--server-lr 0.005" "fedadam-lr02:--server-lr 0.02")
 echo "data set  z  choice  rounds  mean validation R@20  test R@20 per seed (mean)  epsilon" > "$summary"
 for dataset in $datasets; do
     source="$shared/data/$dataset"

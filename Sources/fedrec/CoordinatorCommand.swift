@@ -44,8 +44,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate.") var clientLR: Float = 1
     @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round.") var localEpochs: Int = 1
     @Option(
-        name: .customLong("batch-size"),
-        help: "Clients' local batch size (0: all of a client's examples in one step, FedSGD).")
+        name: [.customLong("local-batch"), .customLong("batch-size")],
+        help: "Clients' local batch size, as simulate's --local-batch (0: all of a client's examples in one step, FedSGD).")
     var batchSize: Int = 0
     @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).")
     var serverBeta1: Float = 0.9
@@ -164,7 +164,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--server-beta1/--server-beta2 must be in [0, 1) and --server-tau positive")
         }
         guard localEpochs >= 1, batchSize >= 0 else {
-            throw ValidationError("--local-epochs must be at least 1 and --batch-size at least 0")
+            throw ValidationError("--local-epochs must be at least 1 and --local-batch at least 0")
         }
         guard proximalMu >= 0 else { throw ValidationError("--proximal-mu must be non-negative") }
         guard dimension >= 1, hidden >= 1, tau > 0 else {

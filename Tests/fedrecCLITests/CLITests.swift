@@ -33,6 +33,14 @@ import Testing
         (["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-lr", "0"], "--clip-lr must be positive"),
         (["simulate", "--dataset", "d", "--target-epsilon", "8"], "--target-epsilon needs differential privacy"),
         (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--local-batch=-1"],
+            "--local-batch at least 0"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--batch-size=-1"],
+            "--local-batch at least 0"
+        ),
+        (
             ["simulate", "--dataset", "d", "--noise-multiplier", "1", "--target-epsilon", "0"],
             "--target-epsilon must be a positive number"
         ),
