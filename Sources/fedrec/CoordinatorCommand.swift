@@ -45,7 +45,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round.") var localEpochs: Int = 1
     @Option(
         name: [.customLong("local-batch"), .customLong("batch-size")],
-        help: "Clients' local batch size, as simulate's --local-batch (0: all of a client's examples in one step, FedSGD).")
+        help:
+            "Clients' local batch size, as simulate's --local-batch (0: all of a client's examples in one step, FedSGD)."
+    )
     var batchSize: Int = 0
     @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).")
     var serverBeta1: Float = 0.9
