@@ -31,6 +31,16 @@ while [[ $# -gt 0 ]]; do
         *) break ;;
     esac
 done
+if [[ ${#candidates[@]} -eq 0 ]]; then
+    echo "dp-quality.sh: --candidates needs at least one name:options entry" >&2
+    exit 2
+fi
+for candidate in "${candidates[@]}"; do
+    if [[ "$candidate" != ?*:* ]]; then
+        echo "dp-quality.sh: --candidates entry '$candidate' is not name:options" >&2
+        exit 2
+    fi
+done
 source scripts/common.sh
 select_fedrec_binary
 shared="${FEDREC_SHARED:-../shared}"
