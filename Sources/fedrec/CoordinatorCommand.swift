@@ -48,7 +48,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         help:
             "Clients' local batch size, as simulate's --local-batch (0: all of a client's examples in one step, FedSGD)."
     )
-    var batchSize: Int = 0
+    var localBatch: Int = 0
     @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).")
     var serverBeta1: Float = 0.9
     @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
@@ -165,7 +165,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard serverBeta1 >= 0, serverBeta1 < 1, serverBeta2 >= 0, serverBeta2 < 1, serverTau > 0 else {
             throw ValidationError("--server-beta1/--server-beta2 must be in [0, 1) and --server-tau positive")
         }
-        guard localEpochs >= 1, batchSize >= 0 else {
+        guard localEpochs >= 1, localBatch >= 0 else {
             throw ValidationError("--local-epochs must be at least 1 and --local-batch at least 0")
         }
         guard proximalMu >= 0 else { throw ValidationError("--proximal-mu must be non-negative") }
@@ -213,7 +213,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         o.itemOptimizer = .adam(learningRate: itemLR)
         o.clientTraining = ClientTrainingConfiguration(
-            localEpochs: localEpochs, batchSize: batchSize == 0 ? Int(Int32.max) : batchSize,
+            localEpochs: localEpochs, batchSize: localBatch == 0 ? Int(Int32.max) : localBatch,
             optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu, maximumSteps: localSteps)
         o.dimension = dimension
         o.hiddenWidth = hidden
