@@ -26,7 +26,7 @@ public struct CoordinatorOptions: Sendable {
     /// FedSGD clients: one step over all of a client's examples with learning rate 1, i.e. the delta is minus
     /// the client's mean gradient; the server optimizer supplies the step size.
     public var clientTraining: ClientTrainingConfiguration = .init(
-        batchSize: Int(Int32.max), optimizer: .sgd(learningRate: 1))
+        batchSize: ClientTrainingConfiguration.wholeClientBatch, optimizer: .sgd(learningRate: 1))
     /// Model shape.
     public var dimension: Int = 64
     public var hiddenWidth: Int = 128

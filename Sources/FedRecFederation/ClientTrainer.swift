@@ -4,6 +4,9 @@ public import FedRecTensor
 
 /// Hyper-parameters of a client's local training.
 public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
+    /// A batch size no client's examples reach: every client takes one step over all its examples (FedSGD).
+    public static let wholeClientBatch = Int(Int32.max)
+
     /// Passes over the client's examples per round (E).
     public var localEpochs: Int
     /// Mini-batch size (B); a client with fewer examples takes one batch.

@@ -213,7 +213,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         o.itemOptimizer = .adam(learningRate: itemLR)
         o.clientTraining = ClientTrainingConfiguration(
-            localEpochs: localEpochs, batchSize: localBatch == 0 ? Int(Int32.max) : localBatch,
+            localEpochs: localEpochs,
+            batchSize: localBatch == 0 ? ClientTrainingConfiguration.wholeClientBatch : localBatch,
             optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu, maximumSteps: localSteps)
         o.dimension = dimension
         o.hiddenWidth = hidden

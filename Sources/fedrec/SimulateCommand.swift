@@ -183,7 +183,8 @@ struct SimulateCommand: AsyncParsableCommand {
         var configuration = FederatedSimulationConfiguration(
             model: modelConfiguration,
             client: ClientTrainingConfiguration(
-                localEpochs: localEpochs, batchSize: localBatch == 0 ? Int(Int32.max) : localBatch,
+                localEpochs: localEpochs,
+                batchSize: localBatch == 0 ? ClientTrainingConfiguration.wholeClientBatch : localBatch,
                 optimizer: .sgd(learningRate: clientLR), proximalMu: proximalMu),
             server: serverOptimizer, itemOptimizer: .adam(learningRate: itemLR), cohort: .count(cohort),
             evaluationInterval: evalEvery, seed: seed)
