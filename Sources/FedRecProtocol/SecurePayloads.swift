@@ -6,7 +6,8 @@ public import FedRecSecurity
 /// every participant, in participant order, as enrolled with the coordinator (the PKI of the threat model:
 /// clients trust the coordinator to relay the allow-listed keys; see "Threat model").
 ///
-/// Layout: `"FRSA"` | weighting (u8: 0 examples, 1 uniform) | parameters length (u32) | parameters
+/// Layout: `"FRSA"` | weighting (u8: 0 examples, 1 uniform) | clipping report (u8: 0 no, 1 yes) |
+/// parameters length (u32) | parameters
 /// (`SecureAggregationParameters.serialized()`) | key count (u32, = participants) | 32-byte keys.
 public struct SecureRoundAssignment: Sendable, Hashable {
     static let magic: [UInt8] = Array("FRSA".utf8)

@@ -47,7 +47,7 @@ public struct PublicIdentity: Sendable, Hashable, CustomStringConvertible {
     /// Parses one allow-list line (already stripped of comments). Throws `invalidKeyFile` naming the field.
     public init(line: String) throws {
         func bad(_ why: String) -> SecurityError { SecurityError(code: .invalidKeyFile, message: why) }
-        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        let fields = line.split(whereSeparator: \.isWhitespace)  // spaces, tabs, and a CRLF file's "\r"
         guard fields.count == 3 else {
             throw bad("expected 'NAME ed25519:<hex> x25519:<hex>', got \(fields.count) field(s)")
         }
@@ -146,7 +146,9 @@ public struct AllowList: Sendable, Hashable {
     /// Parses allow-list text; errors name `file` and the 1-based line.
     public static func parse(_ text: String, file: String) throws -> AllowList {
         var list = try AllowList()
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Split on scalars, not Characters: "\r\n" is one Character and would never match "\n".
+        let lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        for (number, rawLine) in lines.enumerated() {
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             guard line.contains(where: { !$0.isWhitespace }) else { continue }
             do {

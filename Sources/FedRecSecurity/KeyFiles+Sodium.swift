@@ -59,6 +59,7 @@ public enum KeyFiles {
         var name: String?
         var seed: SecureBytes?
         var kxSecret: SecureBytes?
+        var seen: Set<String> = []
         try contents.withUnsafeBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
             var lineNumber = 0
@@ -70,10 +71,19 @@ public enum KeyFiles {
                 defer { start = end + 1 }
                 var lineEnd = end
                 if lineEnd > start && bytes[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
-                if lineEnd == start { continue }
                 var space = start
-                while space < lineEnd && bytes[space] != UInt8(ascii: " ") { space += 1 }
-                // Field names and the header are public; values of secret fields stay in the buffer.
+                while space < lineEnd && bytes[space] != UInt8(ascii: " ") && bytes[space] != UInt8(ascii: "\t") {
+                    space += 1
+                }
+                // Field names and the header are public; values of secret fields stay in the buffer. A line whose
+                // first word is not a plausible field name may be a secret itself, so it is never quoted.
+                guard Self.isFieldName(UnsafeBufferPointer(rebasing: bytes[start..<space])) else {
+                    if lineNumber == 1 {
+                        throw bad(1, "expected '\(secretHeader)' (is this a secret key file?)")
+                    }
+                    if lineEnd == start { continue }
+                    throw bad(lineNumber, "unrecognised line (contents not shown)")
+                }
                 let field = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<space]), as: UTF8.self)
                 let valueStart = min(space + 1, lineEnd)
                 let value = UnsafeBufferPointer(rebasing: bytes[valueStart..<lineEnd])
@@ -83,6 +93,7 @@ public enum KeyFiles {
                     }
                     continue
                 }
+                guard seen.insert(field).inserted else { throw bad(lineNumber, "field '\(field)' is repeated") }
                 switch field {
                 case "name":
                     let text = String(decoding: value, as: UTF8.self)
@@ -140,6 +151,16 @@ public enum KeyFiles {
     private enum Chunk {
         case text(String)
         case secretHex(SecureBytes)
+    }
+
+    /// Whether `bytes` can be a key-file field name or header: 1 to 32 of `a-z`, `0-9` and `-` (a hex secret on
+    /// a line of its own is longer, so it is never mistaken for one and quoted in an error).
+    private static func isFieldName(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        (1...32).contains(bytes.count)
+            && bytes.allSatisfy { byte in
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-")
+            }
     }
 
     private static func posixError(_ operation: String, _ path: String) -> SecurityError {

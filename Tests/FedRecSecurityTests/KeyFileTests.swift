@@ -87,6 +87,32 @@ import Testing
         try check(
             "fedrec-identity-v1\nname bad name\ned25519-seed \(hex)\nx25519-secret \(hex)\n", "line 2: field 'name'")
         try check("fedrec-identity-v1\ncolour blue\n", "line 2: unknown field 'colour'")
+        // The header must be the first physical line; fields may not repeat.
+        try check("\nfedrec-identity-v1\nname x\ned25519-seed \(hex)\nx25519-secret \(hex)\n", "line 1: expected")
+        try check(
+            "fedrec-identity-v1\nname x\nname y\ned25519-seed \(hex)\nx25519-secret \(hex)\n",
+            "line 3: field 'name' is repeated")
+        // A line that may be a secret (a bare value, or a field name set off by something other than a space or a
+        // tab) is refused without quoting it.
+        let secret = String(repeating: "5e", count: 32)
+        for line in [secret, "ed25519-seed:\(secret)", "ed25519-seed\u{0B}\(secret)"] {
+            let text = "fedrec-identity-v1\nname x\n\(line)\nx25519-secret \(hex)\n"
+            _ = FileManager.default.createFile(
+                atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+            do {
+                _ = try KeyFiles.loadIdentity(path: path)
+                Issue.record("loaded \(text)")
+            } catch let error as SecurityError {
+                #expect(error.message.contains("line 3: unrecognised line (contents not shown)"), "\(error.message)")
+                #expect(!error.message.contains("5e5e") && !error.description.contains("5e5e"))
+            }
+            try FileManager.default.removeItem(atPath: path)
+        }
+        // A tab separates a field from its value as a space does.
+        _ = FileManager.default.createFile(
+            atPath: path, contents: Data("fedrec-identity-v1\nname\tx\ned25519-seed\t\(hex)\nx25519-secret \(hex)\n".utf8),
+            attributes: [.posixPermissions: 0o600])
+        #expect(try KeyFiles.loadIdentity(path: path).name == "x")
     }
 
     @Test func allowListParsesCommentsAndRejectsDuplicates() throws {
@@ -100,6 +126,9 @@ import Testing
         let impostor = try PublicIdentity(name: "alice", signingKey: b.signingKey, keyAgreementKey: b.keyAgreementKey)
         expectCode(.unknownIdentity) { try list.check(impostor) }
         #expect(try AllowList.parse(list.text, file: "again") == list)
+        // Windows line endings parse as Unix ones.
+        #expect(try AllowList.parse("\(a.line)\r\n# c\r\n\r\n\(b.line)\r\n", file: "crlf") == list)
+        #expect(try PublicIdentity(line: a.line + "\r") == a)
         do {
             _ = try AllowList.parse("\(a.line)\n\(a.line)\n", file: "dup")
             Issue.record("duplicate accepted")
