@@ -138,6 +138,14 @@ struct ByteTable {
             return interner.intern(buffer, s, e)
         }
 
+        /// Whether the field's bytes are valid UTF-8 (ASCII is checked without decoding).
+        @inline(__always) func isValidUTF8(_ index: Int) -> Bool {
+            let (s, e) = trimmed(index)
+            var r = s
+            while r < e && buffer[r] < 0x80 { r += 1 }
+            return r == e || String(validating: UnsafeBufferPointer(rebasing: buffer[s..<e]), as: UTF8.self) != nil
+        }
+
         /// The field's bytes with surrounding whitespace (and quotes, for a quoted field) removed.
         /// For a quoted field the inner bytes still hold doubled quotes; use `string(_:)` for text.
         @inline(__always) func trimmed(_ index: Int) -> (start: Int, end: Int) {

@@ -152,7 +152,9 @@ struct SourceReader {
     ) throws -> Header {
         var header = Header()
         for index in 0..<row.count {
-            let name = row.string(index)
+            var name = row.string(index)
+            // A UTF-8 byte-order mark (spreadsheets' "CSV UTF-8") is not part of the first column's name.
+            if index == 0 && row.line == 1 && name.hasPrefix("\u{FEFF}") { name.removeFirst() }
             header.names.append(name)
             let lower = name.lowercased()
             for (canonical, names) in aliases where names.contains(lower) && header.positions[canonical] == nil {
@@ -193,6 +195,16 @@ struct SourceReader {
     static func requireNonEmpty(_ row: ByteTable.Row, _ index: Int, name: String, file: String) throws {
         if row.isEmpty(index) {
             throw DataError.at(.invalidField, file: file, line: row.line, field: name, "empty id")
+        }
+    }
+
+    /// Ids are compared as UTF-8 text: bytes that are not UTF-8 would be replaced by U+FFFD and could merge
+    /// distinct ids, so they are refused.
+    static func requireUTF8(_ row: ByteTable.Row, _ index: Int, name: String, file: String) throws {
+        guard row.isValidUTF8(index) else {
+            throw DataError.at(
+                .invalidField, file: file, line: row.line, field: name,
+                "the id is not valid UTF-8 (convert the file to UTF-8, e.g. with iconv)")
         }
     }
 
@@ -305,6 +317,8 @@ struct SourceReader {
                     timestamp = value
                     timestampText = row.string(column)
                 }
+                try Self.requireUTF8(row, layout.user, name: layout.names[layout.user], file: file)
+                try Self.requireUTF8(row, layout.item, name: layout.names[layout.item], file: file)
                 raw.rowUsers.append(row.intern(layout.user, into: &raw.users))
                 raw.rowItems.append(row.intern(layout.item, into: &raw.items))
                 raw.valueTexts.append(valueText)

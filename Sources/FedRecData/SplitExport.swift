@@ -45,9 +45,16 @@ public enum SplitExport {
     }
 
     /// Writes the three files into `folder` (created when missing); each file is written to a
-    /// temporary name and renamed, so a reader never sees a half-written file.
+    /// temporary name and renamed over any earlier one (`rename(2)`, atomic), so a reader never sees a
+    /// half-written file and a failed write leaves the earlier file as it was. A data-set folder is refused:
+    /// its own `items.tsv` has another format.
     public static func write(_ content: DatasetContent, to folder: String) throws {
         let fm = FileManager.default
+        guard !fm.fileExists(atPath: join(folder, DatasetFiles.manifest)) else {
+            throw DataError.at(
+                .ioFailure, file: folder,
+                "is a data-set folder (it has \(DatasetFiles.manifest)); write the split files to another folder")
+        }
         do {
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
@@ -59,14 +66,15 @@ public enum SplitExport {
                 fileURLWithPath: join(folder, ".\(file.name).tmp-\(ProcessInfo.processInfo.processIdentifier)"))
             do {
                 try Data(file.bytes).write(to: temporary)
-                if fm.fileExists(atPath: target.path) {
-                    _ = try fm.replaceItemAt(target, withItemAt: temporary)
-                } else {
-                    try fm.moveItem(at: temporary, to: target)
-                }
             } catch {
                 try? fm.removeItem(at: temporary)
                 throw DataError.at(.ioFailure, file: target.path, "cannot write: \(error.localizedDescription)")
+            }
+            // Not FileManager.replaceItemAt: on Linux it can remove the target and then fail.
+            guard rename(temporary.path, target.path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                try? fm.removeItem(at: temporary)
+                throw DataError.at(.ioFailure, file: target.path, "cannot rename into place: \(reason)")
             }
         }
     }

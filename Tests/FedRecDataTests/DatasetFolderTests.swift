@@ -175,6 +175,17 @@ import Testing
             try FileManager.default.contentsOfDirectory(atPath: out + "/split").sorted() == [
                 "items.tsv", "test.tsv", "train.tsv",
             ])
+        // Writing again replaces the files in place; a data-set folder is refused and left as it was.
+        try SplitExport.write(try Dataset.load(from: ds).content, to: out + "/split")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: out + "/split").sorted() == [
+                "items.tsv", "test.tsv", "train.tsv",
+            ])
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: out + "/split/train.tsv"))) == fromLoad[0].bytes)
+        let before = try FileManager.default.contentsOfDirectory(atPath: ds).sorted()
+        #expect(throws: DataError.self) { try SplitExport.write(try Dataset.load(from: ds).content, to: ds) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: ds).sorted() == before)
+        _ = try Dataset.load(from: ds)
     }
 
     @Test func roundTripEscapesIDsAndWorksWithoutTimestamps() throws {

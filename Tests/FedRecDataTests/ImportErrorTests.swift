@@ -1,4 +1,5 @@
 import FedRecData
+import Foundation
 import Testing
 
 /// Bad input fails with a `DataError` naming file, line and field; `skipInvalid` counts such rows.
@@ -89,6 +90,31 @@ import Testing
         if let line = c.line { #expect(error.message.contains("line \(line)")) }
         if let field = c.field { #expect(error.message.contains("field '\(field)'")) }
         #expect(error.description == error.message)
+    }
+
+    /// Ids that are not UTF-8 (a Latin-1 file) are refused, naming the row, instead of merging distinct ids;
+    /// a UTF-8 byte-order mark before the header is ignored.
+    @Test func nonUTF8IdsAreRefusedAndAByteOrderMarkIsIgnored() throws {
+        for long in [false, true] {
+            let folder = try Fixtures.temporaryFolder()
+            defer { Fixtures.remove(folder) }
+            let suffix = Array((long ? "-a-long-user-name-xx" : "").utf8)
+            var bytes = Array("user,item\n".utf8)
+            for first in [UInt8(0xE9), 0xE8] {
+                for item in 1...6 { bytes += [first] + suffix + Array(",i\(item)\n".utf8) }
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: folder + "/interactions.csv"))
+            let error = try #require(throws: DataError.self) {
+                try DatasetImporter.importDataset(format: .generic, source: folder)
+            }
+            #expect(error.code == .invalidField && error.line == 2 && error.field == "user", "\(error.message)")
+            #expect(error.message.contains("not valid UTF-8"))
+        }
+        let folder = try Fixtures.folder(
+            ["interactions.csv": "\u{FEFF}user,item\n" + (1...6).map { "é,i\($0)\nè,i\($0)\n" }.joined()])
+        defer { Fixtures.remove(folder) }
+        let result = try DatasetImporter.importDataset(format: .generic, source: folder)
+        #expect(result.content.userIDs.sorted() == ["è", "é"])
     }
 
     @Test func skipInvalidCountsSkippedRowsByReason() throws {
