@@ -26,6 +26,37 @@ public enum ColdItems {
     public static func add(
         to file: inout ModelFile, id: String, title: String, genres: [String], tags: [String] = [], year: Int? = nil
     ) throws(RecallError) {
+        let featurizer = try featurizer(of: file, adding: id)
+        try add(
+            to: &file, id: id, title: title, genres: genres,
+            features: featurizer.features(title: title, genres: genres, tags: tags, year: year))
+    }
+
+    /// Adds an item whose feature row was already made by the importer (a data set's content-only item, tags
+    /// included), given in the columns named by `featureNames`, which must all be the model's.
+    public static func add(
+        to file: inout ModelFile, id: String, title: String, genres: [String],
+        features: [(column: Int32, value: Float)], featureNames: [String]
+    ) throws(RecallError) {
+        let model = try featurizer(of: file, adding: id)
+        let names = file.itemContent?.featureNames ?? []
+        let columnByName = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        var mapped: [FeatureEntry] = []
+        for entry in features {
+            guard featureNames.indices.contains(Int(entry.column)),
+                let column = columnByName[featureNames[Int(entry.column)]], column < model.columnCount
+            else {
+                throw RecallError(
+                    code: .invalidRequest,
+                    message: "item '\(id)': feature column \(entry.column) is not one of the model's item features")
+            }
+            mapped.append(FeatureEntry(column: Int32(column), value: entry.value))
+        }
+        try add(to: &file, id: id, title: title, genres: genres, features: mapped.sorted { $0.column < $1.column })
+    }
+
+    /// The featurizer of the model's item-feature layout, once `id` is known to be a new, non-empty item id.
+    private static func featurizer(of file: ModelFile, adding id: String) throws(RecallError) -> ItemFeaturizer {
         guard !id.isEmpty else { throw RecallError(code: .invalidRequest, message: "an item id must not be empty") }
         guard !file.itemIDs.contains(id) && !file.addedItems.ids.contains(id) else {
             throw RecallError(code: .invalidRequest, message: "item '\(id)' is already in the model's catalogue")
@@ -33,7 +64,8 @@ public enum ColdItems {
         guard let content = file.itemContent else {
             throw RecallError(
                 code: .invalidRequest,
-                message: "the model file has no item feature names (written by an older fedrec): retrain it to add items")
+                message:
+                    "the model file has no item feature names (written by an older fedrec): retrain it to add items")
         }
         let featurizer: ItemFeaturizer
         do {
@@ -47,7 +79,12 @@ public enum ColdItems {
                 code: .invalidRequest,
                 message: "the model takes \(featureCount) item features but the file names \(featurizer.columnCount)")
         }
-        let features = featurizer.features(title: title, genres: genres, tags: tags, year: year)
+        return featurizer
+    }
+
+    private static func add(
+        to file: inout ModelFile, id: String, title: String, genres: [String], features: [FeatureEntry]
+    ) throws(RecallError) {
         file.addedItems.append(
             id: id, title: title, genres: genres, embedding: embedding(model: file.model, features: features),
             features: features.map { (column: $0.column, value: $0.value) })

@@ -68,6 +68,12 @@ extension HNSWIndex {
         }
     }
 
+    /// Whether `path` holds a safetensors file that says it is a fedrec HNSW index (whatever its version or
+    /// state): such a file may be rebuilt in place; any other file is not the index's to overwrite.
+    public static func isIndexFile(at path: String) -> Bool {
+        (try? SafeTensors.read(from: path))?.metadata["format"] == fileFormat
+    }
+
     /// Reads an index file (see the format above) with search breadth `efSearch`.
     public static func read(from path: String, fingerprint: String, efSearch: Int = 128) throws(RecallError) -> HNSWIndex {
         precondition(efSearch >= 1, "efSearch must be positive")

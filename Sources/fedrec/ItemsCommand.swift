@@ -69,7 +69,11 @@ struct ItemsAddCommand: AsyncParsableCommand {
                 let data = try ModelLoading.dataset(at: dataset, matching: file)
                 let known = Set(file.itemIDs + file.addedItems.ids)
                 for item in data.contentOnlyItems where !known.contains(item.id) {
-                    try ColdItems.add(to: &file, id: item.id, title: item.title, genres: item.genres, year: item.year)
+                    // The importer's own feature row (title, genres, year and tags), not a re-featurisation.
+                    try ColdItems.add(
+                        to: &file, id: item.id, title: item.title, genres: item.genres,
+                        features: item.features.map { (column: $0.column, value: $0.value) },
+                        featureNames: data.itemFeatureNames)
                     added += 1
                 }
             }

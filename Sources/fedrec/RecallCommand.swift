@@ -124,7 +124,7 @@ struct RecallCommand: AsyncParsableCommand {
         if serve {
             let server = RecallHTTPServer(
                 host: host, port: port, maxBodyBytes: maxRequestBytes,
-                handler: RecallHTTPHandler(recommender: recommender, configuration: configuration))
+                handler: RecallHTTPHandler(recommender: recommender, configuration: configuration, excluded: excluded))
             try await server.run { address in
                 let line = "fedrec recall: serving \(catalogue.count) items (\(recommender.index.kind) index) on http://\(address)\n"
                 FileHandle.standardOutput.write(Data(line.utf8))
@@ -192,7 +192,10 @@ struct RecallCommand: AsyncParsableCommand {
         guard let text = try? String(contentsOfFile: input, encoding: .utf8) else {
             throw ValidationError("cannot read --input file '\(input)'")
         }
-        var lines = text.components(separatedBy: "\n")
+        // Split on scalars ("\r\n" is a single Character) and drop a CRLF file's "\r".
+        var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map {
+            String(String.UnicodeScalarView($0.last == "\r" ? $0.dropLast() : $0[...]))
+        }
         if lines.last == "" { lines.removeLast() }
         var keys: [(name: String, value: String)] = []
         var histories: [[Int32]] = []

@@ -14,6 +14,8 @@ import NIOPosix
 struct RecallHTTPHandler: Sendable {
     let recommender: Recommender
     let configuration: RecallConfiguration
+    /// Items no answer contains (`recall --exclude`), besides each request's `exclude_ids`.
+    var excluded: [Int32] = []
 
     struct Request: Decodable {
         var history_ids: [String]?
@@ -64,7 +66,7 @@ struct RecallHTTPHandler: Sendable {
                 if let titles = request.history { try catalogue.resolve(titles: titles) } else {
                     try catalogue.resolve(ids: request.history_ids ?? [])
                 }
-            let exclude = try catalogue.resolve(ids: request.exclude_ids ?? [])
+            let exclude = excluded + (try catalogue.resolve(ids: request.exclude_ids ?? []))
             let result = try recommender.recommend(
                 [RecallRequest(history: history, exclude: exclude)], configuration: configuration)[0]
             return (.ok, RecallSetup.json(Response(state: result.state.rawValue, items: RecallSetup.rows(result, catalogue: catalogue))))

@@ -41,14 +41,19 @@ struct IndexOptions: ParsableArguments {
 
     func indexPath(model: String) -> String { indexFile ?? model + ".hnsw" }
 
-    /// The index for `catalogue`. HNSW policy: a file built from another item matrix (stale: the model was
-    /// retrained or items were added) is rebuilt and overwritten, with a note on stderr; an unreadable file is
-    /// an error unless --rebuild-index.
+    /// The index for `catalogue`. HNSW policy: a fedrec HNSW file built from another item matrix (stale: the
+    /// model was retrained or items were added) or damaged is rebuilt and overwritten, with a note on stderr;
+    /// any other file at the index path (not an index: a model, say) is an error unless --rebuild-index, and
+    /// the index path may never be the model's own.
     func makeIndex(catalogue: RecallCatalogue, model: String) throws -> any ItemIndex {
         let useHNSW = index == "hnsw" || (index == "auto" && catalogue.count >= hnswThreshold)
         guard useHNSW else { return ExactIndex(items: catalogue.embeddings) }
         HNSWIndex.setThreadCount(1)
         let path = indexPath(model: model)
+        func resolved(_ path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().path }
+        guard resolved(path) != resolved(model) else {
+            throw ValidationError("--index-file \(path) is the model file itself; name another file for the index")
+        }
         let fingerprint = MatrixFingerprint.of(catalogue.embeddings)
         if !rebuildIndex, FileManager.default.fileExists(atPath: path) {
             let result = Result { () throws(RecallError) -> HNSWIndex in
@@ -57,9 +62,15 @@ struct IndexOptions: ParsableArguments {
             switch result {
             case .success(let index): return index
             case .failure(let error):
-                // The index is derived data beside the model: a stale or unreadable one (e.g. written by an older
-                // fedrec) is rebuilt, with a note; an I/O error is reported.
+                // The index is derived data beside the model: a stale or damaged one (e.g. written by an older
+                // fedrec) is rebuilt, with a note; an I/O error, or a file that is no index at all, is reported.
                 guard error.code == .staleIndex || error.code == .corruptIndex else { throw error }
+                guard error.code == .staleIndex || HNSWIndex.isIndexFile(at: path) else {
+                    throw RecallError(
+                        code: .corruptIndex,
+                        message: "\(path) is not a fedrec HNSW index, so it is left alone: name another "
+                            + "--index-file, or pass --rebuild-index to overwrite it")
+                }
                 FileHandle.standardError.write(Data("note: \(error.message); rebuilding it\n".utf8))
             }
         }

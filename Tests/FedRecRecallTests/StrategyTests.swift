@@ -109,6 +109,21 @@ import Testing
         try ColdItems.add(to: &file, id: "new", title: "Brand New Drama (2021)", genres: ["Drama"], tags: ["fresh"])
         #expect(file.addedItems.count == 1)
         #expect(throws: RecallError.self) { try ColdItems.add(to: &file, id: "new", title: "x", genres: []) }
+        // A feature row made elsewhere (a data set's, in its own column order) gives the same item.
+        var twin = Fixture.modelFile()
+        let names = try #require(twin.itemContent?.featureNames)
+        let row = try ItemFeaturizer(featureNames: names).features(
+            title: "Brand New Drama (2021)", genres: ["Drama"], tags: ["fresh"])
+        #expect(row.count >= 2)
+        let reversed = Array(names.reversed())
+        try ColdItems.add(
+            to: &twin, id: "new", title: "Brand New Drama (2021)", genres: ["Drama"],
+            features: row.map { (column: Int32(names.count - 1) - $0.column, value: $0.value) }, featureNames: reversed)
+        #expect(twin.addedItems == file.addedItems)
+        #expect(throws: RecallError.self) {
+            try ColdItems.add(
+                to: &twin, id: "other", title: "x", genres: [], features: [(column: 0, value: 1)], featureNames: ["nope"])
+        }
         let embedding = file.addedItems.embeddings.storage
         #expect(abs(embedding.reduce(0) { $0 + $1 * $1 } - 1) < 1e-4)
 

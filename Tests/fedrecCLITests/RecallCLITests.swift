@@ -58,6 +58,21 @@ import FoundationNetworking
         let hnsw = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1,i2,i3,i4,i5", "--index", "hnsw", "--k", "3"])
         #expect(hnsw.status == 0, "\(hnsw.combined)")
         #expect(FileManager.default.fileExists(atPath: setup.model + ".hnsw"))
+
+        // An index path that holds something else (here a copy of the model) is never overwritten unasked, and
+        // the model file itself is never an index path.
+        let copy = setup.folder.appendingPathComponent("copy.safetensors").path
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: setup.model, toPath: copy)
+        let before = try Data(contentsOf: URL(fileURLWithPath: copy))
+        let onModel = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw", "--index-file", copy])
+        #expect(onModel.status != 0 && onModel.combined.contains("is not a fedrec HNSW index, so it is left alone"), "\(onModel.combined)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: copy)) == before)
+        let itself = try CLI.run(["recall", "--model", copy, "--history-ids", "i1", "--index", "hnsw", "--index-file", copy, "--rebuild-index"])
+        #expect(itself.status != 0 && itself.combined.contains("is the model file itself"), "\(itself.combined)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: copy)) == before)
+        let forced = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw", "--index-file", copy, "--rebuild-index"])
+        #expect(forced.status == 0, "\(forced.combined)")
     }
 
     @Test func batchInputWritesJSONLines() throws {
@@ -77,6 +92,16 @@ import FoundationNetworking
         let users = try CLI.run(["recall", "--model", setup.model, "--input", split.appendingPathComponent("train.tsv").path])
         try #require(users.status == 0, "\(users.combined)")
         #expect(users.output.split(separator: "\n").count == 40)
+        // The same files with Windows line endings give the same answers.
+        let crlfTrain = setup.folder.appendingPathComponent("train-crlf.tsv")
+        let train = try String(contentsOf: split.appendingPathComponent("train.tsv"), encoding: .utf8)
+        try train.replacingOccurrences(of: "\n", with: "\r\n").write(to: crlfTrain, atomically: true, encoding: .utf8)
+        let crlfUsers = try CLI.run(["recall", "--model", setup.model, "--input", crlfTrain.path])
+        #expect(crlfUsers.status == 0 && crlfUsers.output == users.output, "\(crlfUsers.combined)")
+        let crlfInput = setup.folder.appendingPathComponent("histories-crlf.txt")
+        try "i1,i2\r\n\r\ni20,i21,i22\r\n".write(to: crlfInput, atomically: true, encoding: .utf8)
+        let crlf = try CLI.run(["recall", "--model", setup.model, "--input", crlfInput.path, "--k", "4"])
+        #expect(crlf.status == 0 && crlf.output == result.output, "\(crlf.combined)")
     }
 
     @Test func itemsAddGivesColdItemsAnEmbedding() throws {
@@ -102,7 +127,9 @@ import FoundationNetworking
         let setup = try #require(Self.trained)
         let process = Process()
         process.executableURL = CLI.executable
-        process.arguments = ["recall", "--model", setup.model, "--serve", "--port", "0", "--max-request-bytes", "512"]
+        process.arguments = [
+            "recall", "--model", setup.model, "--serve", "--port", "0", "--max-request-bytes", "512", "--exclude", "i7,i8",
+        ]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = Pipe()
@@ -130,6 +157,13 @@ import FoundationNetworking
         let (okStatus, ok) = try await send("/recall", body: #"{"history_ids": ["i1", "i2"], "k": 3}"#)
         #expect(okStatus == 200)
         #expect((ok["items"] as? [Any])?.count == 3)
+        // --exclude holds for every request, with or without the request's own exclude_ids.
+        for body in [#"{"history_ids": ["i1"], "k": 29}"#, #"{"history_ids": ["i1"], "k": 29, "exclude_ids": ["i9"]}"#] {
+            let (status, all) = try await send("/recall", body: body)
+            let ids = ((all["items"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+            #expect(status == 200 && !ids.isEmpty && !ids.contains("i7") && !ids.contains("i8"), "\(ids)")
+            #expect(!body.contains("i9") || !ids.contains("i9"))
+        }
         let (healthStatus, _) = try await send("/health", method: "GET")
         #expect(healthStatus == 200)
         let (badStatus, bad) = try await send("/recall", body: "{not json")
