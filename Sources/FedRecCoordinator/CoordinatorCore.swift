@@ -146,8 +146,9 @@ public final class CoordinatorCore: Sendable {
     let chunkSize: Int
     /// CPU time per phase (crypto, codec, aggregation, ...), for `--stats` and `fedrec bench rounds`.
     public let meter = PhaseMeter()
-    /// Notified whenever a round opens or closes, a stage closes, an update or stage message is accepted, or
-    /// the coordinator finishes or stops.
+    /// Notified whenever a round opens or closes (a closing update, a refusal that excludes a client), a
+    /// secure stage completes or closes, or the coordinator finishes or stops; an accepted update that leaves
+    /// the round open notifies no one.
     let changes = ChangeSignal()
     let state: Mutex<CoreState>
     /// Differential privacy (nil: off). Plain-mode updates are clipped to its clip norm on arrival.
@@ -429,7 +430,10 @@ public final class CoordinatorCore: Sendable {
                         code: .unexpectedMessage, message: "plain updates are refused under secure aggregation",
                         client: client, round: round))
             }
-            try receiveSecure(kind: kind, plaintext: plaintext, client: client, round: round)
+            // Stage messages carry `attempt * 8 + stage` as their (authenticated) sequence number.
+            try receiveSecure(
+                kind: kind, plaintext: plaintext, client: client, round: round,
+                attempt: Int(envelope.header.sequence / 8))
             return true
         }
         var update: ClientUpdate

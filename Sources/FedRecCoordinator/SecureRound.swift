@@ -209,8 +209,10 @@ extension CoordinatorCore {
     }
 
     /// A client's stage message (advertised keys, encrypted shares, masked input or unmask response), already
-    /// opened and freshness-checked, handed to the SecAgg+ server. Refusals are recorded; the round goes on.
-    func receiveSecure(kind: MessageKind, plaintext: [UInt8], client: String, round: Int) throws {
+    /// opened and freshness-checked, handed to the SecAgg+ server. Refusals are recorded; the round goes on. A
+    /// message of an earlier attempt of the round (a late one, after that attempt was abandoned) is refused
+    /// without excluding its sender from the attempt being collected.
+    func receiveSecure(kind: MessageKind, plaintext: [UInt8], client: String, round: Int, attempt: Int) throws {
         let result: Result<Void, any Error> = state.withLock { s in
             guard var secure = s.secure, secure.round == round, let stage = secure.collecting,
                 let index = secure.index[client]
@@ -218,6 +220,13 @@ extension CoordinatorCore {
                 return .failure(
                     ProtocolError(
                         code: .unexpectedMessage, message: "no secure-aggregation stage of round \(round) is open",
+                        client: client, round: round))
+            }
+            guard secure.attempt == attempt else {
+                return .failure(
+                    ProtocolError(
+                        code: .unexpectedMessage,
+                        message: "a stage message of attempt \(attempt) while attempt \(secure.attempt) is open",
                         client: client, round: round))
             }
             defer { s.secure = secure }
@@ -249,6 +258,12 @@ extension CoordinatorCore {
                 if secure.expected.isSubset(of: secure.received) { changes.notify() }
                 return .success(())
             } catch {
+                // An excluded participant sends nothing more this attempt: the stage no longer waits for it.
+                if secure.server.isExcluded(index), secure.expected.remove(index) != nil,
+                    secure.expected.isSubset(of: secure.received)
+                {
+                    changes.notify()
+                }
                 return .failure(error)
             }
         }
@@ -286,8 +301,10 @@ extension CoordinatorCore {
             return (secure, out)
         }
         guard let (secure, members) = found else {
-            return state.withLock({ $0.secure?.round ?? -1 }) > round
-                ? .aborted("round \(round) attempt \(attempt) is over") : .wait
+            // A later round, or a later attempt of this one, means the requested attempt is over (its clients
+            // must not wait for stage inputs that will never come).
+            let current = state.withLock { s in s.secure.map { ($0.round, $0.attempt) } } ?? (-1, -1)
+            return current > (round, attempt) ? .aborted("round \(round) attempt \(attempt) is over") : .wait
         }
         if let reason = secure.aborted { return .aborted(reason) }
         let ready: Bool

@@ -59,6 +59,10 @@ public struct SecureAggregationServer: Sendable {
     /// repeats a refused message cannot grow the coordinator's memory).
     public private(set) var rejections = BoundedLog<SecureAggregationError>()
 
+    /// Whether participant `index` has been excluded from the round (a refused message, or too few neighbours
+    /// left); it is not waited for in any later stage.
+    public func isExcluded(_ index: Int) -> Bool { excluded[index] != nil }
+
     /// Throws `invalidParameters` for bad parameters or an identity-key list of the wrong length.
     public init(parameters: SecureAggregationParameters, identityKeys: [SigningPublicKey]) throws {
         try parameters.validate()
