@@ -84,123 +84,144 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         if !hasState { try persist(model) }
         core.meter.beginMeasuring()
         let sampler = ClientSampler(selection: options.cohort, seed: options.seed &+ 0x5EED)
+        // Under DP cohorts are drawn from libsodium, unpredictable to anyone (the accountant's amplification by
+        // sampling assumes it); a restart draws the interrupted round's cohort afresh, which is safe because that
+        // round's model was never served (see the checkpoint wait below).
+        var cohortRandomness = try options.privacy.map { _ in try SecureRandomGenerator() }
         // A round's checkpoint is written while the next round runs: at most one is in flight (the next close
         // waits for it), a round is announced (log, `onRound`) only once its checkpoint is committed, and
         // leaving this scope for any reason waits for the last one, so a stopped coordinator has saved it.
         try await withThrowingTaskGroup(of: Void.self) { checkpoints in
-            while core.completedRounds < options.rounds {
-                guard !core.isStopping else { throw interrupted }
-                guard
-                    let (round, attempt) = core.state.withLock({ s in
-                        s.machine.currentRound.flatMap { r in s.machine.currentAttempt.map { (r, $0) } }
-                    })
-                else { throw CoordinatorError(code: .roundFailed, message: "the round machine has failed") }
-                let cohort = sampler.cohort(round: round, attempt: attempt, from: core.enrolledClients)
-                let started = clock.now
-                let roundSeed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(round)
-                var action: Machine.Action
-                if let secure = core.secureAggregation {  // the builder filled in the defaults
-                    let current = model
-                    action = core.openSecureRound(
-                        cohort: cohort, seed: roundSeed &+ UInt64(attempt) &* 0x2545_F491_4F6C_DD1D,
-                        model: { round in
+            do {
+                while core.completedRounds < options.rounds {
+                    // Cancelled: the server task failed (the group cancels the driver), so no client can reach us.
+                    guard !core.isStopping, !Task.isCancelled else { throw interrupted }
+                    guard
+                        let (round, attempt) = core.state.withLock({ s in
+                            s.machine.currentRound.flatMap { r in s.machine.currentAttempt.map { (r, $0) } }
+                        })
+                    else { throw CoordinatorError(code: .roundFailed, message: "the round machine has failed") }
+                    let cohort =
+                        cohortRandomness != nil
+                        ? sampler.cohort(from: core.enrolledClients, using: &cohortRandomness!)
+                        : sampler.cohort(round: round, attempt: attempt, from: core.enrolledClients)
+                    let started = clock.now
+                    let roundSeed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(round)
+                    var action: Machine.Action
+                    if let secure = core.secureAggregation {  // the builder filled in the defaults
+                        let current = model
+                        action = core.openSecureRound(
+                            cohort: cohort, seed: roundSeed &+ UInt64(attempt) &* 0x2545_F491_4F6C_DD1D,
+                            model: { round in
+                                GlobalModelPayload(
+                                    round: round, userTower: current.userTower.flattened(),
+                                    itemEmbeddings: current.itemEmbeddings, precision: options.wirePrecision)
+                            }, options: secure, deadline: options.deadline,
+                            weighting: options.privacy == nil ? .examples : .uniform)
+                    } else {
+                        let payload = core.meter.measure(.codec) {
                             GlobalModelPayload(
-                                round: round, userTower: current.userTower.flattened(),
-                                itemEmbeddings: current.itemEmbeddings, precision: options.wirePrecision)
-                        }, options: secure, deadline: options.deadline,
-                        weighting: options.privacy == nil ? .examples : .uniform)
-                } else {
-                    let payload = core.meter.measure(.codec) {
-                        GlobalModelPayload(
-                            round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings,
-                            precision: options.wirePrecision
-                        ).encoded()
+                                round: round, userTower: model.userTower.flattened(),
+                                itemEmbeddings: model.itemEmbeddings,
+                                precision: options.wirePrecision
+                            ).encoded()
+                        }
+                        action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
                     }
-                    action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
-                }
-                if case .startRound(_, _, let cohort, _) = action {
-                    logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")
-                    while true {
-                        let version = core.changes.version
-                        if options.secureAggregation != nil {
-                            if let step = core.secureStep() {
-                                action = core.finishSecure(step)
+                    if case .startRound(_, _, let cohort, _) = action {
+                        logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")
+                        while true {
+                            let version = core.changes.version
+                            if options.secureAggregation != nil {
+                                if let step = core.secureStep() {
+                                    action = core.finishSecure(step)
+                                    break
+                                }
+                            } else if let next = core.poll() {
+                                action = next
                                 break
                             }
-                        } else if let next = core.poll() {
-                            action = next
-                            break
+                            guard !core.isStopping, !Task.isCancelled else { throw interrupted }
+                            // Woken by refusals, closes and completed stages; the timeout serves the deadlines.
+                            await core.changes.wait(after: version, timeout: .milliseconds(20), clock: clock)
                         }
-                        guard !core.isStopping else { throw interrupted }
-                        // Woken by every update, stage message and close; the timeout only serves the deadlines.
-                        await core.changes.wait(after: version, timeout: .milliseconds(20), clock: clock)
+                    }
+                    switch action {
+                    case .closeRound(let result):
+                        var aggregate = result.aggregate
+                        var epsilon: Double? = nil
+                        var clipNorm: Double? = nil
+                        if let privacy = options.privacy {
+                            let aggregation = PrivateAggregation(
+                                configuration: privacy, population: max(core.enrolledClients.count, 1))
+                            // The clip norm the round's clients clipped to (adaptive: it moves after this round).
+                            clipNorm = core.state.withLock { $0.clipping?.clipNorm }
+                            aggregate = try core.meter.measure(.aggregation) {
+                                try aggregation.privatize(aggregate, clipNorm: clipNorm)
+                            }
+                            epsilon = core.state.withLock { s in
+                                s.ledger?.record(steps: 1)
+                                return s.ledger?.epsilon
+                            }
+                            try core.adaptClipNorm(
+                                unclippedCount: result.aggregate.unclippedCount ?? 0,
+                                participants: result.aggregate.participants.count,
+                                expectedClients: aggregation.expectedClients)
+                        }
+                        let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
+                        core.meter.measure(.aggregation) { model.apply(aggregate, learningRateScale: scale) }
+                        let completed = core.completedRounds + 1
+                        var recall: Double? = nil
+                        if options.evaluationInterval > 0,
+                            completed % options.evaluationInterval == 0 || completed == options.rounds
+                        {
+                            recall = core.meter.measure(.evaluation) {
+                                CentralTraining.evaluate(
+                                    model: model.servedModel, dataset: dataset, fold: options.fold, cutoffs: [20]
+                                )
+                                .value(.recall, at: 20)
+                            }
+                        }
+                        let traffic = core.traffic()
+                        let record = RoundRecord(
+                            round: round, attempt: attempt, participants: result.aggregate.participants.count,
+                            examples: result.aggregate.exampleCount, meanLoss: result.aggregate.meanLoss,
+                            bytesReceived: traffic.received, bytesSent: traffic.sent,
+                            seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
+                            recallAt20: recall, rejected: result.rejections.total, stragglers: result.stragglers.count,
+                            epsilon: epsilon, clipNorm: clipNorm,
+                            finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
+                        try await checkpoints.next()
+                        core.completed(record)
+                        let checkpoint = Checkpoint(model: model, core: core)
+                        let closed: Logger.Metadata = [
+                            "participants": "\(record.participants)", "stragglers": "\(record.stragglers)",
+                            "dropped": "\(result.droppedOut.count)", "excluded": "\(result.excluded.count)",
+                            "loss": "\(record.meanLoss)", "recall@20": "\(recall.map { String($0) } ?? "-")",
+                        ]
+                        checkpoints.addTask {
+                            try self.core.meter.measure(.persistence) { try self.persist(checkpoint) }
+                            self.logger.info("round \(round) closed", metadata: closed)
+                            self.onRound?(record)
+                        }
+                        // Under DP the next round serves this round's noised model: it opens only once the ledger
+                        // step that pays for it is committed. Otherwise a coordinator killed in between would rerun
+                        // the round with fresh noise after releasing it, and charge the two releases as one step.
+                        if options.privacy != nil { try await checkpoints.next() }
+                        core.meter.sampleMemory()
+                    case .retryRound(let round, let attempt, let reason, _):
+                        logger.warning("round \(round) retried (attempt \(attempt)): \(reason.message)")
+                    case .fail(let error):
+                        throw CoordinatorError(code: .roundFailed, message: error.description)
+                    default:
+                        break
                     }
                 }
-                switch action {
-                case .closeRound(let result):
-                    var aggregate = result.aggregate
-                    var epsilon: Double? = nil
-                    var clipNorm: Double? = nil
-                    if let privacy = options.privacy {
-                        let aggregation = PrivateAggregation(
-                            configuration: privacy, population: max(core.enrolledClients.count, 1))
-                        // The clip norm the round's clients clipped to (adaptive: it moves after this round).
-                        clipNorm = core.state.withLock { $0.clipping?.clipNorm }
-                        aggregate = try core.meter.measure(.aggregation) {
-                            try aggregation.privatize(aggregate, clipNorm: clipNorm)
-                        }
-                        epsilon = core.state.withLock { s in
-                            s.ledger?.record(steps: 1)
-                            return s.ledger?.epsilon
-                        }
-                        try core.adaptClipNorm(
-                            unclippedCount: result.aggregate.unclippedCount ?? 0,
-                            expectedClients: aggregation.expectedClients)
-                    }
-                    let scale = options.learningRateSchedule.multiplier(round: core.completedRounds)
-                    core.meter.measure(.aggregation) { model.apply(aggregate, learningRateScale: scale) }
-                    let completed = core.completedRounds + 1
-                    var recall: Double? = nil
-                    if options.evaluationInterval > 0,
-                        completed % options.evaluationInterval == 0 || completed == options.rounds
-                    {
-                        recall = core.meter.measure(.evaluation) {
-                            CentralTraining.evaluate(
-                                model: model.servedModel, dataset: dataset, fold: options.fold, cutoffs: [20]
-                            )
-                            .value(.recall, at: 20)
-                        }
-                    }
-                    let traffic = core.traffic()
-                    let record = RoundRecord(
-                        round: round, attempt: attempt, participants: result.aggregate.participants.count,
-                        examples: result.aggregate.exampleCount, meanLoss: result.aggregate.meanLoss,
-                        bytesReceived: traffic.received, bytesSent: traffic.sent,
-                        seconds: Double((clock.now.offset - started.offset) / .milliseconds(1)) / 1000,
-                        recallAt20: recall, rejected: result.rejections.total, stragglers: result.stragglers.count,
-                        epsilon: epsilon, clipNorm: clipNorm,
-                        finishedAt: Double((clock.now.offset - loopStart.offset) / .microseconds(1)) / 1e6)
-                    try await checkpoints.next()
-                    core.completed(record)
-                    let checkpoint = Checkpoint(model: model, core: core)
-                    let closed: Logger.Metadata = [
-                        "participants": "\(record.participants)", "stragglers": "\(record.stragglers)",
-                        "dropped": "\(result.droppedOut.count)", "excluded": "\(result.excluded.count)",
-                        "loss": "\(record.meanLoss)", "recall@20": "\(recall.map { String($0) } ?? "-")",
-                    ]
-                    checkpoints.addTask {
-                        try self.core.meter.measure(.persistence) { try self.persist(checkpoint) }
-                        self.logger.info("round \(round) closed", metadata: closed)
-                        self.onRound?(record)
-                    }
-                    core.meter.sampleMemory()
-                case .retryRound(let round, let attempt, let reason, _):
-                    logger.warning("round \(round) retried (attempt \(attempt)): \(reason.message)")
-                case .fail(let error):
-                    throw CoordinatorError(code: .roundFailed, message: error.description)
-                default:
-                    break
-                }
+            } catch {
+                // A checkpoint still being written when the loop stopped: its failure, not the reason the loop
+                // stopped, is what the caller must hear (the state on disk is what a restart resumes from).
+                try await checkpoints.waitForAll()
+                throw error
             }
             try await checkpoints.waitForAll()
         }

@@ -289,11 +289,13 @@ public final class CoordinatorCore: Sendable {
 
     /// Adaptive clipping's step after a round closes (nothing without it): the noised count of the aggregated
     /// clients' unclipped bits (noise from libsodium) moves the clip norm the next round's clients use.
-    func adaptClipNorm(unclippedCount: Double, expectedClients: Double) throws {
+    func adaptClipNorm(unclippedCount: Double, participants: Int, expectedClients: Double) throws {
         guard state.withLock({ $0.clipping }) != nil else { return }
         var sampler = GaussianSampler(source: try SecureNoiseSource())
         state.withLock { s in
-            _ = s.clipping?.update(unclippedCount: unclippedCount, expectedClients: expectedClients, sampler: &sampler)
+            _ = s.clipping?.update(
+                unclippedCount: unclippedCount, participants: participants, expectedClients: expectedClients,
+                sampler: &sampler)
         }
     }
 

@@ -20,7 +20,8 @@ public enum CohortSelection: Sendable, Hashable, Codable {
 }
 
 /// Seeded cohort sampling. The cohort of (round, attempt) depends only on the seed, the round, the attempt
-/// and the population size, so a restarted coordinator draws the same cohorts.
+/// and the population size, so a restarted coordinator draws the same cohorts; DP runs draw from a CSPRNG
+/// instead (`sample(populationSize:using:)`).
 public struct ClientSampler: Sendable, Hashable, Codable {
     public let selection: CohortSelection
     public let seed: UInt64
@@ -35,6 +36,14 @@ public struct ClientSampler: Sendable, Hashable, Codable {
     public func sample(round: Int, attempt: Int = 0, populationSize n: Int) -> [Int] {
         precondition(round >= 0 && attempt >= 0 && n >= 0, "round, attempt and population must be non-negative")
         var rng = SplitMix64.stream(seed: seed, index: UInt64(round) << 8 | UInt64(attempt & 0xff))
+        return sample(populationSize: n, using: &rng)
+    }
+
+    /// Indices into a population of `populationSize` clients, ascending, drawn from `rng`. Differential privacy
+    /// draws with a CSPRNG: its subsampling amplification assumes no one can tell who was sampled, which a
+    /// seed anyone can guess would give away.
+    public func sample<Generator: RandomNumberGenerator>(populationSize n: Int, using rng: inout Generator) -> [Int] {
+        precondition(n >= 0, "population must be non-negative")
         switch selection {
         case .poisson(let q):
             // 53-bit uniform in [0, 1).
@@ -59,6 +68,15 @@ public struct ClientSampler: Sendable, Hashable, Codable {
     /// The cohort of (round, attempt) from `population`, in population order.
     public func cohort<Element>(round: Int, attempt: Int = 0, from population: [Element]) -> [Element] {
         sample(round: round, attempt: attempt, populationSize: population.count).map { population[$0] }
+    }
+
+    /// A cohort from `population` drawn from `rng`, in population order.
+    public func cohort<Element, Generator: RandomNumberGenerator>(
+        from population: [Element], using rng: inout Generator
+    )
+        -> [Element]
+    {
+        sample(populationSize: population.count, using: &rng).map { population[$0] }
     }
 
     /// The fixed cohort size for `.count` / `.fraction` (expected size for `.poisson`).

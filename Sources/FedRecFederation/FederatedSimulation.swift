@@ -1,5 +1,6 @@
 public import FedRecData
 public import FedRecModel
+import FedRecSecurity
 public import FedRecTensor
 
 /// What a federated run trains on: one virtual client per user.
@@ -143,6 +144,8 @@ public enum FederatedSimulation {
         // Noise on the count of unclipped clients: libsodium randomness, like the update noise. `try!` is safe:
         // SecureNoiseSource fails only if libsodium cannot initialise.
         var countNoise = clipping.map { _ in GaussianSampler(source: try! SecureNoiseSource()) }
+        // Under DP cohorts come from libsodium too (see `ClientSampler.sample(populationSize:using:)`).
+        var cohortRandomness = configuration.privacy.map { _ in try! SecureRandomGenerator() }
         configuration.learningRateSchedule.validate()
         var average = configuration.averageDecay.map {
             ModelAverage(model: model, decay: $0, warmup: configuration.averageWarmup)
@@ -158,7 +161,10 @@ public enum FederatedSimulation {
             let started = clock.now
             let round = machine.currentRound!
             let attempt = machine.currentAttempt!
-            let cohort = sampler.cohort(round: round, attempt: attempt, from: ids)
+            let cohort =
+                cohortRandomness != nil
+                ? sampler.cohort(from: ids, using: &cohortRandomness!)
+                : sampler.cohort(round: round, attempt: attempt, from: ids)
             var rejected: [FederationError] = []
             var result: RoundStateMachine<SimulatedInstant>.RoundResult?
             // Clients clip to the round's norm and report whether they had to (the trainer does both).
@@ -206,7 +212,8 @@ public enum FederatedSimulation {
                 // The aggregated clients' bits, summed (through secure aggregation in a deployment), noised and
                 // turned into the next round's clip norm.
                 clipping?.update(
-                    unclippedCount: result.aggregate.unclippedCount ?? 0, expectedClients: aggregation.expectedClients,
+                    unclippedCount: result.aggregate.unclippedCount ?? 0,
+                    participants: result.aggregate.participants.count, expectedClients: aggregation.expectedClients,
                     sampler: &countNoise!)
             }
             server.apply(aggregate, learningRateScale: configuration.learningRateSchedule.multiplier(round: completed))

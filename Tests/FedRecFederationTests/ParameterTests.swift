@@ -1,5 +1,6 @@
 import FedRecFederation
 import FedRecModel
+import FedRecSecurity
 import FedRecTensor
 import Foundation
 import Testing
@@ -289,5 +290,25 @@ import Testing
         #expect(abs(total - 4000) < 300)
         #expect(sizes.count > 5)  // variable cohort size
         #expect(sampler.sample(round: 9, populationSize: 200) == sampler.sample(round: 9, populationSize: 200))
+    }
+
+    /// DP draws cohorts from a CSPRNG: the same sampling from any generator (the seeded draw is the generator
+    /// form fed the seeded stream), at rate q from libsodium's.
+    @Test func cohortsDrawnFromAGeneratorFollowTheSameRules() throws {
+        let sampler = ClientSampler(selection: .poisson(rate: 0.05), seed: 3)
+        var stream = SplitMix64.stream(seed: 3, index: UInt64(9) << 8 | 1)
+        #expect(
+            sampler.sample(populationSize: 200, using: &stream)
+                == sampler.sample(round: 9, attempt: 1, populationSize: 200))
+        var secure = try SecureRandomGenerator()
+        var total = 0
+        for _ in 0..<400 {
+            let cohort = sampler.cohort(from: Array(0..<200), using: &secure)
+            #expect(cohort == cohort.sorted() && Set(cohort).count == cohort.count)
+            total += cohort.count
+        }
+        #expect(abs(total - 4000) < 300)
+        let fixed = ClientSampler(selection: .count(7), seed: 42)
+        #expect(fixed.sample(populationSize: 50, using: &secure).count == 7)
     }
 }

@@ -38,12 +38,13 @@ import Testing
         #expect(AdaptiveClippingState.unclippedBit(norm: 1, clipNorm: 1) == 1)
         #expect(AdaptiveClippingState.unclippedBit(norm: 1.0001, clipNorm: 1) == 0)
         #expect(AdaptiveClippingState.unclippedBit(norm: .nan, clipNorm: 1) == 0)
-        // The noisy fraction is (count + σ_b·N(0, 1)) / m, with the sampler's next normal.
+        // The noisy fraction is (Σ (b_i − ½) + σ_b·N(0, 1)) / m + ½, with the sampler's next normal: 30 of 36
+        // participants unclipped, 40 expected.
         var sampler = GaussianSampler(source: SeededNoiseSource(seed: 3))
         var twin = GaussianSampler(source: SeededNoiseSource(seed: 3))
         var state = Self.state()
-        let fraction = state.update(unclippedCount: 30, expectedClients: 40, sampler: &sampler)
-        #expect(PrivacyFixtures.isClose(fraction, (30 + 2 * twin.next()) / 40, relative: 1e-15))
+        let fraction = state.update(unclippedCount: 30, participants: 36, expectedClients: 40, sampler: &sampler)
+        #expect(PrivacyFixtures.isClose(fraction, (30 - 18 + 2 * twin.next()) / 40 + 0.5, relative: 1e-15))
         #expect(PrivacyFixtures.isClose(state.clipNorm, exp(-0.2 * (fraction - 0.5)), relative: 1e-15))
     }
 
@@ -60,7 +61,7 @@ import Testing
         for round in 0..<600 {
             let norms = (0..<100).map { _ in exp(0.5 * Double(rng.nextGaussian())) }
             let count = norms.reduce(0) { $0 + state.unclippedBit(norm: $1) }
-            state.update(unclippedCount: Double(count), expectedClients: 100, sampler: &sampler)
+            state.update(unclippedCount: Double(count), participants: 100, expectedClients: 100, sampler: &sampler)
             if round >= 400 { late.append(state.clipNorm) }
         }
         let average = late.reduce(0, +) / Double(late.count)

@@ -9,8 +9,9 @@
 ///
 /// The clip norm `C` tracks the `γ`-quantile of the clients' update norms by private geometric updates:
 /// each sampled client reports `b_i = [‖Δ_i‖ ≤ C]` (through secure aggregation, so only the sum is seen),
-/// the coordinator forms `b̄ = (Σ b_i + N(0, σ_b²)) / m` with `m` the EXPECTED number of clients per round
-/// (`q · N`; a fixed denominator keeps the sensitivity of `b̄` at `1/m`), and sets
+/// the coordinator forms `b̄ = (Σ (b_i − ½) + N(0, σ_b²)) / m + ½` with `m` the EXPECTED number of clients per
+/// round (`q · N`; a fixed denominator keeps the sensitivity of `b̄` bounded) — centring the bits, as Andrew et
+/// al. and TF-Privacy's quantile estimator do, makes one client change the noised sum by at most ½ — and sets
 ///
 ///     C ← C · exp(−η_C (b̄ − γ))                                              (Andrew et al., Eq. 3)
 ///
@@ -67,14 +68,18 @@ public struct AdaptiveClippingState: Sendable, Hashable, Codable {
         Self.unclippedBit(norm: norm, clipNorm: clipNorm)
     }
 
-    /// `b̄ = (unclippedCount + N(0, σ_b²)) / expectedClients`. The count may be fractional: under secure
-    /// aggregation it is a decoded sum, within the quantiser's error of the true count.
+    /// `b̄ = (unclippedCount − participants / 2 + N(0, σ_b²)) / expectedClients + ½`: the centred bits
+    /// `b_i − ½` of the `participants` clients whose bits were summed (sensitivity ½, which
+    /// `updateNoiseMultiplier` accounts for), noised, over the fixed denominator. The count may be fractional:
+    /// under secure aggregation it is a decoded sum, within the quantiser's error of the true count.
     public func noisyUnclippedFraction<Source: NoiseSource>(
-        unclippedCount: Double, expectedClients: Double, sampler: inout GaussianSampler<Source>
+        unclippedCount: Double, participants: Int, expectedClients: Double, sampler: inout GaussianSampler<Source>
     ) -> Double {
         precondition(unclippedCount.isFinite, "unclipped count must be finite")
+        precondition(participants >= 0, "participants must not be negative")
         precondition(expectedClients > 0 && expectedClients.isFinite, "expected clients must be positive")
-        return (unclippedCount + countNoiseStandardDeviation * sampler.next()) / expectedClients
+        let centred = unclippedCount - Double(participants) / 2
+        return (centred + countNoiseStandardDeviation * sampler.next()) / expectedClients + 0.5
     }
 
     /// The range `clipNorm` is kept in: positive and finite as a `Float` (what clients clip with), however long
@@ -91,20 +96,21 @@ public struct AdaptiveClippingState: Sendable, Hashable, Codable {
         updatesApplied += 1
     }
 
-    /// Noises the count, applies the update and returns the `b̄` used.
+    /// Noises the count of `participants` clients' bits, applies the update and returns the `b̄` used.
     @discardableResult
     public mutating func update<Source: NoiseSource>(
-        unclippedCount: Double, expectedClients: Double, sampler: inout GaussianSampler<Source>
+        unclippedCount: Double, participants: Int, expectedClients: Double, sampler: inout GaussianSampler<Source>
     ) -> Double {
         let fraction = noisyUnclippedFraction(
-            unclippedCount: unclippedCount, expectedClients: expectedClients, sampler: &sampler)
+            unclippedCount: unclippedCount, participants: participants, expectedClients: expectedClients,
+            sampler: &sampler)
         update(noisyUnclippedFraction: fraction)
         return fraction
     }
 
     /// The noise multiplier for the update sum, `z_Δ = (z^{−2} − (2σ_b)^{−2})^{−1/2}` (Andrew et al. 2021,
-    /// Section 3.2), so the update query (noise `z_Δ`) and the bit query (sensitivity 1/2 after centring,
-    /// noise `σ_b`) together match one Gaussian query with noise multiplier `z`. Requires `2σ_b > z`;
+    /// Section 3.2), so the update query (noise `z_Δ`) and the bit query (sensitivity 1/2 after the centring of
+    /// `noisyUnclippedFraction`, noise `σ_b`) together match one Gaussian query with noise multiplier `z`. Requires `2σ_b > z`;
     /// `z_Δ > z` always, and `z_Δ → z` as `σ_b → ∞`.
     public static func updateNoiseMultiplier(noiseMultiplier z: Double, countNoiseStandardDeviation sigmaB: Double)
         -> Double
