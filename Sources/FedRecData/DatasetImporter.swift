@@ -59,6 +59,13 @@ public enum DatasetImporter {
         case .mlLatestSmall: content = try reader.readMLLatestSmall(folder: source)
         case .generic: content = try reader.readGeneric(source: source)
         }
+        guard !content.userIDs.isEmpty else {
+            let dropped = reader.counts.usersDropped
+            throw DataError.at(
+                .emptyFile, file: source,
+                "no user is left to train on: \(dropped) user(s) had fewer than \(minimumUserInteractions) "
+                    + "distinct interactions, \(reader.counts.skippedRows) row(s) were skipped")
+        }
         let split = Split(content: content)
         var counts = reader.counts
         counts.usersKept = content.userIDs.count

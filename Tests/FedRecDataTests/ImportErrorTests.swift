@@ -73,6 +73,10 @@ import Testing
         Case(
             name: "generic empty user id", files: ["interactions.csv": "user,item\n,i1\n"], format: .generic,
             code: .invalidField, file: "interactions.csv", line: 2, field: "user"),
+        Case(
+            name: "no user with enough interactions",
+            files: ["interactions.csv": "user,item\nu1,i1\nu1,i2\nu2,i1\nu1,i2\n"], format: .generic,
+            code: .emptyFile, file: "fedrec-data-tests-", line: nil, field: nil),
     ]
 
     @Test(arguments: cases)
