@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct FedRec: AsyncParsableCommand {
@@ -21,4 +22,29 @@ struct FedRec: AsyncParsableCommand {
             BenchCommand.self,
         ]
     )
+
+    /// Parses and runs like ArgumentParser's own `main`, except for a `ValidationError` a command throws while
+    /// running: it concerns the command's input (a missing file, a bad id), not the command line, so it is printed
+    /// without the root command's usage line (which named no subcommand), still with exit code 64.
+    static func main() async {
+        let parsed: any ParsableCommand
+        do {
+            parsed = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            if var command = parsed as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                var command = parsed
+                try command.run()
+            }
+        } catch let error as ValidationError {
+            FileHandle.standardError.write(Data("Error: \(message(for: error))\n".utf8))
+            Foundation.exit(exitCode(for: error).rawValue)
+        } catch {
+            exit(withError: error)  // a command group's help, a command's ExitCode, other errors: as before
+        }
+    }
 }
