@@ -28,8 +28,10 @@ public enum ClientBuilder {
         case .ids(let ids):
             var position: [String: Int] = [:]
             for (i, id) in dataset.userIDs.enumerated() { position[id] = i }
+            var seen = Set<String>()
             indices = try ids.map { id in
                 guard let i = position[id] else { throw setup("user '\(id)' is not in the data set") }
+                guard seen.insert(id).inserted else { throw setup("user '\(id)' is listed twice") }
                 return i
             }
         }

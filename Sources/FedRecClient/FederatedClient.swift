@@ -67,7 +67,9 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await self.grpc.runConnections() }
                 do {
-                    try await self.loop()
+                    // A signal cancels whatever the loop awaits (a poll, an upload a silent coordinator never
+                    // reads), so the process stops promptly instead of waiting for a call that may never end.
+                    try await cancelWhenGracefulShutdown { try await self.loop() }
                 } catch {
                     self.grpc.beginGracefulShutdown()
                     throw error
@@ -81,8 +83,19 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
 
     var isStopping: Bool { stopping.withLock { $0 } }
 
+    /// Long polls (`GetRound`, `GetStage`) end by the coordinator's answer within the poll time; a coordinator
+    /// that never answers is cut off 30 s later, and the call counts as failed (unreachable, retried).
+    var pollCallOptions: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = .milliseconds(self.options.pollMilliseconds) + .seconds(30)
+        return options
+    }
+
     /// Run-wide settings learnt at enrolment.
     struct RunSettings {
+        /// The hosted clients the coordinator enrolled, in hosting order: the only ones a poll names (the
+        /// coordinator refuses a poll naming a client it does not know).
+        var enrolled: [String]
         var configuration: TwoTowerConfiguration
         var shapes: PayloadShapes
         var users: [Int: FoldUser]
@@ -102,13 +115,13 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 if settings == nil { settings = try await enrol(service) }
                 guard let run = settings else { continue }
                 let request = Fedrec_V1_RoundRequest.with {
-                    $0.clientIds = order
+                    $0.clientIds = run.enrolled
                     $0.waitMilliseconds = UInt32(options.pollMilliseconds)
                     $0.lastEpoch = last.epoch
                     $0.lastRound = last.round
                     $0.lastAttempt = last.attempt
                 }
-                let answer = try await service.getRound(request) { response in
+                let answer = try await service.getRound(request, options: pollCallOptions) { response in
                     try await Self.readAssignment(
                         response.messages, chunkSize: self.options.chunkSize, shapes: run.shapes)
                 }
@@ -123,6 +136,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     last = (header.epoch, header.round, header.attempt)
                     try await handle(header: header, sealed: sealed, run: run, trainer: &trainer, service: service)
                 }
+            } catch _ where isStopping || Task.isCancelled {
+                break  // a call cut short by the shutdown
             } catch let error as RPCError where error.code == .permissionDenied {
                 logger.warning("coordinator does not know these clients (\(error.message)): enrolling again")
                 settings = nil
@@ -135,6 +150,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     throw ClientError(code: .unreachable, message: "coordinator unreachable: \(error.message)")
                 }
                 logger.debug("coordinator call failed (\(error.code)): retrying")
+                try await pause(.milliseconds(250))
+            } catch let error as ProtocolError {
+                // A malformed answer (bad chunking, an oversized payload, a stage input in a round stream) is
+                // the coordinator's fault or an attacker's on the path: log it and poll again.
+                logger.error("coordinator answer refused: \(error)")
                 try await pause(.milliseconds(250))
             }
         }
@@ -157,7 +177,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         var iterator = messages.makeAsyncIterator()
         guard let first = try await iterator.next() else { return .wait }
         switch first.part {
-        case .finished(let f): return .finished(Int(f.completedRounds))
+        case .finished(let f): return .finished(Int(clamping: f.completedRounds))
         case .wait, .none, .aborted: return .wait
         case .stageHeader: throw ProtocolError(code: .malformedChunk, message: "a stage input in a round stream")
         case .data: throw ProtocolError(code: .malformedChunk, message: "assignment without a header")
@@ -226,12 +246,30 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         else {
             throw ClientError(code: .setup, message: "the coordinator's model does not fit this data set")
         }
+        // The JSON skipped the configuration's own checks: a bad one is refused here, not trapped on in training.
+        let userFeatureCount = dataset.userFeatures.columns
+        if let problem = configuration.problem {
+            throw ClientError(code: .setup, message: "the coordinator's model configuration is invalid: \(problem)")
+        }
+        guard configuration.userFeatureCount == 0 || configuration.userFeatureCount == userFeatureCount else {
+            throw ClientError(
+                code: .setup,
+                message: "the coordinator's model takes \(configuration.userFeatureCount) user features, this data set "
+                    + "has \(userFeatureCount)")
+        }
+        guard !configuration.usesSampledSoftmax else {
+            throw ClientError(
+                code: .setup,
+                message: "the coordinator's model trains with sampled softmax, which federated clients do not "
+                    + "(catalogue of \(configuration.itemCount), threshold \(configuration.sampledSoftmaxThreshold))")
+        }
         let layout = ParameterLayout.userTower(configuration)
         var users: [Int: FoldUser] = [:]
         for user in dataset.split.fold(fold) { users[user.userIndex] = user }
         logger.info("enrolled \(response.accepted.count) of \(order.count) client(s)")
+        let accepted = Set(response.accepted)
         return RunSettings(
-            configuration: configuration,
+            enrolled: order.filter(accepted.contains), configuration: configuration,
             shapes: PayloadShapes(
                 userTowerCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension),
             users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
@@ -283,9 +321,13 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         guard
             let training = try? JSONDecoder().decode(
-                ClientTrainingConfiguration.self, from: Data(header.trainingConfigurationJson.utf8))
+                ClientTrainingConfiguration.self, from: Data(global.trainingConfigurationJSON.utf8))
         else {
             logger.error("unreadable training configuration", metadata: ["round": "\(round)"])
+            return
+        }
+        if let problem = training.problem {
+            logger.error("invalid training configuration: \(problem)", metadata: ["round": "\(round)"])
             return
         }
         // The configuration may change between rounds (adaptive clipping's norm); the trainer keeps its buffers.
@@ -302,7 +344,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 trainer!.train(
                     globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
                     userFeatures: run.userFeatures,
-                    seed: SplitMix64.stream(seed: header.seed, index: UInt64(client.userIndex)).state)
+                    seed: SplitMix64.stream(seed: global.seed, index: UInt64(client.userIndex)).state)
             }
         }
         if let secure = global.secure {

@@ -160,8 +160,9 @@ extension FederatedClient {
                 $0.stage = UInt32(stage)
                 $0.waitMilliseconds = UInt32(options.pollMilliseconds)
             }
-            let answer = try await service.getStage(request) { response in
-                try await Self.readStage(response.messages, chunkSize: self.options.chunkSize)
+            let answer = try await service.getStage(request, options: pollCallOptions) { response in
+                try await Self.readStage(
+                    response.messages, chunkSize: self.options.chunkSize, requested: Set(clientIDs))
             }
             switch answer {
             case .aborted(let reason):
@@ -198,10 +199,17 @@ extension FederatedClient {
         case inputs([(String, [UInt8])])
     }
 
+    /// The largest stage input accepted: rosters, share inboxes and unmask requests are kilobytes even for
+    /// thousands of participants.
+    static var maximumStageInputBytes: Int { 16 << 20 }
+
+    /// Reads one `GetStage` answer: at most one input for each of the `requested` clients, none for another, each
+    /// at most `maximumStageInputBytes` (a coordinator cannot make a client store more than it asked for).
     static func readStage(
-        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int
+        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, requested: Set<String>
     ) async throws -> StageAnswer {
         var inputs: [(String, [UInt8])] = []
+        var answered = Set<String>()
         var iterator = messages.makeAsyncIterator()
         var pending: (String, ChunkAssembler)? = nil
         while let message = try await iterator.next() {
@@ -210,9 +218,15 @@ extension FederatedClient {
             case .aborted(let a): return .aborted(a.reason)
             case .stageHeader(let header):
                 if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+                guard requested.contains(header.sealedFor), answered.insert(header.sealedFor).inserted else {
+                    throw ProtocolError(
+                        code: .unexpectedMessage,
+                        message: "a stage input for '\(header.sealedFor)', not requested or sent twice")
+                }
                 pending = (
                     header.sealedFor,
-                    try ChunkAssembler(plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: 1 << 30)
+                    try ChunkAssembler(
+                        plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
                 )
             case .data(let chunk):
                 guard let (id, started) = pending else {

@@ -119,14 +119,10 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                             }, options: secure, deadline: options.deadline,
                             weighting: options.privacy == nil ? .examples : .uniform)
                     } else {
-                        let payload = core.meter.measure(.codec) {
-                            GlobalModelPayload(
-                                round: round, userTower: model.userTower.flattened(),
-                                itemEmbeddings: model.itemEmbeddings,
-                                precision: options.wirePrecision
-                            ).encoded()
-                        }
-                        action = core.openRound(cohort: cohort, payload: payload, seed: roundSeed)
+                        let payload = GlobalModelPayload(
+                            round: round, userTower: model.userTower.flattened(), itemEmbeddings: model.itemEmbeddings,
+                            precision: options.wirePrecision)
+                        action = core.openRound(cohort: cohort, model: payload, seed: roundSeed)
                     }
                     if case .startRound(_, _, let cohort, _) = action {
                         logger.info("round \(round) attempt \(attempt): cohort of \(cohort.count)")

@@ -127,7 +127,9 @@ public enum CoordinatorBuilder {
             let checkpointPath = options.stateDirectory + "/" + saved.optimizerFile
             let optimizers = try OptimizerCheckpoint.read(
                 from: checkpointPath, server: saved.serverOptimizer,
-                item: options.itemOptimizer, userTowerCount: layout.count)
+                item: options.itemOptimizer, userTowerCount: layout.count,
+                itemParameterCounts: Dictionary(
+                    file.model.itemTower.namedParameters.map { ($0.name, $0.value.count) }, uniquingKeysWith: { a, _ in a }))
             if let decay = options.averageDecay {
                 // The model file holds the average (the served model); the raw weights are in the checkpoint.
                 let served = file.model.namedParameters

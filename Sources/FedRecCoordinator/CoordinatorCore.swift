@@ -248,7 +248,9 @@ public final class CoordinatorCore: Sendable {
     // MARK: Rounds (driver side)
 
     /// Opens the machine's current round with `cohort` and publishes its model (sealed once for the cohort).
-    func openRound(cohort: [String], payload: [UInt8], seed: UInt64) -> Machine.Action {
+    /// Opens the next round for `cohort`: `model` gets the round's terms (`seed`, the training configuration) and
+    /// is sealed once for the cohort.
+    func openRound(cohort: [String], model: GlobalModelPayload, seed: UInt64) -> Machine.Action {
         let now = clock.now
         defer { changes.notify() }
         return state.withLock { s in
@@ -257,9 +259,14 @@ public final class CoordinatorCore: Sendable {
             s.bytesSent = 0
             if case .startRound(let round, let attempt, let cohort, let deadline) = action {
                 do {
+                    let training = roundTraining(s.clipping)
+                    var payload = model
+                    payload.seed = seed
+                    payload.trainingConfigurationJSON = training.json
                     s.open = try OpenRound(
-                        round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline, payload: payload,
-                        seed: seed, training: roundTraining(s.clipping), chunkSize: chunkSize, meter: meter)
+                        round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
+                        payload: meter.measure(.codec) { payload.encoded() }, seed: seed, training: training,
+                        chunkSize: chunkSize, meter: meter)
                 } catch {
                     return s.machine.abandonAttempt(
                         reason: FederationError(
@@ -385,8 +392,7 @@ public final class CoordinatorCore: Sendable {
             $0.attempt = UInt32(open.attempt)
             $0.selected = selected
             $0.deadlineMilliseconds = UInt64(remaining / .milliseconds(1))
-            $0.trainingConfigurationJson = open.trainingConfigurationJSON
-            $0.seed = open.seed
+            // The seed and the training configuration travel sealed inside the round's model, not here.
             $0.sealedFor = selected[0]
             $0.roundKey = Data(sealedKey)
             $0.payload = Wire.payloadInfo(open.plan)

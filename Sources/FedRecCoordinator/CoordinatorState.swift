@@ -211,8 +211,11 @@ public enum OptimizerCheckpoint {
 
     /// The server optimizer (configuration and step from `state.json`) and the item optimizer restored from
     /// `path`. Throws `CoordinatorError.state` naming the file when it is unreadable or inconsistent.
+    /// `itemParameterCounts`: the item tower's parameter sizes by name; every item moment must be one of them, of
+    /// that size (the optimizer's kernels trust the sizes they are given).
     public static func read(
-        from path: String, server: ServerOptimizer, item configuration: OptimizerConfiguration, userTowerCount: Int
+        from path: String, server: ServerOptimizer, item configuration: OptimizerConfiguration, userTowerCount: Int,
+        itemParameterCounts: [String: Int]
     ) throws -> (server: ServerOptimizer, item: Optimizer, training: TrainingWeights?) {
         func bad(_ message: String) -> CoordinatorError {
             CoordinatorError(code: .state, message: "\(path): \(message)")
@@ -230,6 +233,9 @@ public enum OptimizerCheckpoint {
             let name = String(tensor.name.dropFirst("item.".count).dropLast(".first".count))
             guard let pair = file["item.\(name).second"], pair.values.count == tensor.values.count else {
                 throw bad("item moment '\(name)' has no matching second moment")
+            }
+            guard let expected = itemParameterCounts[name], expected == tensor.values.count else {
+                throw bad("item moment '\(name)' is not of an item-tower parameter of its size")
             }
             moments[name] = (tensor.values, pair.values)
         }

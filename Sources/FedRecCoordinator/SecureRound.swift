@@ -86,14 +86,17 @@ extension CoordinatorCore {
                     reason: FederationError(
                         code: .tooFewUpdates, message: "secure aggregation cannot start: \(error)", round: round))
             }
-            let payload = model(round).withSecure(
+            let training = roundTraining(s.clipping)
+            var payload = model(round).withSecure(
                 SecureRoundAssignment(
                     parameters: parameters, identityKeys: keys, weighting: weighting, reportsClipping: reportsClipping))
+            payload.seed = seed
+            payload.trainingConfigurationJSON = training.json
             do {
                 s.open = try OpenRound(
                     round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
-                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed,
-                    training: roundTraining(s.clipping), chunkSize: chunkSize, meter: meter)
+                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed, training: training,
+                    chunkSize: chunkSize, meter: meter)
             } catch {
                 return s.machine.abandonAttempt(
                     reason: FederationError(

@@ -131,7 +131,8 @@ public struct ModelFile: Sendable {
             }
             metadata["added_items"] = String(decoding: json, as: UTF8.self)
         }
-        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path, recycling: spare)
+        // A diverged model (NaN weights) is refused here rather than written as a file no reader accepts.
+        try SafeTensors(tensors: tensors, metadata: metadata).write(to: path, recycling: spare, requireFinite: true)
     }
 
     /// Reads and validates a model file: format and version, configuration, item ids, every tensor's presence
@@ -151,10 +152,7 @@ public struct ModelFile: Sendable {
             throw fail("missing or invalid 'item_ids' metadata")
         }
         guard itemIDs.count == configuration.itemCount else { throw fail("\(itemIDs.count) item ids for a catalogue of \(configuration.itemCount)") }
-        guard configuration.dimension > 0, configuration.hiddenWidth > 0, configuration.itemCount > 0, configuration.tau > 0,
-              configuration.itemFeatureCount >= 0, configuration.userFeatureCount >= 0 else {
-            throw fail("invalid configuration \(json)")
-        }
+        if let problem = configuration.problem { throw fail("invalid configuration: \(problem)") }
         // Expected shapes from a template model's names (cheap: shapes only).
         let (n, d, h) = (configuration.itemCount, configuration.dimension, configuration.hiddenWidth)
         let shapes: [(String, [Int])] = [

@@ -49,15 +49,40 @@ public struct TwoTowerConfiguration: Codable, Sendable, Equatable {
 
     /// Traps on invalid hyper-parameters (programmer error; CLI input is validated before it gets here).
     public func validate() {
-        precondition(dimension > 0, "dimension must be positive")
-        precondition(hiddenWidth > 0, "hiddenWidth must be positive")
-        precondition(tau > 0 && tau.isFinite, "tau must be positive")
-        precondition(itemCount > 0, "itemCount must be positive")
-        precondition(itemFeatureCount >= 0 && userFeatureCount >= 0, "feature counts must be non-negative")
-        precondition(maxHistory.map { $0 > 0 } ?? true, "maxHistory must be positive")
-        precondition(sampledSoftmaxThreshold >= 0, "sampledSoftmaxThreshold must be non-negative")
-        precondition(sampledNegatives > 0, "sampledNegatives must be positive")
-        if case .unigram(let alpha) = negativeProposal { precondition(alpha >= 0 && alpha.isFinite, "unigram alpha must be >= 0") }
+        if let problem { preconditionFailure(problem) }
+    }
+
+    /// Largest accepted sizes: far above any real model, and low enough that no shape product or width sum can
+    /// overflow (2^24 · 2^24 · 4 bytes < 2^63).
+    public static let maximumWidth = 1 << 24
+    public static let maximumCount = 1 << 31
+
+    /// The first rule this configuration breaks, or nil. A decoded configuration (a model file, a coordinator's
+    /// message) has skipped the initialiser's checks: readers call this and throw, since release builds of the
+    /// numeric modules drop preconditions (`-Ounchecked`).
+    public var problem: String? {
+        let width = 1...Self.maximumWidth
+        let count = 0...Self.maximumCount
+        if !width.contains(dimension) { return "dimension \(dimension) must lie in \(width)" }
+        if !width.contains(hiddenWidth) { return "hiddenWidth \(hiddenWidth) must lie in \(width)" }
+        if !(tau > 0 && tau.isFinite) { return "tau \(tau) must be positive and finite" }
+        if !(1...Self.maximumCount).contains(itemCount) { return "itemCount \(itemCount) must lie in 1...\(Self.maximumCount)" }
+        if !(0..<Self.maximumWidth).contains(itemFeatureCount) || !(0..<Self.maximumWidth).contains(userFeatureCount) {
+            return "feature counts \(itemFeatureCount), \(userFeatureCount) must lie in 0..<\(Self.maximumWidth)"
+        }
+        if let maxHistory, !(1...Self.maximumCount).contains(maxHistory) {
+            return "maxHistory \(maxHistory) must lie in 1...\(Self.maximumCount)"
+        }
+        if !count.contains(sampledSoftmaxThreshold) {
+            return "sampledSoftmaxThreshold \(sampledSoftmaxThreshold) must lie in \(count)"
+        }
+        if !(1...Self.maximumCount).contains(sampledNegatives) {
+            return "sampledNegatives \(sampledNegatives) must lie in 1...\(Self.maximumCount)"
+        }
+        if case .unigram(let alpha) = negativeProposal, !(alpha >= 0 && alpha.isFinite) {
+            return "unigram alpha \(alpha) must be non-negative and finite"
+        }
+        return nil
     }
 
     /// Whether training uses sampled softmax (catalogue above the threshold).

@@ -150,12 +150,15 @@ public struct PayloadShapes: Sendable, Hashable {
     }
 }
 
-/// The plaintext of a round assignment: the global user tower (flattened) and the item-embedding matrix.
+/// The plaintext of a round assignment: the global user tower (flattened), the item-embedding matrix, and the
+/// round's terms (training seed and training configuration), sealed with the model so that no one on the path
+/// can change what clients train with (the clip norm that bounds their update under DP, above all).
 ///
 /// Layout: `"FRGM"` | round (u64) | user-tower count (u32) | item rows (u32) | dimension (u32) | precision (u8:
 /// 0 float32, 1 bfloat16) | user tower (count values) | item embeddings (rows x dimension values, row-major) |
-/// [a `SecureRoundAssignment` section in secure-aggregation rounds]. Little-endian. Clients answer in the
-/// precision of the assignment.
+/// seed (u64) | training configuration length (u32, at most `maximumTrainingBytes`) | training configuration
+/// (UTF-8 JSON) | [a `SecureRoundAssignment` section in secure-aggregation rounds]. Little-endian. Clients
+/// answer in the precision of the assignment.
 public struct GlobalModelPayload: Sendable, Equatable {
     static let magic: [UInt8] = Array("FRGM".utf8)
     static let headerByteCount = 4 + 8 + 12 + 1
@@ -166,17 +169,26 @@ public struct GlobalModelPayload: Sendable, Equatable {
     public var itemEmbeddings: Matrix
     /// How the values travel.
     public var precision: WirePrecision
+    /// The round's training seed (clients derive their example order from it).
+    public var seed: UInt64
+    /// The round's `ClientTrainingConfiguration` as JSON (the clip norm moves under adaptive clipping).
+    public var trainingConfigurationJSON: String
     /// Present in secure-aggregation rounds.
     public var secure: SecureRoundAssignment?
 
+    /// Longest training configuration accepted (a few hundred bytes in practice).
+    public static let maximumTrainingBytes = 1 << 16
+
     public init(
-        round: Int, userTower: [Float], itemEmbeddings: Matrix, precision: WirePrecision = .float32,
-        secure: SecureRoundAssignment? = nil
+        round: Int, userTower: [Float], itemEmbeddings: Matrix, precision: WirePrecision = .float32, seed: UInt64 = 0,
+        trainingConfigurationJSON: String = "", secure: SecureRoundAssignment? = nil
     ) {
         self.round = round
         self.userTower = userTower
         self.itemEmbeddings = itemEmbeddings
         self.precision = precision
+        self.seed = seed
+        self.trainingConfigurationJSON = trainingConfigurationJSON
         self.secure = secure
     }
 
@@ -191,6 +203,11 @@ public struct GlobalModelPayload: Sendable, Equatable {
         w.precision(precision)
         w.values(userTower, precision: precision)
         w.values(itemEmbeddings.storage, precision: precision)
+        w.u64(seed)
+        let training = Array(trainingConfigurationJSON.utf8)
+        precondition(training.count <= Self.maximumTrainingBytes, "training configuration too long")
+        w.u32(UInt32(training.count))
+        w.raw(training)
         secure?.write(to: &w)
         return w.bytes
     }
@@ -216,6 +233,14 @@ public struct GlobalModelPayload: Sendable, Equatable {
         let precision = try r.precision()
         let tower = try r.values(count, precision: precision)
         let items = try r.values(rows * d, precision: precision)
+        let seed = try r.u64()
+        let trainingLength = Int(try r.u32())
+        guard trainingLength <= Self.maximumTrainingBytes else {
+            throw r.fail("training configuration of \(trainingLength) bytes (at most \(Self.maximumTrainingBytes))")
+        }
+        guard let training = String(validating: try r.take(trainingLength), as: UTF8.self) else {
+            throw r.fail("training configuration is not UTF-8")
+        }
         let secure = r.offset < r.bytes.count ? try SecureRoundAssignment(reading: &r) : nil
         try r.expectEnd()
         guard FlatVector.isFinite(tower), FlatVector.isFinite(items) else {
@@ -223,7 +248,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
         }
         self.init(
             round: round, userTower: tower, itemEmbeddings: Matrix(rows: rows, columns: d, storage: items),
-            precision: precision, secure: secure)
+            precision: precision, seed: seed, trainingConfigurationJSON: training, secure: secure)
     }
 }
 

@@ -190,13 +190,27 @@ public struct SafeTensors: Sendable, Equatable {
 
     /// Writes atomically: a temporary file in the same directory (mode 0644), written straight from the tensors'
     /// storage, then `rename`. A failure removes the temporary file and leaves any file at `path` untouched.
+    /// Atomic against a killed process, not against a power loss (nothing is fsync'd: the coordinator writes a
+    /// checkpoint every round). `requireFinite` refuses (`.nonFinite`, naming the tensor) to write a NaN or an
+    /// infinity that `read(from:requireFinite:)` would refuse to read back.
     ///
     /// `recycling`, when given, names a spare file in the same directory (an obsolete file of the same kind) to
     /// overwrite in place and rename to `path` instead of creating a new one: rewriting already allocated pages
     /// costs the file system far less than allocating a new file and freeing an old one every time (the
     /// coordinator checkpoints every round). The spare is consumed; a missing spare falls back to a new file. A
     /// failure leaves `path` untouched and the spare, if any, with unspecified content (it is obsolete anyway).
-    public func write(to path: String, recycling spare: String? = nil) throws(TensorFileError) {
+    public func write(to path: String, recycling spare: String? = nil, requireFinite: Bool = false)
+        throws(TensorFileError)
+    {
+        if requireFinite {
+            for tensor in tensors where tensor.dtype == .f32 {
+                if let bad = tensor.values.firstIndex(where: { !$0.isFinite }) {
+                    throw TensorFileError(
+                        code: .nonFinite, file: path,
+                        message: "tensor '\(tensor.name)' holds a non-finite value at element \(bad); not written")
+                }
+            }
+        }
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let name = path.contains("/") ? String(path[path.index(after: path.lastIndex(of: "/")!)...]) : path
         var temporary = directory + "/.\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -337,7 +351,9 @@ public struct SafeTensors: Sendable, Equatable {
             guard elements.multipliedReportingOverflow(by: 4) == (entry.end - entry.begin, false) else {
                 throw fail(
                     .badOffsets,
-                    "tensor '\(entry.name)' shape \(entry.shape) needs \(elements * 4) bytes, offsets give \(entry.end - entry.begin)"
+                    "tensor '\(entry.name)' shape \(entry.shape) needs "
+                        + (elements.multipliedReportingOverflow(by: 4).overflow ? "more than Int.max" : "\(elements * 4)")
+                        + " bytes, offsets give \(entry.end - entry.begin)"
                 )
             }
             guard entry.end <= dataLength else {

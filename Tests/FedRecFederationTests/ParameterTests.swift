@@ -254,6 +254,29 @@ import Testing
     }
 }
 
+@Suite struct DecodedConfigurationTests {
+    /// A training configuration decoded from a coordinator's JSON skipped the initialiser's checks; `problem`
+    /// names what a client must refuse (it used to crash on negative epochs and spin on a zero batch).
+    @Test func decodedTrainingConfigurationsAreChecked() throws {
+        func decoded(_ json: String) throws -> ClientTrainingConfiguration {
+            try JSONDecoder().decode(ClientTrainingConfiguration.self, from: Data(json.utf8))
+        }
+        let good = try JSONEncoder().encode(ClientTrainingConfiguration())
+        #expect(try decoded(String(decoding: good, as: UTF8.self)).problem == nil)
+        let text = String(decoding: good, as: UTF8.self)
+        for (field, bad, fragment) in [
+            ("localEpochs", "-1", "local epochs"), ("batchSize", "0", "batch size"), ("proximalMu", "-1", "proximal mu"),
+        ] {
+            let edited = text.replacingOccurrences(
+                of: #""\#(field)":[^,}]*"#, with: "\"\(field)\":\(bad)", options: .regularExpression)
+            #expect(try decoded(edited).problem?.contains(fragment) == true, "\(edited)")
+        }
+        var clipped = ClientTrainingConfiguration()
+        clipped.clipNorm = 0
+        #expect(clipped.problem?.contains("clip norm") == true)
+    }
+}
+
 @Suite struct ClientSamplerTests {
     @Test func fixedCohortsAreSeededDistinctAndSized() {
         let sampler = ClientSampler(selection: .count(7), seed: 42)

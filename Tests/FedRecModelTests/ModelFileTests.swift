@@ -75,4 +75,48 @@ import Testing
         #expect(missing?.code == .missingTensor)
         #expect(missing?.message.contains("user_tower.mlp.2.weight") == true)
     }
+
+    /// A configuration edited into a file skips the initialiser's checks: reading refuses it (release builds of
+    /// the numeric modules drop preconditions, so a bad maxHistory used to crash evaluate and recall).
+    @Test(arguments: [
+        ("\"maxHistory\":-1", "maxHistory"), ("\"maxHistory\":0", "maxHistory"),
+        ("\"sampledNegatives\":0", "sampledNegatives"), ("\"userFeatureCount\":9223372036854775807", "feature counts"),
+    ])
+    func editedConfigurationsAreRefused(edit: String, field: String) throws {
+        let fixture = Fixture()
+        let model = TwoTowerModel(configuration: fixture.configuration, seed: 11)
+        let path = temporaryPath("config")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try ModelFile(model: model, itemFeatures: fixture.itemFeatures, datasetChecksum: "x", itemIDs: (0..<12).map(String.init))
+            .write(to: path)
+        var file = try SafeTensors.read(from: path)
+        var json = try #require(file.metadata["configuration"])
+        let key = String(edit.prefix { $0 != ":" })
+        if let range = json.range(of: key + #":[^,}]*"#, options: .regularExpression) {
+            json.replaceSubrange(range, with: edit)
+        } else {
+            json.insert(contentsOf: edit + ",", at: json.index(after: json.startIndex))
+        }
+        file.metadata["configuration"] = json
+        try file.write(to: path)
+        let error = #expect(throws: TensorFileError.self) { try ModelFile.read(from: path) }
+        #expect(error?.code == .badMetadata && error?.message.contains(field) == true, "\(String(describing: error))")
+    }
+
+    /// A diverged model is refused at writing, naming the tensor, and an earlier file stays as it was.
+    @Test func nonFiniteWeightsAreNotWritten() throws {
+        let fixture = Fixture()
+        var model = TwoTowerModel(configuration: fixture.configuration, seed: 11)
+        let path = temporaryPath("nan")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let ids = (0..<12).map(String.init)
+        try ModelFile(model: model, itemFeatures: fixture.itemFeatures, datasetChecksum: "x", itemIDs: ids).write(to: path)
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        model.itemTower.contentBias.storage[0] = .nan
+        let error = #expect(throws: TensorFileError.self) {
+            try ModelFile(model: model, itemFeatures: fixture.itemFeatures, datasetChecksum: "x", itemIDs: ids).write(to: path)
+        }
+        #expect(error?.code == .nonFinite && error?.message.contains("non-finite") == true)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+    }
 }

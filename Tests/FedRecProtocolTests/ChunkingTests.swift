@@ -146,10 +146,18 @@ struct PayloadTests {
 
     @Test func globalModelRoundTrip() throws {
         let model = GlobalModelPayload(
-            round: 3, userTower: (0..<10).map(Float.init), itemEmbeddings: Matrix(rows: 4, columns: 3, repeating: 0.5))
+            round: 3, userTower: (0..<10).map(Float.init), itemEmbeddings: Matrix(rows: 4, columns: 3, repeating: 0.5),
+            seed: 0xDEAD_BEEF, trainingConfigurationJSON: #"{"batchSize":8,"clipNorm":0.5}"#)
         #expect(try GlobalModelPayload(decoding: model.encoded(), shapes: shapes, round: 3) == model)
         #expect(throws: ProtocolError.self) {
             try GlobalModelPayload(decoding: model.encoded(), shapes: shapes, round: 4)
+        }
+        // The round's terms are part of the sealed plaintext: a length past the limit or past the end is refused.
+        var bytes = model.encoded()
+        let lengthAt = 4 + 8 + 12 + 1 + 4 * (10 + 12) + 8
+        for length in [UInt32(GlobalModelPayload.maximumTrainingBytes + 1), UInt32(bytes.count)] {
+            withUnsafeBytes(of: length.littleEndian) { bytes.replaceSubrange(lengthAt..<(lengthAt + 4), with: $0) }
+            #expect(throws: ProtocolError.self) { try GlobalModelPayload(decoding: bytes, shapes: shapes, round: 3) }
         }
     }
 
