@@ -67,9 +67,10 @@ for dataset in $datasets; do
                 "$fedrec" simulate --dataset "$out/$dataset" --fold validation --eval-every 50 \
                     --noise-multiplier "$z" "${privacy[@]}" "${settings[@]}" --seed "$seed" "$@" \
                     > "$out/$name-${candidate%%:*}-validation-$seed.log" &
+                runs+=("$!:$out/$name-${candidate%%:*}-validation-$seed.log")
             done
         done
-        wait
+        wait_for_runs
         # Mean validation Recall@20 per candidate and evaluated round over the seeds; the best (ties: fewer
         # rounds).
         : > "$out/$name-choices.txt"
@@ -87,8 +88,9 @@ for dataset in $datasets; do
             "$fedrec" simulate --dataset "$out/$dataset" --fold test --rounds "$chosen" --eval-every "$chosen" \
                 --noise-multiplier "$z" "${privacy[@]}" "${settings[@]}" --seed "$seed" "$@" \
                 > "$out/$name-test-$seed.log" &
+            runs+=("$!:$out/$name-test-$seed.log")
         done
-        wait
+        wait_for_runs
         tests=() epsilon=""
         for seed in $seeds; do
             line=$(grep "test R@20" "$out/$name-test-$seed.log" | tail -1)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates Sources/FedRecProtocol/Generated from Sources/FedRecProtocol/Protos with protoc and the
-# swift-protobuf / grpc-swift-protobuf plugins built from this package's own pinned dependencies.
+# swift-protobuf / grpc-swift-protobuf plugins built from this package's own dependencies (the versions
+# Package.swift resolves to on this machine's mirrors; Package.resolved is kept out of git).
 # The generated files are committed; run this only after changing a .proto file.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -129,7 +129,8 @@ public enum CoordinatorBuilder {
                 from: checkpointPath, server: saved.serverOptimizer,
                 item: options.itemOptimizer, userTowerCount: layout.count,
                 itemParameterCounts: Dictionary(
-                    file.model.itemTower.namedParameters.map { ($0.name, $0.value.count) }, uniquingKeysWith: { a, _ in a }))
+                    file.model.itemTower.namedParameters.map { ($0.name, $0.value.count) },
+                    uniquingKeysWith: { first, _ in first }))
             if let decay = options.averageDecay {
                 // The model file holds the average (the served model); the raw weights are in the checkpoint.
                 let served = file.model.namedParameters

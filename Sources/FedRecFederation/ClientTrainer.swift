@@ -48,10 +48,14 @@ public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
         if !(proximalMu >= 0 && proximalMu.isFinite) { return "proximal mu \(proximalMu) must be non-negative" }
         if let maximumSteps, maximumSteps < 1 { return "maximum steps \(maximumSteps) must be positive" }
         if let clipNorm, !(clipNorm > 0 && clipNorm.isFinite) { return "clip norm \(clipNorm) must be positive" }
-        if !(o.learningRate > 0 && o.learningRate.isFinite) { return "learning rate \(o.learningRate) must be positive" }
+        if !(o.learningRate > 0 && o.learningRate.isFinite) {
+            return "learning rate \(o.learningRate) must be positive"
+        }
         if !((0..<1).contains(o.beta1) && (0..<1).contains(o.beta2)) { return "optimizer betas must lie in [0, 1)" }
         if !(o.epsilon > 0 && o.epsilon.isFinite) { return "optimizer epsilon \(o.epsilon) must be positive" }
-        if !(o.weightDecay >= 0 && o.weightDecay.isFinite) { return "weight decay \(o.weightDecay) must be non-negative" }
+        if !(o.weightDecay >= 0 && o.weightDecay.isFinite) {
+            return "weight decay \(o.weightDecay) must be non-negative"
+        }
         return nil
     }
 }

@@ -66,7 +66,9 @@ public struct TwoTowerConfiguration: Codable, Sendable, Equatable {
         if !width.contains(dimension) { return "dimension \(dimension) must lie in \(width)" }
         if !width.contains(hiddenWidth) { return "hiddenWidth \(hiddenWidth) must lie in \(width)" }
         if !(tau > 0 && tau.isFinite) { return "tau \(tau) must be positive and finite" }
-        if !(1...Self.maximumCount).contains(itemCount) { return "itemCount \(itemCount) must lie in 1...\(Self.maximumCount)" }
+        if !(1...Self.maximumCount).contains(itemCount) {
+            return "itemCount \(itemCount) must lie in 1...\(Self.maximumCount)"
+        }
         if !(0..<Self.maximumWidth).contains(itemFeatureCount) || !(0..<Self.maximumWidth).contains(userFeatureCount) {
             return "feature counts \(itemFeatureCount), \(userFeatureCount) must lie in 0..<\(Self.maximumWidth)"
         }

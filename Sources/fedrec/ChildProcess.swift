@@ -12,12 +12,19 @@ final class ChildProcess: @unchecked Sendable {
     /// `/proc/self/exe`: this very binary.
     static var selfExecutable: URL { URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath() }
 
+    /// The environment variable naming the parent's pid: a child that finds it asks the kernel for SIGTERM when
+    /// that parent dies (`stopWithParent()`), so no child outlives a demo killed by any signal.
+    static let parentVariable = "FEDREC_PARENT_PID"
+
     init(name: String, arguments: [String], echo: Bool, executable: URL = ChildProcess.selfExecutable) throws {
         self.name = name
         self.echo = echo
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment[Self.parentVariable] = String(getpid())
+        process.environment = environment
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -53,7 +60,30 @@ final class ChildProcess: @unchecked Sendable {
     var output: [String] { lines.withLock { $0 } }
     var isRunning: Bool { process.isRunning }
     var pid: Int32 { process.processIdentifier }
-    var exitCode: Int32 { process.terminationStatus }
+    /// The exit status, or 128 + the signal number when a signal ended it (as a shell reports it).
+    var exitCode: Int32 {
+        process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+    }
+    /// "exit code N" or "killed by signal N".
+    var ending: String {
+        process.terminationReason == .uncaughtSignal
+            ? "killed by signal \(process.terminationStatus)" : "exit code \(process.terminationStatus)"
+    }
+
+    /// In a child started by `ChildProcess`: exits at once if the parent is already gone, else watches it from a
+    /// background thread and sends itself SIGTERM (a graceful stop) within a second of its death. Polling, not
+    /// Linux's `PR_SET_PDEATHSIG`: that fires when the parent's spawning *thread* exits, and the thread pools
+    /// that spawn children retire idle threads. Call first thing.
+    static func stopWithParent() {
+        guard let text = ProcessInfo.processInfo.environment[parentVariable], let parent = Int32(text) else { return }
+        guard getppid() == parent else { exit(10) }
+        let watcher = Thread {
+            while getppid() == parent { Thread.sleep(forTimeInterval: 1) }
+            kill(getpid(), SIGTERM)
+        }
+        watcher.name = "parent-watch"
+        watcher.start()
+    }
 
     /// The first output line containing `text`, waiting for it (nil when the process ends first).
     func waitForLine(containing text: String, pollMilliseconds: Int = 20) async throws -> String? {
@@ -67,9 +97,10 @@ final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// Waits for the process to end; returns `exitCode`.
     func waitForExit() async throws -> Int32 {
         while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-        return process.terminationStatus
+        return exitCode
     }
 
     func signal(_ signal: Int32) {

@@ -17,7 +17,7 @@ struct ClientCommand: AsyncParsableCommand {
             signal, 1 other.
             """)
 
-    @Option(help: "Coordinator address HOST:PORT.") var coordinator: HostPort
+    @Option(help: "Coordinator address IPv4:PORT (e.g. 127.0.0.1:50051).") var coordinator: HostPort
     @Option(help: "Data-set folder (the users' shards are read from it).") var dataset: String
     @Option(help: "Folder with user-<id>.key files and coordinator.pub.") var keys: String
     @Option(help: "Host the first K users (data-set order).") var clients: Int?

@@ -26,7 +26,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Folder holding the coordinator's identity, coordinator.key.") var keys: String
     @Option(name: .customLong("allow-list"), help: "Allow-list of client public identities.") var allowList: String
     @Option(help: "State folder (created when missing; resumed when it holds a state).") var state: String
-    @Option(help: "Address to listen on (port 0: any free port).") var address: HostPort = HostPort(
+    @Option(help: "Address to listen on, IPv4:PORT (port 0: any free port).") var address: HostPort = HostPort(
         argument: "127.0.0.1:50051")!
     @Option(help: "Rounds to complete.") var rounds: Int = 10
     @Option(help: "Clients per round (count; default 32 unless --fraction is given).") var cohort: Int?

@@ -5,6 +5,7 @@ import FedRecFederation
 import FedRecProtocol
 import FedRecSecurity
 import Foundation
+import Synchronization
 
 /// `fedrec demo`: one coordinator and N client processes on this host, end to end.
 struct DemoCommand: AsyncParsableCommand {
@@ -35,11 +36,19 @@ struct DemoCommand: AsyncParsableCommand {
         0.99
     @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
     @Option(help: "Embedding dimension d.") var dimension: Int = 64
+    @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate (default: the coordinator's).")
+    var clientLR: Float?
+    @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round (default: the coordinator's).")
+    var localEpochs: Int?
+    @Option(
+        name: .customLong("local-batch"),
+        help: "Clients' local batch size, 0 for FedSGD (default: the coordinator's).")
+    var localBatch: Int?
     @Option(help: "Source data (a MovieLens or generic folder).") var source: String = "demo/data/ml-latest-small"
     @Option(help: "Output folder.") var out: String = "runs/federated-demo"
     @Option(help: "Port of the coordinator (0: any free port).") var port: Int = 0
     @Option(help: "User for the sample recall (default: the first user).") var user: String?
-    @Flag(help: "Start from scratch: remove OUT/state first.") var fresh = false
+    @Flag(help: "Start from scratch: remove OUT's data set, keys, allow-list, state and model first.") var fresh = false
 
     func validate() throws {
         guard clients >= 1 else { throw ValidationError("--clients must be at least 1, got \(clients)") }
@@ -47,23 +56,58 @@ struct DemoCommand: AsyncParsableCommand {
         guard rounds >= 1, cohort >= 1, deadline > 0 else {
             throw ValidationError("--rounds, --cohort and --deadline must be positive")
         }
+        // Checked here, before any import or key, rather than by the coordinator after them.
+        guard (0...65_535).contains(port) else { throw ValidationError("--port must lie in 0...65535, got \(port)") }
+        guard dimension >= 1 else { throw ValidationError("--dimension must be positive, got \(dimension)") }
+        let optimizers = ["fedavg", "fedadam", "fedyogi", "adam"]
+        guard optimizers.contains(serverOptimizer) else {
+            throw ValidationError(
+                "--server-optimizer must be one of \(optimizers.joined(separator: ", ")), got '\(serverOptimizer)'")
+        }
+        guard clientLR.map({ $0 > 0 }) ?? true, localEpochs.map({ $0 >= 1 }) ?? true,
+            localBatch.map({ $0 >= 0 }) ?? true
+        else {
+            throw ValidationError(
+                "--client-lr must be positive, --local-epochs at least 1 and --local-batch at least 0")
+        }
+        guard serverLR > 0, itemLR > 0, serverBeta2 > 0, serverBeta2 < 1 else {
+            throw ValidationError("--server-lr and --item-lr must be positive and --server-beta2 in (0, 1)")
+        }
     }
 
     func run() async throws {
         let fm = FileManager.default
-        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
         let datasetPath = out + "/dataset"
+        let keys = out + "/keys"
+        let allowList = out + "/allow-list"
+        let state = out + "/state"
+        let model = out + "/model.safetensors"
+        // The source a data set was imported from: a later run with another --source must not quietly reuse it.
+        let sourceRecord = out + "/dataset-source"
+        if fresh {
+            for path in [datasetPath, keys, allowList, state, model, sourceRecord] { try? fm.removeItem(atPath: path) }
+        }
+        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let sourcePath = URL(fileURLWithPath: source).standardizedFileURL.path
         let dataset: Dataset
         if fm.fileExists(atPath: datasetPath + "/manifest.json") {
+            if let recorded = try? String(contentsOfFile: sourceRecord, encoding: .utf8), recorded != sourcePath {
+                throw ValidationError(
+                    "\(datasetPath) was imported from \(recorded), not \(sourcePath): pass --fresh to start over from "
+                        + "\(source), or another --out")
+            }
             dataset = try Dataset.load(from: datasetPath)
             printFlushed("== data set: \(datasetPath) (\(dataset.userIDs.count) users, \(dataset.itemIDs.count) items)")
         } else {
             printFlushed("== importing \(source) into \(datasetPath)")
             dataset = try DatasetImporter.importDataset(source: source).write(to: datasetPath)
+            try sourcePath.write(toFile: sourceRecord, atomically: true, encoding: .utf8)
+        }
+        let sample = user ?? dataset.userIDs[0]
+        guard dataset.userIDs.contains(sample) else {
+            throw ValidationError("--user '\(sample)' is not a user of \(datasetPath)")
         }
 
-        let keys = out + "/keys"
-        let allowList = out + "/allow-list"
         if !fm.fileExists(atPath: allowList) {
             printFlushed("== creating keys for the coordinator and \(dataset.userIDs.count) users in \(keys)")
             try fm.createDirectory(
@@ -78,11 +122,49 @@ struct DemoCommand: AsyncParsableCommand {
             }
             try lines.write(toFile: allowList, atomically: true, encoding: .utf8)
         }
-        let state = out + "/state"
-        if fresh { try? fm.removeItem(atPath: state) }
 
+        let group = DemoChildren()
+        do {
+            try await train(group: group, datasetPath: datasetPath, keys: keys, allowList: allowList, state: state)
+        } catch {
+            await group.stopAll()
+            throw error
+        }
+
+        guard let saved = try StateStore(directory: state).load() else { throw ExitCode(FederationExit.state) }
+        try? fm.removeItem(atPath: model)
+        try fm.copyItem(atPath: state + "/" + saved.modelFile, toPath: model)
+        printFlushed("== aggregated model after \(saved.completedRounds) round(s): \(model)")
+
+        printFlushed("== evaluate on the test set")
+        try await group.runToEnd(
+            ChildProcess(
+                name: "evaluate", arguments: ["evaluate", "--model", model, "--dataset", datasetPath], echo: true))
+        printFlushed("== top-10 recall for user \(sample)")
+        try await group.runToEnd(
+            ChildProcess(
+                name: "recall",
+                arguments: ["recall", "--model", model, "--dataset", datasetPath, "--user", sample, "--k", "10"],
+                echo: true))
+    }
+
+    /// The local-training options given, as the coordinator's flags.
+    private var localTraining: [String] {
+        var flags: [String] = []
+        if let clientLR { flags += ["--client-lr", "\(clientLR)"] }
+        if let localEpochs { flags += ["--local-epochs", "\(localEpochs)"] }
+        if let localBatch { flags += ["--local-batch", "\(localBatch)"] }
+        return flags
+    }
+
+    /// The coordinator and the client processes, to the end of training. A client process that fails while the
+    /// coordinator runs stops the demo with the client's exit code and its last output lines; SIGINT or SIGTERM
+    /// stops every child (the coordinator saves its state) and the demo exits with the coordinator's code (10).
+    private func train(group: DemoChildren, datasetPath: String, keys: String, allowList: String, state: String)
+        async throws
+    {
         printFlushed("== starting the coordinator and \(clients) client process(es)")
-        let coordinator = try ChildProcess(
+        let coordinator = try group.start(
             name: "coordinator",
             arguments: [
                 "coordinator", "--dataset", datasetPath, "--keys", keys, "--allow-list", allowList, "--state", state,
@@ -92,7 +174,7 @@ struct DemoCommand: AsyncParsableCommand {
                 "--average", "\(average)", "--wire-precision", wirePrecision.rawValue,
                 "--dimension", "\(dimension)", "--fold", "test", "--eval-every", "0", "--enrol-grace", "120",
                 "--log-level", "warning",
-            ], echo: true)
+            ] + localTraining, echo: true)
         guard let listening = try await coordinator.waitForLine(containing: "listening on ") else {
             throw ExitCode(try await coordinator.waitForExit())
         }
@@ -100,14 +182,23 @@ struct DemoCommand: AsyncParsableCommand {
         var children: [ChildProcess] = []
         for index in 0..<clients {
             children.append(
-                try ChildProcess(
+                try group.start(
                     name: "client \(index + 1)",
                     arguments: [
                         "client", "--coordinator", address, "--dataset", datasetPath, "--keys", keys,
                         "--shard", "\(index)/\(clients)", "--log-level", "warning",
                     ], echo: false))
         }
-        let coordinatorStatus = try await coordinator.waitForExit()
+        while coordinator.isRunning {
+            if !group.wasInterrupted, let failed = children.first(where: { !$0.isRunning && $0.exitCode != 0 }) {
+                printFlushed("== \(failed.name) failed (\(failed.ending)); its last output:")
+                for line in failed.output.suffix(20) { printFlushed("[\(failed.name)] \(line)") }
+                await group.stopAll()
+                throw ExitCode(failed.exitCode)
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let coordinatorStatus = coordinator.exitCode
         for child in children {
             // Clients stop by themselves once the coordinator says training is over; a straggler is told to stop.
             var waited = 0
@@ -118,28 +209,63 @@ struct DemoCommand: AsyncParsableCommand {
             child.signal(SIGTERM)
             _ = try await child.waitForExit()
         }
-        printFlushed("== client processes stopped: exit codes \(children.map(\.exitCode))")
+        printFlushed("== client processes stopped: \(children.map(\.ending).joined(separator: ", "))")
         guard coordinatorStatus == 0 else {
-            printFlushed("coordinator exited with \(coordinatorStatus)")
+            printFlushed("coordinator: \(coordinator.ending)")
+            if coordinatorStatus == FederationExit.state {
+                printFlushed("(the state in \(state) is another run's or unreadable: pass --fresh to start over)")
+            }
             throw ExitCode(coordinatorStatus)
         }
+    }
+}
 
-        guard let saved = try StateStore(directory: state).load() else { throw ExitCode(FederationExit.state) }
-        let model = out + "/model.safetensors"
-        try? fm.removeItem(atPath: model)
-        try fm.copyItem(atPath: state + "/" + saved.modelFile, toPath: model)
-        printFlushed("== aggregated model after \(saved.completedRounds) round(s): \(model)")
+/// The demo's child processes. Foundation starts each child in its own process group, so a terminal's Ctrl-C
+/// reaches only the demo: SIGINT and SIGTERM are caught here and passed on to every running child as SIGTERM
+/// (children also get SIGTERM from the kernel if the demo dies outright: `ChildProcess.stopWithParent`).
+final class DemoChildren: @unchecked Sendable {
+    private let children = Mutex<[ChildProcess]>([])
+    private let interrupted = Mutex(false)
+    private var sources: [any DispatchSourceSignal] = []
 
-        printFlushed("== evaluate on the test set")
-        let evaluate = try ChildProcess(
-            name: "evaluate", arguments: ["evaluate", "--model", model, "--dataset", datasetPath], echo: true)
-        _ = try await evaluate.waitForExit()
-        let sample = user ?? dataset.userIDs[0]
-        printFlushed("== top-10 recall for user \(sample)")
-        let recall = try ChildProcess(
-            name: "recall",
-            arguments: ["recall", "--model", model, "--dataset", datasetPath, "--user", sample, "--k", "10"],
-            echo: true)
-        _ = try await recall.waitForExit()
+    init() {
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [self] in
+                interrupted.withLock { $0 = true }
+                for child in children.withLock({ $0 }) { child.signal(SIGTERM) }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// Whether SIGINT or SIGTERM has arrived.
+    var wasInterrupted: Bool { interrupted.withLock { $0 } }
+
+    func start(name: String, arguments: [String], echo: Bool) throws -> ChildProcess {
+        let child = try ChildProcess(name: name, arguments: arguments, echo: echo)
+        children.withLock { $0.append(child) }
+        if wasInterrupted { child.signal(SIGTERM) }
+        return child
+    }
+
+    /// Runs `child` (already started) to its end; a failure ends the demo with its exit code.
+    func runToEnd(_ child: @autoclosure () throws -> ChildProcess) async throws {
+        let started = try child()
+        children.withLock { $0.append(started) }
+        let status = try await started.waitForExit()
+        guard status == 0 else {
+            printFlushed("== \(started.name) failed (\(started.ending))")
+            throw ExitCode(status)
+        }
+    }
+
+    /// SIGTERM to every running child, then waits for all of them.
+    func stopAll() async {
+        let all = children.withLock { $0 }
+        for child in all { child.signal(SIGTERM) }
+        for child in all { _ = try? await child.waitForExit() }
     }
 }

@@ -27,6 +27,7 @@ struct FedRec: AsyncParsableCommand {
     /// running: it concerns the command's input (a missing file, a bad id), not the command line, so it is printed
     /// without the root command's usage line (which named no subcommand), still with exit code 64.
     static func main() async {
+        ChildProcess.stopWithParent()
         let parsed: any ParsableCommand
         do {
             parsed = try parseAsRoot()

@@ -88,11 +88,15 @@ struct HostPort: ExpressibleByArgument, Sendable {
     var host: String
     var port: Int
 
+    /// The host must be an IPv4 address (`127.0.0.1`, the default, or `0.0.0.0` to listen on every interface):
+    /// the transports bind and connect to addresses, and a name such as `localhost` never listens.
     init?(argument: String) {
         guard let colon = argument.lastIndex(of: ":"), let port = Int(argument[argument.index(after: colon)...]),
             (0...65_535).contains(port), colon != argument.startIndex
         else { return nil }
         host = String(argument[..<colon])
+        var address = in_addr()
+        guard inet_pton(AF_INET, host, &address) == 1 else { return nil }
         self.port = port
     }
 

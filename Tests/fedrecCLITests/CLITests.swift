@@ -44,6 +44,15 @@ import Testing
             ["simulate", "--dataset", "d", "--noise-multiplier", "1", "--target-epsilon", "0"],
             "--target-epsilon must be a positive number"
         ),
+        // The demo checks what it forwards before importing or making keys; addresses are IPv4 literals.
+        (["demo", "--port", "70000", "--out", "/nonexistent/demo"], "--port must lie in 0...65535"),
+        (["demo", "--server-optimizer", "sgd", "--out", "/nonexistent/demo"], "--server-optimizer must be one of"),
+        (["demo", "--local-batch=-1", "--out", "/nonexistent/demo"], "--local-batch at least 0"),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--address", "localhost:5000"],
+            "The value 'localhost:5000' is invalid for '--address"
+        ),
+        (["client", "--coordinator", "localhost:5000", "--dataset", "d", "--keys", "k"], "is invalid for '--coordinator"),
     ])
     func invalidOptionsAreRejectedWithAMessage(arguments: [String], message: String) throws {
         let result = try CLI.run(arguments)
