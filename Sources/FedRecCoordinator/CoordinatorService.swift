@@ -20,9 +20,15 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     }
 
     public func enrol(request: Fedrec_V1_EnrolRequest, context: ServerContext) async throws -> Fedrec_V1_EnrolResponse {
+        // At most one proof per allow-listed client, as for the other calls: a longer list would only buy its
+        // sender signature checks and log lines.
+        try checkClientList(request.clients.map(\.clientID), of: "Enrol")
         let challenge = Array(request.challenge)
         guard core.consume(challenge: challenge) else {
-            throw core.reject(ProtocolError(code: .enrolmentRefused, message: "unknown, used or expired challenge"))
+            throw core.reject(
+                ProtocolError(
+                    code: .enrolmentRefused, message: "unknown, used or expired challenge",
+                    client: request.clients.first?.clientID))
         }
         var accepted: [String] = []
         var rejected: [Fedrec_V1_Rejection] = []

@@ -11,7 +11,15 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        guard let saved = try StateStore(directory: state).load() else {
+        let loaded: PersistedState?
+        do {
+            loaded = try StateStore(directory: state).load()
+        } catch {
+            // Unreadable or corrupt: the coordinator's exit code for the same folder.
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            throw ExitCode(FederationExit.state)
+        }
+        guard let saved = loaded else {
             FileHandle.standardError.write(Data("Error: \(state) holds no coordinator state\n".utf8))
             throw ExitCode(FederationExit.state)
         }
