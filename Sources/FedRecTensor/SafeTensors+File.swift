@@ -190,7 +190,7 @@ public struct SafeTensors: Sendable, Equatable {
 
     /// Whether no value is NaN or infinite: branch-free over the exponent bits (all ones only for NaN and ±inf),
     /// so it vectorises; the coordinator checks every checkpoint with it.
-    static func allFinite(_ values: [Float]) -> Bool {
+    public static func allFinite(_ values: [Float]) -> Bool {
         values.withUnsafeBufferPointer { xs in
             var carry: UInt32 = 0
             for v in xs { carry |= (v.bitPattern & 0x7f80_0000) &+ 0x0080_0000 }
@@ -358,12 +358,12 @@ public struct SafeTensors: Sendable, Equatable {
                 guard !overflow else { throw fail(.corruptedHeader, "tensor '\(entry.name)' shape overflows") }
                 elements = product
             }
-            guard elements.multipliedReportingOverflow(by: 4) == (entry.end - entry.begin, false) else {
+            let (byteCount, overflow) = elements.multipliedReportingOverflow(by: 4)
+            guard (byteCount, overflow) == (entry.end - entry.begin, false) else {
                 throw fail(
                     .badOffsets,
-                    "tensor '\(entry.name)' shape \(entry.shape) needs "
-                        + (elements.multipliedReportingOverflow(by: 4).overflow ? "more than Int.max" : "\(elements * 4)")
-                        + " bytes, offsets give \(entry.end - entry.begin)"
+                    "tensor '\(entry.name)' shape \(entry.shape) needs \(overflow ? "more than Int.max" : "\(byteCount)") "
+                        + "bytes, offsets give \(entry.end - entry.begin)"
                 )
             }
             guard entry.end <= dataLength else {

@@ -118,6 +118,8 @@ import Testing
             (#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#, 4, "corruptedHeader"),
             (#"["a"]"#, 0, "corruptedHeader"),
             (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#, 4, "corruptedHeader"),
+            // A shape whose byte count overflows: refused, and the message says so instead of overflowing itself.
+            (#"{"a":{"dtype":"F32","shape":[1000000000000000,4000],"data_offsets":[0,0]}}"#, 0, "badOffsets"),
         ] as [(String, Int, String)])
     func validation(header: String, dataBytes: Int, expected: String) {
         let bytes = withHeader(header, data: [UInt8](repeating: 0, count: dataBytes))
@@ -144,5 +146,13 @@ import Testing
             try SafeTensors(bytes: file.encoded(), file: "f", requireFinite: true)
         }
         #expect(error?.code == .nonFinite)
+        // The branch-free check agrees with isFinite on every class of value.
+        for value: Float in [0, -0, 1, -1, .leastNonzeroMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude]
+        {
+            #expect(SafeTensors.allFinite([1, value, 2]))
+        }
+        for value: Float in [.nan, -.nan, .infinity, -.infinity, .signalingNaN] {
+            #expect(!SafeTensors.allFinite([1, value, 2]))
+        }
     }
 }
