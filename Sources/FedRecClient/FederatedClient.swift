@@ -96,6 +96,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         /// The hosted clients the coordinator enrolled, in hosting order: the only ones a poll names (the
         /// coordinator refuses a poll naming a client it does not know).
         var enrolled: [String]
+        /// `Wire.runTermsDigest` of the enrol answer's model configuration and fold, as received.
+        var runTerms: [UInt8]
         var configuration: TwoTowerConfiguration
         var shapes: PayloadShapes
         var users: [Int: FoldUser]
@@ -269,7 +271,10 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         logger.info("enrolled \(response.accepted.count) of \(order.count) client(s)")
         let accepted = Set(response.accepted)
         return RunSettings(
-            enrolled: order.filter(accepted.contains), configuration: configuration,
+            enrolled: order.filter(accepted.contains),
+            runTerms: try Wire.runTermsDigest(
+                modelConfigurationJSON: response.modelConfigurationJson, fold: response.fold),
+            configuration: configuration,
             shapes: PayloadShapes(
                 userTowerCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension),
             users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
@@ -310,6 +315,13 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         } catch {
             logger.error("round assignment refused: \(error)", metadata: ["round": "\(round)"])
             return
+        }
+        // The enrol answer travelled in the clear; the sealed model says what it should have been.
+        guard global.runTerms == run.runTerms else {
+            throw ClientError(
+                code: .coordinatorMismatch,
+                message: "the model configuration or fold received at enrolment differs from the one the coordinator "
+                    + "sealed into round \(round): the enrol answer was altered on the way")
         }
         let selected = header.selected.filter { clients[$0] != nil }
         onAssignment?(round, selected.count)

@@ -181,7 +181,7 @@ public enum CoordinatorBuilder {
                     ModelAverage(model: initial, decay: $0, warmup: options.averageWarmup)
                 })
         }
-        let coordinatorCore = CoordinatorCore(
+        let coordinatorCore = try CoordinatorCore(
             identity: identity, allowList: allowList, shapes: shapes, logger: logger, clock: ElapsedClock(clock),
             modelConfigurationJSON: configurationJSON, trainingConfiguration: training,
             foldName: options.fold.rawValue, chunkSize: options.chunkSize, initial: core, privacy: options.privacy,

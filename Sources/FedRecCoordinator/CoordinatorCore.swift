@@ -143,6 +143,8 @@ public final class CoordinatorCore: Sendable {
     /// `trainingConfiguration` as clients read it (what a round without adaptive clipping sends).
     let trainingConfigurationJSON: String
     let foldName: String
+    /// `Wire.runTermsDigest` of `modelConfigurationJSON` and `foldName`, sealed into every round's model.
+    let runTerms: [UInt8]
     let chunkSize: Int
     /// CPU time per phase (crypto, codec, aggregation, ...), for `--stats` and `fedrec bench rounds`.
     public let meter = PhaseMeter()
@@ -162,7 +164,7 @@ public final class CoordinatorCore: Sendable {
         chunkSize: Int,
         initial: CoreState, privacy: DifferentialPrivacyConfiguration? = nil,
         secureAggregation: SecureAggregationOptions? = nil
-    ) {
+    ) throws {
         self.privacy = privacy
         self.secureOptions = secureAggregation
         self.identity = identity
@@ -175,6 +177,7 @@ public final class CoordinatorCore: Sendable {
         self.trainingConfiguration = trainingConfiguration
         self.trainingConfigurationJSON = Self.json(trainingConfiguration)
         self.foldName = foldName
+        self.runTerms = try Wire.runTermsDigest(modelConfigurationJSON: modelConfigurationJSON, fold: foldName)
         self.chunkSize = chunkSize
         self.state = Mutex(initial)
     }
@@ -263,6 +266,7 @@ public final class CoordinatorCore: Sendable {
                     var payload = model
                     payload.seed = seed
                     payload.trainingConfigurationJSON = training.json
+                    payload.runTerms = runTerms
                     s.open = try OpenRound(
                         round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
                         payload: meter.measure(.codec) { payload.encoded() }, seed: seed, training: training,

@@ -92,6 +92,7 @@ extension CoordinatorCore {
                     parameters: parameters, identityKeys: keys, weighting: weighting, reportsClipping: reportsClipping))
             payload.seed = seed
             payload.trainingConfigurationJSON = training.json
+            payload.runTerms = runTerms
             do {
                 s.open = try OpenRound(
                     round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,

@@ -157,7 +157,8 @@ public struct PayloadShapes: Sendable, Hashable {
 /// Layout: `"FRGM"` | round (u64) | user-tower count (u32) | item rows (u32) | dimension (u32) | precision (u8:
 /// 0 float32, 1 bfloat16) | user tower (count values) | item embeddings (rows x dimension values, row-major) |
 /// seed (u64) | training configuration length (u32, at most `maximumTrainingBytes`) | training configuration
-/// (UTF-8 JSON) | [a `SecureRoundAssignment` section in secure-aggregation rounds]. Little-endian. Clients
+/// (UTF-8 JSON) | run terms (32 bytes, `Wire.runTermsDigest`) | [a `SecureRoundAssignment` section in
+/// secure-aggregation rounds]. Little-endian. Clients
 /// answer in the precision of the assignment.
 public struct GlobalModelPayload: Sendable, Equatable {
     static let magic: [UInt8] = Array("FRGM".utf8)
@@ -173,6 +174,8 @@ public struct GlobalModelPayload: Sendable, Equatable {
     public var seed: UInt64
     /// The round's `ClientTrainingConfiguration` as JSON (the clip norm moves under adaptive clipping).
     public var trainingConfigurationJSON: String
+    /// `Wire.runTermsDigest` of the model configuration and fold the enrol answer gave (32 bytes).
+    public var runTerms: [UInt8]
     /// Present in secure-aggregation rounds.
     public var secure: SecureRoundAssignment?
 
@@ -181,14 +184,17 @@ public struct GlobalModelPayload: Sendable, Equatable {
 
     public init(
         round: Int, userTower: [Float], itemEmbeddings: Matrix, precision: WirePrecision = .float32, seed: UInt64 = 0,
-        trainingConfigurationJSON: String = "", secure: SecureRoundAssignment? = nil
+        trainingConfigurationJSON: String = "", runTerms: [UInt8] = [UInt8](repeating: 0, count: 32),
+        secure: SecureRoundAssignment? = nil
     ) {
+        precondition(runTerms.count == 32, "run terms are a 32-byte digest")
         self.round = round
         self.userTower = userTower
         self.itemEmbeddings = itemEmbeddings
         self.precision = precision
         self.seed = seed
         self.trainingConfigurationJSON = trainingConfigurationJSON
+        self.runTerms = runTerms
         self.secure = secure
     }
 
@@ -208,6 +214,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
         precondition(training.count <= Self.maximumTrainingBytes, "training configuration too long")
         w.u32(UInt32(training.count))
         w.raw(training)
+        w.raw(runTerms)
         secure?.write(to: &w)
         return w.bytes
     }
@@ -241,6 +248,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
         guard let training = String(validating: try r.take(trainingLength), as: UTF8.self) else {
             throw r.fail("training configuration is not UTF-8")
         }
+        let runTerms = Array(try r.take(32))
         let secure = r.offset < r.bytes.count ? try SecureRoundAssignment(reading: &r) : nil
         try r.expectEnd()
         guard FlatVector.isFinite(tower), FlatVector.isFinite(items) else {
@@ -248,7 +256,7 @@ public struct GlobalModelPayload: Sendable, Equatable {
         }
         self.init(
             round: round, userTower: tower, itemEmbeddings: Matrix(rows: rows, columns: d, storage: items),
-            precision: precision, seed: seed, trainingConfigurationJSON: training, secure: secure)
+            precision: precision, seed: seed, trainingConfigurationJSON: training, runTerms: runTerms, secure: secure)
     }
 }
 

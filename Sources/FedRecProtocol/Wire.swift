@@ -7,6 +7,13 @@ public enum Wire {
     /// The identity name (client id) of a data-set user's virtual client.
     public static func clientID(forUser userID: String) -> String { "user-\(userID)" }
 
+    /// SHA-256 of the run's terms a client learns, in the clear, at enrolment: the model configuration (JSON, as
+    /// sent) and the fold. Every round's sealed model carries it (`GlobalModelPayload.runTerms`), so a client
+    /// detects an enrol answer altered on the way.
+    public static func runTermsDigest(modelConfigurationJSON: String, fold: String) throws -> [UInt8] {
+        try SHA256.hash(Array("fedrec-run-terms-v1\n\(modelConfigurationJSON)\n\(fold)".utf8))
+    }
+
     /// The client id in the header of a round's shared model envelope (kind `roundModel`): it is sealed for the
     /// whole cohort, not for one client. Not a valid user client id (those start with "user-").
     public static let cohortAudience = "cohort"

@@ -147,7 +147,9 @@ struct PayloadTests {
     @Test func globalModelRoundTrip() throws {
         let model = GlobalModelPayload(
             round: 3, userTower: (0..<10).map(Float.init), itemEmbeddings: Matrix(rows: 4, columns: 3, repeating: 0.5),
-            seed: 0xDEAD_BEEF, trainingConfigurationJSON: #"{"batchSize":8,"clipNorm":0.5}"#)
+            seed: 0xDEAD_BEEF, trainingConfigurationJSON: #"{"batchSize":8,"clipNorm":0.5}"#,
+            runTerms: try Wire.runTermsDigest(modelConfigurationJSON: "{}", fold: "test"))
+        #expect(model.runTerms != (try Wire.runTermsDigest(modelConfigurationJSON: "{}", fold: "validation")))
         #expect(try GlobalModelPayload(decoding: model.encoded(), shapes: shapes, round: 3) == model)
         #expect(throws: ProtocolError.self) {
             try GlobalModelPayload(decoding: model.encoded(), shapes: shapes, round: 4)
