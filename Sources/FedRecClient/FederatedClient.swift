@@ -112,7 +112,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         var unreachableSince: Duration? = nil
         let started = ContinuousClock.now
 
-        while !isStopping {
+        while !isStopping && !Task.isCancelled {
             do {
                 if settings == nil { settings = try await enrol(service) }
                 guard let run = settings else { continue }
@@ -163,8 +163,10 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         throw ClientError(code: .interrupted, message: "stopped by a signal before training finished")
     }
 
+    /// Sleeps before a retry; a shutdown (the flag, or the loop's cancellation) cuts it short without an error,
+    /// and the loop then ends as interrupted.
     private func pause(_ duration: Duration) async throws {
-        if !isStopping { try await clock.sleep(for: duration) }
+        if !isStopping { try? await clock.sleep(for: duration) }
     }
 
     enum Answer: Sendable {

@@ -9,6 +9,7 @@ import Foundation
 public import GRPCCore
 import Logging
 public import ServiceLifecycle
+import Synchronization
 
 /// The coordinator process as a `Service`: serves the `Coordinator` gRPC service and drives the rounds.
 /// `run()` owns every task (the server, the optional listening report, the round driver); a graceful shutdown
@@ -30,6 +31,8 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     let onListening: (@Sendable () async throws -> Void)?
     /// Called after every completed round (progress display, tests).
     let onRound: (@Sendable (RoundRecord) -> Void)?
+    /// The server task's error, if it failed: reported instead of the driver's "interrupted".
+    private let serverFailure = Mutex<(any Error)?>(nil)
 
     init(
         core: CoordinatorCore, server: GRPCServer<Transport>, options: CoordinatorOptions, dataset: Dataset,
@@ -53,12 +56,20 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     public func run() async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await self.server.serve() }
+                group.addTask {
+                    // A failing server (a port in use) stops the driver, whose error would otherwise win.
+                    do { try await self.server.serve() } catch {
+                        self.serverFailure.withLock { $0 = error }
+                        self.core.requestStop()
+                        throw error
+                    }
+                }
                 if let onListening { group.addTask { try await onListening() } }
                 do {
                     try await self.drive()
                 } catch {
                     self.server.beginGracefulShutdown()
+                    if let failure = self.serverFailure.withLock({ $0 }) { throw failure }
                     throw error
                 }
                 self.server.beginGracefulShutdown()
@@ -94,7 +105,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         try await withThrowingTaskGroup(of: Void.self) { checkpoints in
             do {
                 while core.completedRounds < options.rounds {
-                    // Cancelled: the server task failed (the group cancels the driver), so no client can reach us.
+                    // Stopping: a signal, or the server task failed (it asks the core to stop).
                     guard !core.isStopping, !Task.isCancelled else { throw interrupted }
                     guard
                         let (round, attempt) = core.state.withLock({ s in

@@ -20,9 +20,6 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     }
 
     public func enrol(request: Fedrec_V1_EnrolRequest, context: ServerContext) async throws -> Fedrec_V1_EnrolResponse {
-        // At most one proof per allow-listed client, as for the other calls: a longer list would only buy its
-        // sender signature checks and log lines.
-        try checkClientList(request.clients.map(\.clientID), of: "Enrol")
         let challenge = Array(request.challenge)
         guard core.consume(challenge: challenge) else {
             throw core.reject(
@@ -32,7 +29,23 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         }
         var accepted: [String] = []
         var rejected: [Fedrec_V1_Rejection] = []
+        // A proof for an id that is not allow-listed, or a second one for the same id, is rejected without a
+        // signature check or a log line of its own: however long the request, the coordinator checks at most one
+        // signature per allow-listed client.
+        var named = Set<String>()
+        var unlisted = 0
         for proof in request.clients {
+            guard (try? core.allowList.identity(named: proof.clientID)) != nil, named.insert(proof.clientID).inserted
+            else {
+                unlisted += 1
+                rejected.append(
+                    .with {
+                        $0.clientID = proof.clientID
+                        $0.code = ProtocolError.Code.enrolmentRefused.description
+                        $0.message = "not on the allow-list, or named twice in this request"
+                    })
+                continue
+            }
             do {
                 let claimed: PublicIdentity
                 do {
@@ -57,6 +70,13 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         if !accepted.isEmpty {
             core.logger.info(
                 "enrolled \(accepted.count) client(s)", metadata: ["total": "\(core.enrolledClients.count)"])
+        }
+        if unlisted > 0 {
+            core.reject(
+                ProtocolError(
+                    code: .enrolmentRefused,
+                    message: "\(unlisted) proof(s) for ids not on the allow-list or named twice in one request",
+                    client: request.clients.first?.clientID))
         }
         return .with {
             $0.coordinatorIdentity = core.identity.publicIdentity.line

@@ -62,7 +62,6 @@ public struct TwoTowerConfiguration: Codable, Sendable, Equatable {
     /// numeric modules drop preconditions (`-Ounchecked`).
     public var problem: String? {
         let width = 1...Self.maximumWidth
-        let count = 0...Self.maximumCount
         if !width.contains(dimension) { return "dimension \(dimension) must lie in \(width)" }
         if !width.contains(hiddenWidth) { return "hiddenWidth \(hiddenWidth) must lie in \(width)" }
         if !(tau > 0 && tau.isFinite) { return "tau \(tau) must be positive and finite" }
@@ -75,8 +74,8 @@ public struct TwoTowerConfiguration: Codable, Sendable, Equatable {
         if let maxHistory, !(1...Self.maximumCount).contains(maxHistory) {
             return "maxHistory \(maxHistory) must lie in 1...\(Self.maximumCount)"
         }
-        if !count.contains(sampledSoftmaxThreshold) {
-            return "sampledSoftmaxThreshold \(sampledSoftmaxThreshold) must lie in \(count)"
+        if sampledSoftmaxThreshold < 0 {  // only compared with the catalogue size: any non-negative value
+            return "sampledSoftmaxThreshold \(sampledSoftmaxThreshold) must be non-negative"
         }
         if !(1...Self.maximumCount).contains(sampledNegatives) {
             return "sampledNegatives \(sampledNegatives) must lie in 1...\(Self.maximumCount)"

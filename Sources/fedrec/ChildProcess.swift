@@ -12,8 +12,8 @@ final class ChildProcess: @unchecked Sendable {
     /// `/proc/self/exe`: this very binary.
     static var selfExecutable: URL { URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath() }
 
-    /// The environment variable naming the parent's pid: a child that finds it asks the kernel for SIGTERM when
-    /// that parent dies (`stopWithParent()`), so no child outlives a demo killed by any signal.
+    /// The environment variable naming the parent's pid: a child that finds it watches that parent and stops when
+    /// it dies (`stopWithParent()`), so no child outlives a demo killed by any signal.
     static let parentVariable = "FEDREC_PARENT_PID"
 
     init(name: String, arguments: [String], echo: Bool, executable: URL = ChildProcess.selfExecutable) throws {
@@ -71,14 +71,21 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// In a child started by `ChildProcess`: exits at once if the parent is already gone, else watches it from a
-    /// background thread and sends itself SIGTERM (a graceful stop) within a second of its death. Polling, not
-    /// Linux's `PR_SET_PDEATHSIG`: that fires when the parent's spawning *thread* exits, and the thread pools
-    /// that spawn children retire idle threads. Call first thing.
+    /// background thread and, within a second of its death, points stdout and stderr (the dead parent's pipe) at
+    /// /dev/null and sends itself SIGTERM (a graceful stop). Polling, not Linux's `PR_SET_PDEATHSIG`: that fires
+    /// when the parent's spawning *thread* exits, and the thread pools that spawn children retire idle threads.
+    /// SIGPIPE is ignored, so a write to the pipe before then fails instead of killing the process. Call first.
     static func stopWithParent() {
         guard let text = ProcessInfo.processInfo.environment[parentVariable], let parent = Int32(text) else { return }
         guard getppid() == parent else { exit(10) }
+        ignoreBrokenPipes()
         let watcher = Thread {
             while getppid() == parent { Thread.sleep(forTimeInterval: 1) }
+            let null = open("/dev/null", O_WRONLY)
+            if null >= 0 {
+                dup2(null, STDOUT_FILENO)
+                dup2(null, STDERR_FILENO)
+            }
             kill(getpid(), SIGTERM)
         }
         watcher.name = "parent-watch"
@@ -106,4 +113,9 @@ final class ChildProcess: @unchecked Sendable {
     func signal(_ signal: Int32) {
         if process.isRunning { kill(process.processIdentifier, signal) }
     }
+}
+
+/// SIGPIPE ignored: a write to a pipe nobody reads fails with EPIPE instead of killing the process.
+private func ignoreBrokenPipes() {
+    signal(SIGPIPE, SIG_IGN)
 }

@@ -131,6 +131,8 @@ struct DemoCommand: AsyncParsableCommand {
             throw error
         }
 
+        // A Ctrl-C while the clients were stopping: stop here, not after evaluate and recall.
+        if group.wasInterrupted { throw ExitCode(FederationExit.interrupted) }
         guard let saved = try StateStore(directory: state).load() else { throw ExitCode(FederationExit.state) }
         try? fm.removeItem(atPath: model)
         try fm.copyItem(atPath: state + "/" + saved.modelFile, toPath: model)
@@ -222,7 +224,7 @@ struct DemoCommand: AsyncParsableCommand {
 
 /// The demo's child processes. Foundation starts each child in its own process group, so a terminal's Ctrl-C
 /// reaches only the demo: SIGINT and SIGTERM are caught here and passed on to every running child as SIGTERM
-/// (children also get SIGTERM from the kernel if the demo dies outright: `ChildProcess.stopWithParent`).
+/// (if the demo dies outright, each child notices within a second and stops itself: `ChildProcess.stopWithParent`).
 final class DemoChildren: @unchecked Sendable {
     private let children = Mutex<[ChildProcess]>([])
     private let interrupted = Mutex(false)
@@ -251,8 +253,9 @@ final class DemoChildren: @unchecked Sendable {
         return child
     }
 
-    /// Runs `child` (already started) to its end; a failure ends the demo with its exit code.
+    /// Starts `child` and runs it to its end; a failure, or a signal before it started, ends the demo.
     func runToEnd(_ child: @autoclosure () throws -> ChildProcess) async throws {
+        if wasInterrupted { throw ExitCode(FederationExit.interrupted) }
         let started = try child()
         children.withLock { $0.append(started) }
         let status = try await started.waitForExit()

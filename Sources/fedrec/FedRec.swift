@@ -42,7 +42,7 @@ struct FedRec: AsyncParsableCommand {
                 try command.run()
             }
         } catch let error as ValidationError {
-            FileHandle.standardError.write(Data("Error: \(message(for: error))\n".utf8))
+            writeUnchecked(STDERR_FILENO, "Error: \(message(for: error))\n")
             Foundation.exit(exitCode(for: error).rawValue)
         } catch {
             exit(withError: error)  // a command group's help, a command's ExitCode, other errors: as before

@@ -55,7 +55,7 @@ enum FederationExit {
             }
         default: (code, text) = (failure, "\(error)")
         }
-        FileHandle.standardError.write(Data("Error: \(text)\n".utf8))
+        writeUnchecked(STDERR_FILENO, "Error: \(text)\n")
         return code
     }
 }
@@ -105,7 +105,19 @@ struct HostPort: ExpressibleByArgument, Sendable {
 
 /// Flushes stdout after each progress line (output may be a pipe).
 func printFlushed(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    writeUnchecked(STDOUT_FILENO, line + "\n")
+}
+
+/// Writes `text` to `descriptor` with write(2), dropping it on an error: FileHandle.write traps when the reader
+/// of a pipe is gone (a demo killed outright), and a process must get to its graceful stop instead.
+func writeUnchecked(_ descriptor: Int32, _ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        if written < 0 && errno == EINTR { continue }
+        guard written > 0 else { return }
+        bytes = bytes.dropFirst(written)
+    }
 }
 
 /// HTTP/2 settings of the coordinator's and clients' gRPC transports, sized for payloads of about a megabyte

@@ -127,7 +127,7 @@ struct RecallCommand: AsyncParsableCommand {
                 handler: RecallHTTPHandler(recommender: recommender, configuration: configuration, excluded: excluded))
             try await server.run { address in
                 let line = "fedrec recall: serving \(catalogue.count) items (\(recommender.index.kind) index) on http://\(address)\n"
-                FileHandle.standardOutput.write(Data(line.utf8))
+                writeUnchecked(STDOUT_FILENO, line)
             }
             return
         }

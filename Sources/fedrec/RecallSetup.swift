@@ -41,9 +41,9 @@ struct IndexOptions: ParsableArguments {
 
     func indexPath(model: String) -> String { indexFile ?? model + ".hnsw" }
 
-    /// The index for `catalogue`. HNSW policy: a fedrec HNSW file built from another item matrix (stale: the
-    /// model was retrained or items were added) or damaged is rebuilt and overwritten, with a note on stderr;
-    /// any other file at the index path (not an index: a model, say) is an error unless --rebuild-index, and
+    /// The index for `catalogue`. HNSW policy: a file built from another item matrix (stale: the model was
+    /// retrained or items were added) or damaged is rebuilt and overwritten, with a note on stderr; a file at an
+    /// explicit --index-file that is no fedrec HNSW index (a model, say) is an error unless --rebuild-index, and
     /// the index path may never be the model's own.
     func makeIndex(catalogue: RecallCatalogue, model: String) throws -> any ItemIndex {
         let useHNSW = index == "hnsw" || (index == "auto" && catalogue.count >= hnswThreshold)
@@ -65,13 +65,15 @@ struct IndexOptions: ParsableArguments {
                 // The index is derived data beside the model: a stale or damaged one (e.g. written by an older
                 // fedrec) is rebuilt, with a note; an I/O error, or a file that is no index at all, is reported.
                 guard error.code == .staleIndex || error.code == .corruptIndex else { throw error }
-                guard error.code == .staleIndex || HNSWIndex.isIndexFile(at: path) else {
+                // At the default path (`MODEL.hnsw`) the file is ours whatever its state; an explicit
+                // --index-file is overwritten unasked only if it is a fedrec HNSW index.
+                guard error.code == .staleIndex || indexFile == nil || HNSWIndex.isIndexFile(at: path) else {
                     throw RecallError(
                         code: .corruptIndex,
                         message: "\(path) is not a fedrec HNSW index, so it is left alone: name another "
                             + "--index-file, or pass --rebuild-index to overwrite it")
                 }
-                FileHandle.standardError.write(Data("note: \(error.message); rebuilding it\n".utf8))
+                writeUnchecked(STDERR_FILENO, "note: \(error.message); rebuilding it\n")
             }
         }
         let built = try HNSWIndex.build(

@@ -16,11 +16,11 @@ struct StatusCommand: AsyncParsableCommand {
             loaded = try StateStore(directory: state).load()
         } catch {
             // Unreadable or corrupt: the coordinator's exit code for the same folder.
-            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            writeUnchecked(STDERR_FILENO, "Error: \(error)\n")
             throw ExitCode(FederationExit.state)
         }
         guard let saved = loaded else {
-            FileHandle.standardError.write(Data("Error: \(state) holds no coordinator state\n".utf8))
+            writeUnchecked(STDERR_FILENO, "Error: \(state) holds no coordinator state\n")
             throw ExitCode(FederationExit.state)
         }
         if json {

@@ -80,6 +80,22 @@ struct InProcessTests {
         }
     }
 
+    /// A process hosting more users than the allow-list names: the listed ones enrol and train, the others are
+    /// refused one by one (the whole request was refused once, and the client reported the coordinator unreachable).
+    @Test("a process hosting users off the allow-list trains the listed ones")
+    func partialAllowList() async throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        let lines = try String(contentsOfFile: fixture.allowList, encoding: .utf8).split(separator: "\n")
+        try (lines.prefix(3).joined(separator: "\n") + "\n").write(
+            toFile: fixture.allowList, atomically: true, encoding: .utf8)
+        var options = fixture.coordinatorOptions(rounds: 1)
+        options.evaluationInterval = 0
+        let (coordinator, clients) = try await fixture.trainInProcess(options)
+        #expect(coordinator.core.records.map(\.participants) == [3])
+        #expect(clients.clientIDs.count == 8)
+    }
+
     @Test("tampered, replayed and unenrolled messages are each refused while the round goes on")
     func refusals() async throws {
         let fixture = try Fixture(users: 6)
