@@ -117,13 +117,6 @@ public enum FlatVector {
         }
     }
 
-    /// True when no element is infinite or NaN. Branch-free over the bit patterns so it vectorises: an
-    /// exponent field of all ones (0x7f80_0000) is the only one that carries into bit 31 when 0x0080_0000 is added.
-    public static func isFinite(_ x: [Float]) -> Bool {
-        x.withUnsafeBufferPointer { xs in
-            var carry: UInt32 = 0
-            for v in xs { carry |= (v.bitPattern & 0x7f80_0000) &+ 0x0080_0000 }
-            return carry & 0x8000_0000 == 0
-        }
-    }
+    /// True when no element is infinite or NaN (`FastMath.allFinite`).
+    public static func isFinite(_ x: [Float]) -> Bool { FastMath.allFinite(x) }
 }

@@ -1,5 +1,15 @@
 /// Vectorisable elementwise kernels for the softmax hot loop.
 public enum FastMath {
+    /// True when no element is infinite or NaN. Branch-free over the bit patterns so it vectorises: an
+    /// exponent field of all ones (0x7f80_0000) is the only one that carries into bit 31 when 0x0080_0000 is added.
+    public static func allFinite(_ x: [Float]) -> Bool {
+        x.withUnsafeBufferPointer { xs in
+            var carry: UInt32 = 0
+            for v in xs { carry |= (v.bitPattern & 0x7f80_0000) &+ 0x0080_0000 }
+            return carry & 0x8000_0000 == 0
+        }
+    }
+
     /// `exp(x)` in place over a buffer (Cephes `expf` polynomial, relative error below 2e-7 on
     /// [-87, 88]); inputs below -87.33 give exactly 0 (so `-infinity` masks an entry), inputs above 88.37 are clamped.
     public static func expInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {

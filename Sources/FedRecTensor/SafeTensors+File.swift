@@ -188,16 +188,6 @@ public struct SafeTensors: Sendable, Equatable {
         return out
     }
 
-    /// Whether no value is NaN or infinite: branch-free over the exponent bits (all ones only for NaN and ±inf),
-    /// so it vectorises; the coordinator checks every checkpoint with it.
-    public static func allFinite(_ values: [Float]) -> Bool {
-        values.withUnsafeBufferPointer { xs in
-            var carry: UInt32 = 0
-            for v in xs { carry |= (v.bitPattern & 0x7f80_0000) &+ 0x0080_0000 }
-            return carry & 0x8000_0000 == 0
-        }
-    }
-
     /// Writes atomically: a temporary file in the same directory (mode 0644), written straight from the tensors'
     /// storage, then `rename`. A failure removes the temporary file and leaves any file at `path` untouched.
     /// Atomic against a killed process, not against a power loss (nothing is fsync'd: the coordinator writes a
@@ -213,7 +203,7 @@ public struct SafeTensors: Sendable, Equatable {
         throws(TensorFileError)
     {
         if requireFinite {
-            for tensor in tensors where tensor.dtype == .f32 && !Self.allFinite(tensor.values) {
+            for tensor in tensors where tensor.dtype == .f32 && !FastMath.allFinite(tensor.values) {
                 if let bad = tensor.values.firstIndex(where: { !$0.isFinite }) {
                     throw TensorFileError(
                         code: .nonFinite, file: path,

@@ -149,10 +149,10 @@ import Testing
         // The branch-free check agrees with isFinite on every class of value.
         for value: Float in [0, -0, 1, -1, .leastNonzeroMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude]
         {
-            #expect(SafeTensors.allFinite([1, value, 2]))
+            #expect(FastMath.allFinite([1, value, 2]))
         }
         for value: Float in [.nan, -.nan, .infinity, -.infinity, .signalingNaN] {
-            #expect(!SafeTensors.allFinite([1, value, 2]))
+            #expect(!FastMath.allFinite([1, value, 2]))
         }
     }
 }
