@@ -66,9 +66,6 @@ struct OpenRound: Sendable {
     var attempt: Int
     var cohort: Set<String>
     var deadline: SimulatedInstant
-    var seed: UInt64
-    /// The clients' training configuration for this round (its clip norm moves under adaptive clipping).
-    var trainingConfigurationJSON: String
     /// Differential privacy: the clip norm of this round (nil without DP).
     var clipNorm: Double?
     /// The key `model` is sealed under; fresh per attempt.
@@ -80,16 +77,14 @@ struct OpenRound: Sendable {
     /// Seals `payload` (an encoded `GlobalModelPayload`) under a fresh round key: an envelope of kind
     /// `roundModel` for `Wire.cohortAudience`, with the attempt as its sequence number.
     init(
-        round: Int, attempt: Int, cohort: Set<String>, deadline: SimulatedInstant, payload: [UInt8], seed: UInt64,
-        training: (json: String, clipNorm: Double?), chunkSize: Int, meter: PhaseMeter
+        round: Int, attempt: Int, cohort: Set<String>, deadline: SimulatedInstant, payload: [UInt8],
+        clipNorm: Double?, chunkSize: Int, meter: PhaseMeter
     ) throws {
         self.round = round
         self.attempt = attempt
         self.cohort = cohort
         self.deadline = deadline
-        self.seed = seed
-        trainingConfigurationJSON = training.json
-        clipNorm = training.clipNorm
+        self.clipNorm = clipNorm
         let key = try SymmetricKey()
         let header = EnvelopeHeader(
             kind: .roundModel, round: UInt64(round), sequence: UInt64(attempt), clientID: Wire.cohortAudience)
@@ -250,9 +245,8 @@ public final class CoordinatorCore: Sendable {
 
     // MARK: Rounds (driver side)
 
-    /// Opens the machine's current round with `cohort` and publishes its model (sealed once for the cohort).
-    /// Opens the next round for `cohort`: `model` gets the round's terms (`seed`, the training configuration) and
-    /// is sealed once for the cohort.
+    /// Opens the machine's current round with `cohort` and publishes `model` with the round's terms
+    /// (`sealRound`).
     func openRound(cohort: [String], model: GlobalModelPayload, seed: UInt64) -> Machine.Action {
         let now = clock.now
         defer { changes.notify() }
@@ -262,15 +256,9 @@ public final class CoordinatorCore: Sendable {
             s.bytesSent = 0
             if case .startRound(let round, let attempt, let cohort, let deadline) = action {
                 do {
-                    let training = roundTraining(s.clipping)
-                    var payload = model
-                    payload.seed = seed
-                    payload.trainingConfigurationJSON = training.json
-                    payload.runTerms = runTerms
-                    s.open = try OpenRound(
-                        round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
-                        payload: meter.measure(.codec) { payload.encoded() }, seed: seed, training: training,
-                        chunkSize: chunkSize, meter: meter)
+                    s.open = try sealRound(
+                        model, round: round, attempt: attempt, cohort: cohort, deadline: deadline, seed: seed,
+                        clipping: s.clipping)
                 } catch {
                     return s.machine.abandonAttempt(
                         reason: FederationError(
@@ -279,6 +267,23 @@ public final class CoordinatorCore: Sendable {
             }
             return action
         }
+    }
+
+    /// The open round of `model`, plain or secure: the round's terms (`seed`, what clients train with under
+    /// `clipping`, the run terms) go into its plaintext, which is sealed once for the cohort.
+    func sealRound(
+        _ model: GlobalModelPayload, round: Int, attempt: Int, cohort: [String], deadline: SimulatedInstant,
+        seed: UInt64, clipping: AdaptiveClippingState?
+    ) throws -> OpenRound {
+        let training = roundTraining(clipping)
+        var payload = model
+        payload.seed = seed
+        payload.trainingConfigurationJSON = training.json
+        payload.runTerms = runTerms
+        return try OpenRound(
+            round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
+            payload: meter.measure(.codec) { payload.encoded() }, clipNorm: training.clipNorm, chunkSize: chunkSize,
+            meter: meter)
     }
 
     /// What a round's clients train with: the run's configuration, with the adaptive clip norm when there is

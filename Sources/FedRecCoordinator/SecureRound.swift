@@ -86,18 +86,13 @@ extension CoordinatorCore {
                     reason: FederationError(
                         code: .tooFewUpdates, message: "secure aggregation cannot start: \(error)", round: round))
             }
-            let training = roundTraining(s.clipping)
-            var payload = model(round).withSecure(
+            let payload = model(round).withSecure(
                 SecureRoundAssignment(
                     parameters: parameters, identityKeys: keys, weighting: weighting, reportsClipping: reportsClipping))
-            payload.seed = seed
-            payload.trainingConfigurationJSON = training.json
-            payload.runTerms = runTerms
             do {
-                s.open = try OpenRound(
-                    round: round, attempt: attempt, cohort: Set(cohort), deadline: deadline,
-                    payload: meter.measure(.codec) { payload.encoded() }, seed: seed, training: training,
-                    chunkSize: chunkSize, meter: meter)
+                s.open = try sealRound(
+                    payload, round: round, attempt: attempt, cohort: cohort, deadline: deadline, seed: seed,
+                    clipping: s.clipping)
             } catch {
                 return s.machine.abandonAttempt(
                     reason: FederationError(
