@@ -112,10 +112,8 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                             s.machine.currentRound.flatMap { r in s.machine.currentAttempt.map { (r, $0) } }
                         })
                     else { throw CoordinatorError(code: .roundFailed, message: "the round machine has failed") }
-                    let cohort =
-                        cohortRandomness != nil
-                        ? sampler.cohort(from: core.enrolledClients, using: &cohortRandomness!)
-                        : sampler.cohort(round: round, attempt: attempt, from: core.enrolledClients)
+                    let cohort = sampler.cohort(
+                        round: round, attempt: attempt, from: core.enrolledClients, randomness: &cohortRandomness)
                     let started = clock.now
                     let roundSeed = options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(round)
                     var action: Machine.Action

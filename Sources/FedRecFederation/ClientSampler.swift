@@ -79,6 +79,14 @@ public struct ClientSampler: Sendable, Hashable, Codable {
         sample(populationSize: population.count, using: &rng).map { population[$0] }
     }
 
+    /// The cohort of (round, attempt): drawn from `randomness` when there is one (DP runs), else seeded.
+    public func cohort<Element, Generator: RandomNumberGenerator>(
+        round: Int, attempt: Int, from population: [Element], randomness: inout Generator?
+    ) -> [Element] {
+        guard randomness != nil else { return cohort(round: round, attempt: attempt, from: population) }
+        return cohort(from: population, using: &randomness!)
+    }
+
     /// The fixed cohort size for `.count` / `.fraction` (expected size for `.poisson`).
     public func cohortSize(populationSize n: Int) -> Int {
         switch selection {

@@ -161,10 +161,7 @@ public enum FederatedSimulation {
             let started = clock.now
             let round = machine.currentRound!
             let attempt = machine.currentAttempt!
-            let cohort =
-                cohortRandomness != nil
-                ? sampler.cohort(from: ids, using: &cohortRandomness!)
-                : sampler.cohort(round: round, attempt: attempt, from: ids)
+            let cohort = sampler.cohort(round: round, attempt: attempt, from: ids, randomness: &cohortRandomness)
             var rejected: [FederationError] = []
             var result: RoundStateMachine<SimulatedInstant>.RoundResult?
             // Clients clip to the round's norm and report whether they had to (the trainer does both).
