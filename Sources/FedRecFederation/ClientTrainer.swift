@@ -42,21 +42,12 @@ public struct ClientTrainingConfiguration: Sendable, Equatable, Codable {
     /// The first rule this configuration breaks, or nil. A decoded configuration (a coordinator's round header)
     /// has skipped the initialiser's checks: clients call this and refuse the round.
     public var problem: String? {
-        let o = optimizer
         if !(1...1_000_000).contains(localEpochs) { return "local epochs \(localEpochs) must lie in 1...1000000" }
         if batchSize < 1 { return "batch size \(batchSize) must be positive" }
         if !(proximalMu >= 0 && proximalMu.isFinite) { return "proximal mu \(proximalMu) must be non-negative" }
         if let maximumSteps, maximumSteps < 1 { return "maximum steps \(maximumSteps) must be positive" }
         if let clipNorm, !(clipNorm > 0 && clipNorm.isFinite) { return "clip norm \(clipNorm) must be positive" }
-        if !(o.learningRate > 0 && o.learningRate.isFinite) {
-            return "learning rate \(o.learningRate) must be positive"
-        }
-        if !((0..<1).contains(o.beta1) && (0..<1).contains(o.beta2)) { return "optimizer betas must lie in [0, 1)" }
-        if !(o.epsilon > 0 && o.epsilon.isFinite) { return "optimizer epsilon \(o.epsilon) must be positive" }
-        if !(o.weightDecay >= 0 && o.weightDecay.isFinite) {
-            return "weight decay \(o.weightDecay) must be non-negative"
-        }
-        return nil
+        return optimizer.problem
     }
 }
 

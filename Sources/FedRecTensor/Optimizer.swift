@@ -21,16 +21,23 @@ public struct OptimizerConfiguration: Codable, Sendable, Equatable {
         kind: OptimizerKind = .adam, learningRate: Float = 0.005, beta1: Float = 0.9, beta2: Float = 0.999,
         epsilon: Float = 1e-8, weightDecay: Float = 0
     ) {
-        precondition(learningRate > 0 && learningRate.isFinite, "learning rate must be positive")
-        precondition((0..<1).contains(beta1) && (0..<1).contains(beta2), "Adam betas must lie in [0, 1)")
-        precondition(epsilon > 0, "Adam epsilon must be positive")
-        precondition(weightDecay >= 0, "weight decay must be non-negative")
         self.kind = kind
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
         self.weightDecay = weightDecay
+        if let problem { preconditionFailure(problem) }
+    }
+
+    /// The first rule this configuration breaks, or nil: what the initialiser traps on, and what a reader of a
+    /// decoded configuration (which skipped the initialiser) refuses.
+    public var problem: String? {
+        if !(learningRate > 0 && learningRate.isFinite) { return "learning rate \(learningRate) must be positive" }
+        if !((0..<1).contains(beta1) && (0..<1).contains(beta2)) { return "optimizer betas must lie in [0, 1)" }
+        if !(epsilon > 0 && epsilon.isFinite) { return "optimizer epsilon \(epsilon) must be positive" }
+        if !(weightDecay >= 0 && weightDecay.isFinite) { return "weight decay \(weightDecay) must be non-negative" }
+        return nil
     }
 
     public static func adam(learningRate: Float = 0.005, weightDecay: Float = 0) -> OptimizerConfiguration {
