@@ -34,6 +34,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round.") var minClients: Int = 1
     @Option(help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
     @Option(name: .customLong("max-attempts"), help: "Attempts per round before giving up.") var maxAttempts: Int = 5
+    /// The `--server-optimizer` names (`demo` forwards its own to this command and checks it against them).
+    static let serverOptimizers = ["fedavg", "fedadam", "fedyogi", "adam"]
     @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).")
     var serverOptimizer: String =
         "fedadam"
@@ -138,7 +140,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--deadline must be positive, got \(deadline)")
         }
         guard maxAttempts >= 1 else { throw ValidationError("--max-attempts must be at least 1") }
-        guard ["fedavg", "fedadam", "fedyogi", "adam"].contains(serverOptimizer) else {
+        guard Self.serverOptimizers.contains(serverOptimizer) else {
             throw ValidationError(
                 "--server-optimizer must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(serverOptimizer)'"
             )

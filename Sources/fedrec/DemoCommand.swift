@@ -59,7 +59,7 @@ struct DemoCommand: AsyncParsableCommand {
         // Checked here, before any import or key, rather than by the coordinator after them.
         guard (0...65_535).contains(port) else { throw ValidationError("--port must lie in 0...65535, got \(port)") }
         guard dimension >= 1 else { throw ValidationError("--dimension must be positive, got \(dimension)") }
-        let optimizers = ["fedavg", "fedadam", "fedyogi", "adam"]
+        let optimizers = CoordinatorCommand.serverOptimizers
         guard optimizers.contains(serverOptimizer) else {
             throw ValidationError(
                 "--server-optimizer must be one of \(optimizers.joined(separator: ", ")), got '\(serverOptimizer)'")
