@@ -48,32 +48,25 @@ struct SecureAttemptTests {
         defer { fixture.remove() }
         let (core, clients) = try enrolledCore(fixture)
         let cohort = clients.keys.sorted()
-        guard case .startRound = open(core, cohort: cohort) else {
-            Issue.record("attempt 0 did not start")
-            return
+        func started(_ action: Machine.Action) -> Bool { if case .startRound = action { true } else { false } }
+        func poll(attempt: Int) throws -> CoordinatorCore.StageAnswer {
+            try core.stageInputs(for: cohort, round: 0, attempt: attempt, stage: 1)
         }
+        func waits(_ answer: CoordinatorCore.StageAnswer) -> Bool { if case .wait = answer { true } else { false } }
+        try #require(started(open(core, cohort: cohort)), "attempt 0 did not start")
         // Before anything is collected, a poll for attempt 0's roster waits.
-        guard case .wait = try core.stageInputs(for: cohort, round: 0, attempt: 0, stage: 1) else {
-            Issue.record("attempt 0's roster poll did not wait")
-            return
-        }
+        try #require(waits(poll(attempt: 0)), "attempt 0's roster poll did not wait")
         // Attempt 0 is abandoned and attempt 1 opens straight away.
         guard case .retryRound(_, 1, _, _) = core.finishSecure(.aborted("test")) else {
             Issue.record("attempt 0 was not retried")
             return
         }
-        guard case .startRound = open(core, cohort: cohort) else {
-            Issue.record("attempt 1 did not start")
-            return
-        }
-        guard case .aborted = try core.stageInputs(for: cohort, round: 0, attempt: 0, stage: 1) else {
+        try #require(started(open(core, cohort: cohort)), "attempt 1 did not start")
+        guard case .aborted = try poll(attempt: 0) else {
             Issue.record("a poll for attempt 0 was not told it is over")
             return
         }
-        guard case .wait = try core.stageInputs(for: cohort, round: 0, attempt: 1, stage: 1) else {
-            Issue.record("attempt 1's roster poll did not wait")
-            return
-        }
+        try #require(waits(poll(attempt: 1)), "attempt 1's roster poll did not wait")
         // A late advertisement of attempt 0 is refused without excluding its sender from attempt 1.
         let late = cohort[0]
         let refusal = #expect(throws: ProtocolError.self) {
