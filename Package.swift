@@ -255,7 +255,7 @@ let package = Package(
             name: "FedRecIntegrationTests",
             dependencies: [
                 "FedRecCoordinator", "FedRecClient", "FedRecProtocol", "FedRecFederation", "FedRecSecurity",
-                "FedRecData", "FedRecModel", "FedRecTensor",
+                "FedRecData", "FedRecEvaluation", "FedRecModel", "FedRecTensor",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -46,7 +46,11 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         self.initialModel = initialModel
         self.store = store
         self.runFingerprint = runFingerprint
-        self.catalogue = SavedModel.Catalogue(dataset: dataset, configuration: initialModel.servedModel.configuration)
+        // Under DP the checkpointed model is the release the accountant's epsilon covers: nothing else of the
+        // interactions goes into it.
+        self.catalogue = SavedModel.Catalogue(
+            dataset: dataset, configuration: initialModel.servedModel.configuration,
+            release: options.privacy == nil ? .full : .differentiallyPrivate)
         self.hasState = hasState
         self.logger = logger
         self.onListening = onListening

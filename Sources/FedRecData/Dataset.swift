@@ -23,8 +23,17 @@ public struct Dataset: Sendable {
         self.indexByItemID = index
     }
 
-    /// SHA-256 over the data files (see `DatasetManifest.checksum`).
+    /// SHA-256 over the data files (see `DatasetManifest.checksum`): interactions and users included.
     public var checksum: String { manifest.checksum }
+    /// SHA-256 over the catalogue's files only (items, content-only items, item features and their names), in
+    /// the manifest's convention: a checksum that tells data sets of different catalogues apart without being a
+    /// function of anyone's interactions, for model files released under differential privacy. Empty when the
+    /// manifest lists no digests for them (a data set built in memory).
+    public var catalogueChecksum: String {
+        let digests = DatasetFiles.catalogueFiles.compactMap { name in manifest.files.first { $0.name == name } }
+        guard digests.count == DatasetFiles.catalogueFiles.count else { return "" }
+        return (try? DatasetFiles.checksum(digests)) ?? ""
+    }
     /// Kept users, in byte order of their id.
     public var userIDs: [String] { content.userIDs }
     /// The catalogue, in item-index order.

@@ -6,7 +6,23 @@ import Foundation
 /// The one way fedrec builds a model file to save: `fedrec train`, `fedrec simulate` and the coordinator's
 /// per-round checkpoints all call `SavedModel.file`, so every saved model carries what recall needs (catalogue
 /// ids, titles, genres, training popularity, content features) whichever way it was trained.
+///
+/// A model trained under differential privacy is released as `.differentiallyPrivate`: its file carries nothing
+/// computed from the interactions besides the noised model itself, so the run's epsilon bounds what the file
+/// reveals. Exact training popularity (per-item counts) and a checksum over the interactions would each let
+/// someone who knows every other user's data read off one user's items; instead the file has no popularity (the
+/// recall popularity channel is then unavailable) and a checksum of the catalogue's files only
+/// (`Dataset.catalogueChecksum`, marked by `MetadataKey.datasetChecksumScope`). The catalogue and the items'
+/// content features are treated as public, as a platform's item list is.
 public enum SavedModel {
+    /// What a model file may disclose of the data it was trained on.
+    public enum Release: Sendable, Equatable {
+        /// Training popularity and the whole data set's checksum (central or non-private training).
+        case full
+        /// Only the catalogue: no popularity, the catalogue's checksum (a model trained under differential privacy).
+        case differentiallyPrivate
+    }
+
     /// Metadata keys fedrec adds beside the model file's required ones.
     public enum MetadataKey {
         public static let itemTitles = "item_titles"
@@ -14,32 +30,56 @@ public enum SavedModel {
         public static let datasetName = "dataset_name"
         public static let training = "training"
         public static let federatedRounds = "federated_rounds"
+        /// "catalogue" when `dataset_checksum` is `Dataset.catalogueChecksum` (a `.differentiallyPrivate`
+        /// release); absent when it is the whole data set's `Dataset.checksum`.
+        public static let datasetChecksumScope = "dataset_checksum_scope"
+    }
+
+    /// `MetadataKey.datasetChecksumScope`'s value for a checksum of the catalogue's files only.
+    public static let catalogueChecksumScope = "catalogue"
+
+    /// Whether `model`'s recorded `dataset_checksum` is `dataset`'s: the whole data set's checksum, or only its
+    /// catalogue's for a model released under differential privacy.
+    public static func matches(_ model: ModelFile, dataset: Dataset) -> Bool {
+        if model.extraMetadata[MetadataKey.datasetChecksumScope] == catalogueChecksumScope {
+            return !dataset.catalogueChecksum.isEmpty && model.datasetChecksum == dataset.catalogueChecksum
+        }
+        return model.datasetChecksum == dataset.checksum
     }
 
     /// What every model file of one data set carries besides the model itself (titles, genres, content
-    /// features, training popularity, catalogue ids). Building it scans the data set, so a process that saves
-    /// many files of one run (the coordinator checkpoints every round) builds it once.
+    /// features, training popularity unless the release is differentially private, catalogue ids). Building it
+    /// scans the data set, so a process that saves many files of one run (the coordinator checkpoints every round)
+    /// builds it once.
     public struct Catalogue: Sendable {
         let metadata: [String: String]
         let itemFeatures: SparseMatrix
         let datasetChecksum: String
         let itemIDs: [String]
-        let itemPopularity: [Float]
+        let itemPopularity: [Float]?
         let itemContent: ItemContent
         /// The model configuration the item features were chosen for.
         let configuration: TwoTowerConfiguration
         /// The item ids' and feature names' JSON, encoded once.
         let json: ModelFile.CatalogueJSON
 
-        public init(dataset data: Dataset, configuration: TwoTowerConfiguration) {
-            metadata = [
+        public init(dataset data: Dataset, configuration: TwoTowerConfiguration, release: Release = .full) {
+            var metadata = [
                 MetadataKey.itemTitles: encodeJSON(data.titles), MetadataKey.itemGenres: encodeJSON(data.genres),
                 MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
             ]
+            switch release {
+            case .full:
+                datasetChecksum = data.checksum
+                itemPopularity = trainingPopularity(of: data)
+            case .differentiallyPrivate:
+                datasetChecksum = data.catalogueChecksum
+                metadata[MetadataKey.datasetChecksumScope] = catalogueChecksumScope
+                itemPopularity = nil
+            }
+            self.metadata = metadata
             itemFeatures = CentralTraining.itemFeatures(of: data, for: configuration)
-            datasetChecksum = data.checksum
             itemIDs = data.itemIDs
-            itemPopularity = trainingPopularity(of: data)
             itemContent = ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures)
             self.configuration = configuration
             json = ModelFile.CatalogueJSON(itemIDs: itemIDs, featureNames: itemContent.featureNames)
@@ -47,11 +87,11 @@ public enum SavedModel {
     }
 
     /// The model file of `model` trained on `data`, plus `extraMetadata` (which may not override the keys above).
-    public static func file(model: TwoTowerModel, dataset data: Dataset, extraMetadata: [String: String] = [:])
-        -> ModelFile
-    {
+    public static func file(
+        model: TwoTowerModel, dataset data: Dataset, extraMetadata: [String: String] = [:], release: Release = .full
+    ) -> ModelFile {
         file(
-            model: model, catalogue: Catalogue(dataset: data, configuration: model.configuration),
+            model: model, catalogue: Catalogue(dataset: data, configuration: model.configuration, release: release),
             extraMetadata: extraMetadata)
     }
 

@@ -89,7 +89,9 @@ public struct ChannelQuotas: Sendable, Equatable, Codable {
 /// Each channel proposes its best candidates that pass the filters (seen items unless `excludeSeen` is false,
 /// the request's exclude list, `minimumScore` for the cosine channels); the channel's slots are filled from its
 /// list in order, skipping items already taken (de-duplication); slots a channel cannot fill go to the other
-/// channels' next candidates. The merged list interleaves channels in proportion to their slots.
+/// channels' next candidates. The merged list interleaves channels in proportion to their slots. A cold request
+/// whose quotas name no available channel (a model without popularity and content features) is served by the
+/// embedding channel: the user tower on the empty history.
 public struct RecallConfiguration: Sendable, Equatable {
     public var k: Int = 10
     public var warm = ChannelQuotas(embedding: 1)

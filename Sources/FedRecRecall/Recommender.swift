@@ -97,15 +97,19 @@ public struct Recommender: Sendable {
             let profile = contentProfile(history: request.history)
             if profile != nil { available.insert(.content) }
             let k = request.k ?? configuration.k
-            let slots = quotas.slots(k: k, available: available)
+            var slots = quotas.slots(k: k, available: available)
+            if slots.isEmpty && state == .cold {
+                // No popularity or content to fall back on (a model released under differential privacy carries no
+                // popularity; an old file may lack both): the user tower on an empty history, the model's own prior
+                // over the catalogue, serves the cold user.
+                slots = [.embedding: k]
+            }
             guard !slots.isEmpty else {
                 let missing = RecallChannel.allCases.filter { quotas[$0] > 0 && !available.contains($0) }.map(\.rawValue)
-                let what = request.history.isEmpty ? "the history is empty" : "the history has no item the model was trained on"
                 throw RecallError(
                     code: .noChannel,
-                    message: "\(what) and no fallback channel is available (\(missing.joined(separator: ", ")) "
-                        + "need item popularity or content features, which this model file does not have: retrain it with "
-                        + "this version of fedrec, or give a history of trained items)")
+                    message: "no channel of the \(state) quotas can serve this request (\(missing.joined(separator: ", ")) "
+                        + "need item popularity or content features, which this model file does not have)")
             }
             var excluded = Set(request.exclude)
             if configuration.excludeSeen { excluded.formUnion(request.history) }

@@ -16,10 +16,13 @@ enum ModelLoading {
     /// Loads the data set and checks it is the one the model was trained on.
     static func dataset(at path: String, matching model: ModelFile) throws -> Dataset {
         let dataset = try Dataset.load(from: path)
-        guard dataset.checksum == model.datasetChecksum else {
+        guard SavedModel.matches(model, dataset: dataset) else {
+            let catalogueOnly =
+                model.extraMetadata[SavedModel.MetadataKey.datasetChecksumScope] == SavedModel.catalogueChecksumScope
+            let actual = catalogueOnly ? dataset.catalogueChecksum : dataset.checksum
             throw ValidationError(
-                "data set '\(path)' (checksum \(dataset.checksum.prefix(12))…) is not the one the model was trained on "
-                    + "(checksum \(model.datasetChecksum.prefix(12))…)")
+                "data set '\(path)' (\(catalogueOnly ? "catalogue " : "")checksum \(actual.prefix(12))…) is not the one "
+                    + "the model was trained on (checksum \(model.datasetChecksum.prefix(12))…)")
         }
         return dataset
     }

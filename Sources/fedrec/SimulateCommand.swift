@@ -266,7 +266,9 @@ struct SimulateCommand: AsyncParsableCommand {
                 }
             })
         if let out {
-            let file = SavedModel.file(model: result.model, dataset: data)
+            let file = SavedModel.file(
+                model: result.model, dataset: data,
+                release: configuration.privacy == nil ? .full : .differentiallyPrivate)
             try file.write(to: out)
             printFlushed("wrote \(out)")
         }

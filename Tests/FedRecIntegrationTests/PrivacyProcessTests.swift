@@ -1,4 +1,7 @@
 import FedRecCoordinator
+import FedRecData
+import FedRecEvaluation
+import FedRecModel
 import FedRecProtocol
 import Foundation
 import Testing
@@ -51,6 +54,20 @@ struct PrivacyProcessTests {
         let status = try Child(["status", "--state", fixture.state])
         #expect(try await status.exit() == 0)
         #expect(status.lines.filter { $0.contains("epsilon") }.count == 3)
+
+        // The checkpointed model is the DP release: no training popularity, only the catalogue's checksum, and
+        // recall still takes it with its data set.
+        let saved = try #require(try StateStore(directory: fixture.state).load())
+        let modelPath = fixture.state + "/" + saved.modelFile
+        let model = try ModelFile.read(from: modelPath)
+        #expect(model.itemPopularity == nil)
+        #expect(model.extraMetadata[SavedModel.MetadataKey.datasetChecksumScope] == SavedModel.catalogueChecksumScope)
+        let dataset = try Dataset.load(from: fixture.dataset)
+        #expect(model.datasetChecksum == dataset.catalogueChecksum && model.datasetChecksum != dataset.checksum)
+        let recall = try Child([
+            "recall", "--model", modelPath, "--user", fixture.userIDs[0], "--dataset", fixture.dataset, "--k", "3",
+        ])
+        #expect(try await recall.exit() == 0, "\(recall.lines.joined(separator: "\n"))")
     }
 
     @Test("adaptive clipping from the command line: each round prints and stores the clip norm it used")

@@ -84,14 +84,27 @@ import Testing
         #expect(result.items.filter { $0.channel == .popularity }.map(\.item).first == 0)
     }
 
-    @Test func emptyHistoryWithoutFallbackChannelIsAnError() throws {
+    /// A model file without popularity and content (a model released under differential privacy has no
+    /// popularity) serves a cold user from the user tower on the empty history: the same list the embedding
+    /// channel gives when the cold quotas ask for it. Quotas naming only unavailable channels are an error.
+    @Test func emptyHistoryWithoutPopularityOrContentUsesTheUserTower() throws {
         let recommender = Fixture.recommender(Fixture.modelFile(withOptionalParts: false))
-        #expect { try recommender.recommend([RecallRequest(history: [])], configuration: RecallConfiguration()) } throws: {
-            ($0 as? RecallError)?.code == .noChannel
-        }
+        let cold = try recommender.recommend([RecallRequest(history: [])], configuration: RecallConfiguration())[0]
+        #expect(cold.state == .cold)
+        #expect(cold.items.count == 10 && cold.items.allSatisfy { $0.channel == .embedding })
+        var embeddingOnly = RecallConfiguration()
+        embeddingOnly.cold = ChannelQuotas(embedding: 1)
+        let asked = try recommender.recommend([RecallRequest(history: [])], configuration: embeddingOnly)[0]
+        #expect(asked.items.map(\.item) == cold.items.map(\.item))
         // The embedding channel still serves known histories.
         let result = try recommender.recommend([RecallRequest(history: [1, 2, 3, 4, 5])], configuration: RecallConfiguration())
         #expect(result[0].items.count == 10)
+        var contentOnly = RecallConfiguration()
+        contentOnly.warm = ChannelQuotas(content: 1)
+        contentOnly.short = ChannelQuotas(content: 1)
+        #expect {
+            try recommender.recommend([RecallRequest(history: [1, 2, 3, 4, 5])], configuration: contentOnly)
+        } throws: { ($0 as? RecallError)?.code == .noChannel }
     }
 
     @Test func nonPositiveKIsAnError() throws {
