@@ -84,7 +84,8 @@ public enum CoordinatorBuilder {
                             secureAggregation: options.secureAggregation,
                             schedule: options.learningRateSchedule == .constant ? nil : options.learningRateSchedule,
                             averageDecay: options.averageDecay,
-                            averageWarmup: options.averageDecay == nil || options.averageWarmup == ModelAverage.standardWarmup
+                            averageWarmup: options.averageDecay == nil
+                                || options.averageWarmup == ModelAverage.standardWarmup
                                 ? nil : options.averageWarmup,
                             wirePrecision: options.wirePrecision == .float32 ? nil : options.wirePrecision)))))
 
@@ -109,7 +110,8 @@ public enum CoordinatorBuilder {
                 let fits = ledger.remainingSteps.map { "at most \($0) more round(s) fit the budget" } ?? ""
                 throw CoordinatorError(
                     code: .privacyBudget,
-                    message: "refusing to start: \(error); \(fits) (q \(ledger.samplingRate), z \(ledger.noiseMultiplier))")
+                    message:
+                        "refusing to start: \(error); \(fits) (q \(ledger.samplingRate), z \(ledger.noiseMultiplier))")
             }
         }
         let model: CoordinatorModel
@@ -120,10 +122,17 @@ public enum CoordinatorBuilder {
                     message: "\(store.statePath) belongs to another run (data set, model, fold, seed, cohort or "
                         + "optimizer differ): use another --state folder")
             }
-            let file: ModelFile
+            var file: ModelFile
             do { file = try ModelFile.read(from: options.stateDirectory + "/" + saved.modelFile) } catch {
                 throw CoordinatorError(code: .state, message: "\(error)")
             }
+            // A DP run's model file lists its items in id order; the run indexes them in the data set's order.
+            guard let aligned = SavedModel.aligned(file, to: dataset) else {
+                throw CoordinatorError(
+                    code: .state,
+                    message: "\(saved.modelFile) does not hold the data set's catalogue: use another --state folder")
+            }
+            file = aligned
             let checkpointPath = options.stateDirectory + "/" + saved.optimizerFile
             let optimizers = try OptimizerCheckpoint.read(
                 from: checkpointPath, server: saved.serverOptimizer,
@@ -139,7 +148,8 @@ public enum CoordinatorBuilder {
                     served.allSatisfy({ training.parameters[$0.name]!.count == $0.value.count })
                 else {
                     throw CoordinatorError(
-                        code: .state, message: "\(checkpointPath): the raw model weights of the averaged run are missing "
+                        code: .state,
+                        message: "\(checkpointPath): the raw model weights of the averaged run are missing "
                             + "or of the wrong shape")
                 }
                 model = CoordinatorModel(
@@ -147,7 +157,12 @@ public enum CoordinatorBuilder {
                         configuration: configuration,
                         parameters: Dictionary(
                             uniqueKeysWithValues: served.map {
-                                ($0.name, Matrix(rows: $0.value.rows, columns: $0.value.columns, storage: training.parameters[$0.name]!))
+                                (
+                                    $0.name,
+                                    Matrix(
+                                        rows: $0.value.rows, columns: $0.value.columns,
+                                        storage: training.parameters[$0.name]!)
+                                )
                             })),
                     itemFeatures: itemFeatures, serverOptimizer: optimizers.server, itemOptimizer: optimizers.item,
                     average: ModelAverage(
@@ -172,7 +187,11 @@ public enum CoordinatorBuilder {
                 "resuming after round \(saved.completedRounds) with \(core.sessions.count) enrolled client(s)",
                 metadata: ["state": "\(store.statePath)"])
         } else {
-            let initial = TwoTowerModel(configuration: configuration, seed: options.seed)
+            // Under DP an item's starting rows follow its id, not its index (the order the interactions met it).
+            let initial =
+                options.privacy == nil
+                ? TwoTowerModel(configuration: configuration, seed: options.seed)
+                : TwoTowerModel(configuration: configuration, seed: options.seed, itemIDs: dataset.itemIDs)
             model = CoordinatorModel(
                 model: initial, itemFeatures: itemFeatures,
                 serverOptimizer: ServerOptimizer(configuration: options.serverOptimizer),

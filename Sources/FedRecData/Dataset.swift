@@ -25,15 +25,35 @@ public struct Dataset: Sendable {
 
     /// SHA-256 over the data files (see `DatasetManifest.checksum`): interactions and users included.
     public var checksum: String { manifest.checksum }
-    /// SHA-256 over the catalogue's files only (items, content-only items, item features and their names), in
-    /// the manifest's convention: a checksum that tells data sets of different catalogues apart without being a
-    /// function of anyone's interactions, for model files released under differential privacy. Empty when the
-    /// manifest lists no digests for them (a data set built in memory).
+    /// SHA-256 (lower-case hex) of the catalogue alone, in a form no interaction shapes: the feature names, then
+    /// one line per catalogue item in byte order of its id (id, title, genres, year, content features, with the
+    /// data-set files' escapes). It tells data sets of different catalogues apart for a model file released
+    /// under differential privacy, where the data set's `checksum` (a function of every interaction, and of the
+    /// item-index order, which is the order of first appearance in the interactions) may not appear.
     public var catalogueChecksum: String {
-        let digests = DatasetFiles.catalogueFiles.compactMap { name in manifest.files.first { $0.name == name } }
-        guard digests.count == DatasetFiles.catalogueFiles.count else { return "" }
-        return (try? DatasetFiles.checksum(digests)) ?? ""
+        var text: [UInt8] = []
+        for name in itemFeatureNames {
+            DatasetFiles.appendEscaped(name, to: &text)
+            text.append(0x09)
+        }
+        text.append(0x0A)
+        let order = itemIDs.indices.sorted { itemIDs[$0].utf8.lexicographicallyPrecedes(itemIDs[$1].utf8) }
+        for item in order {
+            DatasetFiles.appendEscaped(itemIDs[item], to: &text)
+            text.append(0x09)
+            DatasetFiles.appendEscaped(titles[item], to: &text)
+            text.append(0x09)
+            DatasetFiles.appendEscaped(genres[item].joined(separator: "|"), to: &text)
+            text.append(0x09)
+            text += Array((years[item].map(String.init) ?? "").utf8)
+            for (column, value) in itemFeatures.row(item) {
+                text += Array("\t\(column):\(value)".utf8)
+            }
+            text.append(0x0A)
+        }
+        return (try? SHA256.hex(SHA256.hash(text))) ?? ""
     }
+
     /// Kept users, in byte order of their id.
     public var userIDs: [String] { content.userIDs }
     /// The catalogue, in item-index order.

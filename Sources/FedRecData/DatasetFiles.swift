@@ -35,9 +35,6 @@ enum DatasetFiles {
         contentItemFeatures, contentItems, interactions, itemFeatureNames, itemFeatures, items, userFeatureNames,
         userFeatures, users,
     ]
-    /// The files that describe the catalogue (ids, titles, genres, years, content features) and nothing of the
-    /// users: what `Dataset.catalogueChecksum` covers, in byte order of the name.
-    static let catalogueFiles = [contentItemFeatures, contentItems, itemFeatureNames, itemFeatures, items]
 
     static let interactionsHeader = "user_id\titem_id\tvalue\ttimestamp"
     static let itemsHeader = "item_id\ttitle\tgenres\tyear"

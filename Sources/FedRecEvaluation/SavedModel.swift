@@ -12,8 +12,11 @@ import Foundation
 /// reveals. Exact training popularity (per-item counts) and a checksum over the interactions would each let
 /// someone who knows every other user's data read off one user's items; instead the file has no popularity (the
 /// recall popularity channel is then unavailable) and a checksum of the catalogue's files only
-/// (`Dataset.catalogueChecksum`, marked by `MetadataKey.datasetChecksumScope`). The catalogue and the items'
-/// content features are treated as public, as a platform's item list is.
+/// (`Dataset.catalogueChecksum`, marked by `MetadataKey.datasetChecksumScope`), and it lists the catalogue in
+/// byte order of the item ids, not in the data set's item-index order (the order of first appearance in the
+/// interactions file, which spells out the first users' items). Readers that pair such a file with its data
+/// set reorder it (`aligned(_:to:)`). The catalogue and the items' content features are treated as public, as a
+/// platform's item list is.
 public enum SavedModel {
     /// What a model file may disclose of the data it was trained on.
     public enum Release: Sendable, Equatable {
@@ -60,29 +63,36 @@ public enum SavedModel {
         let itemContent: ItemContent
         /// The model configuration the item features were chosen for.
         let configuration: TwoTowerConfiguration
-        /// The item ids' and feature names' JSON, encoded once.
+        /// The item ids' and feature names' JSON, encoded once (in `releaseOrder` when there is one).
         let json: ModelFile.CatalogueJSON
+        /// A differentially private release's catalogue order: the item ids in byte order (nil: the data set's).
+        let releaseOrder: [String]?
 
         public init(dataset data: Dataset, configuration: TwoTowerConfiguration, release: Release = .full) {
-            var metadata = [
-                MetadataKey.itemTitles: encodeJSON(data.titles), MetadataKey.itemGenres: encodeJSON(data.genres),
-                MetadataKey.datasetName: data.manifest.sourceFormat.rawValue,
-            ]
+            var metadata = [MetadataKey.datasetName: data.manifest.sourceFormat.rawValue]
             switch release {
             case .full:
                 datasetChecksum = data.checksum
                 itemPopularity = trainingPopularity(of: data)
+                releaseOrder = nil
+                metadata[MetadataKey.itemTitles] = encodeJSON(data.titles)
+                metadata[MetadataKey.itemGenres] = encodeJSON(data.genres)
             case .differentiallyPrivate:
                 datasetChecksum = data.catalogueChecksum
                 metadata[MetadataKey.datasetChecksumScope] = catalogueChecksumScope
                 itemPopularity = nil
+                let ids = data.itemIDs
+                let order = ids.indices.sorted { ids[$0].utf8.lexicographicallyPrecedes(ids[$1].utf8) }
+                releaseOrder = order.map { ids[$0] }
+                metadata[MetadataKey.itemTitles] = encodeJSON(order.map { data.titles[$0] })
+                metadata[MetadataKey.itemGenres] = encodeJSON(order.map { data.genres[$0] })
             }
             self.metadata = metadata
             itemFeatures = CentralTraining.itemFeatures(of: data, for: configuration)
             itemIDs = data.itemIDs
             itemContent = ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures)
             self.configuration = configuration
-            json = ModelFile.CatalogueJSON(itemIDs: itemIDs, featureNames: itemContent.featureNames)
+            json = ModelFile.CatalogueJSON(itemIDs: releaseOrder ?? itemIDs, featureNames: itemContent.featureNames)
         }
     }
 
@@ -105,7 +115,26 @@ public enum SavedModel {
             model: model, itemFeatures: catalogue.itemFeatures, datasetChecksum: catalogue.datasetChecksum,
             itemIDs: catalogue.itemIDs, extraMetadata: extraMetadata.merging(catalogue.metadata) { _, fixed in fixed },
             itemPopularity: catalogue.itemPopularity, itemContent: catalogue.itemContent)
+        if let order = catalogue.releaseOrder {
+            // A reordering of the same ids: never nil.
+            file = file.reorderingItems(as: order)!
+        }
         file.catalogueJSON = catalogue.json
+        return file
+    }
+
+    /// `model` with its catalogue in `dataset`'s item-index order, for code that indexes the model by the data
+    /// set's item indices (evaluation, a resumed coordinator): a differentially private release lists its items
+    /// in byte order of their ids. Titles and genres follow. Nil when the two catalogues hold different items.
+    public static func aligned(_ model: ModelFile, to dataset: Dataset) -> ModelFile? {
+        if model.itemIDs == dataset.itemIDs { return model }
+        guard var file = model.reorderingItems(as: dataset.itemIDs) else { return nil }
+        if file.extraMetadata[MetadataKey.itemTitles] != nil {
+            file.extraMetadata[MetadataKey.itemTitles] = encodeJSON(dataset.titles)
+        }
+        if file.extraMetadata[MetadataKey.itemGenres] != nil {
+            file.extraMetadata[MetadataKey.itemGenres] = encodeJSON(dataset.genres)
+        }
         return file
     }
 

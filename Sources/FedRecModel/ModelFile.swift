@@ -300,3 +300,51 @@ public struct AddedItems: Sendable, Equatable {
             indices: old.indices + features.map(\.column), values: old.values + features.map(\.value))
     }
 }
+
+extension ModelFile {
+    /// This file with its trained catalogue in the order of `itemIDs`, or nil when `itemIDs` is not a reordering
+    /// of `self.itemIDs`. Every item-indexed part moves with its item (both towers' per-item rows, the item
+    /// embeddings, the ids, popularity, content features), so the model scores each item as before; added items
+    /// stay after the catalogue, and metadata written by callers (titles, genres) is left to them.
+    public func reorderingItems(as itemIDs: [String]) -> ModelFile? {
+        let n = self.itemIDs.count
+        guard itemIDs.count == n else { return nil }
+        var position: [String: Int] = [:]
+        position.reserveCapacity(n)
+        for (index, id) in self.itemIDs.enumerated() { position[id] = index }
+        var order: [Int] = []
+        order.reserveCapacity(n)
+        var taken = [Bool](repeating: false, count: n)
+        for id in itemIDs {
+            guard let index = position[id], !taken[index] else { return nil }
+            taken[index] = true
+            order.append(index)
+        }
+        /// Row `p` of the result is row `order[p]` of `matrix`.
+        func gathered(_ matrix: Matrix) -> Matrix {
+            let columns = matrix.columns
+            var storage = [Float](repeating: 0, count: n * columns)
+            storage.withUnsafeMutableBufferPointer { target in
+                matrix.storage.withUnsafeBufferPointer { source in
+                    for (p, r) in order.enumerated() {
+                        for c in 0..<columns { target[p * columns + c] = source[r * columns + c] }
+                    }
+                }
+            }
+            return Matrix(rows: n, columns: columns, storage: storage)
+        }
+        var result = self
+        result.model.userTower.historyEmbedding = gathered(model.userTower.historyEmbedding)
+        result.model.itemTower.idEmbedding = gathered(model.itemTower.idEmbedding)
+        result.itemEmbeddings = gathered(itemEmbeddings)
+        result.itemIDs = itemIDs
+        result.itemPopularity = itemPopularity.map { popularity in order.map { popularity[$0] } }
+        result.itemContent = itemContent.map { content in
+            ItemContent(
+                featureNames: content.featureNames,
+                features: SparseMatrix(columns: content.features.columns, rows: order.map { content.features.row($0) }))
+        }
+        result.catalogueJSON = nil
+        return result
+    }
+}

@@ -62,15 +62,16 @@ public struct RecallCatalogue: Sendable {
     /// The catalogue index of `id`, or nil.
     public func index(ofID id: String) -> Int? { indexByID[id] }
 
-    /// Catalogue indices of `ids`; an unknown id throws `.unknownItem` with the closest ids.
-    public func resolve(ids names: [String]) throws(RecallError) -> [Int32] {
+    /// Catalogue indices of `ids`; an unknown id throws `.unknownItem` naming it as a `role` (a history item, an
+    /// excluded item) with the closest ids.
+    public func resolve(ids names: [String], role: String = "history item") throws(RecallError) -> [Int32] {
         var out: [Int32] = []
         for name in names {
             guard let index = indexByID[name] else {
                 let candidates = closest(to: name, among: ids)
                 let hint = candidates.isEmpty ? "" : "; closest ids: " + candidates.joined(separator: ", ")
                 throw RecallError(
-                    code: .unknownItem, message: "history item '\(name)' is not in the model's catalogue\(hint)",
+                    code: .unknownItem, message: "\(role) '\(name)' is not in the model's catalogue\(hint)",
                     candidates: candidates)
             }
             out.append(Int32(index))

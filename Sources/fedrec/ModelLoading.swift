@@ -26,4 +26,13 @@ enum ModelLoading {
         }
         return dataset
     }
+
+    /// `model` with its items in `dataset`'s item-index order (a model released under differential privacy lists
+    /// them in id order), for code that indexes the model by the data set's item indices.
+    static func aligned(_ model: ModelFile, to dataset: Dataset, path: String) throws -> ModelFile {
+        guard let aligned = SavedModel.aligned(model, to: dataset) else {
+            throw ValidationError("data set '\(path)' does not hold the model's catalogue (other item ids)")
+        }
+        return aligned
+    }
 }

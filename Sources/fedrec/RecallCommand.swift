@@ -87,7 +87,9 @@ struct RecallCommand: AsyncParsableCommand {
                 "give exactly one of --user (with --dataset), --history, --history-ids, --input or --serve")
         }
         if user != nil, dataset == nil { throw ValidationError("--user needs --dataset") }
-        guard shortHistory >= 1 else { throw ValidationError("--short-history must be at least 1, got \(shortHistory)") }
+        guard shortHistory >= 1 else {
+            throw ValidationError("--short-history must be at least 1, got \(shortHistory)")
+        }
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard maxRequestBytes >= 64 else { throw ValidationError("--max-request-bytes must be at least 64") }
         if let minScore, !minScore.isFinite { throw ValidationError("--min-score must be a number") }
@@ -117,9 +119,9 @@ struct RecallCommand: AsyncParsableCommand {
         let catalogue = recommender.catalogue
         let excluded: [Int32]
         do {
-            excluded = try catalogue.resolve(ids: RecallSetup.list(exclude ?? ""))
+            excluded = try catalogue.resolve(ids: RecallSetup.list(exclude ?? ""), role: "excluded item")
         } catch {
-            throw ValidationError(error.message.replacingOccurrences(of: "history item", with: "excluded item"))
+            throw ValidationError(error.message)
         }
 
         if serve {
@@ -127,14 +129,16 @@ struct RecallCommand: AsyncParsableCommand {
                 host: host, port: port, maxBodyBytes: maxRequestBytes,
                 handler: RecallHTTPHandler(recommender: recommender, configuration: configuration, excluded: excluded))
             try await server.run { address in
-                let line = "fedrec recall: serving \(catalogue.count) items (\(recommender.index.kind) index) on http://\(address)\n"
+                let line =
+                    "fedrec recall: serving \(catalogue.count) items (\(recommender.index.kind) index) on http://\(address)\n"
                 writeUnchecked(STDOUT_FILENO, line)
             }
             return
         }
 
         if let input {
-            try runBatch(input: input, file: file, recommender: recommender, configuration: configuration, excluded: excluded)
+            try runBatch(
+                input: input, file: file, recommender: recommender, configuration: configuration, excluded: excluded)
             return
         }
 
@@ -143,9 +147,12 @@ struct RecallCommand: AsyncParsableCommand {
             if let user, let dataset {
                 let data = try ModelLoading.dataset(at: dataset, matching: file)
                 guard let userIndex = data.userIDs.firstIndex(of: user) else {
-                    throw ValidationError("user '\(user)' is not in data set '\(dataset)' (\(data.userIDs.count) users)")
+                    throw ValidationError(
+                        "user '\(user)' is not in data set '\(dataset)' (\(data.userIDs.count) users)")
                 }
-                request.history = data.split.users[userIndex].train
+                // By id: a model released under differential privacy lists its items in another order.
+                request.history = try catalogue.resolve(
+                    ids: data.split.users[userIndex].train.map { data.itemIDs[Int($0)] })
                 if file.model.configuration.userFeatureCount > 0 {
                     request.userFeatures = data.userFeatures.row(userIndex).map { (Int32($0.column), $0.value) }
                 }
@@ -210,7 +217,8 @@ struct RecallCommand: AsyncParsableCommand {
                 }
                 guard let item = catalogue.index(ofID: fields[1]) else {
                     throw ValidationError(
-                        "\(input), line \(number + 1), field 'item_id': item '\(fields[1])' is not in the model's catalogue")
+                        "\(input), line \(number + 1), field 'item_id': item '\(fields[1])' is not in the model's catalogue"
+                    )
                 }
                 if position[fields[0]] == nil {
                     position[fields[0]] = histories.count

@@ -244,8 +244,12 @@ struct SimulateCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         var lossSum = 0.0
         var lossRounds = 0
+        // Under DP an item's starting rows follow its id, not its index (the order the interactions met it).
+        let initialModel = configuration.privacy.map { _ in
+            TwoTowerModel(configuration: configuration.model, seed: configuration.seed, itemIDs: data.itemIDs)
+        }
         let result = FederatedSimulation.run(
-            dataset: federated, configuration: configuration, rounds: roundsToRun,
+            dataset: federated, configuration: configuration, rounds: roundsToRun, initialModel: initialModel,
             evaluate: { model in
                 CentralTraining.evaluate(model: model, dataset: data, fold: fold, cutoffs: [20])
                     .value(.recall, at: 20) ?? 0

@@ -8,13 +8,14 @@ import Testing
 /// catalogue only: two data sets that differ in one user's interactions give the same file for the same weights.
 @Suite struct SavedModelReleaseTests {
     /// A generic interactions file: 12 users with 6 distinct items each over items i0...i9, every item rated;
-    /// in the `neighbour` file user u5's last three items (4, 7, 0) are others (2, 3, 6), the catalogue the same.
+    /// in the `neighbour` file the first user, u0, rated items 9, 8, 7, 6, 5, 4 instead of 0, 3, 6, 9, 2, 5: the
+    /// same catalogue, first met in another order (the data set's item index).
     func interactions(neighbour: Bool) -> String {
         var lines = ["user\titem\tvalue\ttimestamp"]
         for user in 0..<12 {
             for step in 0..<6 {
                 var item = (user + step * 3) % 10
-                if neighbour && user == 5 && step >= 3 { item = [2, 3, 6][step - 3] }
+                if neighbour && user == 0 { item = 9 - step }
                 lines.append("u\(user)\ti\(item)\t1\t\(1_000 + step)")
             }
         }
@@ -47,22 +48,40 @@ import Testing
     @Test func aPrivateReleaseDependsOnTheCatalogueNotOnTheInteractions() throws {
         let original = try dataset(interactions(neighbour: false))
         let neighbour = try dataset(interactions(neighbour: true))
-        #expect(original.itemIDs == neighbour.itemIDs && original.userIDs == neighbour.userIDs)
+        #expect(original.userIDs == neighbour.userIDs)
+        #expect(Set(original.itemIDs) == Set(neighbour.itemIDs) && original.itemIDs != neighbour.itemIDs)
         #expect(original.checksum != neighbour.checksum)
         #expect(!original.catalogueChecksum.isEmpty)
         #expect(original.catalogueChecksum == neighbour.catalogueChecksum)
 
         let configuration = CentralTrainingConfiguration().modelConfiguration(for: original)
-        let model = TwoTowerModel(configuration: configuration, seed: 3)
+        // A DP run starts each item from rows chosen by its id, so both data sets start from the same model.
+        let model = TwoTowerModel(configuration: configuration, seed: 3, itemIDs: original.itemIDs)
+        let neighbourModel = TwoTowerModel(configuration: configuration, seed: 3, itemIDs: neighbour.itemIDs)
+        #expect(model != neighbourModel)
+        let full = SavedModel.file(model: model, dataset: original)
+        #expect(SavedModel.aligned(full, to: neighbour)?.model == neighbourModel)
+        #expect(TwoTowerModel(configuration: configuration, seed: 3) != model)
         func file(_ data: Dataset, _ release: SavedModel.Release) -> ModelFile {
-            SavedModel.file(model: model, dataset: data, release: release)
+            SavedModel.file(
+                model: data.itemIDs == original.itemIDs ? model : neighbourModel, dataset: data, release: release)
         }
-        // A full release tells the two apart (popularity and checksum); a private one cannot.
+        // A full release tells the two apart (popularity, checksum, item order); a private one cannot.
         #expect(try bytes(of: file(original, .full)) != bytes(of: file(neighbour, .full)))
         #expect(
             try bytes(of: file(original, .differentiallyPrivate)) == bytes(of: file(neighbour, .differentiallyPrivate)))
 
         let released = file(original, .differentiallyPrivate)
+        #expect(released.itemIDs == original.itemIDs.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })
+        #expect(released.itemIDs != original.itemIDs)
+        // Paired with its data set it is the same model, in the data set's order, with titles to match.
+        let back = try #require(SavedModel.aligned(released, to: original))
+        #expect(back.model == model && back.itemEmbeddings == full.itemEmbeddings && back.itemIDs == original.itemIDs)
+        #expect(back.itemContent == full.itemContent)
+        #expect(SavedModel.titles(of: back) == original.titles && SavedModel.titles(of: full) == original.titles)
+        let releasedTitles = try #require(SavedModel.titles(of: released))
+        let position = Dictionary(uniqueKeysWithValues: original.itemIDs.enumerated().map { ($1, $0) })
+        #expect(releasedTitles == released.itemIDs.map { original.titles[position[$0]!] })
         #expect(released.itemPopularity == nil)
         #expect(released.datasetChecksum == original.catalogueChecksum)
         #expect(

@@ -8,12 +8,12 @@ import Testing
 
 @Suite("Differential privacy with real processes", .serialized)
 struct PrivacyProcessTests {
-    /// Runs a 3-round coordinator with `options` and one client process hosting every user to the end, checks
-    /// both exited 0, and returns the coordinator (its output lines).
-    func trainThreeRounds(_ fixture: Fixture, _ options: [String]) async throws -> Child {
+    /// Runs a coordinator for `rounds` rounds with `options` and one client process hosting every user to the
+    /// end, checks both exited 0, and returns the coordinator (its output lines).
+    func train(_ fixture: Fixture, _ options: [String], rounds: Int = 3) async throws -> Child {
         let processes = ProcessTests()
         let coordinator = try Child(
-            processes.coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 10) + options)
+            processes.coordinatorArguments(fixture, rounds: rounds, address: "127.0.0.1:0", deadline: 10) + options)
         defer { coordinator.kill(SIGKILL) }
         let address = try await ProcessTests.address(of: coordinator)
         let client = try Child(processes.clientArguments(fixture, address: address, ["--clients", "100"]))
@@ -44,8 +44,8 @@ struct PrivacyProcessTests {
     func epsilonPerRound() async throws {
         let fixture = try Fixture(users: 6)
         defer { fixture.remove() }
-        let coordinator = try await trainThreeRounds(
-            fixture, ["--noise-multiplier", "1", "--clip-norm", "1", "--target-epsilon", "100", "--fraction", "0.5"])
+        let dpOptions = ["--noise-multiplier", "1", "--clip-norm", "1", "--target-epsilon", "100", "--fraction", "0.5"]
+        let coordinator = try await train(fixture, dpOptions)
         let records = try ProcessTests.rounds(fixture)
         #expect(records.count == 3)
         let epsilons = records.compactMap(\.epsilon)
@@ -68,13 +68,18 @@ struct PrivacyProcessTests {
             "recall", "--model", modelPath, "--user", fixture.userIDs[0], "--dataset", fixture.dataset, "--k", "3",
         ])
         #expect(try await recall.exit() == 0, "\(recall.lines.joined(separator: "\n"))")
+
+        // A restart reads that file back in the data set's item order and goes on from round 3.
+        _ = try await train(fixture, dpOptions, rounds: 4)
+        let resumed = try ProcessTests.rounds(fixture)
+        #expect(resumed.count == 4 && resumed.prefix(3).map(\.epsilon) == records.map(\.epsilon))
     }
 
     @Test("adaptive clipping from the command line: each round prints and stores the clip norm it used")
     func adaptiveClipNormPerRound() async throws {
         let fixture = try Fixture(users: 6)
         defer { fixture.remove() }
-        let coordinator = try await trainThreeRounds(
+        let coordinator = try await train(
             fixture,
             [
                 "--noise-multiplier", "1", "--clip-norm", "1", "--fraction", "0.5", "--adaptive-clipping",
