@@ -122,7 +122,10 @@ extension HNSWIndex {
             vectors: vectors.values, levels: levels.integers, links0: links0.integers, upper: upper.integers,
             upperListCount: upper.shape[0], entryPoint: Int32(entryPoint))
         guard checksum(arrays, metadata: metadata) == storedChecksum else { throw corrupt("checksum mismatch: the file is damaged") }
-        guard storedFingerprint == fingerprint else {
+        // The stored vectors themselves must be the model's item matrix: the metadata's fingerprint alone could
+        // claim so for a graph over other vectors (another count or dimension would send searches out of bounds).
+        let storedMatrix = Matrix(rows: count, columns: dimension, storage: vectors.values)
+        guard storedFingerprint == fingerprint, MatrixFingerprint.of(storedMatrix) == fingerprint else {
             throw RecallError(
                 code: .staleIndex,
                 message: "\(path): the index was built from another item matrix (fingerprint \(storedFingerprint.prefix(12)), "

@@ -41,18 +41,22 @@ public struct ChannelQuotas: Sendable, Equatable, Codable {
         }
     }
 
-    /// Parses `embedding=0.8,content=0.2` (unnamed channels get 0).
+    /// The largest share `parse` takes: shares are relative, and slots are counted in `Int` (a share near
+    /// `Double.greatestFiniteMagnitude` would overflow their sum).
+    public static let maximumShare = 1_000_000.0
+
+    /// Parses `embedding=0.8,content=0.2` (unnamed channels get 0; shares in 0...`maximumShare`).
     public static func parse(_ text: String) throws(RecallError) -> ChannelQuotas {
         var quotas = ChannelQuotas()
         for part in text.split(separator: ",") {
             let pieces = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard pieces.count == 2, let channel = RecallChannel(rawValue: pieces[0]), let share = Double(pieces[1]),
-                share >= 0, share.isFinite
+                (0...maximumShare).contains(share)
             else {
                 throw RecallError(
                     code: .invalidRequest,
                     message: "quota '\(part)' is not CHANNEL=SHARE with a channel among embedding, content, popularity "
-                        + "and a share >= 0")
+                        + "and a share in 0...\(Int(maximumShare))")
             }
             quotas[channel] = share
         }

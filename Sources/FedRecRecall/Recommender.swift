@@ -58,7 +58,7 @@ public struct Recommender: Sendable {
 
     /// The quota state of a history.
     public func state(of history: [Int32], configuration: RecallConfiguration) -> HistoryState {
-        let trained = history.filter { Int($0) < catalogue.trainedCount }.count
+        let trained = Set(history.filter { Int($0) < catalogue.trainedCount }).count
         if trained == 0 { return .cold }
         return trained >= configuration.shortHistoryLength ? .warm : .short
     }

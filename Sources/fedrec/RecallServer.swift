@@ -66,7 +66,7 @@ struct RecallHTTPHandler: Sendable {
                 if let titles = request.history { try catalogue.resolve(titles: titles) } else {
                     try catalogue.resolve(ids: request.history_ids ?? [])
                 }
-            let exclude = excluded + (try catalogue.resolve(ids: request.exclude_ids ?? []))
+            let exclude = excluded + (try catalogue.resolve(ids: request.exclude_ids ?? [], role: "excluded item"))
             let result = try recommender.recommend(
                 [RecallRequest(history: history, exclude: exclude)], configuration: configuration)[0]
             return (.ok, RecallSetup.json(Response(state: result.state.rawValue, items: RecallSetup.rows(result, catalogue: catalogue))))
@@ -96,13 +96,16 @@ struct RecallHTTPHandler: Sendable {
 }
 
 /// A small HTTP/1.1 JSON server on SwiftNIO: one request per connection (answered with `Connection: close`),
-/// bodies over `maxBodyBytes` refused with 413. `run` owns every child task (structured concurrency) and returns
-/// after SIGINT or SIGTERM once in-flight requests are answered.
+/// bodies over `maxBodyBytes` refused with 413 as soon as the declared length or the bytes received pass it.
+/// A connection is closed `connectionDeadline` after it was accepted, answered or not, so slow or stalled
+/// clients cannot hold the server (or its shutdown) for long. `run` owns every child task (structured
+/// concurrency) and returns after SIGINT or SIGTERM once in-flight requests are answered.
 struct RecallHTTPServer {
     let host: String
     let port: Int
     let maxBodyBytes: Int
     let handler: RecallHTTPHandler
+    var connectionDeadline: TimeAmount = .seconds(30)
 
     typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
@@ -136,36 +139,44 @@ struct RecallHTTPServer {
         }
     }
 
-    /// One connection: read a request (counting body bytes), answer, close.
+    /// One connection: read a request (counting body bytes), answer, close; closed at the deadline regardless.
     func serve(_ connection: Connection) async {
+        let channel = connection.channel
+        let deadline = channel.eventLoop.scheduleTask(in: connectionDeadline) { channel.close(promise: nil) }
+        defer { deadline.cancel() }
         try? await connection.executeThenClose { inbound, outbound in
+            func answer(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String) async throws {
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "application/json")
+                headers.add(name: "Content-Length", value: String(text.utf8.count + 1))
+                headers.add(name: "Connection", value: "close")
+                try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
+                try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text + "\n"))))
+                try await outbound.write(.end(nil))
+            }
+            let tooLarge = RecallSetup.json(["error": "the request body exceeds \(maxBodyBytes) bytes"])
             var head: HTTPRequestHead?
             var body: [UInt8] = []
-            var tooLarge = false
             for try await part in inbound {
                 switch part {
                 case .head(let value):
                     head = value
+                    // Refused at once, without reading a body that may never end.
                     if let length = value.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
-                        tooLarge = true
+                        try await answer(value, .payloadTooLarge, tooLarge)
+                        return
                     }
                 case .body(let buffer):
-                    if !tooLarge && body.count + buffer.readableBytes > maxBodyBytes { tooLarge = true }
-                    if !tooLarge { body.append(contentsOf: buffer.readableBytesView) }
+                    guard let head else { return }
+                    if body.count + buffer.readableBytes > maxBodyBytes {
+                        try await answer(head, .payloadTooLarge, tooLarge)
+                        return
+                    }
+                    body.append(contentsOf: buffer.readableBytesView)
                 case .end:
                     guard let head else { return }
-                    let (status, text) =
-                        tooLarge
-                        ? (HTTPResponseStatus.payloadTooLarge,
-                           RecallSetup.json(["error": "the request body exceeds \(maxBodyBytes) bytes"]))
-                        : handler.respond(method: head.method, path: head.uri, body: body)
-                    var headers = HTTPHeaders()
-                    headers.add(name: "Content-Type", value: "application/json")
-                    headers.add(name: "Content-Length", value: String(text.utf8.count + 1))
-                    headers.add(name: "Connection", value: "close")
-                    try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
-                    try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text + "\n"))))
-                    try await outbound.write(.end(nil))
+                    let (status, text) = handler.respond(method: head.method, path: head.uri, body: body)
+                    try await answer(head, status, text)
                     return
                 }
             }

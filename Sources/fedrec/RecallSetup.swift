@@ -86,13 +86,27 @@ struct IndexOptions: ParsableArguments {
 
 /// Builds a `Recommender` from a model file and the command's options (the command and tests share it).
 enum RecallSetup {
-    static func catalogue(of file: ModelFile) -> RecallCatalogue {
-        RecallCatalogue(model: file, titles: SavedModel.titles(of: file), genres: SavedModel.genres(of: file))
+    /// The recall catalogue of `file` (read from `path`); titles or genres metadata that does not list one entry
+    /// per trained item is an error naming the file, not a trap.
+    static func catalogue(of file: ModelFile, path: String) throws -> RecallCatalogue {
+        let titles = SavedModel.titles(of: file)
+        let genres = SavedModel.genres(of: file)
+        let n = file.itemIDs.count
+        let counts = [
+            (SavedModel.MetadataKey.itemTitles, titles?.count), (SavedModel.MetadataKey.itemGenres, genres?.count),
+        ]
+        for (key, count) in counts {
+            if let count, count != n {
+                throw ValidationError(
+                    "model file '\(path)': metadata '\(key)' lists \(count) entries for \(n) items")
+            }
+        }
+        return RecallCatalogue(model: file, titles: titles, genres: genres)
     }
 
     static func recommender(model path: String, index: IndexOptions) throws -> (ModelFile, Recommender) {
         let file = try ModelLoading.model(at: path)
-        let catalogue = catalogue(of: file)
+        let catalogue = try catalogue(of: file, path: path)
         let recommender = Recommender(
             catalogue: catalogue, model: file.model, index: try index.makeIndex(catalogue: catalogue, model: path))
         return (file, recommender)

@@ -109,6 +109,22 @@ import Testing
         #expect(more.count == 505)
     }
 
+    /// An index whose metadata claims the model's fingerprint but whose graph holds other vectors (another count
+    /// or dimension would send searches out of bounds) is refused as stale.
+    @Test func vectorsThatAreNotTheModelsAreRefused() throws {
+        let model = Fixture.gaussianUnitRows(40, 8, seed: 51)
+        let fingerprint = MatrixFingerprint.of(model)
+        for other in [Fixture.gaussianUnitRows(41, 8, seed: 51), Fixture.gaussianUnitRows(40, 16, seed: 51)] {
+            let path = Fixture.temporaryPath("foreign.hnsw")
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            try HNSWIndex.build(items: other, parameters: HNSWParameters(m: 4, efConstruction: 20)).write(
+                to: path, fingerprint: fingerprint)
+            #expect { try HNSWIndex.read(from: path, fingerprint: fingerprint) } throws: {
+                ($0 as? RecallError)?.code == .staleIndex
+            }
+        }
+    }
+
     /// Any byte of the file with its top bit flipped makes reading throw `.corruptIndex` naming the file: the
     /// safetensors structure, metadata and checksum catch every change (a single changed word always changes an
     /// FNV-1a hash).

@@ -11,6 +11,18 @@ import Testing
         #expect(quotas == ChannelQuotas(embedding: 0.5, content: 0.3, popularity: 0.2))
         #expect(throws: RecallError.self) { try ChannelQuotas.parse("bogus=1") }
         #expect(throws: RecallError.self) { try ChannelQuotas.parse("embedding=0") }
+        // Shares are relative and bounded: a huge one would overflow the slot count.
+        #expect(throws: RecallError.self) { try ChannelQuotas.parse("embedding=1e308") }
+        #expect(throws: RecallError.self) { try ChannelQuotas.parse("embedding=1,content=inf") }
+        #expect(try ChannelQuotas.parse("embedding=1000000,content=1").embedding == 1_000_000)
+    }
+
+    /// A history state counts distinct trained items: repeating one item does not make a user warm.
+    @Test func repeatedItemsCountOnce() {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        let configuration = RecallConfiguration()
+        #expect(recommender.state(of: [1, 1, 1, 1, 1], configuration: configuration) == .short)
+        #expect(recommender.state(of: [1, 2, 3, 4, 5], configuration: configuration) == .warm)
     }
 
     @Test func mergeFillsQuotasDeduplicatesAndFillsGaps() {
