@@ -3,14 +3,15 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// Answers the HTTP endpoint's requests (pure: no networking, so tests can call it directly).
 ///
 /// `POST /recall` with a JSON body `{"history_ids": [...]}` or `{"history": ["title", ...]}`, optionally
 /// `"k"`, `"exclude_ids"`, `"include_seen"`; answers `{"state": ..., "items": [{rank, id, title, genres, score,
 /// channel, channels}]}`. `GET /health` answers `{"status": "ok", "items": N}`. Errors are JSON
-/// `{"error": "..."}` with 400 (malformed), 404 (unknown path), 405 (wrong method), 413 (too large), 422
-/// (unknown items, K <= 0, no channel).
+/// `{"error": "..."}` with 400 (malformed, or a field not listed here), 404 (unknown path), 405 (wrong
+/// method), 413 (too large), 422 (unknown items, K <= 0, no channel).
 struct RecallHTTPHandler: Sendable {
     let recommender: Recommender
     let configuration: RecallConfiguration
@@ -50,6 +51,14 @@ struct RecallHTTPHandler: Sendable {
         } catch {
             return fail(.badRequest, "the body is not a JSON recall request: \(Self.describe(error))")
         }
+        // A misspelt field would otherwise be ignored and answered as a cold user.
+        if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
+            let unknown = object.keys.filter { !Self.fields.contains($0) }.sorted()
+            if let first = unknown.first {
+                let known = Self.fields.joined(separator: ", ")
+                return fail(.badRequest, "unknown field '\(first)' in the recall request; the fields are \(known)")
+            }
+        }
         if request.history != nil && request.history_ids != nil {
             return fail(.badRequest, "give 'history' (titles) or 'history_ids', not both")
         }
@@ -83,12 +92,18 @@ struct RecallHTTPHandler: Sendable {
         return (.unprocessableEntity, RecallSetup.json(Body(error: error.message, candidates: error.candidates)))
     }
 
+    /// The fields a recall request may have.
+    static let fields = ["history_ids", "history", "k", "exclude_ids", "include_seen"]
+
     private static func describe(_ error: any Error) -> String {
         switch error {
         case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context),
             DecodingError.keyNotFound(_, let context), DecodingError.dataCorrupted(let context):
             let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return path.isEmpty ? context.debugDescription : "\(path): \(context.debugDescription)"
+            // The parser's own words (what and where) when the text is not JSON at all.
+            let detail =
+                context.underlyingError.map { "\(context.debugDescription) (\($0))" } ?? context.debugDescription
+            return path.isEmpty ? detail : "\(path): \(detail)"
         default:
             return "\(error)"
         }
@@ -106,6 +121,8 @@ struct RecallHTTPServer {
     let maxBodyBytes: Int
     let handler: RecallHTTPHandler
     var connectionDeadline: TimeAmount = .seconds(30)
+    /// Connections served at once; one accepted beyond it is closed at once (each holds a file descriptor).
+    var maximumConnections = 128
 
     typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
@@ -128,10 +145,23 @@ struct RecallHTTPServer {
                 // Stop accepting; the accept loop below ends and waits for in-flight connections.
                 try? await server.channel.close()
             }
+            let open = OpenConnections()
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { connections in
                     for try await connection in inbound {
-                        connections.addTask { await self.serve(connection) }
+                        let admitted = open.count.withLock { count in
+                            guard count < maximumConnections else { return false }
+                            count += 1
+                            return true
+                        }
+                        guard admitted else {
+                            try? await connection.channel.close()
+                            continue
+                        }
+                        connections.addTask {
+                            await self.serve(connection)
+                            open.count.withLock { $0 -= 1 }
+                        }
                     }
                 }
             }
@@ -150,7 +180,8 @@ struct RecallHTTPServer {
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: String(text.utf8.count + 1))
                 headers.add(name: "Connection", value: "close")
-                try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
+                let response = HTTPResponseHead(version: head.version, status: status, headers: headers)
+                try await outbound.write(.head(response))
                 try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text + "\n"))))
                 try await outbound.write(.end(nil))
             }
@@ -198,6 +229,11 @@ struct RecallHTTPServer {
             continuation.onTermination = { _ in held.cancel() }
         }
     }
+}
+
+/// The connections being served (shared by the accept loop and the connections' tasks).
+private final class OpenConnections: Sendable {
+    let count = Mutex(0)
 }
 
 /// Keeps the signal sources alive until the stream ends (DispatchSource is thread-safe).

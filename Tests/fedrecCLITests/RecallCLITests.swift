@@ -174,6 +174,11 @@ import FoundationNetworking
         #expect(unknownStatus == 422)
         let (zeroStatus, _) = try await send("/recall", body: #"{"history_ids": ["i1"], "k": 0}"#)
         #expect(zeroStatus == 422)
+        // A misspelt field is named, not ignored (it would be answered as a cold user).
+        let (typoStatus, typo) = try await send("/recall", body: #"{"history_id": ["i1"]}"#)
+        #expect(typoStatus == 400 && (typo["error"] as? String)?.contains("unknown field 'history_id'") == true)
+        let (excludedStatus, excluded) = try await send("/recall", body: #"{"exclude_ids": ["nope"]}"#)
+        #expect(excludedStatus == 422 && (excluded["error"] as? String)?.contains("excluded item 'nope'") == true)
         let (bigStatus, _) = try await send("/recall", body: #"{"history_ids": ["# + String(repeating: "\"i1\",", count: 200) + "\"i2\"]}")
         #expect(bigStatus == 413)
         let (pathStatus, _) = try await send("/nowhere", method: "GET")
