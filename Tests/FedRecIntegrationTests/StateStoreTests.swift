@@ -50,6 +50,28 @@ import Testing
         }
     }
 
+    /// On restart, the files of a checkpoint cut short before its commit are removed (under DP they hold an
+    /// uncharged release); the committed files, the spares and other files stay.
+    @Test func uncommittedCheckpointFilesAreDiscarded() throws {
+        let directory = Self.temporaryPath()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = StateStore(directory: directory)
+        let names = [
+            "model-000003.safetensors", "optimizer-000003.safetensors", "model-000004.safetensors",
+            "optimizer-000004.safetensors", ".spare-model.safetensors", "notes.txt",
+        ]
+        for name in names { try Data(name.utf8).write(to: URL(fileURLWithPath: directory + "/" + name)) }
+        var committed = state(rounds: 3)
+        committed.modelFile = "model-000003.safetensors"
+        committed.optimizerFile = "optimizer-000003.safetensors"
+        try store.discardUncommitted(committed)
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == [
+                ".spare-model.safetensors", "model-000003.safetensors", "notes.txt", "optimizer-000003.safetensors",
+            ])
+    }
+
     /// After a commit, one obsolete model and one obsolete optimizer file become the spares the next checkpoint
     /// overwrites; every other leftover is removed and the current files stay.
     @Test func leftoversBecomeOneSpareOfEachKind() throws {
