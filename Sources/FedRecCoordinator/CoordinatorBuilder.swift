@@ -114,6 +114,7 @@ public enum CoordinatorBuilder {
                         "refusing to start: \(error); \(fits) (q \(ledger.samplingRate), z \(ledger.noiseMultiplier))")
             }
         }
+        try store.discardUncommitted(saved)
         let model: CoordinatorModel
         if let saved {
             guard saved.runFingerprint == fingerprint else {
@@ -122,7 +123,6 @@ public enum CoordinatorBuilder {
                     message: "\(store.statePath) belongs to another run (data set, model, fold, seed, cohort or "
                         + "optimizer differ): use another --state folder")
             }
-            try store.discardUncommitted(saved)
             var file: ModelFile
             do { file = try ModelFile.read(from: options.stateDirectory + "/" + saved.modelFile) } catch {
                 throw CoordinatorError(code: .state, message: "\(error)")

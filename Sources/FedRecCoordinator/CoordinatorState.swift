@@ -157,15 +157,16 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// Removes model and optimizer files that `state` does not name: a checkpoint that a stop cut short between
-    /// its files and `state.json`. Its round is run again on restart, and under differential privacy with fresh
-    /// noise: the file of the first run is a release the ledger never charged, so it must not stay readable
-    /// until the next checkpoint recycles it. The spares hold only files of committed rounds and stay.
-    public func discardUncommitted(_ state: PersistedState) throws {
+    /// Removes model and optimizer files that `state` does not name (all of them when there is no state yet): a
+    /// checkpoint that a stop cut short between its files and `state.json`. Its round is run again on restart,
+    /// and under differential privacy with fresh noise: the file of the first run is a release the ledger never
+    /// charged, so it must not stay readable until the next checkpoint recycles it. The spares hold only files
+    /// of committed rounds and stay.
+    public func discardUncommitted(_ state: PersistedState?) throws {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names
         where (name.hasPrefix("model-") || name.hasPrefix("optimizer-")) && name.hasSuffix(".safetensors")
-            && name != state.modelFile && name != state.optimizerFile
+            && name != state?.modelFile && name != state?.optimizerFile
         {
             do { try FileManager.default.removeItem(atPath: directory + "/" + name) } catch {
                 throw CoordinatorError(

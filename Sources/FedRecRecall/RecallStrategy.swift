@@ -94,13 +94,15 @@ public struct ChannelQuotas: Sendable, Equatable, Codable {
 /// the request's exclude list, `minimumScore` for the cosine channels); the channel's slots are filled from its
 /// list in order, skipping items already taken (de-duplication); slots a channel cannot fill go to the other
 /// channels' next candidates. The merged list interleaves channels in proportion to their slots. A cold request
-/// whose quotas name no available channel (a model without popularity and content features) is served by the
-/// embedding channel: the user tower on the empty history.
+/// under the default cold quotas on a model without item popularity (one trained under differential privacy)
+/// is served by the embedding channel: the user tower on the empty history.
 public struct RecallConfiguration: Sendable, Equatable {
     public var k: Int = 10
     public var warm = ChannelQuotas(embedding: 1)
     public var short = ChannelQuotas(embedding: 0.6, content: 0.2, popularity: 0.2)
-    public var cold = ChannelQuotas(content: 0.5, popularity: 0.5)
+    public var cold = RecallConfiguration.defaultColdQuotas
+    /// The cold quotas unless set: popularity and the popularity-weighted content profile.
+    public static let defaultColdQuotas = ChannelQuotas(content: 0.5, popularity: 0.5)
     public var shortHistoryLength = 5
     /// Minimum cosine for the embedding and content channels (nil: none).
     public var minimumScore: Float? = nil

@@ -98,18 +98,28 @@ public struct Recommender: Sendable {
             if profile != nil { available.insert(.content) }
             let k = request.k ?? configuration.k
             var slots = quotas.slots(k: k, available: available)
-            if slots.isEmpty && state == .cold {
-                // No popularity or content to fall back on (a model released under differential privacy carries no
-                // popularity; an old file may lack both): the user tower on an empty history, the model's own prior
-                // over the catalogue, serves the cold user.
+            if slots.isEmpty && state == .cold && quotas == RecallConfiguration.defaultColdQuotas {
+                // The default cold channels need item popularity (a model released under differential privacy has
+                // none; the cold content profile is popularity-weighted): the user tower on an empty history, the
+                // model's own prior over the catalogue, serves the cold user instead. Quotas asked for explicitly
+                // are not replaced.
                 slots = [.embedding: k]
             }
             guard !slots.isEmpty else {
-                let missing = RecallChannel.allCases.filter { quotas[$0] > 0 && !available.contains($0) }.map(\.rawValue)
+                let missing = RecallChannel.allCases.filter { quotas[$0] > 0 && !available.contains($0) }.map {
+                    channel in
+                    switch channel {
+                    case .popularity: "the popularity channel needs item popularity"
+                    case .content:
+                        "the content channel needs content features and a history item that has some (or item "
+                            + "popularity, for a history without one)"
+                    case .embedding: "the embedding channel needs a history item the model was trained on"
+                    }
+                }
                 throw RecallError(
                     code: .noChannel,
-                    message: "no channel of the \(state) quotas can serve this request (\(missing.joined(separator: ", ")) "
-                        + "need item popularity or content features, which this model file does not have)")
+                    message: "no channel of the \(state) quotas can serve this request: "
+                        + missing.joined(separator: "; ") + ", which this model file or history does not have")
             }
             var excluded = Set(request.exclude)
             if configuration.excludeSeen { excluded.formUnion(request.history) }

@@ -19,7 +19,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             under per-client crypto_kx session keys, so the transport carries no readable weights). State is saved \
             in --state after every round: stopped (SIGINT/SIGTERM) or killed, the same command resumes from the \
             last completed round. Exit codes: 0 completed, 3 a round failed too often, 6 unusable state folder, \
-            7 bad data set/keys/allow-list, 10 stopped by a signal before the last round (resumable), 1 other.
+            7 bad data set/keys/allow-list, 8 the privacy budget (--target-epsilon) would be exceeded, 10 stopped by \
+            a signal before the last round (resumable), 1 other.
             """)
 
     @Option(help: "Data-set folder (fedrec data import).") var dataset: String

@@ -47,10 +47,10 @@ struct EvaluateCommand: AsyncParsableCommand {
         runtime.apply()
         let file = try ModelLoading.model(at: model)
         let data = try ModelLoading.dataset(at: dataset, matching: file)
-        let model = try ModelLoading.aligned(file, to: data, path: dataset).model
+        let aligned = try ModelLoading.aligned(file, to: data, path: dataset).model
         let fold = Fold(rawValue: fold)!
         let started = ContinuousClock.now
-        let report = CentralTraining.evaluate(model: model, dataset: data, fold: fold, cutoffs: cutoffs)
+        let report = CentralTraining.evaluate(model: aligned, dataset: data, fold: fold, cutoffs: cutoffs)
         let users = data.split.fold(fold)
         let popularity = Evaluator(cutoffs: cutoffs).evaluate(
             PopularityScorer(users: users, itemCount: data.itemIDs.count), on: users,

@@ -88,6 +88,9 @@ struct HostPort: ExpressibleByArgument, Sendable {
     var host: String
     var port: Int
 
+    /// How `--help` shows a default: `127.0.0.1:50051`.
+    var defaultValueDescription: String { "\(host):\(port)" }
+
     /// The host must be an IPv4 address (`127.0.0.1`, the default, or `0.0.0.0` to listen on every interface):
     /// the transports bind and connect to addresses, and a name such as `localhost` never listens.
     init?(argument: String) {

@@ -14,8 +14,8 @@ struct RecallCommand: AsyncParsableCommand {
             training items in a data set (--user with --dataset), or many histories in a file (--input: one \
             comma-separated id list per line, or a split file such as train.tsv; writes JSON lines). --serve \
             answers POST /recall with JSON instead. An empty history (--history-ids "") is a cold user: \
-            popularity plus content, or the user tower on the empty history for a model without them (one trained \
-            under differential privacy has no popularity). Seen items are excluded unless --include-seen.
+            popularity plus content, or the user tower on the empty history for a model without item popularity \
+            (one trained under differential privacy). Seen items are excluded unless --include-seen.
             """
     )
 

@@ -57,7 +57,16 @@ struct IndexOptions: ParsableArguments {
         let fingerprint = MatrixFingerprint.of(catalogue.embeddings)
         if !rebuildIndex, FileManager.default.fileExists(atPath: path) {
             let result = Result { () throws(RecallError) -> HNSWIndex in
-                try HNSWIndex.read(from: path, fingerprint: fingerprint, efSearch: efSearch)
+                let index = try HNSWIndex.read(from: path, fingerprint: fingerprint, efSearch: efSearch)
+                // The fingerprint is FNV-1a, not collision-resistant: the shape is checked on its own, since a
+                // graph of another count or dimension would be searched out of bounds.
+                guard index.count == catalogue.count, index.dimension == catalogue.embeddings.columns else {
+                    throw RecallError(
+                        code: .staleIndex,
+                        message: "\(path): the index holds \(index.count) x \(index.dimension) vectors, the model "
+                            + "\(catalogue.count) x \(catalogue.embeddings.columns)")
+                }
+                return index
             }
             switch result {
             case .success(let index): return index

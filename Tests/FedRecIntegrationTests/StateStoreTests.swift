@@ -70,6 +70,12 @@ import Testing
             try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == [
                 ".spare-model.safetensors", "model-000003.safetensors", "notes.txt", "optimizer-000003.safetensors",
             ])
+        // Before the first commit (no state.json yet) every checkpoint file is uncommitted.
+        try store.discardUncommitted(nil)
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == [
+                ".spare-model.safetensors", "notes.txt",
+            ])
     }
 
     /// After a commit, one obsolete model and one obsolete optimizer file become the spares the next checkpoint

@@ -111,6 +111,18 @@ import Testing
         // The embedding channel still serves known histories.
         let result = try recommender.recommend([RecallRequest(history: [1, 2, 3, 4, 5])], configuration: RecallConfiguration())
         #expect(result[0].items.count == 10)
+        // With content features but no popularity (a model trained under differential privacy) the default
+        // cold quotas fall back to the user tower too; cold quotas asked for explicitly are not replaced.
+        var withoutPopularity = Fixture.modelFile()
+        withoutPopularity.itemPopularity = nil
+        let dp = Fixture.recommender(withoutPopularity)
+        let dpCold = try dp.recommend([RecallRequest(history: [])], configuration: RecallConfiguration())[0]
+        #expect(dpCold.items.count == 10 && dpCold.items.allSatisfy { $0.channel == .embedding })
+        var popularityOnly = RecallConfiguration()
+        popularityOnly.cold = ChannelQuotas(popularity: 1)
+        #expect {
+            try dp.recommend([RecallRequest(history: [])], configuration: popularityOnly)
+        } throws: { ($0 as? RecallError)?.message.contains("the popularity channel needs item popularity") == true }
         var contentOnly = RecallConfiguration()
         contentOnly.warm = ChannelQuotas(content: 1)
         contentOnly.short = ChannelQuotas(content: 1)

@@ -158,6 +158,11 @@ import Testing
         #expect(reports["popularity"] != nil)
         let recall = try #require((modelReport["values"] as? [String: [String: Double]])?["recall"]?["20"])
         #expect(recall >= 0 && recall <= 1)
+        // The text report names the model file and prints tables, never the weights.
+        let table = try CLI.run(["evaluate", "--model", model, "--dataset", dataset])
+        try #require(table.status == 0, "\(table.combined)")
+        #expect(table.output.contains("model (\(model))") && table.output.contains("popularity baseline"))
+        #expect(table.output.utf8.count < 5_000, "\(table.output.prefix(300))")
 
         let recalled = try CLI.run(["recall", "--model", model, "--dataset", dataset, "--user", "u3", "--k", "5", "--json"])
         try #require(recalled.status == 0, "\(recalled.combined)")
