@@ -67,6 +67,10 @@ public enum SavedModel {
         let json: ModelFile.CatalogueJSON
         /// A differentially private release's catalogue order: the item ids in byte order (nil: the data set's).
         let releaseOrder: [String]?
+        /// The same order as data-set item indices, and the content features in it (computed once per run; the
+        /// coordinator writes a file every round).
+        let releasePermutation: [Int]?
+        let releaseContent: ItemContent?
 
         public init(dataset data: Dataset, configuration: TwoTowerConfiguration, release: Release = .full) {
             var metadata = [MetadataKey.datasetName: data.manifest.sourceFormat.rawValue]
@@ -75,6 +79,7 @@ public enum SavedModel {
                 datasetChecksum = data.checksum
                 itemPopularity = trainingPopularity(of: data)
                 releaseOrder = nil
+                releasePermutation = nil
                 metadata[MetadataKey.itemTitles] = encodeJSON(data.titles)
                 metadata[MetadataKey.itemGenres] = encodeJSON(data.genres)
             case .differentiallyPrivate:
@@ -84,6 +89,7 @@ public enum SavedModel {
                 let ids = data.itemIDs
                 let order = ids.indices.sorted { ids[$0].utf8.lexicographicallyPrecedes(ids[$1].utf8) }
                 releaseOrder = order.map { ids[$0] }
+                releasePermutation = order
                 metadata[MetadataKey.itemTitles] = encodeJSON(order.map { data.titles[$0] })
                 metadata[MetadataKey.itemGenres] = encodeJSON(order.map { data.genres[$0] })
             }
@@ -91,6 +97,12 @@ public enum SavedModel {
             itemFeatures = CentralTraining.itemFeatures(of: data, for: configuration)
             itemIDs = data.itemIDs
             itemContent = ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures)
+            releaseContent = releasePermutation.map { order in
+                ItemContent(
+                    featureNames: data.itemFeatureNames,
+                    features: SparseMatrix(
+                        columns: data.itemFeatures.columns, rows: order.map { data.itemFeatures.row($0) }))
+            }
             self.configuration = configuration
             json = ModelFile.CatalogueJSON(itemIDs: releaseOrder ?? itemIDs, featureNames: itemContent.featureNames)
         }
@@ -114,10 +126,12 @@ public enum SavedModel {
         var file = ModelFile(
             model: model, itemFeatures: catalogue.itemFeatures, datasetChecksum: catalogue.datasetChecksum,
             itemIDs: catalogue.itemIDs, extraMetadata: extraMetadata.merging(catalogue.metadata) { _, fixed in fixed },
-            itemPopularity: catalogue.itemPopularity, itemContent: catalogue.itemContent)
-        if let order = catalogue.releaseOrder {
-            // A reordering of the same ids: never nil.
-            file = file.reorderingItems(as: order)!
+            itemPopularity: catalogue.itemPopularity,
+            itemContent: catalogue.releasePermutation == nil ? catalogue.itemContent : nil)
+        if let order = catalogue.releasePermutation {
+            // A permutation of the catalogue the file was just built on: never nil.
+            file = file.reorderingItems(order: order)!
+            file.itemContent = catalogue.releaseContent
         }
         file.catalogueJSON = catalogue.json
         return file

@@ -314,11 +314,22 @@ extension ModelFile {
         for (index, id) in self.itemIDs.enumerated() { position[id] = index }
         var order: [Int] = []
         order.reserveCapacity(n)
-        var taken = [Bool](repeating: false, count: n)
         for id in itemIDs {
-            guard let index = position[id], !taken[index] else { return nil }
-            taken[index] = true
+            guard let index = position[id] else { return nil }
             order.append(index)
+        }
+        return reorderingItems(order: order)
+    }
+
+    /// `reorderingItems(as:)` by position: item `p` of the result is item `order[p]` of this file. Nil unless
+    /// `order` is a permutation of the catalogue's indices.
+    public func reorderingItems(order: [Int]) -> ModelFile? {
+        let n = itemIDs.count
+        guard order.count == n, model.configuration.itemCount == n, itemEmbeddings.rows == n else { return nil }
+        var taken = [Bool](repeating: false, count: n)
+        for index in order {
+            guard index >= 0, index < n, !taken[index] else { return nil }
+            taken[index] = true
         }
         /// Row `p` of the result is row `order[p]` of `matrix`.
         func gathered(_ matrix: Matrix) -> Matrix {
@@ -337,7 +348,7 @@ extension ModelFile {
         result.model.userTower.historyEmbedding = gathered(model.userTower.historyEmbedding)
         result.model.itemTower.idEmbedding = gathered(model.itemTower.idEmbedding)
         result.itemEmbeddings = gathered(itemEmbeddings)
-        result.itemIDs = itemIDs
+        result.itemIDs = order.map { itemIDs[$0] }
         result.itemPopularity = itemPopularity.map { popularity in order.map { popularity[$0] } }
         result.itemContent = itemContent.map { content in
             ItemContent(

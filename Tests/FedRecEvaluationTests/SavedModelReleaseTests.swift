@@ -98,5 +98,14 @@ import Testing
             interactions(neighbour: false).replacingOccurrences(of: "\ti9\t", with: "\ti10\t"))
         #expect(otherCatalogue.catalogueChecksum != original.catalogueChecksum)
         #expect(!SavedModel.matches(released, dataset: otherCatalogue))
+        #expect(SavedModel.aligned(released, to: otherCatalogue) == nil)
+
+        // Only a reordering of the same items is taken.
+        let n = full.itemIDs.count
+        #expect(full.reorderingItems(order: Array(repeating: 0, count: n)) == nil)
+        #expect(full.reorderingItems(order: Array(0..<(n - 1))) == nil)
+        #expect(full.reorderingItems(order: [n] + Array(1..<n)) == nil)
+        #expect(full.reorderingItems(as: ["i0"] + full.itemIDs.dropFirst().dropLast() + ["nope"]) == nil)
+        #expect(full.reorderingItems(order: Array(0..<n))?.model == full.model)
     }
 }
