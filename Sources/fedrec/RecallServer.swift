@@ -49,7 +49,14 @@ struct RecallHTTPHandler: Sendable {
         do {
             request = try JSONDecoder().decode(Request.self, from: Data(body))
         } catch {
-            return fail(.badRequest, "the body is not a JSON recall request: \(Self.describe(error))")
+            var detail = Self.describe(error)
+            // JSONDecoder on Linux does not say where the text stops being JSON; JSONSerialization does.
+            do { _ = try JSONSerialization.jsonObject(with: Data(body)) } catch {
+                if let position = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String {
+                    detail += " (\(position))"
+                }
+            }
+            return fail(.badRequest, "the body is not a JSON recall request: \(detail)")
         }
         // A misspelt field would otherwise be ignored and answered as a cold user.
         if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] {
