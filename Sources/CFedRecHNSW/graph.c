@@ -214,6 +214,7 @@ static void scratch_free(scratch *s) {
 
 static int grow_pairs(pair **array, int *capacity, int needed) {
     if (*capacity >= needed) return 1;
+    if (needed < 0 || needed > (1 << 29)) return 0; /* callers bound ef, k and lists far below this */
     int target = *capacity > 0 ? *capacity : 64;
     while (target < needed) target *= 2;
     pair *grown = realloc(*array, (size_t)target * sizeof(pair));
@@ -399,7 +400,9 @@ void fedrec_graph_free(fedrec_graph *g) {
 int fedrec_graph_create(int dimension, int m, int ef_construction, uint64_t seed, fedrec_graph **out) {
     if (out == NULL) return FEDREC_GRAPH_INVALID_ARGUMENT;
     *out = NULL;
-    if (dimension < 1 || m < 2 || m > FEDREC_GRAPH_MAX_M || ef_construction < 1) return FEDREC_GRAPH_INVALID_ARGUMENT;
+    if (dimension < 1 || m < 2 || m > FEDREC_GRAPH_MAX_M || ef_construction < 1 ||
+        ef_construction > FEDREC_GRAPH_MAX_BREADTH)
+        return FEDREC_GRAPH_INVALID_ARGUMENT;
     fedrec_graph *g = graph_new(dimension, m, ef_construction, seed);
     if (g == NULL) return FEDREC_GRAPH_OUT_OF_MEMORY;
     *out = g;
@@ -656,7 +659,8 @@ static void release(const fedrec_graph *g, scratch *s) {
 
 int fedrec_graph_search(const fedrec_graph *g, const float *queries, int64_t query_count, int k, int ef,
                        int32_t *labels, float *scores) {
-    if (g == NULL || query_count < 0 || k < 1 || ef < 1 || labels == NULL || scores == NULL ||
+    if (g == NULL || query_count < 0 || k < 1 || ef < 1 || k > FEDREC_GRAPH_MAX_BREADTH ||
+        ef > FEDREC_GRAPH_MAX_BREADTH || labels == NULL || scores == NULL ||
         (query_count > 0 && queries == NULL))
         return FEDREC_GRAPH_INVALID_ARGUMENT;
     for (int64_t i = 0; i < query_count * k; i++) {
@@ -793,7 +797,8 @@ int fedrec_graph_import(int dimension, int m, int ef_construction, uint64_t seed
                        int32_t entry_point, fedrec_graph **out, char *error, size_t error_capacity) {
     if (out == NULL) return FEDREC_GRAPH_INVALID_ARGUMENT;
     *out = NULL;
-    if (dimension < 1 || m < 2 || m > FEDREC_GRAPH_MAX_M || ef_construction < 1)
+    if (dimension < 1 || m < 2 || m > FEDREC_GRAPH_MAX_M || ef_construction < 1 ||
+        ef_construction > FEDREC_GRAPH_MAX_BREADTH)
         return corrupt(error, error_capacity, "invalid parameters (dimension %d, M %d, efConstruction %d)", dimension,
                        m, ef_construction);
     if (count < 0 || count > INT32_MAX) return corrupt(error, error_capacity, "invalid item count %lld", (long long)count);

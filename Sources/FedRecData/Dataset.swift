@@ -310,12 +310,16 @@ struct DatasetParser {
 
         // Interactions.
         var interactions = Interactions()
-        interactions.reserveCapacity(counts.interactionsKept)
+        // The manifest's count is a hint, not covered by the file checksums: a row takes at least 6 bytes
+        // ("u\ti\t\t\n"), so the file's size bounds what is worth reserving (a huge count made the reservation's
+        // size wrap and corrupt the heap).
+        let expectedRows = min(max(0, counts.interactionsKept), (files[DatasetFiles.interactions]?.count ?? 0) / 6 + 1)
+        interactions.reserveCapacity(expectedRows)
         headerSeen = false
         let interactionNames = DatasetFiles.interactionsHeader.components(separatedBy: "\t")
         let hasTimestamps = manifest.hasTimestamps
         var seen = Set<UInt64>()
-        seen.reserveCapacity(counts.interactionsKept)
+        seen.reserveCapacity(expectedRows)
         try table(DatasetFiles.interactions).forEachRow { row in
             guard headerSeen else {
                 try checkHeader(row, interactionNames)

@@ -55,6 +55,13 @@ final class HNSWGraph: @unchecked Sendable {
         queries: UnsafePointer<Float>, queryCount: Int, k: Int, breadth: Int, labels: UnsafeMutablePointer<Int32>,
         scores: UnsafeMutablePointer<Float>
     ) throws(RecallError) {
+        // `Int32(_:)` does not trap in this -Ounchecked target: a value past the C code's bound would wrap.
+        guard (1...HNSWParameters.maximumBreadth).contains(k), (1...HNSWParameters.maximumBreadth).contains(breadth)
+        else {
+            throw RecallError(
+                code: .invalidRequest,
+                message: "HNSW search: k \(k) and breadth \(breadth) must lie in 1...\(HNSWParameters.maximumBreadth)")
+        }
         let status = fedrec_graph_search(handle, queries, Int64(queryCount), Int32(k), Int32(breadth), labels, scores)
         try Self.check(status, "search")
     }

@@ -101,7 +101,9 @@ extension HNSWIndex {
         guard let storedFingerprint = metadata["fingerprint"], let storedChecksum = metadata["checksum"] else {
             throw corrupt("metadata 'fingerprint' or 'checksum' missing")
         }
-        guard (2...2048).contains(m), efConstruction >= 1 else { throw corrupt("M \(m), efConstruction \(efConstruction)") }
+        guard (2...HNSWParameters.maximumM).contains(m), (1...HNSWParameters.maximumBreadth).contains(efConstruction) else {
+            throw corrupt("M \(m), efConstruction \(efConstruction)")
+        }
         guard entryPoint >= -1, entryPoint < Int(Int32.max) else { throw corrupt("entry point \(entryPoint)") }
         guard let vectorTensor = file["vectors"], vectorTensor.shape.count == 2 else { throw corrupt("no 2-D tensor 'vectors'") }
         let count = vectorTensor.shape[0], dimension = vectorTensor.shape[1]

@@ -12,6 +12,12 @@ public struct HNSWParameters: Sendable, Equatable, Codable {
     /// build the same graph.
     public var seed: UInt64 = 0
 
+    /// Largest M (`FEDREC_GRAPH_MAX_M`).
+    public static let maximumM = 2048
+    /// Largest search breadth (`efSearch`, `efConstruction`) and result count `k` the graph takes
+    /// (`FEDREC_GRAPH_MAX_BREADTH`): the C code's scratch sizes are `int`s.
+    public static let maximumBreadth = 1 << 24
+
     public init(m: Int = 32, efConstruction: Int = 40, seed: UInt64 = 0) {
         self.m = m
         self.efConstruction = efConstruction
@@ -72,8 +78,17 @@ public final class HNSWIndex: ItemIndex, @unchecked Sendable {
     public static func build(
         items: Matrix, parameters: HNSWParameters = HNSWParameters(), efSearch: Int = 128
     ) throws(RecallError) -> HNSWIndex {
-        precondition(
-            (2...2048).contains(parameters.m) && parameters.efConstruction >= 1 && efSearch >= 1, "invalid HNSW parameters")
+        // Checked here, not by a precondition: this target is built -Ounchecked, and the C code takes `int`s.
+        guard (2...HNSWParameters.maximumM).contains(parameters.m),
+            (1...HNSWParameters.maximumBreadth).contains(parameters.efConstruction),
+            (1...HNSWParameters.maximumBreadth).contains(efSearch)
+        else {
+            throw RecallError(
+                code: .invalidRequest,
+                message: "HNSW parameters out of range: M \(parameters.m) (2...\(HNSWParameters.maximumM)), "
+                    + "efConstruction \(parameters.efConstruction) and efSearch \(efSearch) "
+                    + "(1...\(HNSWParameters.maximumBreadth))")
+        }
         precondition(items.columns >= 1, "items need at least one column")
         precondition(items.rows < Int(Int32.max), "at most 2^31 - 1 items")
         let graph = try HNSWGraph.build(

@@ -34,9 +34,16 @@ struct IndexOptions: ParsableArguments {
             throw ValidationError("--index must be 'auto', 'exact' or 'hnsw', got '\(index)'")
         }
         guard hnswThreshold >= 0 else { throw ValidationError("--hnsw-threshold must be >= 0, got \(hnswThreshold)") }
-        guard hnswM >= 2 else { throw ValidationError("--hnsw-m must be at least 2, got \(hnswM)") }
-        guard efConstruction >= 1 else { throw ValidationError("--ef-construction must be positive, got \(efConstruction)") }
-        guard efSearch >= 1 else { throw ValidationError("--ef-search must be positive, got \(efSearch)") }
+        let maximum = HNSWParameters.maximumBreadth
+        guard (2...HNSWParameters.maximumM).contains(hnswM) else {
+            throw ValidationError("--hnsw-m must lie in 2...\(HNSWParameters.maximumM), got \(hnswM)")
+        }
+        guard (1...maximum).contains(efConstruction) else {
+            throw ValidationError("--ef-construction must lie in 1...\(maximum), got \(efConstruction)")
+        }
+        guard (1...maximum).contains(efSearch) else {
+            throw ValidationError("--ef-search must lie in 1...\(maximum), got \(efSearch)")
+        }
     }
 
     func indexPath(model: String) -> String { indexFile ?? model + ".hnsw" }

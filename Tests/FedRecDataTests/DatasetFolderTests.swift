@@ -81,6 +81,22 @@ import Testing
         #expect(error.message.contains("interactions.tsv"))
     }
 
+    /// The manifest's counts are not under the file checksums: a huge or negative one is a reported mismatch,
+    /// never an allocation of that size (Int.max made the reservation wrap and corrupt the heap).
+    @Test(arguments: ["9223372036854775807", "100000000000", "-5"])
+    func implausibleManifestCountIsAMismatch(count: String) throws {
+        let (out, ds) = try written()
+        defer { Fixtures.remove(out) }
+        let path = ds + "/manifest.json"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let edited = text.replacingOccurrences(
+            of: #""interactions_kept" : \d+"#, with: "\"interactions_kept\" : \(count)", options: .regularExpression)
+        try #require(edited != text)
+        try edited.write(toFile: path, atomically: true, encoding: .utf8)
+        let error = try #require(throws: DataError.self) { try Dataset.load(from: ds) }
+        #expect(error.message.contains("interactions_kept"), "\(error)")
+    }
+
     @Test func missingFileIsReported() throws {
         let (out, ds) = try written()
         defer { Fixtures.remove(out) }

@@ -24,6 +24,8 @@ import Testing
         (["evaluate", "--model", "m", "--dataset", "d", "--fold", "train"], "--fold must be 'test' or 'validation'"),
         (["recall", "--model", "m", "--history-ids", "1", "--k", "0"], "--k must be positive"),
         (["recall", "--model", "m", "--user", "1"], "--user needs --dataset"),
+        (["recall", "--model", "m", "--history-ids", "1", "--ef-search", "2147483647"], "--ef-search must lie in 1...16777216"),
+        (["recall", "--model", "m", "--history-ids", "1", "--hnsw-m", "4294967298"], "--hnsw-m must lie in 2...2048"),
         (["recall", "--model", "m"], "give exactly one of --user"),
         (["simulate", "--dataset", "d", "--adaptive-clipping"], "--adaptive-clipping needs differential privacy"),
         (

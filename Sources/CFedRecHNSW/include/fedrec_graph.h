@@ -32,6 +32,9 @@ enum {
 
 /// The largest M (lists live on the stack while links are chosen).
 #define FEDREC_GRAPH_MAX_M 2048
+/// Largest search breadth (`ef`, `ef_construction`) and result count `k`: keeps the scratch sizes' int
+/// arithmetic far from overflow.
+#define FEDREC_GRAPH_MAX_BREADTH (1 << 24)
 
 /// An empty graph. `m` in 2...FEDREC_GRAPH_MAX_M (links per node on the upper levels, 2m on level 0), `ef_construction` >= 1,
 /// `dimension` >= 1; `seed` draws the levels (node i's level depends only on seed and i).
