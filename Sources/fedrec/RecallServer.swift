@@ -85,7 +85,11 @@ struct RecallHTTPHandler: Sendable {
             let exclude = excluded + (try catalogue.resolve(ids: request.exclude_ids ?? [], role: "excluded item"))
             let result = try recommender.recommend(
                 [RecallRequest(history: history, exclude: exclude)], configuration: configuration)[0]
-            return (.ok, RecallSetup.json(Response(state: result.state.rawValue, items: RecallSetup.rows(result, catalogue: catalogue))))
+            return (
+                .ok,
+                RecallSetup.json(
+                    Response(state: result.state.rawValue, items: RecallSetup.rows(result, catalogue: catalogue)))
+            )
         } catch {
             return failure(error)
         }
@@ -139,7 +143,9 @@ struct RecallHTTPServer {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    // Without NIO's error handler, whose 400 has an empty body: `serve` answers a request the
+                    // parser refuses with a JSON error saying why.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     return try Connection(wrappingChannelSynchronously: channel)
                 }
             }
@@ -195,28 +201,40 @@ struct RecallHTTPServer {
             let tooLarge = RecallSetup.json(["error": "the request body exceeds \(maxBodyBytes) bytes"])
             var head: HTTPRequestHead?
             var body: [UInt8] = []
-            for try await part in inbound {
-                switch part {
-                case .head(let value):
-                    head = value
-                    // Refused at once, without reading a body that may never end.
-                    if let length = value.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
-                        try await answer(value, .payloadTooLarge, tooLarge)
+            /// Reads the request and answers it (or refuses it early).
+            func read() async throws {
+                for try await part in inbound {
+                    switch part {
+                    case .head(let value):
+                        head = value
+                        // Refused at once, without reading a body that may never end.
+                        if let length = value.headers.first(name: "content-length").flatMap(Int.init),
+                            length > maxBodyBytes
+                        {
+                            try await answer(value, .payloadTooLarge, tooLarge)
+                            return
+                        }
+                    case .body(let buffer):
+                        guard let head else { return }
+                        if body.count + buffer.readableBytes > maxBodyBytes {
+                            try await answer(head, .payloadTooLarge, tooLarge)
+                            return
+                        }
+                        body.append(contentsOf: buffer.readableBytesView)
+                    case .end:
+                        guard let head else { return }
+                        let (status, text) = handler.respond(method: head.method, path: head.uri, body: body)
+                        try await answer(head, status, text)
                         return
                     }
-                case .body(let buffer):
-                    guard let head else { return }
-                    if body.count + buffer.readableBytes > maxBodyBytes {
-                        try await answer(head, .payloadTooLarge, tooLarge)
-                        return
-                    }
-                    body.append(contentsOf: buffer.readableBytesView)
-                case .end:
-                    guard let head else { return }
-                    let (status, text) = handler.respond(method: head.method, path: head.uri, body: body)
-                    try await answer(head, status, text)
-                    return
                 }
+            }
+            do {
+                try await read()
+            } catch let error as HTTPParserError {
+                let message = RecallSetup.json(["error": "malformed HTTP request: \(error)"])
+                try await answer(
+                    head ?? HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), .badRequest, message)
             }
         }
     }

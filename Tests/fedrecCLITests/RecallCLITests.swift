@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -125,6 +126,34 @@ import FoundationNetworking
         #expect(onlyNew.output.contains("\"content\""))
     }
 
+    /// Sends `request` as it is over a fresh TCP connection to 127.0.0.1 and returns everything read until the
+    /// server closes it.
+    static func exchange(port: UInt16, request: String) throws -> String {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(socket >= 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        try #require(connected == 0)
+        let bytes = Array(request.utf8)
+        try #require(send(socket, bytes, bytes.count, 0) == bytes.count)
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(socket, &chunk, chunk.count, 0)
+            if count <= 0 { break }
+            received += chunk.prefix(count)
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
     @Test func serverAnswersGoodMalformedAndOversizedRequests() async throws {
         let setup = try #require(Self.trained)
         let process = Process()
@@ -183,6 +212,10 @@ import FoundationNetworking
         #expect(bigStatus == 413)
         let (pathStatus, _) = try await send("/nowhere", method: "GET")
         #expect(pathStatus == 404)
+        // Bytes that are not HTTP get a JSON 400 saying so, not an empty one.
+        let port = try #require(address.split(separator: ":").last.flatMap { UInt16($0) })
+        let raw = try Self.exchange(port: port, request: "GARBAGE\r\n\r\n")
+        #expect(raw.hasPrefix("HTTP/1.1 400") && raw.contains("malformed HTTP request"), "\(raw)")
 
         process.interrupt()  // SIGINT: graceful shutdown
         process.waitUntilExit()
