@@ -74,10 +74,12 @@ for dataset in $datasets; do
         # Mean validation Recall@20 per candidate and evaluated round over the seeds; the best (ties: fewer
         # rounds).
         : > "$out/$name-choices.txt"
+        # Only this invocation's seeds: logs of other seeds, budgets or options left by earlier runs stay out.
         for candidate in "${candidates[@]}"; do
-            tail -n 3 "$out/$name-${candidate%%:*}-validation-"*.log
-            cat "$out/$name-${candidate%%:*}-validation-"*.log | mean_validation_by_round "${candidate%%:*}" \
-                >> "$out/$name-choices.txt"
+            logs=()
+            for seed in $seeds; do logs+=("$out/$name-${candidate%%:*}-validation-$seed.log"); done
+            tail -n 3 "${logs[@]}"
+            cat "${logs[@]}" | mean_validation_by_round "${candidate%%:*}" >> "$out/$name-choices.txt"
         done
         read -r choice chosen score < <(sort -k3,3nr -k2,2n "$out/$name-choices.txt" | head -1)
         for candidate in "${candidates[@]}"; do

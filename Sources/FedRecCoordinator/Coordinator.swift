@@ -292,7 +292,10 @@ public final class Coordinator<Transport: ServerTransport>: Service {
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
             try SavedModel.file(
                 model: model.servedModel, catalogue: catalogue,
-                extraMetadata: [SavedModel.MetadataKey.federatedRounds: "\(snapshot.completed)"]
+                extraMetadata: [
+                    SavedModel.MetadataKey.federatedRounds: "\(snapshot.completed)",
+                    SavedModel.MetadataKey.evaluationFold: options.fold.rawValue,
+                ]
             ).write(to: store.directory + "/" + name, recycling: store.spareModelPath)
             try OptimizerCheckpoint.write(
                 server: model.serverOptimizer, item: model.itemOptimizer,

@@ -33,6 +33,11 @@ public enum SavedModel {
         public static let datasetName = "dataset_name"
         public static let training = "training"
         public static let federatedRounds = "federated_rounds"
+        /// The `fedrec-eval-v1` fold the model may be evaluated on: "test" when it was trained on the whole
+        /// training set, "validation" when on the training set minus its validation slice (a validation-phase
+        /// model: on test its figures would not be the protocol's; a test-fold model on validation would be
+        /// scored on items it trained on). Absent in files written before it was recorded.
+        public static let evaluationFold = "evaluation_fold"
         /// "catalogue" when `dataset_checksum` is `Dataset.catalogueChecksum` (a `.differentiallyPrivate`
         /// release); absent when it is the whole data set's `Dataset.checksum`.
         public static let datasetChecksumScope = "dataset_checksum_scope"

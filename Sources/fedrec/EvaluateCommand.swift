@@ -49,6 +49,16 @@ struct EvaluateCommand: AsyncParsableCommand {
         let data = try ModelLoading.dataset(at: dataset, matching: file)
         let aligned = try ModelLoading.aligned(file, to: data, path: dataset).model
         let fold = Fold(rawValue: fold)!
+        if let trainedFor = file.extraMetadata[SavedModel.MetadataKey.evaluationFold], trainedFor != fold.rawValue {
+            throw ValidationError(
+                "model '\(model)' was trained for the \(trainedFor) fold ("
+                    + (trainedFor == "test"
+                        ? "on the whole training set, validation slice included: on validation it would be scored on "
+                            + "items it trained on"
+                        : "on the training set minus its validation slice, chosen there: its test figures would not "
+                            + "be fedrec-eval-v1's")
+                    + "); evaluate it with --fold \(trainedFor)")
+        }
         let started = ContinuousClock.now
         let report = CentralTraining.evaluate(model: aligned, dataset: data, fold: fold, cutoffs: cutoffs)
         let users = data.split.fold(fold)

@@ -272,6 +272,7 @@ struct SimulateCommand: AsyncParsableCommand {
         if let out {
             let file = SavedModel.file(
                 model: result.model, dataset: data,
+                extraMetadata: [SavedModel.MetadataKey.evaluationFold: fold.rawValue],
                 release: configuration.privacy == nil ? .full : .differentiallyPrivate)
             try file.write(to: out)
             printFlushed("wrote \(out)")

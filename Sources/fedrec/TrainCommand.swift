@@ -146,7 +146,12 @@ struct TrainCommand: AsyncParsableCommand {
             bestValidationRecall: result.bestValidationRecall, epochs: result.epochs, seconds: seconds)
         let file = SavedModel.file(
             model: result.model, dataset: data,
-            extraMetadata: [SavedModel.MetadataKey.training: SavedModel.encodeJSON(summary)])
+            extraMetadata: [
+                SavedModel.MetadataKey.training: SavedModel.encodeJSON(summary),
+                // Refit (or a fixed epoch count) trains on the whole training set; --no-refit keeps the
+                // validation-phase model.
+                SavedModel.MetadataKey.evaluationFold: epochs != nil || !noRefit ? "test" : "validation",
+            ])
         try file.write(to: out)
         if let historyJSON {
             try Data(SavedModel.encodeJSON(summary).utf8).write(to: URL(fileURLWithPath: historyJSON), options: .atomic)

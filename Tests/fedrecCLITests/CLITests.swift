@@ -165,6 +165,10 @@ import Testing
         try #require(table.status == 0, "\(table.combined)")
         #expect(table.output.contains("model (\(model))") && table.output.contains("popularity baseline"))
         #expect(table.output.utf8.count < 5_000, "\(table.output.prefix(300))")
+        // A refit model trained on the validation slice too: scoring it there is refused.
+        let onValidation = try CLI.run(["evaluate", "--model", model, "--dataset", dataset, "--fold", "validation"])
+        #expect(onValidation.status != 0)
+        #expect(onValidation.combined.contains("was trained for the test fold"), "\(onValidation.combined)")
 
         let recalled = try CLI.run(["recall", "--model", model, "--dataset", dataset, "--user", "u3", "--k", "5", "--json"])
         try #require(recalled.status == 0, "\(recalled.combined)")
