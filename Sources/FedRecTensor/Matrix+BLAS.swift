@@ -119,9 +119,13 @@ public enum BLAS {
         return cblas_snrm2(blasInt(count), x, 1)
     }
 
-    /// Converts a Swift `Int` to BLAS's integer type, trapping on overflow (the one conversion helper).
+    /// Converts a Swift `Int` to BLAS's integer type, trapping on overflow (the one conversion helper). The trap
+    /// is explicit: this target is built -Ounchecked, where `blasint(value)` would wrap silently.
     @inline(__always)
     private static func blasInt(_ value: Int) -> blasint {
-        blasint(value)
+        guard let converted = blasint(exactly: value) else {
+            fatalError("a BLAS size of \(value) exceeds \(blasint.max)")
+        }
+        return converted
     }
 }
