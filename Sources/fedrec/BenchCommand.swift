@@ -6,7 +6,7 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure speed; prints figures (tests never assert wall time).",
         subcommands: [
             BenchTrainStepCommand.self, BenchImportCommand.self, BenchIndexCommand.self, BenchRoundsCommand.self,
-            BenchFuzzCommand.self,
+            BenchFuzzCommand.self, BenchMasksCommand.self,
         ]
     )
 }

@@ -270,6 +270,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 options.privacy = try privacy(population: population).map {
                     try clipping.applied(to: $0, population: population)
                 }
+            } catch let error as PrivacyError where error.field == "targetEpsilon" {
+                // A budget one round already spends (found here when adaptive clipping validates the whole
+                // configuration): exit code 8, as the builder's budget check gives without it.
+                throw ExitCode(
+                    FederationExit.code(
+                        for: CoordinatorError(code: .privacyBudget, message: "refusing to start: \(error)")))
             } catch {
                 throw ExitCode(FederationExit.code(for: CoordinatorError(code: .setup, message: "\(error)")))
             }

@@ -40,6 +40,22 @@ struct PrivacyProcessTests {
         #expect(!FileManager.default.fileExists(atPath: fixture.state + "/state.json"))
     }
 
+    @Test("a budget one round already spends is refused with exit code 8, with adaptive clipping too")
+    func singleRoundBudgetRefused() async throws {
+        let fixture = try Fixture(users: 6)
+        defer { fixture.remove() }
+        let processes = ProcessTests()
+        for extra in [[], ["--adaptive-clipping", "--count-noise", "2"]] {
+            let coordinator = try Child(
+                processes.coordinatorArguments(fixture, rounds: 5, address: "127.0.0.1:0", deadline: 5) + [
+                    "--noise-multiplier", "2", "--clip-norm", "1", "--target-epsilon", "0.001",
+                ] + extra)
+            defer { coordinator.kill(SIGKILL) }
+            #expect(try await coordinator.exit() == 8, "\(extra): \(coordinator.lines.suffix(3))")
+            #expect(coordinator.lines.contains { $0.contains("spent by a single round") }, "\(coordinator.lines)")
+        }
+    }
+
     @Test("DP-FedAvg rounds print and store a growing epsilon; status shows it")
     func epsilonPerRound() async throws {
         let fixture = try Fixture(users: 6)

@@ -7,12 +7,20 @@ import Testing
     @Test(arguments: [
         ["--help"], ["data", "--help"], ["data", "import", "--help"], ["data", "split", "--help"], ["train", "--help"],
         ["evaluate", "--help"], ["recall", "--help"], ["bench", "--help"], ["bench", "train-step", "--help"],
-        ["bench", "import", "--help"],
+        ["bench", "masks", "--help"], ["bench", "import", "--help"],
     ])
     func everyCommandHasHelp(arguments: [String]) throws {
         let result = try CLI.run(arguments)
         #expect(result.status == 0, "\(arguments): \(result.combined)")
         #expect(result.combined.contains("USAGE:"))
+    }
+
+    /// A tiny `bench masks` prints both speeds (figures only: tests never judge wall time).
+    @Test func maskBenchmarkPrintsBothSpeeds() throws {
+        let result = try CLI.run(["bench", "masks", "--words", "4096", "--terms", "2", "--runs", "1"])
+        #expect(result.status == 0, "\(result.combined)")
+        #expect(result.output.contains("raw crypto_stream_chacha20") && result.output.contains("masking (accumulate)"))
+        #expect(result.output.components(separatedBy: "GB/s").count == 3, "\(result.output)")
     }
 
     @Test(arguments: [
