@@ -50,6 +50,17 @@ import Testing
         }
     }
 
+    /// The Status RPC's round metrics: everything of a record, except that under DP the statistics of the
+    /// clients' data (training loss, example count, held-out Recall@20) are withheld.
+    @Test func statusWithholdsDataStatisticsUnderDP() {
+        let record = state(rounds: 4).rounds[3]
+        let open = CoordinatorService.metrics(record)
+        #expect(open.examples == 30 && open.meanLoss == record.meanLoss && open.participants == 6)
+        let withheld = CoordinatorService.metrics(record, withholdingDataStatistics: true)
+        #expect(withheld.examples == 0 && withheld.meanLoss == 0 && withheld.recallAt20 == -1)
+        #expect(withheld.participants == 6 && withheld.round == 3 && withheld.bytesReceived == 1003)
+    }
+
     /// On restart, the files of a checkpoint cut short before its commit are removed (under DP they hold an
     /// uncharged release); the committed files, the spares and other files stay.
     @Test func uncommittedCheckpointFilesAreDiscarded() throws {
