@@ -203,10 +203,11 @@ public nonisolated struct Fedrec_V1_RoundHeader: Sendable {
   /// Time left until the round's deadline when the header was sent (ms).
   public var deadlineMilliseconds: UInt64 = 0
 
-  /// JSON of the ClientTrainingConfiguration for this round.
+  /// Unused, always empty: the round's training configuration travels sealed inside the model
+  /// (GlobalModelPayload), where no one on the path can change it.
   public var trainingConfigurationJson: String = String()
 
-  /// Seed of the round; each client derives its example order from it and its id.
+  /// Unused, always 0: the round's seed travels sealed inside the model (GlobalModelPayload).
   public var seed: UInt64 = 0
 
   /// The selected client whose session key seals `round_key`.
@@ -518,6 +519,7 @@ public nonisolated struct Fedrec_V1_StatusResponse: Sendable {
 
   public var completedRounds: UInt64 = 0
 
+  /// Unused, always 0.
   public var targetRounds: UInt64 = 0
 
   public var enrolled: UInt32 = 0
