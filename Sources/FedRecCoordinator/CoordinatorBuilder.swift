@@ -192,7 +192,7 @@ public enum CoordinatorBuilder {
             let initial =
                 options.privacy == nil
                 ? TwoTowerModel(configuration: configuration, seed: options.seed)
-                : TwoTowerModel(configuration: configuration, seed: options.seed, itemIDs: dataset.itemIDs)
+                : TwoTowerModel(configuration: configuration, seed: options.seed, idOrder: dataset.itemIndicesInIDOrder)
             model = CoordinatorModel(
                 model: initial, itemFeatures: itemFeatures,
                 serverOptimizer: ServerOptimizer(configuration: options.serverOptimizer),

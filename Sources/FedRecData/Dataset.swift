@@ -32,12 +32,12 @@ public struct Dataset: Sendable {
     /// item-index order, which is the order of first appearance in the interactions) may not appear.
     public var catalogueChecksum: String {
         var text: [UInt8] = []
+        let order = itemIndicesInIDOrder
         for name in itemFeatureNames {
             DatasetFiles.appendEscaped(name, to: &text)
             text.append(0x09)
         }
         text.append(0x0A)
-        let order = itemIDs.indices.sorted { itemIDs[$0].utf8.lexicographicallyPrecedes(itemIDs[$1].utf8) }
         for item in order {
             DatasetFiles.appendEscaped(itemIDs[item], to: &text)
             text.append(0x09)
@@ -52,6 +52,13 @@ public struct Dataset: Sendable {
             text.append(0x0A)
         }
         return (try? SHA256.hex(SHA256.hash(text))) ?? ""
+    }
+
+    /// The catalogue's item indices in byte order of their ids: the order a model released under differential
+    /// privacy lists its items in, and deals their initial rows in (neither may follow the item-index order,
+    /// which is the order the interactions first meet the items).
+    public var itemIndicesInIDOrder: [Int] {
+        itemIDs.indices.sorted { byteLess(itemIDs[$0], itemIDs[$1]) }
     }
 
     /// Kept users, in byte order of their id.

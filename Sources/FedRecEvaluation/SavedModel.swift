@@ -50,7 +50,8 @@ public enum SavedModel {
     /// catalogue's for a model released under differential privacy.
     public static func matches(_ model: ModelFile, dataset: Dataset) -> Bool {
         if model.extraMetadata[MetadataKey.datasetChecksumScope] == catalogueChecksumScope {
-            return !dataset.catalogueChecksum.isEmpty && model.datasetChecksum == dataset.catalogueChecksum
+            let catalogueChecksum = dataset.catalogueChecksum  // a sort and a hash of the catalogue: once
+            return !catalogueChecksum.isEmpty && model.datasetChecksum == catalogueChecksum
         }
         return model.datasetChecksum == dataset.checksum
     }
@@ -68,12 +69,11 @@ public enum SavedModel {
         let itemContent: ItemContent
         /// The model configuration the item features were chosen for.
         let configuration: TwoTowerConfiguration
-        /// The item ids' and feature names' JSON, encoded once (in `releaseOrder` when there is one).
+        /// The item ids' and feature names' JSON, encoded once (in the release's order).
         let json: ModelFile.CatalogueJSON
-        /// A differentially private release's catalogue order: the item ids in byte order (nil: the data set's).
-        let releaseOrder: [String]?
-        /// The same order as data-set item indices, and the content features in it (computed once per run; the
-        /// coordinator writes a file every round).
+        /// A differentially private release's catalogue order as data-set item indices
+        /// (`Dataset.itemIndicesInIDOrder`; nil: the data set's own order), and the content features in it
+        /// (computed once per run; the coordinator writes a file every round).
         let releasePermutation: [Int]?
         let releaseContent: ItemContent?
 
@@ -83,7 +83,6 @@ public enum SavedModel {
             case .full:
                 datasetChecksum = data.checksum
                 itemPopularity = trainingPopularity(of: data)
-                releaseOrder = nil
                 releasePermutation = nil
                 metadata[MetadataKey.itemTitles] = encodeJSON(data.titles)
                 metadata[MetadataKey.itemGenres] = encodeJSON(data.genres)
@@ -91,9 +90,7 @@ public enum SavedModel {
                 datasetChecksum = data.catalogueChecksum
                 metadata[MetadataKey.datasetChecksumScope] = catalogueChecksumScope
                 itemPopularity = nil
-                let ids = data.itemIDs
-                let order = ids.indices.sorted { ids[$0].utf8.lexicographicallyPrecedes(ids[$1].utf8) }
-                releaseOrder = order.map { ids[$0] }
+                let order = data.itemIndicesInIDOrder
                 releasePermutation = order
                 metadata[MetadataKey.itemTitles] = encodeJSON(order.map { data.titles[$0] })
                 metadata[MetadataKey.itemGenres] = encodeJSON(order.map { data.genres[$0] })
@@ -102,14 +99,13 @@ public enum SavedModel {
             itemFeatures = CentralTraining.itemFeatures(of: data, for: configuration)
             itemIDs = data.itemIDs
             itemContent = ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures)
-            releaseContent = releasePermutation.map { order in
-                ItemContent(
-                    featureNames: data.itemFeatureNames,
-                    features: SparseMatrix(
-                        columns: data.itemFeatures.columns, rows: order.map { data.itemFeatures.row($0) }))
+            releaseContent = releasePermutation.map {
+                ItemContent(featureNames: data.itemFeatureNames, features: data.itemFeatures.gatheringRows($0))
             }
             self.configuration = configuration
-            json = ModelFile.CatalogueJSON(itemIDs: releaseOrder ?? itemIDs, featureNames: itemContent.featureNames)
+            let ids = data.itemIDs
+            json = ModelFile.CatalogueJSON(
+                itemIDs: releasePermutation.map { $0.map { ids[$0] } } ?? ids, featureNames: itemContent.featureNames)
         }
     }
 

@@ -331,29 +331,14 @@ extension ModelFile {
             guard index >= 0, index < n, !taken[index] else { return nil }
             taken[index] = true
         }
-        /// Row `p` of the result is row `order[p]` of `matrix`.
-        func gathered(_ matrix: Matrix) -> Matrix {
-            let columns = matrix.columns
-            var storage = [Float](repeating: 0, count: n * columns)
-            storage.withUnsafeMutableBufferPointer { target in
-                matrix.storage.withUnsafeBufferPointer { source in
-                    for (p, r) in order.enumerated() {
-                        for c in 0..<columns { target[p * columns + c] = source[r * columns + c] }
-                    }
-                }
-            }
-            return Matrix(rows: n, columns: columns, storage: storage)
-        }
         var result = self
-        result.model.userTower.historyEmbedding = gathered(model.userTower.historyEmbedding)
-        result.model.itemTower.idEmbedding = gathered(model.itemTower.idEmbedding)
-        result.itemEmbeddings = gathered(itemEmbeddings)
+        result.model.userTower.historyEmbedding = model.userTower.historyEmbedding.gatheringRows(order)
+        result.model.itemTower.idEmbedding = model.itemTower.idEmbedding.gatheringRows(order)
+        result.itemEmbeddings = itemEmbeddings.gatheringRows(order)
         result.itemIDs = order.map { itemIDs[$0] }
         result.itemPopularity = itemPopularity.map { popularity in order.map { popularity[$0] } }
-        result.itemContent = itemContent.map { content in
-            ItemContent(
-                featureNames: content.featureNames,
-                features: SparseMatrix(columns: content.features.columns, rows: order.map { content.features.row($0) }))
+        result.itemContent = itemContent.map {
+            ItemContent(featureNames: $0.featureNames, features: $0.features.gatheringRows(order))
         }
         result.catalogueJSON = nil
         return result

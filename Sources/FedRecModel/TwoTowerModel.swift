@@ -14,26 +14,20 @@ public struct TwoTowerModel: Sendable, Equatable {
         self.itemTower = ItemTower(configuration: configuration, seed: seed)
     }
 
-    /// `init(configuration:seed:)` with the per-item rows (the item-id and history embeddings) dealt out by item
-    /// id: the item whose id comes k-th in byte order starts with the rows index k gets from `seed`. An item's
-    /// starting rows then do not depend on the catalogue's index order, which a data set takes from the order of
-    /// its interactions: a model trained under differential privacy must not carry that order, and rows that
-    /// training hardly moves would show it to anyone who knows the seed. `itemIDs` are in catalogue order.
-    public init(configuration: TwoTowerConfiguration, seed: UInt64, itemIDs: [String]) {
-        precondition(itemIDs.count == configuration.itemCount, "one id per catalogue item")
+    /// `init(configuration:seed:)` with the per-item rows (the item-id and history embeddings) dealt out in
+    /// `idOrder`, the catalogue's item indices in byte order of their ids (`Dataset.itemIndicesInIDOrder`): the
+    /// item `idOrder[k]` starts with the rows index k gets from `seed`. An item's starting rows then do not depend
+    /// on the catalogue's index order, which a data set takes from the order of its interactions: a model trained
+    /// under differential privacy must not carry that order, and rows that training hardly moves would show it to
+    /// anyone who knows the seed. `idOrder` is a permutation of the catalogue's indices.
+    public init(configuration: TwoTowerConfiguration, seed: UInt64, idOrder: [Int]) {
+        precondition(idOrder.count == configuration.itemCount, "one index per catalogue item")
         self.init(configuration: configuration, seed: seed)
-        let order = itemIDs.indices.sorted { itemIDs[$0].utf8.lexicographicallyPrecedes(itemIDs[$1].utf8) }
-        /// Row `order[k]` of the result is row `k` of `matrix`.
-        func dealt(_ matrix: Matrix) -> Matrix {
-            let columns = matrix.columns
-            var storage = [Float](repeating: 0, count: matrix.count)
-            for (k, item) in order.enumerated() {
-                for c in 0..<columns { storage[item * columns + c] = matrix.storage[k * columns + c] }
-            }
-            return Matrix(rows: matrix.rows, columns: columns, storage: storage)
-        }
-        userTower.historyEmbedding = dealt(userTower.historyEmbedding)
-        itemTower.idEmbedding = dealt(itemTower.idEmbedding)
+        // Row i of the result is row rank(i) of the seeded one, where idOrder[rank(i)] = i.
+        var rank = [Int](repeating: 0, count: idOrder.count)
+        for (k, item) in idOrder.enumerated() { rank[item] = k }
+        userTower.historyEmbedding = userTower.historyEmbedding.gatheringRows(rank)
+        itemTower.idEmbedding = itemTower.idEmbedding.gatheringRows(rank)
     }
 
     public init(userTower: UserTower, itemTower: ItemTower) {

@@ -37,6 +37,20 @@ public struct Matrix: Sendable, Equatable {
         Array(storage[(r * columns)..<((r + 1) * columns)])
     }
 
+    /// The matrix whose row `p` is row `order[p]` of this one (a row permutation or selection). Every index of
+    /// `order` must lie in `0..<rows`: callers check it (this target drops preconditions, `-Ounchecked`).
+    public func gatheringRows(_ order: [Int]) -> Matrix {
+        var gathered = [Float](repeating: 0, count: order.count * columns)
+        gathered.withUnsafeMutableBufferPointer { target in
+            storage.withUnsafeBufferPointer { source in
+                for (p, r) in order.enumerated() {
+                    for c in 0..<columns { target[p * columns + c] = source[r * columns + c] }
+                }
+            }
+        }
+        return Matrix(rows: order.count, columns: columns, storage: gathered)
+    }
+
     /// Sets every element to zero without reallocating.
     public mutating func zero() {
         storage.withUnsafeMutableBufferPointer { buffer in

@@ -52,6 +52,11 @@ public struct SparseMatrix: Sendable, Equatable {
         return (start..<end).map { (Int(indices[$0]), values[$0]) }
     }
 
+    /// The matrix whose row `p` is row `order[p]` of this one; every index of `order` must lie in `0..<rows`.
+    public func gatheringRows(_ order: [Int]) -> SparseMatrix {
+        SparseMatrix(columns: columns, rows: order.map { row($0) })
+    }
+
     /// A dense copy (for tests and small matrices).
     public func dense() -> Matrix {
         var m = Matrix(rows: rows, columns: columns)

@@ -246,7 +246,8 @@ struct SimulateCommand: AsyncParsableCommand {
         var lossRounds = 0
         // Under DP an item's starting rows follow its id, not its index (the order the interactions met it).
         let initialModel = configuration.privacy.map { _ in
-            TwoTowerModel(configuration: configuration.model, seed: configuration.seed, itemIDs: data.itemIDs)
+            TwoTowerModel(
+                configuration: configuration.model, seed: configuration.seed, idOrder: data.itemIndicesInIDOrder)
         }
         let result = FederatedSimulation.run(
             dataset: federated, configuration: configuration, rounds: roundsToRun, initialModel: initialModel,

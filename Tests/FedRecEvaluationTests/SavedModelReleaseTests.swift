@@ -56,8 +56,9 @@ import Testing
 
         let configuration = CentralTrainingConfiguration().modelConfiguration(for: original)
         // A DP run starts each item from rows chosen by its id, so both data sets start from the same model.
-        let model = TwoTowerModel(configuration: configuration, seed: 3, itemIDs: original.itemIDs)
-        let neighbourModel = TwoTowerModel(configuration: configuration, seed: 3, itemIDs: neighbour.itemIDs)
+        let model = TwoTowerModel(configuration: configuration, seed: 3, idOrder: original.itemIndicesInIDOrder)
+        let neighbourModel = TwoTowerModel(
+            configuration: configuration, seed: 3, idOrder: neighbour.itemIndicesInIDOrder)
         #expect(model != neighbourModel)
         let full = SavedModel.file(model: model, dataset: original)
         #expect(SavedModel.aligned(full, to: neighbour)?.model == neighbourModel)
