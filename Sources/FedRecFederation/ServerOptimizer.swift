@@ -189,8 +189,11 @@ public struct FederatedServer: Sendable {
     public let configuration: TwoTowerConfiguration
     public private(set) var userTower: UserTower
     public private(set) var itemTower: ItemTower
+    /// The item tower's forward pass at its current parameters: the next item step back-propagates through it
+    /// instead of running the forward pass again.
+    private var itemForward: ItemTowerCache
     /// Normalised item embeddings of the current item tower (what clients train against).
-    public private(set) var itemEmbeddings: Matrix
+    public var itemEmbeddings: Matrix { itemForward.embeddings }
     public private(set) var serverOptimizer: ServerOptimizer
     public private(set) var itemOptimizer: Optimizer
     public let itemFeatures: SparseMatrix
@@ -219,27 +222,43 @@ public struct FederatedServer: Sendable {
         self.serverOptimizer = serverOptimizer
         self.itemOptimizer = itemOptimizer
         self.layout = .userTower(model.configuration)
-        self.itemEmbeddings = model.itemTower.embeddings(itemFeatures: itemFeatures)
+        var forward = ItemTowerCache()
+        model.itemTower.forward(itemFeatures: itemFeatures, rows: nil, cache: &forward)
+        self.itemForward = forward
     }
 
     public var model: TwoTowerModel { TwoTowerModel(userTower: userTower, itemTower: itemTower) }
 
-    /// Applies one round's aggregate: the server optimizer on the user tower, then the central item step
+    /// Applies one round's aggregate: the server optimizer on the user tower and the central item step
     /// (back-propagate the mean item-embedding gradient through the item tower, one optimizer step, recompute
     /// the item embeddings). Both learning rates are multiplied by `learningRateScale` (a schedule's value).
+    /// The two steps share no state and each is deterministic, so they run side by side (two threads when the
+    /// machine has them) with the same result as one after the other.
     public mutating func apply(_ aggregate: AggregateUpdate, learningRateScale: Float = 1) {
         var flat = userTower.flattened()
-        serverOptimizer.apply(delta: aggregate.meanDelta, to: &flat, learningRateScale: learningRateScale)
+        // Moved out rather than copied: a fresh optimizer holds no moments.
+        var userOptimizer = ServerOptimizer(configuration: serverOptimizer.configuration)
+        swap(&userOptimizer, &serverOptimizer)
+        concurrently {
+            userOptimizer.apply(delta: aggregate.meanDelta, to: &flat, learningRateScale: learningRateScale)
+        } _: {
+            applyItemStep(
+                itemEmbeddingGradient: aggregate.meanItemEmbeddingGradient, learningRateScale: learningRateScale)
+        }
+        swap(&userOptimizer, &serverOptimizer)
         userTower = UserTower(configuration: configuration, flattened: flat)
-        applyItemStep(itemEmbeddingGradient: aggregate.meanItemEmbeddingGradient, learningRateScale: learningRateScale)
         appliedRounds += 1
     }
 
     /// The central item-tower step alone.
     public mutating func applyItemStep(itemEmbeddingGradient: Matrix, learningRateScale: Float = 1) {
-        let gradients = itemTower.backward(itemEmbeddingGradient: itemEmbeddingGradient, itemFeatures: itemFeatures)
+        var gradient = itemEmbeddingGradient
+        var gradients = ItemTowerGradients(configuration: configuration)
+        itemTower.backward(
+            itemEmbeddingGradient: &gradient, cache: itemForward, itemFeatures: itemFeatures, rows: nil,
+            into: &gradients)
         itemOptimizer.beginStep(learningRateScale: learningRateScale)
         itemTower.apply(gradients, optimizer: &itemOptimizer)
-        itemEmbeddings = itemTower.embeddings(itemFeatures: itemFeatures)
+        itemTower.forward(itemFeatures: itemFeatures, rows: nil, cache: &itemForward)
     }
 }
