@@ -13,7 +13,8 @@ struct RecallCommand: AsyncParsableCommand {
             The history is given by titles (--history, case-insensitive), item ids (--history-ids), a user's \
             training items in a data set (--user with --dataset), or many histories in a file (--input: one \
             comma-separated id list per line, or a split file such as train.tsv; writes JSON lines). --serve \
-            answers POST /recall with JSON instead. An empty history (--history-ids "") is a cold user: \
+            answers POST /recall with JSON instead until SIGINT or SIGTERM (which lets requests in flight finish; a \
+            second signal exits at once with 128 + its number). An empty history (--history-ids "") is a cold user: \
             popularity plus content, or the user tower on the empty history for a model without item popularity \
             (one trained under differential privacy). Seen items are excluded unless --include-seen.
             """

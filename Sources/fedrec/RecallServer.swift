@@ -125,7 +125,8 @@ struct RecallHTTPHandler: Sendable {
 /// bodies over `maxBodyBytes` refused with 413 as soon as the declared length or the bytes received pass it.
 /// A connection is closed `connectionDeadline` after it was accepted, answered or not, so slow or stalled
 /// clients cannot hold the server (or its shutdown) for long. `run` owns every child task (structured
-/// concurrency) and returns after SIGINT or SIGTERM once in-flight requests are answered.
+/// concurrency) and returns after SIGINT or SIGTERM once in-flight requests are answered; a second signal exits
+/// at once with 128 + its number.
 struct RecallHTTPServer {
     let host: String
     let port: Int
@@ -138,43 +139,44 @@ struct RecallHTTPServer {
     typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
     func run(onListening: (String) -> Void) async throws {
+        let connections = Connections()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // Without NIO's error handler, whose 400 has an empty body: `serve` answers a request the
-                    // parser refuses with a JSON error saying why.
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
-                    return try Connection(wrappingChannelSynchronously: channel)
-                }
+                channel.eventLoop.makeCompletedFuture { try connections.wrap(channel) }
             }
         let address = server.channel.localAddress
         onListening("\(address?.ipAddress ?? host):\(address?.port ?? port)")
         let signals = Self.terminationSignals()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await _ in signals { break }
+                var received = signals.makeAsyncIterator()
+                guard await received.next() != nil else { return }
                 // Stop accepting; the accept loop below ends and waits for in-flight connections.
                 try? await server.channel.close()
+                // A second signal stops at once instead of waiting up to `connectionDeadline` for open
+                // connections (the server keeps no state to save).
+                if let second = await received.next() {
+                    writeUnchecked(STDERR_FILENO, "second signal: stopping without waiting for open connections\n")
+                    exit(128 + second)
+                }
             }
-            let open = OpenConnections()
             try await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { connections in
+                try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in inbound {
-                        let admitted = open.count.withLock { count in
-                            guard count < maximumConnections else { return false }
-                            count += 1
-                            return true
-                        }
-                        guard admitted else {
-                            try? await connection.channel.close()
+                        guard connections.take(connection, limit: maximumConnections) else {
+                            try? await connection.executeThenClose { _, _ in }
                             continue
                         }
-                        connections.addTask {
+                        group.addTask {
                             await self.serve(connection)
-                            open.count.withLock { $0 -= 1 }
+                            connections.finished()
                         }
+                    }
+                    // Connections accepted as the server stopped, which never reached this loop.
+                    for connection in connections.stop() {
+                        group.addTask { try? await connection.executeThenClose { _, _ in } }
                     }
                 }
             }
@@ -256,9 +258,55 @@ struct RecallHTTPServer {
     }
 }
 
-/// The connections being served (shared by the accept loop and the connections' tasks).
-private final class OpenConnections: Sendable {
-    let count = Mutex(0)
+/// Every connection from the child-channel initializer to its end. NIO traps on a connection wrapped for async
+/// use that is dropped without `executeThenClose`, and one accepted just as the server stops can be wrapped
+/// without ever reaching the accept loop (its stream has ended): the registry holds each wrapped connection
+/// until the loop takes it, hands over the ones left when the loop ends, and wraps none after that (NIO then
+/// closes the channel).
+private final class Connections: Sendable {
+    private struct State {
+        var stopping = false
+        var waiting: [ObjectIdentifier: RecallHTTPServer.Connection] = [:]
+        var served = 0
+    }
+    private let state = Mutex(State())
+
+    struct Stopping: Error {}
+
+    /// Sets up a new child channel (on its event loop) and holds its wrapper for the accept loop. Without
+    /// NIO's error handler, whose 400 has an empty body: `serve` answers a request the parser refuses with a
+    /// JSON error saying why.
+    func wrap(_ channel: any Channel) throws -> RecallHTTPServer.Connection {
+        try state.withLock { s in
+            guard !s.stopping else { throw Stopping() }
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+            let connection = try RecallHTTPServer.Connection(wrappingChannelSynchronously: channel)
+            s.waiting[ObjectIdentifier(channel)] = connection
+            return connection
+        }
+    }
+
+    /// The accept loop takes `connection`: true if it may be served, that is if fewer than `limit` are.
+    func take(_ connection: RecallHTTPServer.Connection, limit: Int) -> Bool {
+        state.withLock { s in
+            s.waiting[ObjectIdentifier(connection.channel)] = nil
+            guard s.served < limit else { return false }
+            s.served += 1
+            return true
+        }
+    }
+
+    /// A served connection has ended.
+    func finished() { state.withLock { $0.served -= 1 } }
+
+    /// Wraps no more connections; returns the ones wrapped but never taken.
+    func stop() -> [RecallHTTPServer.Connection] {
+        state.withLock { s in
+            s.stopping = true
+            defer { s.waiting = [:] }
+            return Array(s.waiting.values)
+        }
+    }
 }
 
 /// Keeps the signal sources alive until the stream ends (DispatchSource is thread-safe).

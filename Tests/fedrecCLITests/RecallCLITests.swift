@@ -154,6 +154,73 @@ import FoundationNetworking
         return String(decoding: received, as: UTF8.self)
     }
 
+    /// A first SIGINT lets open connections finish (up to the 30 s connection deadline); a second one exits at
+    /// once with 130 instead of waiting for a stalled client.
+    @Test func secondSignalStopsTheServerAtOnce() throws {
+        let setup = try #require(Self.trained)
+        let process = Process()
+        process.executableURL = CLI.executable
+        process.arguments = ["recall", "--model", setup.model, "--serve", "--port", "0"]
+        let out = Pipe()
+        let errors = Pipe()
+        process.standardOutput = out
+        process.standardError = errors
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        var buffer = Data()
+        while !buffer.contains(0x0A) {
+            let chunk = out.fileHandleForReading.availableData
+            try #require(!chunk.isEmpty, "server exited early")
+            buffer.append(chunk)
+        }
+        let line = String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let port = try #require(line.split(separator: ":").last.flatMap { UInt16($0) })
+
+        func connect() -> Int32? {
+            let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard socket >= 0 else { return nil }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard connected == 0 else {
+                close(socket)
+                return nil
+            }
+            return socket
+        }
+        // A client that announces a body and never sends it.
+        let stalled = try #require(connect())
+        defer { close(stalled) }
+        let head = Array("POST /recall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".utf8)
+        try #require(send(stalled, head, head.count, 0) == head.count)
+        // Connections are taken in the order they were accepted: once a later one is answered, the stalled one
+        // is being served (one accepted as the server stops is closed unanswered instead).
+        let health = try Self.exchange(port: port, request: "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        try #require(health.hasPrefix("HTTP/1.1 200"), "\(health)")
+
+        process.interrupt()
+        // Wait until the first signal has been handled (the listening socket is closed), so the second is not
+        // merged with it.
+        var closed = false
+        for _ in 0..<500 where !closed {
+            if let probe = connect() { close(probe) } else { closed = true }
+            if !closed { usleep(10_000) }
+        }
+        try #require(closed, "the server still accepts connections after SIGINT")
+        #expect(process.isRunning, "the first signal must wait for the open connection")
+        process.interrupt()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 130)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(stderr.contains("second signal"), "\(stderr)")
+    }
+
     @Test func serverAnswersGoodMalformedAndOversizedRequests() async throws {
         let setup = try #require(Self.trained)
         let process = Process()
