@@ -1,3 +1,4 @@
+import FedRecTensor
 import Foundation
 import Synchronization
 
@@ -8,7 +9,8 @@ import Synchronization
 /// Where a process spends its CPU time, for `fedrec bench rounds` and `--stats FILE`.
 ///
 /// Each measured section is synchronous code (no suspension inside), timed with the calling thread's CPU clock
-/// (`CLOCK_THREAD_CPUTIME_ID`), so time a section spends waiting for a core on a busy machine is not counted.
+/// (`CLOCK_THREAD_CPUTIME_ID`) plus what helper threads spent for it (`concurrently`), so time a section spends
+/// waiting for a core on a busy machine is not counted.
 /// Whatever the process burns outside the measured sections (gRPC, HTTP/2, protobuf, chunking, polling, the
 /// runtime) is reported as `transport`: the process's total CPU time (`getrusage`) minus the measured phases.
 public final class PhaseMeter: Sendable {
@@ -61,11 +63,12 @@ public final class PhaseMeter: Sendable {
         }
     }
 
-    /// Runs `body`, adding its thread CPU time to `phase`.
+    /// Runs `body`, adding its thread CPU time to `phase`, with what helper threads spent for its `concurrently`
+    /// calls.
     public func measure<T>(_ phase: Phase, _ body: () throws -> T) rethrows -> T {
-        let start = Self.threadCPUSeconds()
+        let start = Self.threadCPUSeconds() + HelperCPU.secondsOnThisThread
         defer {
-            let spent = Self.threadCPUSeconds() - start
+            let spent = Self.threadCPUSeconds() + HelperCPU.secondsOnThisThread - start
             totals.withLock { $0[phase, default: 0] += spent }
         }
         return try body()
