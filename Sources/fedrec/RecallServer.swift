@@ -140,6 +140,8 @@ struct RecallHTTPServer {
 
     func run(onListening: (String) -> Void) async throws {
         let connections = Connections()
+        // Before the address is announced: a signal sent as soon as it is read must not be lost.
+        let signals = Self.terminationSignals()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -148,7 +150,6 @@ struct RecallHTTPServer {
             }
         let address = server.channel.localAddress
         onListening("\(address?.ipAddress ?? host):\(address?.port ?? port)")
-        let signals = Self.terminationSignals()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 var received = signals.makeAsyncIterator()
@@ -159,25 +160,35 @@ struct RecallHTTPServer {
                 // connections (the server keeps no state to save).
                 if let second = await received.next() {
                     writeUnchecked(STDERR_FILENO, "second signal: stopping without waiting for open connections\n")
-                    exit(128 + second)
+                    // _exit: exit(3) would run library destructors while other threads may still be answering.
+                    _exit(128 + second)
                 }
             }
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in inbound {
-                        guard connections.take(connection, limit: maximumConnections) else {
-                            try? await connection.executeThenClose { _, _ in }
-                            continue
-                        }
-                        group.addTask {
-                            await self.serve(connection)
-                            connections.finished()
+                    // Connections accepted as the server stopped, which never reached the loop below (also
+                    // when the accept stream fails).
+                    func closeUntaken() {
+                        for connection in connections.stop() {
+                            group.addTask { try? await connection.executeThenClose { _, _ in } }
                         }
                     }
-                    // Connections accepted as the server stopped, which never reached this loop.
-                    for connection in connections.stop() {
-                        group.addTask { try? await connection.executeThenClose { _, _ in } }
+                    do {
+                        for try await connection in inbound {
+                            guard connections.take(connection, limit: maximumConnections) else {
+                                try? await connection.executeThenClose { _, _ in }
+                                continue
+                            }
+                            group.addTask {
+                                await self.serve(connection)
+                                connections.finished()
+                            }
+                        }
+                    } catch {
+                        closeUntaken()
+                        throw error
                     }
+                    closeUntaken()
                 }
             }
             group.cancelAll()
@@ -248,7 +259,10 @@ struct RecallHTTPServer {
             for signalNumber in [SIGINT, SIGTERM] {
                 signal(signalNumber, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-                source.setEventHandler { continuation.yield(signalNumber) }
+                // Signals that arrive before the handler runs are merged into one event: yield each.
+                source.setEventHandler {
+                    for _ in 0..<max(1, source.data) { continuation.yield(signalNumber) }
+                }
                 source.resume()
                 sources.append(source)
             }
@@ -278,7 +292,11 @@ private final class Connections: Sendable {
     /// JSON error saying why.
     func wrap(_ channel: any Channel) throws -> RecallHTTPServer.Connection {
         try state.withLock { s in
-            guard !s.stopping else { throw Stopping() }
+            guard !s.stopping else {
+                // NIO leaves a child whose initializer failed open: close it here.
+                channel.close(promise: nil)
+                throw Stopping()
+            }
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
             let connection = try RecallHTTPServer.Connection(wrappingChannelSynchronously: channel)
             s.waiting[ObjectIdentifier(channel)] = connection
