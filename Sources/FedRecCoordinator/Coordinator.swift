@@ -13,7 +13,8 @@ import Synchronization
 
 /// The coordinator process as a `Service`: serves the `Coordinator` gRPC service and drives the rounds.
 /// `run()` owns every task (the server, the optional listening report, the round driver); a graceful shutdown
-/// (SIGINT/SIGTERM through a `ServiceGroup`) stops the driver between polls and drains the server. State is
+/// (SIGINT/SIGTERM through a `ServiceGroup`) stops the driver between polls and drains the server; once the rounds
+/// are done, calls still open `drainLimit` after the server stopped taking new ones are cut. State is
 /// saved after every completed round (written while the next round runs; the round is announced once it is
 /// committed), so a stopped or killed coordinator resumes with the same command.
 public final class Coordinator<Transport: ServerTransport>: Service {
@@ -33,6 +34,12 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     let onRound: (@Sendable (RoundRecord) -> Void)?
     /// The server task's error, if it failed: reported instead of the driver's "interrupted".
     private let serverFailure = Mutex<(any Error)?>(nil)
+    /// Whether `serve()` has returned (all calls ended).
+    private let serverStopped = Mutex(false)
+    /// How long a coordinator that completed its rounds lets open calls end after it stops taking new ones;
+    /// calls still open then are cut, so a peer holding a stream open cannot keep the process (and its signals)
+    /// waiting. A signal during the wait cuts them at once.
+    static var drainLimit: Duration { .seconds(5) }
 
     init(
         core: CoordinatorCore, server: GRPCServer<Transport>, options: CoordinatorOptions, dataset: Dataset,
@@ -67,20 +74,40 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                         self.core.requestStop()
                         throw error
                     }
+                    self.serverStopped.withLock { $0 = true }
+                    self.core.changes.notify()
                 }
                 if let onListening { group.addTask { try await onListening() } }
                 do {
                     try await self.drive()
                 } catch {
+                    // Long polls answer at once instead of spinning through their wait under cancellation.
+                    self.core.requestStop()
                     self.server.beginGracefulShutdown()
                     if let failure = self.serverFailure.withLock({ $0 }) { throw failure }
                     throw error
                 }
                 self.server.beginGracefulShutdown()
+                if await !self.serverDrained(within: Self.drainLimit) {
+                    self.logger.warning("calls still open after the last round: closing them")
+                    group.cancelAll()
+                }
             }
         } onGracefulShutdown: {
             self.logger.info("shutdown requested: stopping after saving state")
             self.core.requestStop()
+        }
+    }
+
+    /// Waits until `serve()` has returned, for at most `limit` (no longer once a signal asks to stop).
+    private func serverDrained(within limit: Duration) async -> Bool {
+        let clock = core.clock
+        let start = clock.now
+        while true {
+            let version = core.changes.version
+            if serverStopped.withLock({ $0 }) { return true }
+            if core.isStopping || Task.isCancelled || clock.now.offset - start.offset >= limit { return false }
+            await core.changes.wait(after: version, timeout: .milliseconds(100), clock: clock)
         }
     }
 

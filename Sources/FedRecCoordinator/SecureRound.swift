@@ -379,7 +379,8 @@ extension CoordinatorService {
                 }
                 return
             case .wait:
-                if core.isStopping || core.clock.now.offset - start.offset >= wait {
+                // A cancelled handler (the server is being torn down) would find every wait over at once.
+                if core.isStopping || Task.isCancelled || core.clock.now.offset - start.offset >= wait {
                     try await response.write(.with { $0.wait = .init() })
                     return
                 }
