@@ -201,8 +201,16 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
     }
 
+    /// Enrolment calls end within the connect timeout (a challenge within 10 s of it): a coordinator that
+    /// accepts the connection but never answers is then retried and, past `connectTimeout`, unreachable.
+    private func enrolmentCallOptions(_ limit: Duration) -> CallOptions {
+        var callOptions = CallOptions.defaults
+        callOptions.timeout = min(limit, options.connectTimeout)
+        return callOptions
+    }
+
     private func enrol(_ service: Fedrec_V1_Coordinator.Client<Transport>) async throws -> RunSettings {
-        let challenge = try await service.getChallenge(.init())
+        let challenge = try await service.getChallenge(.init(), options: enrolmentCallOptions(.seconds(10)))
         guard challenge.coordinatorIdentity == coordinator.line else {
             throw ClientError(
                 code: .coordinatorMismatch,
@@ -226,7 +234,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             .with {
                 $0.challenge = Data(nonce)
                 $0.clients = proofs
-            })
+            }, options: enrolmentCallOptions(options.connectTimeout))
         guard response.coordinatorIdentity == coordinator.line else {
             throw ClientError(
                 code: .coordinatorMismatch, message: "the coordinator's identity changed during enrolment")

@@ -132,10 +132,20 @@ enum TransportTuning {
     /// Flow-control window per stream and connection: a whole model payload in flight without waiting.
     static let windowSize = 32 << 20
 
+    /// A client pings a connection that has been quiet this long, and drops it when the ping is not answered
+    /// within `keepaliveTimeout`: a coordinator that stopped answering (a stopped or frozen process, a wrong
+    /// port that accepts and stays silent) fails the client's call instead of holding it forever, and the
+    /// client's retry and `--connect-timeout` take over.
+    static let keepaliveTime: Duration = .seconds(30)
+    static let keepaliveTimeout: Duration = .seconds(10)
+
     static var server: HTTP2ServerTransport.Posix.Config {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.http2.maxFrameSize = maximumFrameSize
         config.http2.targetWindowSize = windowSize
+        // Accept the clients' pings (gRPC's default policy treats one more often than every 5 minutes as abuse).
+        config.connection.keepalive.clientBehavior = .init(
+            minPingIntervalWithoutCalls: keepaliveTime / 3, allowWithoutCalls: true)
         return config
     }
 
@@ -143,6 +153,7 @@ enum TransportTuning {
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.http2.maxFrameSize = maximumFrameSize
         config.http2.targetWindowSize = windowSize
+        config.connection.keepalive = .init(time: keepaliveTime, timeout: keepaliveTimeout, allowWithoutCalls: true)
         return config
     }
 }

@@ -6,7 +6,12 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Testing
 
-struct DrainTests {
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Peers that connect and then say nothing must not hold a process forever.
+struct StalledPeerTests {
     @Test("a peer holding a stream open does not keep a coordinator that completed its rounds from stopping")
     func stalledStreamIsCutAfterTheLastRound() async throws {
         let fixture = try Fixture(users: 4)
@@ -59,5 +64,40 @@ struct DrainTests {
         #expect(!outcome.contains("timed out"), "\(outcome)")
         #expect(Set(outcome) == ["coordinator stopped", "stalled stream ended", "clients finished"], "\(outcome)")
         #expect(coordinator.core.completedRounds == 1)
+    }
+
+    @Test(
+        "a coordinator that accepts the connection and never answers is reported unreachable",
+        .timeLimit(.minutes(1)))
+    func silentCoordinatorIsUnreachable() async throws {
+        let fixture = try Fixture(users: 2)
+        defer { fixture.remove() }
+        // A listening socket nobody serves: the kernel completes connections into its backlog, nothing answers.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 16) == 0
+                    && getsockname(listener, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        var options = fixture.clientOptions(.first(1))
+        options.connectTimeout = .seconds(1)
+        let client = try ClientBuilder.build(
+            options: options,
+            transport: try HTTP2ClientTransport.Posix(
+                target: .ipv4(address: "127.0.0.1", port: Int(UInt16(bigEndian: address.sin_port))),
+                transportSecurity: .plaintext))
+        await #expect {
+            try await client.run()
+        } throws: { error in
+            (error as? ClientError)?.code == .unreachable
+        }
     }
 }
