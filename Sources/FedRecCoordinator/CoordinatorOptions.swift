@@ -86,8 +86,9 @@ public struct SecureAggregationOptions: Sendable, Hashable, Codable {
     /// Example counts above this are capped when weighting (the weight travels quantised too); nil: the largest
     /// training history in the data set, so no honest client is capped and quantisation keeps full resolution.
     public var maximumWeight: Float? = nil
-    /// Time allowed for each of the three stages after training (advertise keys, share keys and masked input
-    /// count from the round deadline; unmasking has its own).
+    /// Time allowed for each stage after the first: advertising keys has the round deadline, and sharing keys,
+    /// masked input and unmasking each get this much from the close of the stage before (a secure round can
+    /// take up to the round deadline plus three of these).
     public var stageDeadline: Duration = .seconds(30)
 
     public init() {}

@@ -108,7 +108,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 "Default: the clip norm (no element of a clipped update exceeds it), 10 times the initial one under "
                 + "adaptive clipping (the norm may grow), or 10 without differential privacy."))
     var secaggClipRange: Float?
-    @Option(name: .customLong("stage-deadline"), help: "SecAgg+: seconds allowed for each stage after training.")
+    @Option(
+        name: .customLong("stage-deadline"),
+        help: ArgumentHelp(
+            "SecAgg+: seconds for each of the share-keys, masked-input and unmask stages (advertising keys has "
+                + "--deadline)."))
     var stageDeadline: Double = 30
     @Option(help: "Learning-rate schedule of the server and item steps: constant or cosine (decay over --rounds).")
     var schedule: String = "constant"

@@ -2,6 +2,7 @@ import ArgumentParser
 import FedRecClient
 import FedRecCoordinator
 import FedRecFederation
+import FedRecProtocol
 import Foundation
 import GRPCNIOTransportHTTP2
 import Logging
@@ -139,10 +140,28 @@ enum TransportTuning {
     static let keepaliveTime: Duration = .seconds(30)
     static let keepaliveTimeout: Duration = .seconds(10)
 
+    /// Largest request message the coordinator reads: a 1 MiB payload chunk with its header (an enrolment of
+    /// about 7,000 clients in one request also fits). gRPC's default is 4 MiB, and a peer that announces one
+    /// and sends all but its last byte pins it.
+    static let maximumRequestMessage = ChunkPlan.defaultChunkSize + (64 << 10)
+    /// Streams one connection may have open at once (a client process uses a few; NIO's unannounced default
+    /// is 100), so a connection pins at most this many partly received messages.
+    static let maximumStreamsPerConnection = 16
+    /// A connection without streams for this long is closed (a client reconnects on its next call), and the
+    /// coordinator pings a peer that has been quiet for `serverKeepaliveTime`, dropping it after 20 s without
+    /// an answer: silent sockets do not hold descriptors for gRPC's default 2 hours.
+    static let maximumIdleTime: Duration = .seconds(60)
+    static let serverKeepaliveTime: Duration = .seconds(60)
+
     static var server: HTTP2ServerTransport.Posix.Config {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.http2.maxFrameSize = maximumFrameSize
         config.http2.targetWindowSize = windowSize
+        config.http2.maxConcurrentStreams = maximumStreamsPerConnection
+        config.rpc.maxRequestPayloadSize = maximumRequestMessage
+        config.connection.maxIdleTime = maximumIdleTime
+        config.connection.keepalive.time = serverKeepaliveTime
+        config.connection.keepalive.timeout = .seconds(20)
         // Accept the clients' pings (gRPC's default policy treats one more often than every 5 minutes as abuse).
         config.connection.keepalive.clientBehavior = .init(
             minPingIntervalWithoutCalls: keepaliveTime / 3, allowWithoutCalls: true)

@@ -158,9 +158,26 @@ import FoundationNetworking
     /// once with 130 instead of waiting for a stalled client.
     @Test func secondSignalStopsTheServerAtOnce() throws {
         let setup = try #require(Self.trained)
+        // A connection the server accepted but had not yet taken when the first signal came is closed unanswered
+        // and the server exits 0 at once: a legitimate race on a busy machine, so the scenario is retried.
+        var outcomes: [String] = []
+        for _ in 0..<5 {
+            let outcome = try Self.stalledClientAndTwoSignals(model: setup.model)
+            outcomes.append(outcome.map { "exit \($0.status): \($0.stderr)" } ?? "stopped by the first signal")
+            guard let stopped = outcome else { continue }
+            #expect(stopped.status == 130, "\(outcomes)")
+            #expect(stopped.stderr.contains("second signal"), "\(outcomes)")
+            return
+        }
+        Issue.record("the stalled connection was never being served at the first signal: \(outcomes)")
+    }
+
+    /// Starts a server, opens a connection that announces a body and never sends it, sends SIGINT, waits until
+    /// the server stops accepting, then sends SIGINT again. Nil if the first signal ended the server.
+    static func stalledClientAndTwoSignals(model: String) throws -> (status: Int32, stderr: String)? {
         let process = Process()
         process.executableURL = CLI.executable
-        process.arguments = ["recall", "--model", setup.model, "--serve", "--port", "0"]
+        process.arguments = ["recall", "--model", model, "--serve", "--port", "0"]
         let out = Pipe()
         let errors = Pipe()
         process.standardOutput = out
@@ -194,13 +211,11 @@ import FoundationNetworking
             }
             return socket
         }
-        // A client that announces a body and never sends it.
         let stalled = try #require(connect())
         defer { close(stalled) }
         let head = Array("POST /recall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".utf8)
         try #require(send(stalled, head, head.count, 0) == head.count)
-        // A later connection's answer makes it all but certain that the stalled one is being served (one
-        // accepted as the server stops is closed unanswered instead, and the test would see exit code 0).
+        // A later connection's answer makes it likely that the stalled one is being served by now.
         let health = try Self.exchange(port: port, request: "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         try #require(health.hasPrefix("HTTP/1.1 200"), "\(health)")
 
@@ -213,12 +228,16 @@ import FoundationNetworking
             if !closed { usleep(10_000) }
         }
         try #require(closed, "the server still accepts connections after SIGINT")
-        #expect(process.isRunning, "the first signal must wait for the open connection")
+        guard process.isRunning else {
+            process.waitUntilExit()
+            return nil
+        }
         process.interrupt()
         process.waitUntilExit()
-        #expect(process.terminationStatus == 130)
+        // Exiting 0 means the first signal ended it after all (it had not taken the stalled connection).
+        guard process.terminationStatus != 0 else { return nil }
         let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(stderr.contains("second signal"), "\(stderr)")
+        return (process.terminationStatus, stderr)
     }
 
     @Test func serverAnswersGoodMalformedAndOversizedRequests() async throws {
