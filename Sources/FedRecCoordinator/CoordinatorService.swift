@@ -205,11 +205,25 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                             message: "a stream carries at most one message per allow-listed client (\(limit))",
                             client: client, round: round))
                 }
+                // Known before any chunk is read: a message of a client that is not enrolled, or for a round that
+                // is not collecting, is read through without being stored (an unauthenticated sender cannot make
+                // the coordinator hold payloads), then refused.
+                let refusedUpfront: ProtocolError?
+                if core.session(of: client) == nil {
+                    refusedUpfront = ProtocolError(
+                        code: .notEnrolled, message: "not enrolled", client: client, round: round)
+                } else if !core.isCollecting(round: round) {
+                    refusedUpfront = ProtocolError(
+                        code: .unexpectedMessage, message: "round \(round) is not collecting updates", client: client,
+                        round: round)
+                } else {
+                    refusedUpfront = nil
+                }
                 let bytes: [UInt8]
                 do {
                     var assembler = try ChunkAssembler(
                         plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
-                        maximumLength: core.shapes.maximumUpdateByteCount + 1024)
+                        maximumLength: core.shapes.maximumUpdateByteCount + 1024, keepsBytes: refusedUpfront == nil)
                     while !assembler.isComplete {
                         guard let chunk = try await messages.next() else { break }
                         guard case .data(let data)? = chunk.part else {
@@ -222,6 +236,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     throw core.reject(error.about(client: client, round: round))
                 }
                 do {
+                    if let refusedUpfront { throw core.reject(refusedUpfront) }
                     guard core.session(of: client) != nil else {
                         throw core.reject(
                             ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))

@@ -39,12 +39,18 @@ public enum Chunker {
 public struct ChunkAssembler: Sendable {
     public let plan: ChunkPlan
     public let chunkSize: Int
+    /// Whether chunks are stored (false: a payload already refused is read through, its framing checked, and
+    /// dropped).
+    public let keepsBytes: Bool
     private var buffer: [UInt8] = []
     private var nextIndex = 0
+    private var received = 0
 
     /// Throws `oversized` when the announced length exceeds `maximumLength`, `malformedChunk` when the
     /// announced chunk count cannot carry it at `chunkSize`.
-    public init(plan: ChunkPlan, chunkSize: Int = ChunkPlan.defaultChunkSize, maximumLength: Int) throws {
+    public init(
+        plan: ChunkPlan, chunkSize: Int = ChunkPlan.defaultChunkSize, maximumLength: Int, keepsBytes: Bool = true
+    ) throws {
         guard plan.totalLength >= 0, plan.totalLength <= maximumLength else {
             throw ProtocolError(
                 code: .oversized, message: "payload of \(plan.totalLength) bytes exceeds the limit of \(maximumLength)")
@@ -58,11 +64,12 @@ public struct ChunkAssembler: Sendable {
         }
         self.plan = plan
         self.chunkSize = chunkSize
-        buffer.reserveCapacity(plan.totalLength)
+        self.keepsBytes = keepsBytes
+        if keepsBytes { buffer.reserveCapacity(plan.totalLength) }
     }
 
     public var isComplete: Bool { nextIndex == plan.chunkCount }
-    public var receivedBytes: Int { buffer.count }
+    public var receivedBytes: Int { received }
 
     /// Appends chunk `index`; it must be the next one and have the expected size.
     public mutating func append<Bytes: Collection>(index: Int, _ data: Bytes) throws where Bytes.Element == UInt8 {
@@ -78,11 +85,12 @@ public struct ChunkAssembler: Sendable {
                 code: data.count > expected ? .oversized : .malformedChunk,
                 message: "chunk \(index) has \(data.count) bytes, expected \(expected)")
         }
-        buffer.append(contentsOf: data)
+        if keepsBytes { buffer.append(contentsOf: data) }
+        received += data.count
         nextIndex += 1
     }
 
-    /// The payload, after checking that every chunk arrived.
+    /// The payload (empty when `keepsBytes` is false), after checking that every chunk arrived.
     public func finish() throws -> [UInt8] {
         guard isComplete else {
             throw ProtocolError(

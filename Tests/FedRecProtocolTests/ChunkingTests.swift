@@ -29,6 +29,21 @@ struct ChunkingTests {
         #expect(try assembler.finish() == payload)
     }
 
+    /// A payload already refused is read through without being stored: same framing checks, nothing kept.
+    @Test func readThroughWithoutKeeping() throws {
+        let payload = Self.bytes(3000)
+        let (plan, chunks) = Chunker.split(payload, chunkSize: 1024)
+        var assembler = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000, keepsBytes: false)
+        for (i, chunk) in chunks.enumerated() { try assembler.append(index: i, chunk) }
+        #expect(assembler.isComplete && assembler.receivedBytes == 3000)
+        #expect(try assembler.finish().isEmpty)
+        var outOfOrder = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000, keepsBytes: false)
+        #expect(throws: ProtocolError.self) { try outOfOrder.append(index: 1, chunks[1]) }
+        var short = try ChunkAssembler(plan: plan, chunkSize: 1024, maximumLength: 10_000, keepsBytes: false)
+        try short.append(index: 0, chunks[0])
+        #expect(throws: ProtocolError.self) { _ = try short.finish() }
+    }
+
     @Test("a 25 MB payload in 1 MiB chunks, each under gRPC's 4 MiB default limit")
     func twentyFiveMegabytes() throws {
         let payload = Self.bytes(25_000_000)
