@@ -53,6 +53,40 @@ public struct RejectionRecord: Sendable, Hashable, CustomStringConvertible {
 /// many there were in all.
 public typealias RejectionLog = BoundedLog<RejectionRecord>
 
+/// How many refusals the coordinator writes to its log: at most `limit` per `window`; the first refusal of a
+/// later window brings one line with the count of those left out. Every refusal is still counted and recorded
+/// (`RejectionLog`); only the log lines are bounded, so a flood of bad messages cannot fill the disk.
+public struct RefusalLogBudget: Sendable, Equatable {
+    public static let limit = 100
+    public static let window: Duration = .seconds(10)
+
+    private var windowStart: Duration? = nil
+    private var logged = 0
+    private var leftOut = 0
+
+    public init() {}
+
+    /// Whether the refusal at `now` (a time on the coordinator's clock) is logged, and how many of the previous
+    /// window were left out (nonzero only for the first refusal of a new window).
+    public mutating func admit(at now: Duration) -> (log: Bool, leftOutBefore: Int) {
+        var leftOutBefore = 0
+        if let start = windowStart, now - start < Self.window {
+            // Same window.
+        } else {
+            leftOutBefore = leftOut
+            windowStart = now
+            logged = 0
+            leftOut = 0
+        }
+        guard logged < Self.limit else {
+            leftOut += 1
+            return (false, leftOutBefore)
+        }
+        logged += 1
+        return (true, leftOutBefore)
+    }
+}
+
 /// An enrolled client: its allow-listed identity and the coordinator side of its crypto_kx session.
 struct Session: Sendable {
     var identity: PublicIdentity
@@ -117,6 +151,7 @@ struct CoreState: Sendable {
     /// The secure-aggregation attempt in progress (nil in plain mode and between attempts).
     var secure: SecureRoundState? = nil
     var rejections = RejectionLog()
+    var refusalLogBudget = RefusalLogBudget()
     var bytesReceived = 0
     var bytesSent = 0
     var sequence: UInt64 = 0
@@ -202,7 +237,16 @@ public final class CoordinatorCore: Sendable {
 
     func record(code: String, client: String?, round: Int?, message: String) {
         let entry = RejectionRecord(code: code, client: client, round: round, message: message)
-        state.withLock { $0.rejections.append(entry) }
+        let now = clock.now.offset
+        let (log, leftOut) = state.withLock { s in
+            s.rejections.append(entry)
+            return s.refusalLogBudget.admit(at: now)
+        }
+        if leftOut > 0 {
+            logger.warning(
+                "\(leftOut) more refusal(s) in the previous \(RefusalLogBudget.window) not logged (all are counted)")
+        }
+        guard log else { return }
         logger.warning(
             "refused: \(message)",
             metadata: ["code": "\(code)", "client": "\(client ?? "-")", "round": "\(round.map(String.init) ?? "-")"])
