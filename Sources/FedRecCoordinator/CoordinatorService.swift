@@ -208,17 +208,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 // Known before any chunk is read: a message of a client that is not enrolled, or for a round that
                 // is not collecting, is read through without being stored (an unauthenticated sender cannot make
                 // the coordinator hold payloads), then refused.
-                let refusedUpfront: ProtocolError?
-                if core.session(of: client) == nil {
-                    refusedUpfront = ProtocolError(
-                        code: .notEnrolled, message: "not enrolled", client: client, round: round)
-                } else if !core.isCollecting(round: round) {
-                    refusedUpfront = ProtocolError(
-                        code: .unexpectedMessage, message: "round \(round) is not collecting updates", client: client,
-                        round: round)
-                } else {
-                    refusedUpfront = nil
-                }
+                let refusedUpfront = admissionRefusal(client: client, round: round)
                 let bytes: [UInt8]
                 do {
                     var assembler = try ChunkAssembler(
@@ -236,16 +226,9 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     throw core.reject(error.about(client: client, round: round))
                 }
                 do {
-                    if let refusedUpfront { throw core.reject(refusedUpfront) }
-                    guard core.session(of: client) != nil else {
-                        throw core.reject(
-                            ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
-                    }
-                    guard core.isCollecting(round: round) else {
-                        throw core.reject(
-                            ProtocolError(
-                                code: .unexpectedMessage, message: "round \(round) is not collecting updates",
-                                client: client, round: round))
+                    // Checked again once the payload is in: the round may have closed while it arrived.
+                    if let refusal = refusedUpfront ?? admissionRefusal(client: client, round: round) {
+                        throw core.reject(refusal)
                     }
                     _ = try core.receive(envelope: bytes, client: client, round: round)
                     accepted += 1
@@ -266,6 +249,20 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 broken: nil, refusals: refusals, refused: refused, submitted: submitted, accepted: accepted)
         }
         return .with { $0.accepted = true }
+    }
+
+    /// Why a message of `client` for `round` cannot be taken whatever it holds (the client is not enrolled, or the
+    /// round is not collecting), or nil.
+    func admissionRefusal(client: String, round: Int) -> ProtocolError? {
+        if core.session(of: client) == nil {
+            return ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round)
+        }
+        if !core.isCollecting(round: round) {
+            return ProtocolError(
+                code: .unexpectedMessage, message: "round \(round) is not collecting updates", client: client,
+                round: round)
+        }
+        return nil
     }
 
     /// How a `SubmitUpdate` call fails: with its one refusal as it is, or a summary naming every refused client,
