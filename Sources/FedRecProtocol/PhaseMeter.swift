@@ -66,9 +66,9 @@ public final class PhaseMeter: Sendable {
     /// Runs `body`, adding its thread CPU time to `phase`, with what helper threads spent for its `concurrently`
     /// calls.
     public func measure<T>(_ phase: Phase, _ body: () throws -> T) rethrows -> T {
-        let start = Self.threadCPUSeconds() + HelperCPU.secondsOnThisThread
+        let start = HelperCPU.threadSecondsWithHelpers
         defer {
-            let spent = Self.threadCPUSeconds() + HelperCPU.secondsOnThisThread - start
+            let spent = HelperCPU.threadSecondsWithHelpers - start
             totals.withLock { $0[phase, default: 0] += spent }
         }
         return try body()
@@ -131,12 +131,6 @@ public final class PhaseMeter: Sendable {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)
-    }
-
-    private static func threadCPUSeconds() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     private static func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }

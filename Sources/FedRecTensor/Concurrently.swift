@@ -39,6 +39,12 @@ public enum HelperCPU {
         Double(UInt(bitPattern: pthread_getspecific(key))) / 1e9
     }
 
+    /// The current thread's CPU time plus `secondsOnThisThread` (only differences are meaningful): what a section
+    /// of code cost, wherever its `concurrently` parts ran.
+    public static var threadSecondsWithHelpers: Double {
+        Double(threadCPUNanoseconds()) / 1e9 + secondsOnThisThread
+    }
+
     /// The counter lives in a thread-specific slot, as the pointer's bit pattern (no allocation per thread).
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
