@@ -168,27 +168,21 @@ struct RecallHTTPServer {
                 try await withThrowingDiscardingTaskGroup { group in
                     // Connections accepted as the server stopped, which never reached the loop below (also
                     // when the accept stream fails).
-                    func closeUntaken() {
+                    defer {
                         for connection in connections.stop() {
                             group.addTask { try? await connection.executeThenClose { _, _ in } }
                         }
                     }
-                    do {
-                        for try await connection in inbound {
-                            guard connections.take(connection, limit: maximumConnections) else {
-                                try? await connection.executeThenClose { _, _ in }
-                                continue
-                            }
-                            group.addTask {
-                                await self.serve(connection)
-                                connections.finished()
-                            }
+                    for try await connection in inbound {
+                        guard connections.take(connection, limit: maximumConnections) else {
+                            try? await connection.executeThenClose { _, _ in }
+                            continue
                         }
-                    } catch {
-                        closeUntaken()
-                        throw error
+                        group.addTask {
+                            await self.serve(connection)
+                            connections.finished()
+                        }
                     }
-                    closeUntaken()
                 }
             }
             group.cancelAll()
@@ -275,8 +269,8 @@ struct RecallHTTPServer {
 /// Every connection from the child-channel initializer to its end. NIO traps on a connection wrapped for async
 /// use that is dropped without `executeThenClose`, and one accepted just as the server stops can be wrapped
 /// without ever reaching the accept loop (its stream has ended): the registry holds each wrapped connection
-/// until the loop takes it, hands over the ones left when the loop ends, and wraps none after that (NIO then
-/// closes the channel).
+/// until the loop takes it, hands over the ones left when the loop ends, and wraps none after that (closing the
+/// channel itself, which NIO leaves open when an initializer fails).
 private final class Connections: Sendable {
     private struct State {
         var stopping = false
