@@ -126,22 +126,50 @@ import FoundationNetworking
         #expect(onlyNew.output.contains("\"content\""))
     }
 
-    /// Sends `request` as it is over a fresh TCP connection to 127.0.0.1 and returns everything read until the
-    /// server closes it.
-    static func exchange(port: UInt16, request: String) throws -> String {
+    /// A TCP connection to 127.0.0.1:`port`, or nil when it is refused.
+    static func connectLoopback(port: UInt16) -> Int32? {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(socket >= 0)
-        defer { close(socket) }
+        guard socket >= 0 else { return nil }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        try #require(connected == 0)
+        guard connected == 0 else {
+            close(socket)
+            return nil
+        }
+        return socket
+    }
+
+    /// Starts `fedrec recall --serve ...` with `arguments` and returns it with the first line it printed (the
+    /// address); the caller stops it.
+    static func startServer(_ arguments: [String], standardError: Pipe = Pipe()) throws -> (Process, String) {
+        let process = Process()
+        process.executableURL = CLI.executable
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = standardError
+        try process.run()
+        var buffer = Data()
+        while !buffer.contains(0x0A) {
+            let chunk = out.fileHandleForReading.availableData
+            try #require(!chunk.isEmpty, "server exited early")  // its output closed: it is gone
+            buffer.append(chunk)
+        }
+        return (process, String(decoding: buffer, as: UTF8.self))
+    }
+
+    /// Sends `request` as it is over a fresh TCP connection to 127.0.0.1 and returns everything read until the
+    /// server closes it.
+    static func exchange(port: UInt16, request: String) throws -> String {
+        let socket = try #require(connectLoopback(port: port))
+        defer { close(socket) }
         let bytes = Array(request.utf8)
         try #require(send(socket, bytes, bytes.count, 0) == bytes.count)
         var received: [UInt8] = []
@@ -192,42 +220,13 @@ import FoundationNetworking
     static func stalledClientAndTwoSignals(
         model: String, racing: Bool
     ) throws -> (reason: Process.TerminationReason, status: Int32, stderr: String) {
-        let process = Process()
-        process.executableURL = CLI.executable
-        process.arguments = ["recall", "--model", model, "--serve", "--port", "0"]
-        let out = Pipe()
         let errors = Pipe()
-        process.standardOutput = out
-        process.standardError = errors
-        try process.run()
+        let (process, line) = try Self.startServer(
+            ["recall", "--model", model, "--serve", "--port", "0"], standardError: errors)
         defer { if process.isRunning { process.terminate() } }
-        var buffer = Data()
-        while !buffer.contains(0x0A) {
-            let chunk = out.fileHandleForReading.availableData
-            try #require(!chunk.isEmpty, "server exited early")
-            buffer.append(chunk)
-        }
-        let line = String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        let port = try #require(line.split(separator: ":").last.flatMap { UInt16($0) })
-
-        func connect() -> Int32? {
-            let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard socket >= 0 else { return nil }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard connected == 0 else {
-                close(socket)
-                return nil
-            }
-            return socket
-        }
+        let port = try #require(
+            line.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").last.flatMap { UInt16($0) })
+        func connect() -> Int32? { Self.connectLoopback(port: port) }
         let stalled = try #require(connect())
         defer { close(stalled) }
         let head = Array("POST /recall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".utf8)
@@ -255,24 +254,11 @@ import FoundationNetworking
 
     @Test func serverAnswersGoodMalformedAndOversizedRequests() async throws {
         let setup = try #require(Self.trained)
-        let process = Process()
-        process.executableURL = CLI.executable
-        process.arguments = [
+        let (process, line) = try Self.startServer([
             "recall", "--model", setup.model, "--serve", "--port", "0", "--max-request-bytes", "512", "--exclude", "i7,i8",
-        ]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = Pipe()
-        try process.run()
+        ])
         defer { if process.isRunning { process.terminate() } }
         // The first line names the address.
-        var buffer = Data()
-        while !buffer.contains(0x0A) {
-            let chunk = out.fileHandleForReading.availableData
-            try #require(!chunk.isEmpty, "server exited early")
-            buffer.append(chunk)
-        }
-        let line = String(decoding: buffer, as: UTF8.self)
         let address = try #require(line.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
         #expect(address.hasPrefix("http://127.0.0.1:"))
 
