@@ -16,7 +16,7 @@ import Synchronization
 /// `HelperCPU.secondsOnThisThread`, so a caller timing itself with its thread's CPU clock can count it.
 public func concurrently(_ first: () -> Void, _ second: () -> Void) {
     let caller = pthread_self()
-    let helperSeconds = HelperTime()
+    let helperTime = HelperTime()
     withoutActuallyEscaping(first) { first in
         withoutActuallyEscaping(second) { second in
             let pair = ClosurePair(first: first, second: second)
@@ -24,11 +24,11 @@ public func concurrently(_ first: () -> Void, _ second: () -> Void) {
                 let onHelper = pthread_equal(pthread_self(), caller) == 0
                 let start = onHelper ? HelperCPU.threadCPUNanoseconds() : 0
                 if part == 0 { pair.first() } else { pair.second() }
-                if onHelper { helperSeconds.add(HelperCPU.threadCPUNanoseconds() - start) }
+                if onHelper { helperTime.add(HelperCPU.threadCPUNanoseconds() - start) }
             }
         }
     }
-    HelperCPU.credit(nanoseconds: helperSeconds.total)
+    HelperCPU.credit(nanoseconds: helperTime.total)
 }
 
 /// CPU time that helper threads spent for `concurrently` calls made on a thread.
