@@ -42,6 +42,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     let accepted = Mutex(0)
     /// CPU time per phase (training, crypto, codec), for `--stats` and `fedrec bench rounds`.
     public let meter = PhaseMeter()
+    /// Stamps this process's polls (strictly increasing, so the coordinator takes each once).
+    let stamper = PollStamper()
     public var acceptedUpdates: Int { accepted.withLock { $0 } }
 
     init(
@@ -91,6 +93,30 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         return options
     }
 
+    /// The proofs of `poll`, one per client it names, each with that client's session key.
+    func pollProofs(_ poll: PollRequest) throws -> [Data] {
+        let keys = try poll.clientIDs.map { id in
+            guard let client = clients[id] else {
+                throw ClientError(code: .setup, message: "a poll names '\(id)', which this process does not host")
+            }
+            return client.keys.transmit
+        }
+        return try meter.measure(.crypto) { try poll.proofs(keys: keys) }
+    }
+
+    /// Runs a poll call; a coordinator that refuses the poll's proofs or its stamp will refuse every poll of this
+    /// process, so that ends the process (exit 4) with the coordinator's reason rather than retrying.
+    func refusingPoll<Answer>(_ call: () async throws -> Answer) async throws -> Answer {
+        do {
+            return try await call()
+        } catch let error as RPCError where error.code == .unauthenticated || error.code == .outOfRange {
+            throw ClientError(
+                code: .enrolmentRefused,
+                message: "the coordinator refuses this process's polls: \(error.message)"
+                    + (error.code == .outOfRange ? " (set this host's clock)" : ""))
+        }
+    }
+
     /// Run-wide settings learnt at enrolment.
     struct RunSettings {
         /// The hosted clients the coordinator enrolled, in hosting order: the only ones a poll names (the
@@ -116,16 +142,20 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             do {
                 if settings == nil { settings = try await enrol(service) }
                 guard let run = settings else { continue }
-                let request = Fedrec_V1_RoundRequest.with {
+                var request = Fedrec_V1_RoundRequest.with {
                     $0.clientIds = run.enrolled
                     $0.waitMilliseconds = UInt32(options.pollMilliseconds)
                     $0.lastEpoch = last.epoch
                     $0.lastRound = last.round
                     $0.lastAttempt = last.attempt
+                    $0.stamp = stamper.next()
                 }
-                let answer = try await service.getRound(request, options: pollCallOptions) { response in
-                    try await Self.readAssignment(
-                        response.messages, chunkSize: self.options.chunkSize, shapes: run.shapes)
+                request.proofs = try pollProofs(PollRequest(request))
+                let answer = try await refusingPoll {
+                    try await service.getRound(request, options: pollCallOptions) { response in
+                        try await Self.readAssignment(
+                            response.messages, chunkSize: self.options.chunkSize, shapes: run.shapes)
+                    }
                 }
                 unreachableSince = nil
                 switch answer {

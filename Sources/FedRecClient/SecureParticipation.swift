@@ -153,16 +153,20 @@ extension FederatedClient {
         let kind: MessageKind = stage == 1 ? .advertiseKeys : (stage == 2 ? .shareKeys : .unmask)
         let started = ContinuousClock.now
         while !isStopping {
-            let request = Fedrec_V1_StageRequest.with {
+            var request = Fedrec_V1_StageRequest.with {
                 $0.clientIds = clientIDs
                 $0.round = UInt64(round)
                 $0.attempt = UInt32(attempt)
                 $0.stage = UInt32(stage)
                 $0.waitMilliseconds = UInt32(options.pollMilliseconds)
+                $0.stamp = stamper.next()
             }
-            let answer = try await service.getStage(request, options: pollCallOptions) { response in
-                try await Self.readStage(
-                    response.messages, chunkSize: self.options.chunkSize, requested: Set(clientIDs))
+            request.proofs = try pollProofs(PollRequest(request))
+            let answer = try await refusingPoll {
+                try await service.getStage(request, options: pollCallOptions) { response in
+                    try await Self.readStage(
+                        response.messages, chunkSize: self.options.chunkSize, requested: Set(clientIDs))
+                }
             }
             switch answer {
             case .aborted(let reason):

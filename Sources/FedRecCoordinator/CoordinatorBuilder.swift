@@ -2,7 +2,7 @@ import FedRecData
 import FedRecEvaluation
 import FedRecFederation
 import FedRecModel
-import FedRecProtocol
+public import FedRecProtocol
 import FedRecSecurity
 import FedRecTensor
 import Foundation
@@ -29,7 +29,8 @@ public enum CoordinatorBuilder {
         options: CoordinatorOptions, transport: Transport, clock: any Clock<Duration> = ContinuousClock(),
         logger: Logger = Logger(label: "fedrec.coordinator"),
         onListening: (@Sendable () async throws -> Void)? = nil,
-        onRound: (@Sendable (RoundRecord) -> Void)? = nil
+        onRound: (@Sendable (RoundRecord) -> Void)? = nil,
+        wallClock: @escaping @Sendable () -> UInt64 = PollStamper.wallMicroseconds
     ) throws -> Coordinator<Transport> {
         func setup(_ message: String) -> CoordinatorError { CoordinatorError(code: .setup, message: message) }
         let dataset: Dataset
@@ -212,7 +213,7 @@ public enum CoordinatorBuilder {
                     secure.maximumWeight = Float(max(largest, 1))
                 }
                 return secure
-            })
+            }, wallClock: wallClock)
         let server = GRPCServer(transport: transport, services: [CoordinatorService(core: coordinatorCore)])
         return Coordinator(
             core: coordinatorCore, server: server, options: options, dataset: dataset, initialModel: model,

@@ -155,6 +155,8 @@ struct CoreState: Sendable {
     var bytesReceived = 0
     var bytesSent = 0
     var sequence: UInt64 = 0
+    /// Long polls taken recently (each is taken once).
+    var polls = PollBook()
 }
 
 /// The coordinator's shared state between its RPC handlers and its round driver: sessions, the round machine,
@@ -165,6 +167,8 @@ public final class CoordinatorCore: Sendable {
     let shapes: PayloadShapes
     let logger: Logger
     let clock: ElapsedClock
+    /// Microseconds since the Unix epoch: what poll stamps are checked against (`PollBook`).
+    let wallClock: @Sendable () -> UInt64
     /// Random per run: lets client processes tell a re-opened round after a restart from one they handled.
     let epoch: UInt64
     let modelConfigurationJSON: String
@@ -193,8 +197,10 @@ public final class CoordinatorCore: Sendable {
         modelConfigurationJSON: String, trainingConfiguration: ClientTrainingConfiguration, foldName: String,
         chunkSize: Int,
         initial: CoreState, privacy: DifferentialPrivacyConfiguration? = nil,
-        secureAggregation: SecureAggregationOptions? = nil
+        secureAggregation: SecureAggregationOptions? = nil,
+        wallClock: @escaping @Sendable () -> UInt64 = PollStamper.wallMicroseconds
     ) throws {
+        self.wallClock = wallClock
         self.privacy = privacy
         self.secureOptions = secureAggregation
         self.identity = identity
@@ -286,6 +292,48 @@ public final class CoordinatorCore: Sendable {
     }
 
     func session(of client: String) -> Session? { state.withLock { $0.sessions[client] } }
+
+    /// Takes a long poll only when every client it names is enrolled and proved it (`PollRequest`), and its
+    /// stamp is fresh and not taken before (`PollBook`). A refusal is recorded and logged like any other; one
+    /// naming a client that is not enrolled is `notEnrolled`, which tells the client process to enrol again.
+    func authenticatePoll(_ poll: PollRequest, proofs: [Data]) throws {
+        let rpc = poll.call.description
+        guard !poll.clientIDs.isEmpty else {
+            throw reject(ProtocolError(code: .malformedPayload, message: "\(rpc) names no client"))
+        }
+        guard proofs.count == poll.clientIDs.count else {
+            throw reject(
+                ProtocolError(
+                    code: .authenticationFailed,
+                    message: "\(rpc) carries \(proofs.count) proof(s) for \(poll.clientIDs.count) client(s)",
+                    client: poll.clientIDs[0]))
+        }
+        let sessions = state.withLock { s in poll.clientIDs.map { s.sessions[$0] } }
+        if let missing = sessions.firstIndex(where: { $0 == nil }) {
+            throw reject(
+                ProtocolError(
+                    code: .notEnrolled, message: "\(rpc) names a client that is not enrolled",
+                    client: poll.clientIDs[missing]))
+        }
+        let unproven = try meter.measure(.crypto) {
+            try poll.firstUnproven(proofs, keys: sessions.map { $0!.keys.receive })
+        }
+        if let unproven {
+            throw reject(
+                ProtocolError(
+                    code: .authenticationFailed, message: "\(rpc) proof does not authenticate",
+                    client: poll.clientIDs[unproven]))
+        }
+        let now = wallClock()
+        if let refusal = state.withLock({
+            $0.polls.admit(prover: poll.clientIDs[0], call: poll.call, stamp: poll.stamp, now: now)
+        }) {
+            throw reject(
+                ProtocolError(
+                    code: refusal == .replayed ? .replayed : .stalePoll, message: "\(rpc) \(refusal)",
+                    client: poll.clientIDs[0]))
+        }
+    }
 
     // MARK: Rounds (driver side)
 

@@ -91,6 +91,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         request: Fedrec_V1_RoundRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext
     ) async throws {
         try checkClientList(request.clientIds, of: "GetRound")
+        try core.authenticatePoll(PollRequest(request), proofs: request.proofs)
         let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
         let start = core.clock.now
         while true {
@@ -153,6 +154,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         request: Fedrec_V1_StageRequest, response: RPCWriter<Fedrec_V1_RoundMessage>, context: ServerContext
     ) async throws {
         try checkClientList(request.clientIds, of: "GetStage")
+        try core.authenticatePoll(PollRequest(request), proofs: request.proofs)
         guard core.secureAggregation != nil else {
             try await response.write(
                 .with { $0.aborted = .with { $0.reason = "secure aggregation is not enabled on this coordinator" } })

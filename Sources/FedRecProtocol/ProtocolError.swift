@@ -14,6 +14,7 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
             case enrolmentRefused
             case authenticationFailed
             case replayed
+            case stalePoll
             case unexpectedMessage
             case coordinatorMismatch
             case unavailable
@@ -39,6 +40,9 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let authenticationFailed = Code(.authenticationFailed)
         /// The envelope was already accepted, or is older than one that was.
         public static let replayed = Code(.replayed)
+        /// A long poll stamped too far from the coordinator's clock (`PollBook.window`): a replay, or clocks that
+        /// disagree.
+        public static let stalePoll = Code(.stalePoll)
         /// A message that makes no sense now (wrong round, not selected, unknown part).
         public static let unexpectedMessage = Code(.unexpectedMessage)
         /// The coordinator's identity differs from the pinned one.
@@ -83,6 +87,7 @@ extension ProtocolError: RPCErrorConvertible {
         case .notEnrolled, .enrolmentRefused, .coordinatorMismatch: .permissionDenied
         case .authenticationFailed: .unauthenticated
         case .oversized: .resourceExhausted
+        case .stalePoll: .outOfRange
         case .unavailable: .unavailable
         case .replayed, .unexpectedMessage: .failedPrecondition
         default: .invalidArgument

@@ -96,7 +96,28 @@ struct InProcessTests {
         #expect(clients.clientIDs.count == 8)
     }
 
-    @Test("tampered, replayed and unenrolled messages are each refused while the round goes on")
+    @Test("a client process whose clock is two minutes off the coordinator's stops, saying so, instead of polling on")
+    func clockSkew() async throws {
+        let fixture = try Fixture(users: 4)
+        defer { fixture.remove() }
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(
+            options: fixture.coordinatorOptions(rounds: 1), transport: transport.server,
+            wallClock: { PollStamper.wallMicroseconds() - 120_000_000 })
+        let clients = try ClientBuilder.build(options: fixture.clientOptions(.first(100)), transport: transport.client)
+        await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            let refusal = await #expect(throws: ClientError.self) { try await clients.run() }
+            let message = refusal?.message ?? ""
+            #expect(refusal?.code == .enrolmentRefused, "\(message)")
+            #expect(message.contains("after the coordinator's clock") && message.contains("set this host's clock"))
+            group.cancelAll()
+        }
+        #expect(coordinator.core.rejections.contains { $0.code == "stalePoll" })
+        #expect(coordinator.core.completedRounds == 0)
+    }
+
+    @Test("tampered, replayed, unenrolled and unproven messages and polls are each refused while the round goes on")
     func refusals() async throws {
         let fixture = try Fixture(users: 6)
         defer { fixture.remove() }
@@ -151,14 +172,32 @@ struct InProcessTests {
                     })
             }
 
+            // Polls carry a fresh stamp and a proof by every client they name.
+            let stamper = PollStamper()
+            var transmitKeys: [String: SymmetricKey] = [:]
+            for identity in identities + [stranger] {
+                transmitKeys[identity.name] =
+                    try identity.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey).transmit
+            }
+            func proved(_ request: Fedrec_V1_RoundRequest) throws -> Fedrec_V1_RoundRequest {
+                var request = request
+                if request.stamp == 0 { request.stamp = stamper.next() }
+                request.proofs = try PollRequest(request).proofs(keys: request.clientIds.map { transmitKeys[$0]! })
+                return request
+            }
+            func poll(_ request: Fedrec_V1_RoundRequest) async throws {
+                try await service.getRound(request) { response in for try await _ in response.messages {} }
+            }
+
             // Wait for the round.
             var header: Fedrec_V1_RoundHeader? = nil
             while header == nil {
                 let answer = try await service.getRound(
-                    .with {
-                        $0.clientIds = [a, b]
-                        $0.waitMilliseconds = 200
-                    }
+                    try proved(
+                        .with {
+                            $0.clientIds = [a, b]
+                            $0.waitMilliseconds = 200
+                        })
                 ) { response in
                     var found: Fedrec_V1_RoundHeader? = nil
                     for try await message in response.messages { if case .header(let h)? = message.part { found = h } }
@@ -168,6 +207,42 @@ struct InProcessTests {
             }
             let round = Int(header!.round)
             #expect(Set(header!.selected) == [a, b])
+
+            // Unauthenticated polls are refused and recorded, and the round goes on: one without proofs (GetRound
+            // and GetStage), one whose proofs are swapped, one proved by a key that is not enrolled, a replay of a
+            // taken poll, and one stamped two minutes ago.
+            let handled = try proved(
+                .with {
+                    $0.clientIds = [a, b]
+                    $0.lastEpoch = header!.epoch
+                    $0.lastRound = header!.round
+                })
+            try await poll(handled)  // taken: answers `wait` at once (no newer round)
+            var swapped = try proved(.with { $0.clientIds = [a, b] })
+            swapped.proofs.swapAt(0, 1)
+            let stale = try proved(
+                .with {
+                    $0.clientIds = [a, b]
+                    $0.stamp = PollStamper.wallMicroseconds() - 120_000_000
+                })
+            let refusedPolls: [(Fedrec_V1_RoundRequest, RPCError.Code, String)] = [
+                (.with { $0.clientIds = [a, b] }, .unauthenticated, "carries 0 proof(s) for 2 client(s)"),
+                (swapped, .unauthenticated, "proof does not authenticate"),
+                (try proved(.with { $0.clientIds = [stranger.name] }), .permissionDenied, "not enrolled"),
+                (handled, .failedPrecondition, "already taken (a replay)"),
+                (stale, .outOfRange, "stamped 120 s before the coordinator's clock"),
+            ]
+            for (request, code, message) in refusedPolls {
+                let refusal = try #require(await #expect(throws: RPCError.self) { try await poll(request) })
+                #expect(refusal.code == code && refusal.message.contains(message), "\(refusal)")
+            }
+            let unprovenStage = try #require(
+                await #expect(throws: RPCError.self) {
+                    try await service.getStage(.with { $0.clientIds = [a] }) { response in
+                        for try await _ in response.messages {}
+                    }
+                })
+            #expect(unprovenStage.code == .unauthenticated, "\(unprovenStage)")
 
             func sealedUpdate(_ identity: Identity, sequence: UInt64 = 0) throws -> [UInt8] {
                 let keys = try identity.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey)
@@ -290,12 +365,13 @@ struct InProcessTests {
             var finished = false
             while !finished {
                 finished = try await service.getRound(
-                    .with {
-                        $0.clientIds = [a, b]
-                        $0.waitMilliseconds = 200
-                        $0.lastEpoch = header!.epoch
-                        $0.lastRound = header!.round
-                    }
+                    try proved(
+                        .with {
+                            $0.clientIds = [a, b]
+                            $0.waitMilliseconds = 200
+                            $0.lastEpoch = header!.epoch
+                            $0.lastRound = header!.round
+                        })
                 ) { response in
                     for try await message in response.messages { if case .finished? = message.part { return true } }
                     return false
@@ -313,8 +389,10 @@ struct InProcessTests {
         #expect(codes.contains("authenticationFailed"))
         #expect(codes.contains("notEnrolled"))
         #expect(codes.contains("replayed"))
+        #expect(codes.contains("stalePoll"))
         // Refusals name the client and the round.
-        let tamper = try #require(coordinator.core.rejections.first { $0.code == "authenticationFailed" })
+        let tamper = try #require(
+            coordinator.core.rejections.first { $0.code == "authenticationFailed" && $0.round != nil })
         #expect(tamper.client == a && tamper.round == 0)
     }
 }

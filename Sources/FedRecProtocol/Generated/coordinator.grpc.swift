@@ -186,6 +186,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
+        /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+        /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+        /// > makes the coordinator send a model.
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
         /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
         /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
@@ -317,6 +320,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
+        /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+        /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+        /// > makes the coordinator send a model.
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
         /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
         /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
@@ -446,6 +452,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
+        /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+        /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+        /// > makes the coordinator send a model.
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
         /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
         /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
@@ -824,6 +833,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
+        /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+        /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+        /// > makes the coordinator send a model.
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
         /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
         /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
@@ -1015,6 +1027,9 @@ extension Fedrec_V1_Coordinator {
         ///
         /// > Source IDL Documentation:
         /// >
+        /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+        /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+        /// > makes the coordinator send a model.
         /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
         /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
         /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
@@ -1224,6 +1239,9 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
+    /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+    /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+    /// > makes the coordinator send a model.
     /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
     /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
     /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the
@@ -1420,6 +1438,9 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
+    /// > Both long polls (GetRound, GetStage) are authenticated: every client they name proves the request with
+    /// > its session key (`proofs`), and a stamp makes each usable once, so no one else learns who is selected or
+    /// > makes the coordinator send a model.
     /// > Waits (bounded) for a round whose cohort contains some of `client_ids`, then streams its assignment:
     /// > a `RoundHeader` (with the round key sealed for one of the caller's selected clients), then the round's
     /// > sealed global model in `DataChunk`s. Answers `wait` when no round concerns the

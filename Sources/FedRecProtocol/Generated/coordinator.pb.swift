@@ -153,6 +153,15 @@ public nonisolated struct Fedrec_V1_RoundRequest: Sendable {
 
   public var lastAttempt: UInt32 = 0
 
+  /// When the poll was made (microseconds since the Unix epoch on the caller's clock, strictly increasing per
+  /// process): the coordinator refuses a stamp more than a minute off its own clock, or one it already took.
+  public var stamp: UInt64 = 0
+
+  /// One proof per entry of `client_ids`, in order: `PollProof` (FedRecProtocol/PollProof.swift), an
+  /// XChaCha20-Poly1305 tag (with its nonce) under that client's session key over every field of this request.
+  /// A poll that does not prove every client it names is refused before any lookup.
+  public var proofs: [Data] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -343,6 +352,11 @@ public nonisolated struct Fedrec_V1_StageRequest: Sendable {
   public var stage: UInt32 = 0
 
   public var waitMilliseconds: UInt32 = 0
+
+  /// As in `RoundRequest`.
+  public var stamp: UInt64 = 0
+
+  public var proofs: [Data] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -763,7 +777,7 @@ nonisolated extension Fedrec_V1_EnrolResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedrec_V1_RoundRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_ids\0\u{3}wait_milliseconds\0\u{3}last_epoch\0\u{3}last_round\0\u{3}last_attempt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_ids\0\u{3}wait_milliseconds\0\u{3}last_epoch\0\u{3}last_round\0\u{3}last_attempt\0\u{1}stamp\0\u{1}proofs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -776,6 +790,8 @@ nonisolated extension Fedrec_V1_RoundRequest: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.lastEpoch) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.lastRound) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.lastAttempt) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.stamp) }()
+      case 7: try { try decoder.decodeRepeatedBytesField(value: &self.proofs) }()
       default: break
       }
     }
@@ -797,6 +813,12 @@ nonisolated extension Fedrec_V1_RoundRequest: SwiftProtobuf.Message, SwiftProtob
     if self.lastAttempt != 0 {
       try visitor.visitSingularUInt32Field(value: self.lastAttempt, fieldNumber: 5)
     }
+    if self.stamp != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stamp, fieldNumber: 6)
+    }
+    if !self.proofs.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.proofs, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -806,6 +828,8 @@ nonisolated extension Fedrec_V1_RoundRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs.lastEpoch != rhs.lastEpoch {return false}
     if lhs.lastRound != rhs.lastRound {return false}
     if lhs.lastAttempt != rhs.lastAttempt {return false}
+    if lhs.stamp != rhs.stamp {return false}
+    if lhs.proofs != rhs.proofs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1146,7 +1170,7 @@ nonisolated extension Fedrec_V1_RoundMessage: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedrec_V1_StageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_ids\0\u{1}round\0\u{1}attempt\0\u{1}stage\0\u{3}wait_milliseconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_ids\0\u{1}round\0\u{1}attempt\0\u{1}stage\0\u{3}wait_milliseconds\0\u{1}stamp\0\u{1}proofs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1159,6 +1183,8 @@ nonisolated extension Fedrec_V1_StageRequest: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.waitMilliseconds) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.stamp) }()
+      case 7: try { try decoder.decodeRepeatedBytesField(value: &self.proofs) }()
       default: break
       }
     }
@@ -1180,6 +1206,12 @@ nonisolated extension Fedrec_V1_StageRequest: SwiftProtobuf.Message, SwiftProtob
     if self.waitMilliseconds != 0 {
       try visitor.visitSingularUInt32Field(value: self.waitMilliseconds, fieldNumber: 5)
     }
+    if self.stamp != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stamp, fieldNumber: 6)
+    }
+    if !self.proofs.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.proofs, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1189,6 +1221,8 @@ nonisolated extension Fedrec_V1_StageRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs.attempt != rhs.attempt {return false}
     if lhs.stage != rhs.stage {return false}
     if lhs.waitMilliseconds != rhs.waitMilliseconds {return false}
+    if lhs.stamp != rhs.stamp {return false}
+    if lhs.proofs != rhs.proofs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,179 @@
+public import FedRecSecurity
+public import Foundation
+import Synchronization
+
+/// A long poll (`GetRound`, `GetStage`) as its proofs authenticate it.
+///
+/// Every client a poll names proves the whole request with its session key (client to coordinator): an
+/// XChaCha20-Poly1305 tag over an empty plaintext, with the request's digest and the client's place in it as
+/// associated data (`PollProof`). So only the holders of those clients' keys can poll for them: no one else
+/// learns whether they are selected or makes the coordinator send a model, and no field can be changed on the
+/// way. The stamp lets the coordinator take each poll once (`PollBook`).
+public struct PollRequest: Sendable, Hashable {
+    public enum Call: UInt8, Sendable, CustomStringConvertible {
+        case getRound = 1
+        case getStage = 2
+
+        public var description: String { self == .getRound ? "GetRound" : "GetStage" }
+    }
+
+    public var call: Call
+    /// Microseconds since the Unix epoch on the caller's clock; strictly increasing per process (`PollStamper`).
+    public var stamp: UInt64
+    public var waitMilliseconds: UInt32
+    /// GetRound: last epoch, round and attempt; GetStage: round, attempt and stage.
+    public var fields: [UInt64]
+    public var clientIDs: [String]
+
+    public init(_ request: Fedrec_V1_RoundRequest) {
+        call = .getRound
+        stamp = request.stamp
+        waitMilliseconds = request.waitMilliseconds
+        fields = [request.lastEpoch, request.lastRound, UInt64(request.lastAttempt)]
+        clientIDs = request.clientIds
+    }
+
+    public init(_ request: Fedrec_V1_StageRequest) {
+        call = .getStage
+        stamp = request.stamp
+        waitMilliseconds = request.waitMilliseconds
+        fields = [request.round, UInt64(request.attempt), UInt64(request.stage)]
+        clientIDs = request.clientIds
+    }
+
+    /// SHA-256 of every field, each length-prefixed, so two different requests never share a digest.
+    func digest() throws -> [UInt8] {
+        var bytes = Array("fedrec-poll-v1".utf8)
+        func u64(_ value: UInt64) { withUnsafeBytes(of: value.bigEndian) { bytes += $0 } }
+        bytes.append(call.rawValue)
+        u64(stamp)
+        u64(UInt64(waitMilliseconds))
+        u64(UInt64(fields.count))
+        fields.forEach(u64)
+        u64(UInt64(clientIDs.count))
+        for id in clientIDs {
+            let utf8 = Array(id.utf8)
+            u64(UInt64(utf8.count))
+            bytes += utf8
+        }
+        return try SHA256.hash(bytes)
+    }
+
+    /// What the proof by `clientIDs[index]` authenticates: the request's digest and that index.
+    static func associatedData(digest: [UInt8], index: Int) -> [UInt8] {
+        var bytes = Array("fedrec-poll-proof".utf8) + digest
+        withUnsafeBytes(of: UInt64(index).bigEndian) { bytes += $0 }
+        return bytes
+    }
+
+    /// One proof per named client, in order; `keys[i]` is `clientIDs[i]`'s `SessionKeys.transmit`.
+    public func proofs(keys: [SymmetricKey]) throws -> [Data] {
+        precondition(keys.count == clientIDs.count, "one key per named client")
+        let digest = try digest()
+        return try keys.enumerated().map { index, key in
+            Data(
+                try AEAD.seal(
+                    [UInt8](), using: key, authenticating: Self.associatedData(digest: digest, index: index)
+                ).combined)
+        }
+    }
+
+    /// Checks every proof (`proofs[i]` under `keys[i]`, the coordinator's `SessionKeys.receive` of
+    /// `clientIDs[i]`); returns the index of the first that is malformed or does not authenticate, nil when all
+    /// do. The caller checks the counts match.
+    public func firstUnproven(_ proofs: [Data], keys: [SymmetricKey]) throws -> Int? {
+        precondition(proofs.count == clientIDs.count && keys.count == clientIDs.count, "one proof and key per client")
+        let digest = try digest()
+        for (index, proof) in proofs.enumerated() {
+            guard proof.count == PollProof.byteCount,
+                let box = try? AEAD.SealedBox(combined: proof),
+                (try? AEAD.open(
+                    box, using: keys[index], authenticating: Self.associatedData(digest: digest, index: index)))
+                    != nil
+            else { return index }
+        }
+        return nil
+    }
+}
+
+public enum PollProof {
+    /// Nonce and tag: an empty plaintext seals to nothing else.
+    public static let byteCount = AEAD.nonceByteCount + AEAD.tagByteCount
+}
+
+/// Stamps for one process's polls: microseconds since the Unix epoch, strictly increasing (a second poll in the
+/// same microsecond, or after the clock stepped back, gets the last stamp plus one).
+public final class PollStamper: Sendable {
+    private let last = Mutex<UInt64>(0)
+    private let clock: @Sendable () -> UInt64
+
+    public init(clock: @escaping @Sendable () -> UInt64 = PollStamper.wallMicroseconds) { self.clock = clock }
+
+    public func next() -> UInt64 {
+        let now = clock()
+        return last.withLock { last in
+            last = max(now, last + 1)
+            return last
+        }
+    }
+
+    /// This host's real-time clock in microseconds since the Unix epoch.
+    @Sendable public static func wallMicroseconds() -> UInt64 {
+        UInt64(max(0, Date().timeIntervalSince1970 * 1_000_000))
+    }
+}
+
+/// The polls a coordinator took recently, so that each is taken once: a poll is admitted only when its stamp is
+/// within `window` of the coordinator's clock and it was not admitted before. Stamps older than the window are
+/// forgotten (a replay of one is stale anyway). Feed it only polls whose proofs checked, or a forger could fill it.
+public struct PollBook: Sendable {
+    /// How far a poll's stamp may be from the coordinator's clock, either way (clocks of hosts differ a little).
+    public static let window: UInt64 = 60_000_000
+
+    public enum Refusal: Sendable, Hashable, CustomStringConvertible {
+        /// The stamp is `microseconds` behind the coordinator's clock, beyond the window.
+        case stale(microseconds: UInt64)
+        /// The stamp is `microseconds` ahead of the coordinator's clock, beyond the window.
+        case ahead(microseconds: UInt64)
+        /// The same poll (prover, call, stamp) was taken before.
+        case replayed
+
+        public var description: String {
+            switch self {
+            case .stale(let us):
+                "stamped \(us / 1_000_000) s before the coordinator's clock (a replay, or the clocks differ by more "
+                    + "than \(PollBook.window / 1_000_000) s)"
+            case .ahead(let us):
+                "stamped \(us / 1_000_000) s after the coordinator's clock (the clocks differ by more than "
+                    + "\(PollBook.window / 1_000_000) s)"
+            case .replayed: "already taken (a replay)"
+            }
+        }
+    }
+
+    struct Key: Hashable {
+        var prover: String
+        var call: UInt8
+        var stamp: UInt64
+    }
+
+    private var taken: Set<Key> = []
+    private var lastPrune: UInt64 = 0
+
+    public init() {}
+
+    /// Polls remembered (for tests and bounds).
+    public var count: Int { taken.count }
+
+    /// Takes the poll `prover` (the first client it names) made at `stamp`, or says why not; `now` is the
+    /// coordinator's clock in microseconds since the Unix epoch.
+    public mutating func admit(prover: String, call: PollRequest.Call, stamp: UInt64, now: UInt64) -> Refusal? {
+        if stamp < now, now - stamp > Self.window { return .stale(microseconds: now - stamp) }
+        if stamp > now, stamp - now > Self.window { return .ahead(microseconds: stamp - now) }
+        if now > lastPrune + Self.window {
+            taken = taken.filter { $0.stamp >= now - min(now, Self.window) }
+            lastPrune = now
+        }
+        return taken.insert(Key(prover: prover, call: call.rawValue, stamp: stamp)).inserted ? nil : .replayed
+    }
+}
