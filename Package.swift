@@ -144,7 +144,10 @@ let package = Package(
         // Structure-aware mutation fuzzing of every parser of untrusted bytes (`fedrec bench fuzz`, tests).
         .target(
             name: "FedRecFuzzing",
-            dependencies: ["FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecTensor"],
+            dependencies: [
+                "FedRecProtocol", "FedRecFederation", "FedRecSecurity", "FedRecTensor",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -293,45 +293,17 @@ public final class CoordinatorCore: Sendable {
 
     func session(of client: String) -> Session? { state.withLock { $0.sessions[client] } }
 
-    /// Takes a long poll only when every client it names is enrolled and proved it (`PollRequest`), and its
-    /// stamp is fresh and not taken before (`PollBook`). A refusal is recorded and logged like any other; one
+    /// Takes a long poll only when every client it names is enrolled and proved it (`PollRequest.verify`), and
+    /// its stamp is fresh and not taken before (`PollBook`). A refusal is recorded and logged like any other; one
     /// naming a client that is not enrolled is `notEnrolled`, which tells the client process to enrol again.
     func authenticatePoll(_ poll: PollRequest, proofs: [Data]) throws {
-        let rpc = poll.call.description
-        guard !poll.clientIDs.isEmpty else {
-            throw reject(ProtocolError(code: .malformedPayload, message: "\(rpc) names no client"))
-        }
-        guard proofs.count == poll.clientIDs.count else {
-            throw reject(
-                ProtocolError(
-                    code: .authenticationFailed,
-                    message: "\(rpc) carries \(proofs.count) proof(s) for \(poll.clientIDs.count) client(s)",
-                    client: poll.clientIDs[0]))
-        }
-        let sessions = state.withLock { s in poll.clientIDs.map { s.sessions[$0] } }
-        if let missing = sessions.firstIndex(where: { $0 == nil }) {
-            throw reject(
-                ProtocolError(
-                    code: .notEnrolled, message: "\(rpc) names a client that is not enrolled",
-                    client: poll.clientIDs[missing]))
-        }
-        let unproven = try meter.measure(.crypto) {
-            try poll.firstUnproven(proofs, keys: sessions.map { $0!.keys.receive })
-        }
-        if let unproven {
-            throw reject(
-                ProtocolError(
-                    code: .authenticationFailed, message: "\(rpc) proof does not authenticate",
-                    client: poll.clientIDs[unproven]))
-        }
-        let now = wallClock()
-        if let refusal = state.withLock({
-            $0.polls.admit(prover: poll.clientIDs[0], call: poll.call, stamp: poll.stamp, now: now)
-        }) {
-            throw reject(
-                ProtocolError(
-                    code: refusal == .replayed ? .replayed : .stalePoll, message: "\(rpc) \(refusal)",
-                    client: poll.clientIDs[0]))
+        let keys = state.withLock { s in poll.clientIDs.map { s.sessions[$0]?.keys.receive } }
+        do {
+            try meter.measure(.crypto) { try poll.verify(proofs, keys: keys) }
+            let now = wallClock()
+            try state.withLock { try $0.polls.take(poll, now: now) }
+        } catch let error as ProtocolError {
+            throw reject(error)
         }
     }
 

@@ -2,6 +2,8 @@ public import FedRecFederation
 public import FedRecProtocol
 import FedRecSecurity
 import FedRecTensor
+import Foundation
+import SwiftProtobuf
 
 /// The untrusted-input paths a fuzz run drives, each from valid seed messages through mutations.
 public enum FuzzTarget: String, CaseIterable, Sendable, Hashable {
@@ -27,6 +29,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable, Hashable {
     case unmaskRequest = "unmask request"
     /// Secure aggregation, coordinator: an unmask response.
     case unmaskResponse = "unmask response"
+    /// Coordinator: a long poll (`GetRound` or `GetStage` request as gRPC delivers it) through the proof checks
+    /// and the poll book (`CoordinatorCore.authenticatePoll`). Only a request asking exactly what was proved, and
+    /// only once, may be taken.
+    case poll
 }
 
 /// What happened to the messages of one target.
@@ -85,6 +91,13 @@ public struct MessageFuzzer {
     private var sequence: UInt64 = 0
     /// Recently accepted envelopes, replayed now and then.
     private var acceptedEnvelopes: [[UInt8]] = []
+    /// Poll target: the enrolled clients' keys as a client holds them (transmit) and as the coordinator does
+    /// (receive), the coordinator's poll book, its clock (µs; each poll is stamped at it), and recently taken
+    /// polls, replayed now and then.
+    private let pollClients: [(id: String, transmit: SymmetricKey, receive: SymmetricKey)]
+    private var pollBook = PollBook()
+    private var pollClock: UInt64 = 1_800_000_000_000_000
+    private var takenPolls: [(call: PollRequest.Call, bytes: [UInt8])] = []
     public private(set) var report = FuzzReport()
 
     public init(seed: UInt64) throws {
@@ -93,6 +106,14 @@ public struct MessageFuzzer {
             streams[target] = SplitMix64.stream(seed: seed, index: UInt64(index))
         }
         seeds = try FuzzSeeds(seed: seed)
+        let coordinator = try KeyAgreementKey()
+        pollClients = try (1...3).map { index in
+            let client = try KeyAgreementKey()
+            return (
+                "user-\(index)", try client.clientSessionKeys(serverPublicKey: coordinator.publicKey).transmit,
+                try coordinator.serverSessionKeys(clientPublicKey: client.publicKey).receive
+            )
+        }
         validator = UpdateValidator(
             layout: ParameterLayout([("tower", [Self.shapes.userTowerCount])]), itemRows: Self.shapes.itemRows,
             dimension: Self.shapes.dimension, maximumDeltaNorm: Self.limits.deltaNorm,
@@ -116,6 +137,8 @@ public struct MessageFuzzer {
             (input, outcome) = sealedUpdate()
         case .chunkStream:
             (input, outcome) = chunkStream()
+        case .poll:
+            (input, outcome) = poll()
         default:
             let seed = pick(seeds.messages[target]!)
             input = mutate(seed, splicingWith: pick(seeds.messages[target]!))
@@ -241,6 +264,94 @@ public struct MessageFuzzer {
         return (Array(payload.prefix(16)), outcome)  // the start of the payload, to describe a violation
     }
 
+    /// A freshly stamped and proved poll (GetRound or GetStage, naming one to three enrolled clients and now and
+    /// then one that is not), as gRPC hands it over, mutated, through the coordinator's checks; sometimes a poll
+    /// taken before instead (a replay), or one stamped outside the window.
+    private mutating func poll() -> ([UInt8], Result<String?, any Error>) {
+        pollClock += 1_000
+        let now = pollClock
+        if !takenPolls.isEmpty, next(16) == 0 {
+            let replay = pick(takenPolls)
+            let outcome = Result { try takePoll(replay.bytes, call: replay.call, now: now) }
+            return (replay.bytes, outcome.map { _ in "a replayed poll was taken" })
+        }
+        let call: PollRequest.Call = next(2) == 0 ? .getRound : .getStage
+        var named = Array(pollClients.shuffled(using: &rng).prefix(1 + next(3)))
+        let stranger = next(32) == 0
+        if stranger { named[next(named.count)].id = "user-9" }  // not enrolled (its proof is under a known key)
+        let skew: UInt64 = next(32) == 0 ? PollBook.window + 1 + UInt64(next(1_000_000)) : UInt64(next(1_000_000))
+        let stamp = next(2) == 0 ? now &- skew : now &+ skew
+        let words = (0..<3).map { _ in UInt64(next(4)) == 0 ? rng.next() : UInt64(next(8)) }
+        let wait = UInt32(next(6_000))
+        let ids = named.map(\.id)
+        let original: [UInt8]
+        do {
+            switch call {
+            case .getRound:
+                var request = Fedrec_V1_RoundRequest.with {
+                    $0.clientIds = ids
+                    $0.waitMilliseconds = wait
+                    $0.lastEpoch = words[0]
+                    $0.lastRound = words[1]
+                    $0.lastAttempt = UInt32(truncatingIfNeeded: words[2])
+                    $0.stamp = stamp
+                }
+                request.proofs = try PollRequest(request).proofs(keys: named.map(\.transmit))
+                original = try request.serializedBytes()
+            case .getStage:
+                var request = Fedrec_V1_StageRequest.with {
+                    $0.clientIds = ids
+                    $0.waitMilliseconds = wait
+                    $0.round = words[0]
+                    $0.attempt = UInt32(truncatingIfNeeded: words[1])
+                    $0.stage = UInt32(truncatingIfNeeded: words[2])
+                    $0.stamp = stamp
+                }
+                request.proofs = try PollRequest(request).proofs(keys: named.map(\.transmit))
+                original = try request.serializedBytes()
+            }
+        } catch {
+            return ([], .success("making a seed poll failed: \(error)"))
+        }
+        let expected = try? Self.pollRequest(original, call: call).poll
+        let input = next(8) == 0 ? original : mutate(original, splicingWith: original)
+        let outcome = Result { try takePoll(input, call: call, now: now) }.map { taken -> String? in
+            if stranger { return "a poll naming a client that is not enrolled was taken" }
+            if skew > PollBook.window { return "a poll stamped outside the window was taken" }
+            guard taken == expected else { return "a modified poll was taken" }
+            if takenPolls.count == 64 { takenPolls.removeFirst() }
+            takenPolls.append((call, input))
+            return nil
+        }
+        return (input, outcome)
+    }
+
+    /// Decodes a poll as gRPC would (a message that does not decode never reaches the handler; refused here as
+    /// `malformedPayload`).
+    static func pollRequest(_ bytes: [UInt8], call: PollRequest.Call) throws -> (poll: PollRequest, proofs: [Data]) {
+        do {
+            switch call {
+            case .getRound:
+                let request = try Fedrec_V1_RoundRequest(serializedBytes: bytes)
+                return (PollRequest(request), request.proofs)
+            case .getStage:
+                let request = try Fedrec_V1_StageRequest(serializedBytes: bytes)
+                return (PollRequest(request), request.proofs)
+            }
+        } catch {
+            throw ProtocolError(code: .malformedPayload, message: "not a \(call) request: \(error)")
+        }
+    }
+
+    /// The coordinator's steps for a poll (`CoordinatorCore.authenticatePoll`); returns the poll taken.
+    private mutating func takePoll(_ bytes: [UInt8], call: PollRequest.Call, now: UInt64) throws -> PollRequest {
+        let (poll, proofs) = try Self.pollRequest(bytes, call: call)
+        let keyring = Dictionary(uniqueKeysWithValues: pollClients.map { ($0.id, $0.receive) })
+        try poll.verify(proofs, keys: poll.clientIDs.map { keyring[$0] })
+        try pollBook.take(poll, now: now)
+        return poll
+    }
+
     /// Parses `bytes` as `target` the way the receiving process does; nil when the outcome keeps every
     /// invariant, else the violation. Throws the parser's refusal.
     static func check(
@@ -278,7 +389,7 @@ public struct MessageFuzzer {
         case .unmaskResponse:
             return try UnmaskResponse(serialized: bytes).serialized() == bytes
                 ? nil : "a response re-encodes differently"
-        case .sealedUpdate, .chunkStream:
+        case .sealedUpdate, .chunkStream, .poll:
             preconditionFailure("\(target) is driven by its own generator")
         }
     }

@@ -96,6 +96,34 @@ public struct PollRequest: Sendable, Hashable {
     }
 }
 
+extension PollRequest {
+    /// The coordinator's check of a poll's proofs, before any lookup: a proof per named client
+    /// (`authenticationFailed`), every named client enrolled (`notEnrolled`: `keys[i]` is the coordinator's
+    /// `SessionKeys.receive` of `clientIDs[i]`, nil when it has no session), then every proof
+    /// (`authenticationFailed`, naming the first client whose proof does not check). Freshness is `PollBook`'s.
+    public func verify(_ proofs: [Data], keys: [SymmetricKey?]) throws {
+        precondition(keys.count == clientIDs.count, "one key slot per named client")
+        let rpc = call.description
+        guard !clientIDs.isEmpty else {
+            throw ProtocolError(code: .malformedPayload, message: "\(rpc) names no client")
+        }
+        guard proofs.count == clientIDs.count else {
+            throw ProtocolError(
+                code: .authenticationFailed,
+                message: "\(rpc) carries \(proofs.count) proof(s) for \(clientIDs.count) client(s)",
+                client: clientIDs[0])
+        }
+        if let missing = keys.firstIndex(where: { $0 == nil }) {
+            throw ProtocolError(
+                code: .notEnrolled, message: "\(rpc) names a client that is not enrolled", client: clientIDs[missing])
+        }
+        if let unproven = try firstUnproven(proofs, keys: keys.map { $0! }) {
+            throw ProtocolError(
+                code: .authenticationFailed, message: "\(rpc) proof does not authenticate", client: clientIDs[unproven])
+        }
+    }
+}
+
 public enum PollProof {
     /// Nonce and tag: an empty plaintext seals to nothing else.
     public static let byteCount = AEAD.nonceByteCount + AEAD.tagByteCount
@@ -175,5 +203,16 @@ public struct PollBook: Sendable {
             lastPrune = now
         }
         return taken.insert(Key(prover: prover, call: call.rawValue, stamp: stamp)).inserted ? nil : .replayed
+    }
+
+    /// Takes `poll` (its proofs already checked), or throws the refusal: `replayed`, or `stalePoll` for a stamp
+    /// outside the window.
+    public mutating func take(_ poll: PollRequest, now: UInt64) throws {
+        guard let refusal = admit(prover: poll.clientIDs[0], call: poll.call, stamp: poll.stamp, now: now) else {
+            return
+        }
+        throw ProtocolError(
+            code: refusal == .replayed ? .replayed : .stalePoll, message: "\(poll.call) \(refusal)",
+            client: poll.clientIDs[0])
     }
 }

@@ -7,13 +7,13 @@ import Testing
 /// The small, fast version of `fedrec bench fuzz` (which runs 1,000,000 messages).
 @Suite("Message fuzzing")
 struct MessageFuzzerTests {
-    @Test("a seeded run of 20,000 mutated messages breaks no invariant, and every target both accepts and refuses")
+    @Test("a seeded run of 22,000 mutated messages breaks no invariant, and every target both accepts and refuses")
     func seededRun() throws {
         var fuzzer = try MessageFuzzer(seed: 3)
-        fuzzer.run(messages: 20_000)
+        fuzzer.run(messages: 22_000)
         let report = fuzzer.report
         #expect(report.violationCount == 0, "\(report.violations.joined(separator: "\n"))")
-        #expect(report.messages == 20_000)
+        #expect(report.messages == 22_000)
         for target in FuzzTarget.allCases {
             let tally = try #require(report.tallies[target], "\(target)")
             #expect(tally.messages == 2_000, "\(target)")
@@ -28,6 +28,12 @@ struct MessageFuzzerTests {
         #expect(!replays.isEmpty)
         #expect(report.tallies[.updatePayload]!.rejected["protocol.nonFinite", default: 0] > 0)
         #expect(report.tallies[.advertisedKeys]!.rejected["secagg.invalidSignature", default: 0] > 0)
+        // Every refusal of a poll is reached: bad proofs, a client not enrolled, stale stamps, replays.
+        let polls = report.tallies[.poll]!.rejected
+        let pollRefusals = ["authenticationFailed", "notEnrolled", "stalePoll", "replayed"].map { "protocol.\($0)" }
+        for kind in pollRefusals {
+            #expect(polls[kind, default: 0] > 0, "\(kind): \(polls)")
+        }
     }
 
     @Test("the invariant checks flag what a parser must not accept")
