@@ -81,6 +81,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Write CPU seconds per phase, peak memory and wall time here (JSON) when the process ends.")
     var stats: String?
     @Option(
+        name: .customLong("max-connections"),
+        help: ArgumentHelp(
+            "Connections open at once; one beyond it is closed at once and logged.",
+            discussion:
+                "Each client process keeps one. Lowered, with a warning, to fit the descriptor limit (ulimit -n) "
+                + "less \(ConnectionGate.reservedDescriptors) kept for the coordinator's own files."))
+    var maxConnections: Int = 1_024
+    @Option(
         name: .customLong("noise-multiplier"),
         help: "Differential privacy: Gaussian noise multiplier z (noise z*S on the sum); turns DP-FedAvg on.")
     var noiseMultiplier: Double?
@@ -145,6 +153,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--deadline must be positive, got \(deadline)")
         }
         guard maxAttempts >= 1 else { throw ValidationError("--max-attempts must be at least 1") }
+        guard maxConnections >= 1 else {
+            throw ValidationError("--max-connections must be at least 1, got \(maxConnections)")
+        }
         guard Self.serverOptimizers.contains(serverOptimizer) else {
             throw ValidationError(
                 "--server-optimizer must be fedavg, fedadam, fedyogi or adam (bias-corrected), got '\(serverOptimizer)'"
@@ -285,15 +296,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
             options.cohort = .poisson(rate: options.privacy!.samplingRate)
         }
-        let transport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: options.host, port: options.port), transportSecurity: .plaintext,
+        let connectionLimit = ConnectionGate.effectiveLimit(requested: maxConnections)
+        if connectionLimit < maxConnections {
+            logger.warning(
+                """
+                at most \(connectionLimit) connections (--max-connections \(maxConnections) does not fit the \
+                descriptor limit, ulimit -n, with \(ConnectionGate.reservedDescriptors) kept for files)
+                """)
+        }
+        let transport = ConnectionLimitedListener.transport(
+            host: options.host, port: options.port, gate: ConnectionGate(limit: connectionLimit, logger: logger),
             config: TransportTuning.server)
         do {
             let coordinator = try CoordinatorBuilder.build(
                 options: options, transport: transport, logger: logger,
                 onListening: {
-                    let bound = try await transport.listeningAddress
-                    printFlushed("listening on \(bound.ipv4.map { "\($0.host):\($0.port)" } ?? "\(bound)")")
+                    let bound = await transport.listeningAddress?.ipv4
+                    printFlushed("listening on \(bound?.host ?? address.host):\(bound?.port ?? address.port)")
                 },
                 onRound: { r in printFlushed(StatusCommand.line(r)) })
             let group = ServiceGroup(

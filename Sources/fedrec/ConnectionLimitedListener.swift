@@ -1,0 +1,117 @@
+import FedRecCoordinator
+import GRPCNIOTransportCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The coordinator's listening socket, plaintext HTTP/2 over TCP as `HTTP2ServerTransport.Posix` makes it, with a
+/// cap on the connections open at once (`ConnectionGate`): peers cannot use up the process's file descriptors,
+/// which its checkpoints need, or pile up per-connection memory without bound.
+struct ConnectionLimitedListener: HTTP2ServerTransport.ListenerFactory {
+    let host: String
+    let port: Int
+    let gate: ConnectionGate
+
+    var eventLoopGroup: any EventLoopGroup { MultiThreadedEventLoopGroup.singleton }
+
+    func makeListeningChannel(
+        listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+        connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
+    ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+        let gate = self.gate
+        return try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerConfigurator.configure(channel: $0) }
+            .bind(host: host, port: port) { channel in
+                guard gate.admit(channel) else {
+                    // A failed initializer drops the connection from the accept stream (which goes on) but
+                    // leaves its channel open: close it here.
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(ConnectionGate.Full())
+                }
+                return connectionConfigurator.configure(channel: channel, tls: .none)
+            }
+    }
+
+    /// The coordinator's gRPC transport: this listener with `config` (`TransportTuning.server`).
+    static func transport(host: String, port: Int, gate: ConnectionGate, config: HTTP2ServerTransport.Posix.Config)
+        -> HTTP2ServerTransport.Custom<ConnectionLimitedListener>
+    {
+        HTTP2ServerTransport.Custom(
+            listenerFactory: ConnectionLimitedListener(host: host, port: port, gate: gate),
+            config: .init(
+                compression: config.compression, connection: config.connection, http2: config.http2, rpc: config.rpc,
+                channelDebuggingCallbacks: config.channelDebuggingCallbacks))
+    }
+}
+
+/// Counts the connections open at once and refuses one beyond `limit`, logging the refusals (at most 100 lines
+/// per 10 s, then one line counting the rest, as for refused messages). A connection counts from its accept to
+/// its close.
+final class ConnectionGate: Sendable {
+    /// Descriptors kept for the process's own files (checkpoints, state, logs) when the limit is derived from the
+    /// descriptor limit.
+    static let reservedDescriptors = 64
+
+    let limit: Int
+    let logger: Logger
+    private struct State {
+        var open = 0
+        var refused = 0
+        var budget = RefusalLogBudget()
+    }
+    private let state = Mutex(State())
+    private let started = ContinuousClock.now
+
+    struct Full: Error {}
+
+    init(limit: Int, logger: Logger) {
+        precondition(limit > 0, "the connection limit must be positive")
+        self.limit = limit
+        self.logger = logger
+    }
+
+    /// `requested`, lowered so that the connections and `reservedDescriptors` fit in the process's descriptor
+    /// limit (`RLIMIT_NOFILE`, soft).
+    static func effectiveLimit(requested: Int) -> Int {
+        var limits = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limits) == 0, limits.rlim_cur != rlim_t.max else {
+            return requested
+        }
+        let available = Int(clamping: limits.rlim_cur) - reservedDescriptors
+        return max(1, min(requested, available))
+    }
+
+    var openConnections: Int { state.withLock { $0.open } }
+    var refusedConnections: Int { state.withLock { $0.refused } }
+
+    /// Counts `channel` in (until it closes) when there is room; otherwise counts the refusal and logs it.
+    func admit(_ channel: any Channel) -> Bool {
+        let now = ContinuousClock.now - started
+        let (admitted, log, leftOut) = state.withLock { s -> (Bool, Bool, Int) in
+            if s.open < limit {
+                s.open += 1
+                return (true, false, 0)
+            }
+            s.refused += 1
+            let (log, leftOut) = s.budget.admit(at: now)
+            return (false, log, leftOut)
+        }
+        if admitted {
+            channel.closeFuture.whenComplete { _ in self.state.withLock { $0.open -= 1 } }
+            return true
+        }
+        if leftOut > 0 {
+            logger.warning(
+                "\(leftOut) more refused connection(s) in the previous \(RefusalLogBudget.window) not logged")
+        }
+        if log {
+            logger.warning(
+                "refused a connection: \(limit) already open (--max-connections)",
+                metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "-")"])
+        }
+        return false
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+@Suite("fedrec coordinator: connections")
+struct CoordinatorConnectionTests {
+    /// What a fresh TCP connection to the coordinator gets: served (its HTTP/2 settings arrive) or closed.
+    enum Outcome: Equatable {
+        case served
+        case closed
+    }
+
+    /// Connects, sends the HTTP/2 client preface with empty settings, and reads the first answer (2 s at most).
+    static func open(port: UInt16) throws -> (socket: Int32, outcome: Outcome) {
+        let socket = try #require(RecallCLITests.connectLoopback(port: port))
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
+        _ = send(socket, preface, preface.count, Int32(MSG_NOSIGNAL))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = recv(socket, &buffer, buffer.count, 0)
+        return (socket, count > 0 ? .served : .closed)
+    }
+
+    @Test("a connection beyond --max-connections is closed at once and logged; a freed place is taken again")
+    func connectionLimit() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try CLI.writeSyntheticInteractions(to: folder)
+        let dataset = folder.appendingPathComponent("dataset").path
+        let keys = folder.appendingPathComponent("keys").path
+        try #require(try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset]).status == 0)
+        for name in ["coordinator", "user-1"] {
+            try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", name]).status == 0)
+        }
+        let standardError = Pipe()
+        let (coordinator, first) = try RecallCLITests.startServer(
+            [
+                "coordinator", "--dataset", dataset, "--keys", keys, "--allow-list", keys + "/user-1.pub", "--state",
+                folder.appendingPathComponent("state").path, "--address", "127.0.0.1:0", "--max-connections", "2",
+            ], standardError: standardError)
+        let port = try #require(
+            first.split(separator: ":").last.flatMap { UInt16($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+
+        let a = try Self.open(port: port)
+        let b = try Self.open(port: port)
+        let c = try Self.open(port: port)
+        #expect([a.outcome, b.outcome, c.outcome] == [.served, .served, .closed])
+        close(a.socket)
+        // The place is freed when the coordinator sees the close.
+        var d = try Self.open(port: port)
+        for _ in 0..<20 where d.outcome == .closed {
+            close(d.socket)
+            usleep(100_000)
+            d = try Self.open(port: port)
+        }
+        #expect(d.outcome == .served)
+        for socket in [b.socket, c.socket, d.socket] { close(socket) }
+
+        kill(coordinator.processIdentifier, SIGINT)
+        coordinator.waitUntilExit()
+        #expect(coordinator.terminationStatus == 10)  // stopped by a signal while waiting for clients
+        let log = String(decoding: standardError.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(log.contains("refused a connection: 2 already open (--max-connections)"), "\(log)")
+    }
+}
