@@ -44,6 +44,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     public let meter = PhaseMeter()
     /// Stamps this process's polls (strictly increasing, so the coordinator takes each once).
     let stamper = PollStamper()
+    /// Since when the coordinator has refused every poll's stamp as too far from its clock (nil: it has not).
+    let clockRefusedSince = Mutex<ContinuousClock.Instant?>(nil)
     public var acceptedUpdates: Int { accepted.withLock { $0 } }
 
     init(
@@ -104,17 +106,43 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         return try meter.measure(.crypto) { try poll.proofs(keys: keys) }
     }
 
-    /// Runs a poll call; a coordinator that refuses the poll's proofs or its stamp will refuse every poll of this
-    /// process, so that ends the process (exit 4) with the coordinator's reason rather than retrying.
+    /// Runs a poll call. A coordinator that refuses the poll's proofs will refuse every poll of this process
+    /// (session keys are fixed by the identities), so that ends the process (exit 4) with its reason. A stamp
+    /// refused as too far from the coordinator's clock is retried like an unreachable coordinator (a clock may
+    /// be stepped back into line), and ends the process (exit 4) only when it lasts `--connect-timeout`.
     func refusingPoll<Answer>(_ call: () async throws -> Answer) async throws -> Answer {
         do {
-            return try await call()
-        } catch let error as RPCError where error.code == .unauthenticated || error.code == .outOfRange {
+            let answer = try await call()
+            clockRefusedSince.withLock { $0 = nil }
+            return answer
+        } catch let error as RPCError where error.code == .unauthenticated {
+            throw ClientError(
+                code: .enrolmentRefused, message: "the coordinator refuses this process's polls: \(error.message)")
+        } catch let error as RPCError where error.code == .outOfRange {
+            let now = ContinuousClock.now
+            let (since, first) = clockRefusedSince.withLock { since in
+                defer { since = since ?? now }
+                return (since ?? now, since == nil)
+            }
+            if first {
+                let refusal = error.message
+                logger.warning(
+                    """
+                    the coordinator refuses this process's poll stamps (\(refusal)); retrying for up to \
+                    \(options.connectTimeout)
+                    """)
+            }
+            guard now - since > options.connectTimeout else { throw error }
             throw ClientError(
                 code: .enrolmentRefused,
-                message: "the coordinator refuses this process's polls: \(error.message)"
-                    + (error.code == .outOfRange ? " (set this host's clock)" : ""))
+                message: "the coordinator refused this process's polls for \(options.connectTimeout): \(error.message) "
+                    + "(this host's clock is \(Self.clockLine()); set the wrong clock)")
         }
+    }
+
+    /// This host's clock as a poll stamps it, for a refusal message.
+    static func clockLine() -> String {
+        "\(Date(timeIntervalSince1970: Double(PollStamper.wallMicroseconds()) / 1e6)) UTC"
     }
 
     /// Run-wide settings learnt at enrolment.

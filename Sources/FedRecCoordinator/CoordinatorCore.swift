@@ -215,6 +215,8 @@ public final class CoordinatorCore: Sendable {
         self.foldName = foldName
         self.runTerms = try Wire.runTermsDigest(modelConfigurationJSON: modelConfigurationJSON, fold: foldName)
         self.chunkSize = chunkSize
+        var initial = initial
+        initial.polls = PollBook(notBefore: wallClock())
         self.state = Mutex(initial)
     }
 
@@ -300,8 +302,7 @@ public final class CoordinatorCore: Sendable {
         let keys = state.withLock { s in poll.clientIDs.map { s.sessions[$0]?.keys.receive } }
         do {
             try meter.measure(.crypto) { try poll.verify(proofs, keys: keys) }
-            let now = wallClock()
-            try state.withLock { try $0.polls.take(poll, now: now) }
+            try state.withLock { try $0.polls.take(poll, now: wallClock()) }
         } catch let error as ProtocolError {
             throw reject(error)
         }

@@ -163,6 +163,9 @@ public struct PollBook: Sendable {
         case stale(microseconds: UInt64)
         /// The stamp is `microseconds` ahead of the coordinator's clock, beyond the window.
         case ahead(microseconds: UInt64)
+        /// The stamp is `microseconds` before this coordinator started: a poll of an earlier run, replayed (or a
+        /// caller whose clock is behind the coordinator's, which its next polls outgrow).
+        case beforeStart(microseconds: UInt64)
         /// The same poll (prover, call, stamp) was taken before.
         case replayed
 
@@ -174,6 +177,9 @@ public struct PollBook: Sendable {
             case .ahead(let us):
                 "stamped \(us / 1_000_000) s after the coordinator's clock (the clocks differ by more than "
                     + "\(PollBook.window / 1_000_000) s)"
+            case .beforeStart(let us):
+                "stamped \(Double(us / 1_000) / 1_000) s before this coordinator started (a replay from an earlier "
+                    + "run, or a clock behind the coordinator's)"
             case .replayed: "already taken (a replay)"
             }
         }
@@ -187,8 +193,14 @@ public struct PollBook: Sendable {
 
     private var taken: Set<Key> = []
     private var lastPrune: UInt64 = 0
+    /// The latest coordinator clock reading seen: pruning never goes by an earlier one (a clock stepped back
+    /// would otherwise forget polls still within the window).
+    private var latest: UInt64 = 0
+    /// When this coordinator started: polls stamped earlier belong to an earlier run (whose book is gone).
+    public let notBefore: UInt64
 
-    public init() {}
+    /// `notBefore`: the coordinator's clock when it started (0: no such bound, for tests).
+    public init(notBefore: UInt64 = 0) { self.notBefore = notBefore }
 
     /// Polls remembered (for tests and bounds).
     public var count: Int { taken.count }
@@ -198,15 +210,17 @@ public struct PollBook: Sendable {
     public mutating func admit(prover: String, call: PollRequest.Call, stamp: UInt64, now: UInt64) -> Refusal? {
         if stamp < now, now - stamp > Self.window { return .stale(microseconds: now - stamp) }
         if stamp > now, stamp - now > Self.window { return .ahead(microseconds: stamp - now) }
-        if now > lastPrune + Self.window {
-            taken = taken.filter { $0.stamp >= now - min(now, Self.window) }
-            lastPrune = now
+        if stamp < notBefore { return .beforeStart(microseconds: notBefore - stamp) }
+        latest = max(latest, now)
+        if latest > lastPrune + Self.window {
+            taken = taken.filter { $0.stamp >= latest - min(latest, Self.window) }
+            lastPrune = latest
         }
         return taken.insert(Key(prover: prover, call: call.rawValue, stamp: stamp)).inserted ? nil : .replayed
     }
 
     /// Takes `poll` (its proofs already checked), or throws the refusal: `replayed`, or `stalePoll` for a stamp
-    /// outside the window.
+    /// outside the window or before the coordinator started.
     public mutating func take(_ poll: PollRequest, now: UInt64) throws {
         guard let refusal = admit(prover: poll.clientIDs[0], call: poll.call, stamp: poll.stamp, now: now) else {
             return

@@ -1,4 +1,5 @@
 import FedRecCoordinator
+import Foundation
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -31,7 +32,12 @@ struct ConnectionLimitedListener: HTTP2ServerTransport.ListenerFactory {
                     channel.close(promise: nil)
                     return channel.eventLoop.makeFailedFuture(ConnectionGate.Full())
                 }
-                return connectionConfigurator.configure(channel: channel, tls: .none)
+                // A connection whose set-up fails is dropped from the accept stream too: close it (and so free
+                // its place) rather than leave it open.
+                return connectionConfigurator.configure(channel: channel, tls: .none).flatMapError { error in
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
             }
     }
 
@@ -51,8 +57,8 @@ struct ConnectionLimitedListener: HTTP2ServerTransport.ListenerFactory {
 /// per 10 s, then one line counting the rest, as for refused messages). A connection counts from its accept to
 /// its close.
 final class ConnectionGate: Sendable {
-    /// Descriptors kept for the process's own files (checkpoints, state, logs) when the limit is derived from the
-    /// descriptor limit.
+    /// Descriptors kept, beyond those already open when the limit is set (event loops, logs, libraries), for
+    /// the files the process opens later (checkpoints, state).
     static let reservedDescriptors = 64
 
     let limit: Int
@@ -73,14 +79,20 @@ final class ConnectionGate: Sendable {
         self.logger = logger
     }
 
-    /// `requested`, lowered so that the connections and `reservedDescriptors` fit in the process's descriptor
-    /// limit (`RLIMIT_NOFILE`, soft).
+    /// `requested`, lowered so that the connections, the descriptors open now and `reservedDescriptors` fit in
+    /// the process's descriptor limit (`RLIMIT_NOFILE`, soft); the event loops are started first, since they
+    /// hold descriptors of their own.
     static func effectiveLimit(requested: Int) -> Int {
+        _ = MultiThreadedEventLoopGroup.singleton.next()  // its loops (and their descriptors) exist from here
         var limits = rlimit()
-        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limits) == 0, limits.rlim_cur != rlim_t.max else {
-            return requested
-        }
-        let available = Int(clamping: limits.rlim_cur) - reservedDescriptors
+        #if canImport(Glibc)
+            let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+            let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limits) == 0, limits.rlim_cur != rlim_t.max else { return requested }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        let available = Int(clamping: limits.rlim_cur) - open - reservedDescriptors
         return max(1, min(requested, available))
     }
 

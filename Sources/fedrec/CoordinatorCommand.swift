@@ -86,7 +86,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             "Connections open at once; one beyond it is closed at once and logged.",
             discussion:
                 "Each client process keeps one. Lowered, with a warning, to fit the descriptor limit (ulimit -n) "
-                + "less \(ConnectionGate.reservedDescriptors) kept for the coordinator's own files."))
+                + "less the descriptors open at start and \(ConnectionGate.reservedDescriptors) kept for the "
+                + "coordinator's own files."))
     var maxConnections: Int = 1_024
     @Option(
         name: .customLong("noise-multiplier"),
@@ -301,8 +302,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             logger.warning(
                 """
                 at most \(connectionLimit) connections (--max-connections \(maxConnections) does not fit the \
-                descriptor limit, ulimit -n, with \(ConnectionGate.reservedDescriptors) kept for files)
+                descriptor limit, ulimit -n, with the descriptors open and \(ConnectionGate.reservedDescriptors) \
+                kept for files)
                 """)
+
         }
         let transport = ConnectionLimitedListener.transport(
             host: options.host, port: options.port, gate: ConnectionGate(limit: connectionLimit, logger: logger),

@@ -125,4 +125,19 @@ struct PollProofTests {
         }
         #expect(book.count <= Int(2 * window / 100_000) + 1)
     }
+
+    @Test("a poll stamped before the coordinator started is refused; a clock stepped back forgets nothing early")
+    func bookOfARestartedCoordinator() {
+        let started: UInt64 = 50_000_000_000
+        var book = PollBook(notBefore: started)
+        #expect(
+            book.admit(prover: "a", call: .getRound, stamp: started - 1, now: started) == .beforeStart(microseconds: 1))
+        #expect(book.admit(prover: "a", call: .getRound, stamp: started, now: started) == nil)
+        // Pruning goes by the latest clock reading: after a reading two windows on, a clock stepped back to
+        // `started` still remembers (and refuses) what is within the window of that reading.
+        let window = PollBook.window
+        let late = started + 2 * window
+        #expect(book.admit(prover: "a", call: .getRound, stamp: late - window, now: late) == nil)
+        #expect(book.admit(prover: "a", call: .getRound, stamp: late - window, now: late - window) == .replayed)
+    }
 }
