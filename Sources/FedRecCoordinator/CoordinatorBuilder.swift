@@ -214,7 +214,9 @@ public enum CoordinatorBuilder {
                 }
                 return secure
             }, wallClock: wallClock)
-        let server = GRPCServer(transport: transport, services: [CoordinatorService(core: coordinatorCore)])
+        let longestDeadline = max(options.deadline, options.secureAggregation?.stageDeadline ?? .zero)
+        let service = CoordinatorService(core: coordinatorCore, streamIdleLimit: longestDeadline + .seconds(1))
+        let server = GRPCServer(transport: transport, services: [service])
         return Coordinator(
             core: coordinatorCore, server: server, options: options, dataset: dataset, initialModel: model,
             store: store, runFingerprint: fingerprint, hasState: saved != nil, logger: logger,

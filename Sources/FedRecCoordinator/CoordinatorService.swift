@@ -2,10 +2,16 @@ public import FedRecProtocol
 import FedRecSecurity
 import Foundation
 public import GRPCCore
+import Synchronization
 
 /// The gRPC face of a `CoordinatorCore`.
 public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     let core: CoordinatorCore
+    /// Longest a `SubmitUpdate` call may go without a whole message (a header or a chunk) arriving; one that
+    /// stalls longer is cut (`stalledStream`), so a peer cannot hold a stream, and with it a connection place,
+    /// by sending nothing. The builder sets the longest deadline of a round or stage plus a second: a message
+    /// later than that is too late anyway (a client writes its messages as soon as each is made).
+    var streamIdleLimit: Duration = .seconds(61)
     /// Longest a GetRound call is held before answering `wait`.
     let maximumWait: Duration = .seconds(5)
 
@@ -176,7 +182,41 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {
-        var messages = request.makeAsyncIterator()
+        let progress = StreamProgress(core.clock.now.offset)
+        return try await withThrowingTaskGroup(of: Fedrec_V1_SubmitResponse?.self) { group in
+            group.addTask { try await self.readUpdates(request, progress: progress) }
+            group.addTask {
+                try await self.cutWhenStalled(progress)
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let response = result { return response }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// Returns when cancelled (the call ended); throws `stalledStream`, recorded, once `progress` has not moved
+    /// for `streamIdleLimit`.
+    func cutWhenStalled(_ progress: StreamProgress) async throws {
+        while true {
+            let idle = core.clock.now.offset - progress.last
+            if idle >= streamIdleLimit {
+                throw core.reject(
+                    ProtocolError(
+                        code: .stalledStream,
+                        message: "SubmitUpdate sent no message for \(streamIdleLimit): the call is cut"))
+            }
+            do { try await core.clock.sleep(for: streamIdleLimit - idle) } catch { return }
+        }
+    }
+
+    /// `submitUpdate`'s reading, which moves `progress` on with every message that arrives.
+    func readUpdates(
+        _ request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, progress: StreamProgress
+    ) async throws -> Fedrec_V1_SubmitResponse {
+        var messages = ProgressIterator(base: request.makeAsyncIterator(), progress: progress, clock: core.clock)
         var next = try await messages.next()
         guard next != nil else {
             throw core.reject(ProtocolError(code: .malformedChunk, message: "empty update stream"))
@@ -328,5 +368,26 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
             $0.rejected = UInt32(r.rejected)
             $0.stragglers = UInt32(r.stragglers)
         }
+    }
+}
+
+/// When a stream last delivered a message (offset on the coordinator's clock).
+final class StreamProgress: Sendable {
+    private let latest: Mutex<Duration>
+    init(_ start: Duration) { latest = Mutex(start) }
+    var last: Duration { latest.withLock { $0 } }
+    func moved(at now: Duration) { latest.withLock { $0 = max($0, now) } }
+}
+
+/// An update stream's iterator that records each arrival in a `StreamProgress`.
+struct ProgressIterator {
+    var base: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>.AsyncIterator
+    let progress: StreamProgress
+    let clock: ElapsedClock
+
+    mutating func next() async throws -> Fedrec_V1_UpdateMessage? {
+        let message = try await base.next()
+        progress.moved(at: clock.now.offset)
+        return message
     }
 }

@@ -15,6 +15,7 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
             case authenticationFailed
             case replayed
             case stalePoll
+            case stalledStream
             case unexpectedMessage
             case coordinatorMismatch
             case unavailable
@@ -43,6 +44,8 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
         /// A long poll stamped too far from the coordinator's clock (`PollBook.window`): a replay, or clocks that
         /// disagree.
         public static let stalePoll = Code(.stalePoll)
+        /// A client stream that went too long without a whole message; the call is cut.
+        public static let stalledStream = Code(.stalledStream)
         /// A message that makes no sense now (wrong round, not selected, unknown part).
         public static let unexpectedMessage = Code(.unexpectedMessage)
         /// The coordinator's identity differs from the pinned one.
@@ -88,6 +91,7 @@ extension ProtocolError: RPCErrorConvertible {
         case .authenticationFailed: .unauthenticated
         case .oversized: .resourceExhausted
         case .stalePoll: .outOfRange
+        case .stalledStream: .deadlineExceeded
         case .unavailable: .unavailable
         case .replayed, .unexpectedMessage: .failedPrecondition
         default: .invalidArgument

@@ -119,6 +119,34 @@ struct InProcessTests {
         #expect(coordinator.core.completedRounds == 0)
     }
 
+    @Test("a SubmitUpdate call that sends nothing is cut once the stream idle limit passes, and recorded")
+    func stalledUploadIsCut() async throws {
+        let fixture = try Fixture(users: 4)
+        defer { fixture.remove() }
+        var options = fixture.coordinatorOptions(rounds: 1)
+        options.deadline = .milliseconds(500)  // the idle limit is the longest deadline plus a second
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
+        let grpc = GRPCClient(transport: transport.client)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await grpc.runConnections() }
+            let service = Fedrec_V1_Coordinator.Client(wrapping: grpc)
+            let started = ContinuousClock.now
+            let cut = try #require(
+                await #expect(throws: RPCError.self) {
+                    _ = try await service.submitUpdate(requestProducer: { _ in
+                        try await Task.sleep(for: .seconds(60))
+                    })
+                })
+            #expect(cut.code == .deadlineExceeded && cut.message.contains("sent no message for"), "\(cut)")
+            #expect(ContinuousClock.now - started < .seconds(30))
+            grpc.beginGracefulShutdown()
+            group.cancelAll()
+        }
+        #expect(coordinator.core.rejections.contains { $0.code == "stalledStream" })
+    }
+
     @Test("tampered, replayed, unenrolled and unproven messages and polls are each refused while the round goes on")
     func refusals() async throws {
         let fixture = try Fixture(users: 6)
