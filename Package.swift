@@ -66,6 +66,8 @@ let package = Package(
         ),
         // glibc's mallopt (header only) for the federation processes' allocator tuning.
         .systemLibrary(name: "CFedRecAllocator"),
+        // Linux's renameat2(RENAME_EXCHANGE) (header only): folders replaced in one step.
+        .systemLibrary(name: "CFedRecFiles"),
         // fedrec's HNSW graph (C, no dependencies). -O3 in every configuration so debug tests build a 100k graph
         // in seconds; AVX2+FMA kernels are chosen at run time (target attributes), with a portable fallback.
         .target(
@@ -101,7 +103,7 @@ let package = Package(
         // MARK: Data, model, evaluation (pure logic, file formats)
         .target(
             name: "FedRecData",
-            dependencies: ["FedRecSecurity", "FedRecTensor"],
+            dependencies: ["FedRecSecurity", "FedRecTensor", "CFedRecFiles"],
             swiftSettings: kernelSwiftSettings
         ),
         .target(
@@ -222,7 +224,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedRecDataTests",
-            dependencies: ["FedRecData"],
+            dependencies: ["FedRecData", "CFedRecFiles"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

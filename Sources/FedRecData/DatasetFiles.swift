@@ -1,3 +1,4 @@
+import CFedRecFiles
 import FedRecSecurity
 import FedRecTensor
 import Foundation
@@ -207,8 +208,9 @@ extension ImportResult {
     }
 
     /// Writes the data-set folder atomically: files go to a temporary folder beside `path`, which is
-    /// then renamed. An existing non-empty folder is replaced only with `force`, and only once the
-    /// new folder is complete; on failure nothing is left behind and the old folder is untouched.
+    /// then renamed (or, replacing a folder, exchanged with it in one step where Linux's `renameat2` can). An
+    /// existing non-empty folder is replaced only with `force`, and only once the new folder is complete; on
+    /// failure nothing is left behind and the old folder is untouched.
     @discardableResult
     public func write(to path: String, force: Bool = false) throws -> Dataset {
         let (manifest, files) = try encode()
@@ -249,6 +251,14 @@ enum AtomicFolder {
             throw DataError.at(.ioFailure, file: target.path, "cannot write: \(error.localizedDescription)")
         }
         if exists {
+            // One step where the kernel allows it: the new folder and the old one swap places, and the old one,
+            // now at the temporary name, is removed. Killed at any point, the target is the old folder or the new.
+            if fedrec_exchange_paths(temporary.path, target.path) == 0 {
+                try? fm.removeItem(at: temporary)
+                return
+            }
+            // Otherwise two renames: killed between them, the old folder is left at `.NAME.old-*` and the new
+            // one at `.NAME.tmp-*`, beside the target.
             let old = parent.appendingPathComponent(".\(name).old-\(suffix)")
             do {
                 try fm.moveItem(at: target, to: old)

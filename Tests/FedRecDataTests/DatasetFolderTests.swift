@@ -1,3 +1,4 @@
+import CFedRecFiles
 import FedRecData
 import Foundation
 import Testing
@@ -59,6 +60,23 @@ import Testing
         try FileManager.default.createDirectory(atPath: out + "/empty", withIntermediateDirectories: false)
         try result.write(to: out + "/empty")
         #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["ds", "empty"])
+    }
+
+    @Test("two folders swap places in one step (what a forced write does where the kernel allows it)")
+    func exchangeSwapsTwoFolders() throws {
+        let out = try Fixtures.temporaryFolder()
+        defer { Fixtures.remove(out) }
+        let fm = FileManager.default
+        for (folder, file) in [("new", "n"), ("old", "o")] {
+            try fm.createDirectory(atPath: out + "/" + folder, withIntermediateDirectories: false)
+            #expect(fm.createFile(atPath: out + "/\(folder)/\(file)", contents: Data()))
+        }
+        #expect(fedrec_exchange_paths(out + "/new", out + "/old") == 0, "errno \(errno)")
+        #expect(try fm.contentsOfDirectory(atPath: out + "/old") == ["n"])
+        #expect(try fm.contentsOfDirectory(atPath: out + "/new") == ["o"])
+        // A missing side changes nothing.
+        #expect(fedrec_exchange_paths(out + "/missing", out + "/old") == -1 && errno == ENOENT)
+        #expect(try fm.contentsOfDirectory(atPath: out + "/old") == ["n"])
     }
 
     /// Writes a data set and returns (folder, data-set path).
