@@ -17,6 +17,7 @@ public struct DataError: Error, Hashable, Sendable, CustomStringConvertible {
             case corruptDataset
             case outputExists
             case ioFailure
+            case tooLarge
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -45,6 +46,8 @@ public struct DataError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let outputExists = Code(.outputExists)
         /// Reading or writing the file system failed.
         public static let ioFailure = Code(.ioFailure)
+        /// An input larger than fedrec can index (more than 2^31 - 1 interaction rows).
+        public static let tooLarge = Code(.tooLarge)
 
         public var description: String { String(describing: wrapped) }
     }

@@ -92,6 +92,9 @@ public enum DatasetImporter {
 /// Reads the files of one source; accumulates counts, skip reasons and source digests.
 struct SourceReader {
     let options: ImportOptions
+    /// Most interaction rows read: rows, users and items are indexed with Int32 from here on (and this target
+    /// is built without overflow checks), so a larger file is refused rather than wrapped.
+    var maximumInteractionRows = Int(Int32.max)
     var counts = DatasetManifest.Counts()
     var skipped: [String: Int] = [:]
     var sourceFiles: [DatasetManifest.FileDigest] = []
@@ -291,6 +294,12 @@ struct SourceReader {
                 return
             }
             counts.rawRows += 1
+            guard raw.rowUsers.count < maximumInteractionRows else {
+                throw DataError.at(
+                    .tooLarge, file: file, line: row.line,
+                    "more than \(maximumInteractionRows) interaction rows (fedrec indexes rows, users and items with "
+                        + "32-bit integers)")
+            }
             do {
                 // Hot path: field names are looked up only when a check fails.
                 if row.count < layout.needed || row.malformedField != nil {

@@ -1,6 +1,7 @@
-import FedRecData
 import Foundation
 import Testing
+
+@testable import FedRecData
 
 /// Bad input fails with a `DataError` naming file, line and field; `skipInvalid` counts such rows.
 @Suite struct ImportErrorTests {
@@ -119,6 +120,23 @@ import Testing
         defer { Fixtures.remove(folder) }
         let result = try DatasetImporter.importDataset(format: .generic, source: folder)
         #expect(result.content.userIDs.sorted() == ["è", "é"])
+    }
+
+    /// Rows, users and items are Int32-indexed: a file with more interaction rows than that is refused at the row
+    /// past the limit (a lower limit here stands in for 2^31 - 1), also under `skipInvalid`.
+    @Test func tooManyRowsAreRefusedNotWrapped() throws {
+        let folder = try Fixtures.folder(["interactions.csv": "user,item\n" + (1...8).map { "u1,i\($0)\n" }.joined()])
+        defer { Fixtures.remove(folder) }
+        for skipInvalid in [false, true] {
+            var reader = SourceReader(options: ImportOptions(skipInvalid: skipInvalid))
+            reader.maximumInteractionRows = 6
+            let error = try #require(throws: DataError.self) { _ = try reader.readGeneric(source: folder) }
+            #expect(error.code == .tooLarge && error.line == 8, "\(error.message)")
+            #expect(error.message.contains("more than 6 interaction rows"))
+        }
+        var reader = SourceReader(options: ImportOptions())
+        reader.maximumInteractionRows = 8
+        _ = try reader.readGeneric(source: folder)
     }
 
     @Test func skipInvalidCountsSkippedRowsByReason() throws {
