@@ -576,12 +576,26 @@ static int insert(fedrec_graph *g, int64_t id64) {
     int32_t current = g->entry;
     float distance = -g->k->dot(q, vector_of(g, current), g->d);
     for (int l = g->max_level; l > level; l--) greedy(g, s, q, &current, &distance, l);
-    int32_t selected[g->m0 > 0 ? g->m0 : 1];
-    for (int l = level < g->max_level ? level : g->max_level; l >= 0; l--) {
+    // Every level's neighbours are chosen first and linked only once all searches succeeded: a search can run
+    // out of memory (its candidate heap grows), and a node that fails must leave no back-link behind (it is not
+    // counted, and its id is reused). The graph is the same as linking level by level: a level's search reads
+    // that level's lists only.
+    int top = level < g->max_level ? level : g->max_level;
+    int32_t *chosen = malloc((size_t)(top + 1) * (size_t)g->m0 * sizeof(int32_t));
+    float *chosen_distances = malloc((size_t)(top + 1) * (size_t)g->m0 * sizeof(float));
+    int chosen_count[FEDREC_GRAPH_MAX_LEVEL + 1];
+    if (chosen == NULL || chosen_distances == NULL) {
+        free(chosen);
+        free(chosen_distances);
+        return FEDREC_GRAPH_OUT_OF_MEMORY;
+    }
+    for (int l = top; l >= 0; l--) {
         int nb = 0, nt = 0;
         search_layer(g, s, q, current, distance, g->ef_construction, l, 0, &nb, &nt);
         if (s->failed) {
             s->failed = 0;
+            free(chosen);
+            free(chosen_distances);
             return FEDREC_GRAPH_OUT_OF_MEMORY;
         }
         pair *found = s->sorted;
@@ -592,6 +606,7 @@ static int insert(fedrec_graph *g, int64_t id64) {
         // above), and only a longer list is cut down with the heuristic. Denser level-0 lists cost more scores
         // per step but reach a given recall with a smaller breadth, and in less time overall.
         int limit = l == 0 ? g->m0 : g->m;
+        int32_t *selected = chosen + (size_t)l * (size_t)g->m0;
         int count;
         if (nb <= limit) {
             count = nb;
@@ -600,16 +615,25 @@ static int insert(fedrec_graph *g, int64_t id64) {
             count = select_neighbours(g, found, nb, limit, selected);
         }
         // select_neighbours wrote ids only, in `found` order; keep their distances for the back-links.
-        float distances[g->m0];
+        float *distances = chosen_distances + (size_t)l * (size_t)g->m0;
         for (int j = 0, f = 0; j < count; j++) {
             while (found[f].id != selected[j]) f++;
             distances[j] = found[f].d;
         }
+        chosen_count[l] = count;
+    }
+    // add_backlink allocates nothing (its scratch was reserved above).
+    for (int l = top; l >= 0; l--) {
+        const int32_t *selected = chosen + (size_t)l * (size_t)g->m0;
+        const float *distances = chosen_distances + (size_t)l * (size_t)g->m0;
+        int count = chosen_count[l];
         int32_t *list = links_of(g, id, l);
         memcpy(list + 1, selected, (size_t)count * sizeof(int32_t));
         list[0] = count;
         for (int j = 0; j < count; j++) add_backlink(g, s, selected[j], id, distances[j], l);
     }
+    free(chosen);
+    free(chosen_distances);
     if (level > g->max_level) {
         g->max_level = level;
         g->entry = id;
