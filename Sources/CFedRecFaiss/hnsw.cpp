@@ -12,11 +12,16 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <shared_mutex>
 #include <string>
 
 struct fedrec_hnsw {
     std::unique_ptr<faiss::IndexHNSWFlat> index;
+    /// Guards the index's search breadth (`hnsw.efSearch`), which faiss 1.7.3 reads from the index during a
+    /// search: searches at the breadth it holds share the lock; changing it takes the lock alone.
+    std::shared_mutex breadth;
 };
 
 namespace {
@@ -90,11 +95,25 @@ int fedrec_hnsw_search(const fedrec_hnsw *index, const float *queries, int64_t q
     return guarded(error, error_capacity, [&] {
         faiss::SearchParametersHNSW parameters;
         parameters.efSearch = ef_search < k ? k : ef_search;
-        // faiss 1.7.3 reads the breadth from the index in parts of the search: set both. Searches that share an
-        // index must use the same breadth when they run concurrently.
-        const_cast<faiss::IndexHNSWFlat *>(index->index.get())->hnsw.efSearch = parameters.efSearch;
         static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "faiss idx_t is 64-bit");
-        index->index->search(query_count, queries, k, scores, reinterpret_cast<faiss::Index::idx_t *>(labels), &parameters);
+        auto *hnsw = const_cast<faiss::IndexHNSWFlat *>(index->index.get());
+        auto search = [&] {
+            hnsw->search(query_count, queries, k, scores, reinterpret_cast<faiss::Index::idx_t *>(labels), &parameters);
+        };
+        // faiss 1.7.3 reads the breadth from the index in parts of the search, so it must hold this search's
+        // breadth throughout: concurrent searches at the same breadth run side by side, one at another breadth
+        // changes it alone and searches before letting others in.
+        auto &breadth = const_cast<fedrec_hnsw *>(index)->breadth;
+        {
+            std::shared_lock<std::shared_mutex> shared(breadth);
+            if (hnsw->hnsw.efSearch == parameters.efSearch) {
+                search();
+                return;
+            }
+        }
+        std::unique_lock<std::shared_mutex> alone(breadth);
+        hnsw->hnsw.efSearch = parameters.efSearch;
+        search();
     });
 }
 

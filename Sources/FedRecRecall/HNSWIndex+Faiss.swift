@@ -3,8 +3,9 @@ public import FedRecTensor
 
 /// faiss `IndexHNSWFlat` (METRIC_INNER_PRODUCT) through the C API of `CFedRecFaiss` (every faiss exception
 /// becomes a `RecallError`): kept only as the comparison backend of `fedrec bench index`; the index fedrec serves
-/// with is `HNSWIndex`. faiss 1.7.3 reads the breadth from the shared index, so searches with different breadths
-/// must not run concurrently.
+/// with is `HNSWIndex`. faiss 1.7.3 reads the breadth from the shared index: the C API lets searches at one
+/// breadth run together and runs one at another breadth alone, so views with different breadths may be searched
+/// concurrently.
 public final class FaissHNSWIndex: ItemIndex, @unchecked Sendable {
     private let handle: OpaquePointer
     public let count: Int

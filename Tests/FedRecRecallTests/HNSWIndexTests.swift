@@ -2,6 +2,7 @@ import FedRecRecall
 import FedRecTensor
 import Foundation
 import PropertyBased
+import Synchronization
 import Testing
 
 /// The hand-written HNSW index: result invariants on random graphs, determinism, copies, concurrency, and the
@@ -91,6 +92,24 @@ import Testing
         let fingerprint = MatrixFingerprint.of(items)
         try index.write(to: path, fingerprint: fingerprint)
         return (index, path, fingerprint, Fixture.gaussianUnitRows(10, 8, seed: 42))
+    }
+
+    /// faiss reads the search breadth from the shared index: searches at two breadths running at once on views of
+    /// one index each give exactly the results of that breadth searched alone.
+    @Test func faissSearchesAtDifferentBreadthsRunTogether() throws {
+        let items = Fixture.gaussianUnitRows(3_000, 16, seed: 5)
+        let queries = Fixture.gaussianUnitRows(64, 16, seed: 6)
+        FaissHNSWIndex.setThreadCount(1)
+        let narrow = try FaissHNSWIndex.build(items: items, parameters: HNSWParameters(m: 4), efSearch: 10)
+        let wide = narrow.withSearchBreadth(400)
+        let expected = [try narrow.search(queries, k: 10), try wide.search(queries, k: 10)]
+        #expect(expected[0].items != expected[1].items)  // the breadths give different answers
+        let mismatches = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 64) { run in
+            let view = run % 2 == 0 ? narrow : wide
+            if (try? view.search(queries, k: 10).items) != expected[run % 2].items { mismatches.withLock { $0 += 1 } }
+        }
+        #expect(mismatches.withLock { $0 } == 0)
     }
 
     @Test func roundTripKeepsResultsAndParameters() throws {
