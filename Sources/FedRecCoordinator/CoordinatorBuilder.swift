@@ -215,7 +215,7 @@ public enum CoordinatorBuilder {
                 return secure
             }, wallClock: wallClock)
         let longestDeadline = max(options.deadline, options.secureAggregation?.stageDeadline ?? .zero)
-        let service = CoordinatorService(core: coordinatorCore, streamIdleLimit: longestDeadline + .seconds(1))
+        let service = CoordinatorService(core: coordinatorCore, callTimeLimit: longestDeadline + .seconds(1))
         let server = GRPCServer(transport: transport, services: [service])
         return Coordinator(
             core: coordinatorCore, server: server, options: options, dataset: dataset, initialModel: model,

@@ -7,11 +7,11 @@ import Synchronization
 /// The gRPC face of a `CoordinatorCore`.
 public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     let core: CoordinatorCore
-    /// Longest a `SubmitUpdate` call may go without a whole message (a header or a chunk) arriving; one that
-    /// stalls longer is cut (`stalledStream`), so a peer cannot hold a stream, and with it a connection place,
-    /// by sending nothing. The builder sets the longest deadline of a round or stage plus a second: a message
-    /// later than that is too late anyway (a client writes its messages as soon as each is made).
-    var streamIdleLimit: Duration = .seconds(61)
+    /// Longest a `SubmitUpdate` call may last; one still open then is cut (`stalledStream`), so a peer cannot
+    /// hold a stream, and with it a connection place, by sending slowly or not at all. The builder sets the
+    /// longest deadline of a round or stage plus a second: every message of a call belongs to a round or stage
+    /// already open when the call began, so a message later than that is too late anyway.
+    var callTimeLimit: Duration = .seconds(61)
     /// Longest a GetRound call is held before answering `wait`.
     let maximumWait: Duration = .seconds(5)
 
@@ -182,45 +182,36 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     public func submitUpdate(
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {
-        let progress = StreamProgress(core.clock.now.offset)
+        let expired = Expiry()
         return try await withThrowingTaskGroup(of: Fedrec_V1_SubmitResponse?.self) { group in
-            group.addTask { try await self.readUpdates(request, progress: progress) }
+            group.addTask { try await self.readUpdates(request, expired: expired) }
             group.addTask {
-                try await self.cutWhenStalled(progress)
+                // Sets `expired` when the time is up; the reader, cancelled then, ends the call as stalled.
+                if (try? await core.clock.sleep(for: callTimeLimit)) != nil { expired.set() }
                 return nil
             }
             defer { group.cancelAll() }
             while let result = try await group.next() {
                 if let response = result { return response }
+                group.cancelAll()  // the time is up: stop the reader
             }
             throw CancellationError()
         }
     }
 
-    /// Returns when cancelled (the call ended); throws `stalledStream`, recorded, once `progress` has not moved
-    /// for `streamIdleLimit`.
-    func cutWhenStalled(_ progress: StreamProgress) async throws {
-        while true {
-            let idle = core.clock.now.offset - progress.last
-            if idle >= streamIdleLimit {
-                throw core.reject(
-                    ProtocolError(
-                        code: .stalledStream,
-                        message: "SubmitUpdate sent no message for \(streamIdleLimit): the call is cut"))
-            }
-            do { try await core.clock.sleep(for: streamIdleLimit - idle) } catch { return }
-        }
-    }
-
-    /// `submitUpdate`'s reading, which moves `progress` on with every message that arrives.
+    /// `submitUpdate`'s reading. Cancelled once `expired` is set, it fails the call as `stalledStream`, with the
+    /// same metadata as any other failure (the messages taken before stay taken, and the sender learns which).
     func readUpdates(
-        _ request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, progress: StreamProgress
+        _ request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, expired: Expiry
     ) async throws -> Fedrec_V1_SubmitResponse {
-        var messages = ProgressIterator(base: request.makeAsyncIterator(), progress: progress, clock: core.clock)
-        var next = try await messages.next()
-        guard next != nil else {
-            throw core.reject(ProtocolError(code: .malformedChunk, message: "empty update stream"))
+        var messages = request.makeAsyncIterator()
+        /// The next message; once the call's time is up (the stream then ends or fails), `CallExpired` instead.
+        func nextMessage() async throws -> Fedrec_V1_UpdateMessage? {
+            let message = try await messages.next()
+            if expired.isSet { throw CallExpired() }
+            return message
         }
+        var next: Fedrec_V1_UpdateMessage? = nil
         let limit = core.allowList.entries.count
         var submitted = 0
         var accepted = 0
@@ -230,6 +221,10 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         /// The client of the message being read, until it is taken or refused.
         var reading: String? = nil
         do {
+            next = try await nextMessage()
+            guard next != nil else {
+                throw core.reject(ProtocolError(code: .malformedChunk, message: "empty update stream"))
+            }
             while let message = next {
                 guard case .header(let header)? = message.part else {
                     throw core.reject(
@@ -257,7 +252,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                         plan: Wire.plan(header.payload), chunkSize: core.chunkSize,
                         maximumLength: core.shapes.maximumUpdateByteCount + 1024, keepsBytes: refusedUpfront == nil)
                     while !assembler.isComplete {
-                        guard let chunk = try await messages.next() else { break }
+                        guard let chunk = try await nextMessage() else { break }
                         guard case .data(let data)? = chunk.part else {
                             throw ProtocolError(code: .malformedChunk, message: "expected a data chunk")
                         }
@@ -279,8 +274,17 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     refused.append(client)
                 }
                 reading = nil
-                next = try await messages.next()
+                next = try await nextMessage()
             }
+        } catch _ where expired.isSet {
+            if let reading { refused.append(reading) }
+            let cut = core.reject(
+                ProtocolError(
+                    code: .stalledStream,
+                    message: "SubmitUpdate still open after \(callTimeLimit) (\(submitted) message(s) begun): "
+                        + "the call is cut", client: reading ?? refused.last))
+            throw Self.failure(
+                broken: cut, refusals: refusals, refused: refused, submitted: submitted, accepted: accepted)
         } catch let broken as ProtocolError {
             if let reading { refused.append(reading) }
             throw Self.failure(
@@ -371,23 +375,12 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     }
 }
 
-/// When a stream last delivered a message (offset on the coordinator's clock).
-final class StreamProgress: Sendable {
-    private let latest: Mutex<Duration>
-    init(_ start: Duration) { latest = Mutex(start) }
-    var last: Duration { latest.withLock { $0 } }
-    func moved(at now: Duration) { latest.withLock { $0 = max($0, now) } }
-}
+/// Thrown inside `readUpdates` once the call's time is up.
+struct CallExpired: Error {}
 
-/// An update stream's iterator that records each arrival in a `StreamProgress`.
-struct ProgressIterator {
-    var base: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>.AsyncIterator
-    let progress: StreamProgress
-    let clock: ElapsedClock
-
-    mutating func next() async throws -> Fedrec_V1_UpdateMessage? {
-        let message = try await base.next()
-        progress.moved(at: clock.now.offset)
-        return message
-    }
+/// Whether a call's time is up (set once, by its timer).
+final class Expiry: Sendable {
+    private let state = Mutex(false)
+    var isSet: Bool { state.withLock { $0 } }
+    func set() { state.withLock { $0 = true } }
 }

@@ -44,7 +44,7 @@ public struct ProtocolError: Error, Hashable, Sendable, CustomStringConvertible 
         /// A long poll stamped too far from the coordinator's clock (`PollBook.window`): a replay, or clocks that
         /// disagree.
         public static let stalePoll = Code(.stalePoll)
-        /// A client stream that went too long without a whole message; the call is cut.
+        /// A client stream still open past its time limit; the call is cut.
         public static let stalledStream = Code(.stalledStream)
         /// A message that makes no sense now (wrong round, not selected, unknown part).
         public static let unexpectedMessage = Code(.unexpectedMessage)

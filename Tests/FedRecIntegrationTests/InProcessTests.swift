@@ -119,12 +119,12 @@ struct InProcessTests {
         #expect(coordinator.core.completedRounds == 0)
     }
 
-    @Test("a SubmitUpdate call that sends nothing is cut once the stream idle limit passes, and recorded")
-    func stalledUploadIsCut() async throws {
-        let fixture = try Fixture(users: 4)
+    @Test("a SubmitUpdate call still open after the longest deadline plus a second is cut, with its metadata")
+    func slowUploadIsCut() async throws {
+        let fixture = try Fixture(users: 40)
         defer { fixture.remove() }
         var options = fixture.coordinatorOptions(rounds: 1)
-        options.deadline = .milliseconds(500)  // the idle limit is the longest deadline plus a second
+        options.deadline = .milliseconds(500)  // the call time limit is the longest deadline plus a second
         let transport = InProcessTransport()
         let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
         let grpc = GRPCClient(transport: transport.client)
@@ -132,19 +132,37 @@ struct InProcessTests {
             group.addTask { try await coordinator.run() }
             group.addTask { try await grpc.runConnections() }
             let service = Fedrec_V1_Coordinator.Client(wrapping: grpc)
-            let started = ContinuousClock.now
-            let cut = try #require(
-                await #expect(throws: RPCError.self) {
-                    _ = try await service.submitUpdate(requestProducer: { _ in
-                        try await Task.sleep(for: .seconds(60))
+            // Nothing at all, and then a refused message every 0.3 s (up to 40, the allow-list's size): neither
+            // call may outlast the limit by much.
+            let message = try Wire.updateMessages(
+                envelope: [UInt8](repeating: 7, count: 100), clientID: "user-x", round: 0, attempt: 0)
+            let producers: [@Sendable (RPCWriter<Fedrec_V1_UpdateMessage>) async throws -> Void] = [
+                { _ in try await Task.sleep(for: .seconds(60)) },
+                { writer in
+                    for _ in 0..<40 {
+                        try await writer.write(contentsOf: message)
+                        try await Task.sleep(for: .milliseconds(300))
+                    }
+                },
+            ]
+            for (index, producer) in producers.enumerated() {
+                let started = ContinuousClock.now
+                let cut = try #require(
+                    await #expect(throws: RPCError.self) {
+                        _ = try await service.submitUpdate(requestProducer: producer)
                     })
-                })
-            #expect(cut.code == .deadlineExceeded && cut.message.contains("sent no message for"), "\(cut)")
-            #expect(ContinuousClock.now - started < .seconds(30))
+                #expect(ContinuousClock.now - started < .seconds(6), "producer \(index)")
+                #expect(cut.code == .deadlineExceeded && cut.message.contains("still open after"), "\(cut.message)")
+                #expect(Array(cut.metadata[stringValues: Wire.acceptedMetadataKey]) == ["0"])
+                if index == 1 {
+                    let refused = cut.metadata[binaryValues: Wire.refusedMetadataKey].map { Array($0) }
+                    #expect(refused.count >= 2 && refused.allSatisfy { $0 == Array("user-x".utf8) }, "\(cut)")
+                }
+            }
             grpc.beginGracefulShutdown()
             group.cancelAll()
         }
-        #expect(coordinator.core.rejections.contains { $0.code == "stalledStream" })
+        #expect(coordinator.core.rejections.filter { $0.code == "stalledStream" }.count == 2)
     }
 
     @Test("tampered, replayed, unenrolled and unproven messages and polls are each refused while the round goes on")
