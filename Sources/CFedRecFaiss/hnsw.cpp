@@ -20,7 +20,10 @@
 struct fedrec_hnsw {
     std::unique_ptr<faiss::IndexHNSWFlat> index;
     /// Guards the index's search breadth (`hnsw.efSearch`), which faiss 1.7.3 reads from the index during a
-    /// search: searches at the breadth it holds share the lock; changing it takes the lock alone.
+    /// search, and the graph: searches at the breadth it holds (and serializing) share the lock; changing the
+    /// breadth or adding vectors takes it alone. Not covered: faiss's global search statistics (`hnsw_stats`),
+    /// which every search updates unguarded and nothing here reads. glibc's rwlock prefers readers, so a steady
+    /// stream of searches at one breadth can hold off one at another (this index only backs `bench index`).
     std::shared_mutex breadth;
 };
 
@@ -83,6 +86,7 @@ int fedrec_hnsw_add(fedrec_hnsw *index, const float *vectors, int64_t count, cha
     if (index == nullptr || count < 0 || (count > 0 && vectors == nullptr))
         return invalid(error, error_capacity, "invalid add parameters");
     return guarded(error, error_capacity, [&] {
+        std::unique_lock<std::shared_mutex> alone(index->breadth);  // no search runs while the graph grows
         if (count > 0) index->index->add(count, vectors);
     });
 }
@@ -132,6 +136,7 @@ int fedrec_hnsw_serialize(const fedrec_hnsw *index, uint8_t **bytes, size_t *len
     *bytes = nullptr;
     *length = 0;
     return guarded(error, error_capacity, [&] {
+        std::shared_lock<std::shared_mutex> shared(const_cast<fedrec_hnsw *>(index)->breadth);
         faiss::VectorIOWriter writer;
         faiss::write_index(index->index.get(), &writer);
         auto *buffer = static_cast<uint8_t *>(std::malloc(writer.data.size() > 0 ? writer.data.size() : 1));

@@ -208,9 +208,9 @@ extension ImportResult {
     }
 
     /// Writes the data-set folder atomically: files go to a temporary folder beside `path`, which is
-    /// then renamed (or, replacing a folder, exchanged with it in one step where Linux's `renameat2` can). An
-    /// existing non-empty folder is replaced only with `force`, and only once the new folder is complete; on
-    /// failure nothing is left behind and the old folder is untouched.
+    /// then renamed (or, replacing a folder, exchanged with it in one step where Linux's `renameat2` can), its
+    /// files and itself synced to disk first. An existing non-empty folder is replaced only with `force`, and
+    /// only once the new folder is complete; on failure nothing is left behind and the old folder is untouched.
     @discardableResult
     public func write(to path: String, force: Bool = false) throws -> Dataset {
         let (manifest, files) = try encode()
@@ -246,6 +246,9 @@ enum AtomicFolder {
             for file in files {
                 try Data(file.bytes).write(to: temporary.appendingPathComponent(file.name))
             }
+            // On disk before the folder takes the target's place, so a power loss cannot leave it there empty.
+            for file in files { try sync(temporary.appendingPathComponent(file.name).path) }
+            try sync(temporary.path)
         } catch {
             try? fm.removeItem(at: temporary)
             throw DataError.at(.ioFailure, file: target.path, "cannot write: \(error.localizedDescription)")
@@ -254,6 +257,7 @@ enum AtomicFolder {
             // One step where the kernel allows it: the new folder and the old one swap places, and the old one,
             // now at the temporary name, is removed. Killed at any point, the target is the old folder or the new.
             if fedrec_exchange_paths(temporary.path, target.path) == 0 {
+                try? sync(parent.path)
                 try? fm.removeItem(at: temporary)
                 return
             }
@@ -275,6 +279,7 @@ enum AtomicFolder {
                 throw DataError.at(
                     .ioFailure, file: target.path, "cannot rename into place: \(error.localizedDescription)")
             }
+            try? sync(parent.path)
             try? fm.removeItem(at: old)
         } else {
             do {
@@ -284,6 +289,17 @@ enum AtomicFolder {
                 throw DataError.at(
                     .ioFailure, file: target.path, "cannot rename into place: \(error.localizedDescription)")
             }
+            try? sync(parent.path)
         }
+    }
+
+    /// Flushes a file's or a folder's contents (a folder: its entries) to disk.
+    static func sync(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw DataError.at(.ioFailure, file: path, "cannot open to sync (errno \(errno))")
+        }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw DataError.at(.ioFailure, file: path, "cannot sync (errno \(errno))") }
     }
 }
