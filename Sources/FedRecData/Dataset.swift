@@ -211,6 +211,9 @@ struct DatasetParser {
                 guard row.count == 3, row.string(0) == "sparse", let r = row.int64(1), let c = row.int64(2), r >= 0,
                     c >= 0
                 else { throw corrupt(row, field: nil, "expected the header \"sparse\\t<rows>\\t<columns>\"") }
+                guard r < Int64(Int32.max), c < Int64(Int32.max) else {
+                    throw corrupt(row, field: nil, "\(r) x \(c) is beyond 32-bit indices")
+                }
                 guard r == expectedRows else {
                     throw corrupt(row, field: "rows", "expected \(expectedRows) rows, the header says \(r)")
                 }
@@ -240,6 +243,9 @@ struct DatasetParser {
                             + "found \(entry.debugDescription)")
                 }
                 previous = column
+                guard indices.count < Int(Int32.max) else {
+                    throw corrupt(row, field: "entry \(k)", "more entries than 32-bit indices can address")
+                }
                 indices.append(Int32(column))
                 values.append(value)
             }
@@ -279,6 +285,10 @@ struct DatasetParser {
         let counts = manifest.counts
         // Catalogue.
         let catalogue = try parseItems(DatasetFiles.items)
+        guard catalogue.count < Int(Int32.max) else {
+            throw DataError.at(
+                .tooLarge, file: join(folder, DatasetFiles.items), "more items than 32-bit indices can address")
+        }
         var items = IDInterner(capacity: catalogue.count)
         for (position, item) in catalogue.enumerated() where items.intern(item.id) != Int32(position) {
             throw DataError.at(
@@ -306,6 +316,9 @@ struct DatasetParser {
             let id = text(row, 0)
             if let last = userIDs.last, !byteLess(last, id) {
                 throw corrupt(row, field: "user_id", "user ids must be unique and in byte order")
+            }
+            guard userIDs.count < Int(Int32.max) else {
+                throw corrupt(row, field: "user_id", "more users than 32-bit indices can address")
             }
             _ = users.intern(id)
             userIDs.append(id)

@@ -419,12 +419,15 @@ struct SourceReader {
     /// Builds catalogue columns, item features and content-only items.
     func assembleItems(
         itemIDs: [String], content: ItemContent, builder: ItemFeatureBuilder
-    ) -> (titles: [String], genres: [[String]], years: [Int?], features: SparseMatrix, contentOnly: [ContentItem]) {
+    ) throws -> (
+        titles: [String], genres: [[String]], years: [Int?], features: SparseMatrix, contentOnly: [ContentItem]
+    ) {
         var titles: [String] = []
         var genres: [[String]] = []
         var years: [Int?] = []
         var rows: [[(column: Int, value: Float)]] = []
         var inCatalogue = Set<String>()
+        var entries = 0
         for id in itemIDs {
             inCatalogue.insert(id)
             let meta = content.indexByID[id].map { content.metas[$0] }
@@ -434,6 +437,14 @@ struct SourceReader {
             let row = builder.row(
                 genres: meta?.genres ?? [], year: meta?.year, title: meta?.title, tags: content.tags[id] ?? [])
             rows.append(row.map { (Int($0.column), $0.value) })
+            entries += row.count
+        }
+        // The feature matrix indexes its entries with Int32 (and this target has no overflow checks).
+        guard entries < Int(Int32.max), content.metas.count < Int(Int32.max) else {
+            throw DataError(
+                code: .tooLarge,
+                message: "the items' content features have \(entries) entries over \(content.metas.count) items: more "
+                    + "than 32-bit indices can address")
         }
         var contentOnly: [ContentItem] = []
         for meta in content.metas where !inCatalogue.contains(meta.id) {
@@ -546,7 +557,7 @@ struct SourceReader {
         }
         let builder = ItemFeatureBuilder(
             genreNames: genreNames, hasYear: true, titleBuckets: options.titleBuckets, tagBuckets: nil)
-        let items = assembleItems(itemIDs: raw.items.ids, content: content, builder: builder)
+        let items = try assembleItems(itemIDs: raw.items.ids, content: content, builder: builder)
 
         // Users (u.user: id|age|gender|occupation|zip) and occupations (u.occupation), optional.
         var occupations: [String] = []
@@ -673,7 +684,7 @@ struct SourceReader {
         let builder = ItemFeatureBuilder(
             genreNames: genreSet.sorted(by: byteLess), hasYear: true, titleBuckets: options.titleBuckets,
             tagBuckets: hasTags ? options.tagBuckets : nil)
-        let items = assembleItems(itemIDs: raw.items.ids, content: content, builder: builder)
+        let items = try assembleItems(itemIDs: raw.items.ids, content: content, builder: builder)
         return DatasetContent(
             sourceFormat: .mlLatestSmall, userIDs: userIDs, userAttributeNames: [],
             userAttributes: [[String]](repeating: [], count: userIDs.count), itemIDs: raw.items.ids,
@@ -778,7 +789,7 @@ struct SourceReader {
         let builder = ItemFeatureBuilder(
             genreNames: genreSet.sorted(by: byteLess), hasYear: itemsPath != nil,
             titleBuckets: hasTitles ? options.titleBuckets : nil, tagBuckets: hasTags ? options.tagBuckets : nil)
-        let items = assembleItems(itemIDs: raw.items.ids, content: content, builder: builder)
+        let items = try assembleItems(itemIDs: raw.items.ids, content: content, builder: builder)
         return DatasetContent(
             sourceFormat: .generic, userIDs: userIDs, userAttributeNames: [],
             userAttributes: [[String]](repeating: [], count: userIDs.count), itemIDs: raw.items.ids,
