@@ -208,7 +208,8 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         /// The next message; once the call's time is up (the stream then ends or fails), `CallExpired` instead.
         func nextMessage() async throws -> Fedrec_V1_UpdateMessage? {
             let message = try await messages.next()
-            if expired.isSet { throw CallExpired() }
+            // A stream the sender closed (nil, not cancelled) ends as usual even when the time is up meanwhile.
+            if expired.isSet, message != nil || Task.isCancelled { throw CallExpired() }
             return message
         }
         var next: Fedrec_V1_UpdateMessage? = nil
@@ -276,7 +277,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 reading = nil
                 next = try await nextMessage()
             }
-        } catch _ where expired.isSet {
+        } catch let error where expired.isSet && !(error is ProtocolError) {
             if let reading { refused.append(reading) }
             let cut = core.reject(
                 ProtocolError(

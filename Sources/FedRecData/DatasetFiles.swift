@@ -249,6 +249,9 @@ enum AtomicFolder {
             // On disk before the folder takes the target's place, so a power loss cannot leave it there empty.
             for file in files { try sync(temporary.appendingPathComponent(file.name).path) }
             try sync(temporary.path)
+        } catch let error as DataError {
+            try? fm.removeItem(at: temporary)
+            throw error
         } catch {
             try? fm.removeItem(at: temporary)
             throw DataError.at(.ioFailure, file: target.path, "cannot write: \(error.localizedDescription)")
