@@ -65,7 +65,6 @@ final class ConnectionGate: Sendable {
     let logger: Logger
     private struct State {
         var open = 0
-        var refused = 0
         var budget = RefusalLogBudget()
     }
     private let state = Mutex(State())
@@ -96,9 +95,6 @@ final class ConnectionGate: Sendable {
         return max(1, min(requested, available))
     }
 
-    var openConnections: Int { state.withLock { $0.open } }
-    var refusedConnections: Int { state.withLock { $0.refused } }
-
     /// Counts `channel` in (until it closes) when there is room; otherwise counts the refusal and logs it.
     func admit(_ channel: any Channel) -> Bool {
         let now = ContinuousClock.now - started
@@ -107,7 +103,6 @@ final class ConnectionGate: Sendable {
                 s.open += 1
                 return (true, false, 0)
             }
-            s.refused += 1
             let (log, leftOut) = s.budget.admit(at: now)
             return (false, log, leftOut)
         }
