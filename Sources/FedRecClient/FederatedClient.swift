@@ -44,8 +44,6 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     public let meter = PhaseMeter()
     /// Stamps this process's polls (strictly increasing, so the coordinator takes each once).
     let stamper = PollStamper()
-    /// Since when the coordinator has refused every poll's stamp as too far from its clock (nil: it has not).
-    let clockRefusedSince = Mutex<ContinuousClock.Instant?>(nil)
     public var acceptedUpdates: Int { accepted.withLock { $0 } }
 
     init(
@@ -108,35 +106,15 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
 
     /// Runs a poll call. A coordinator that refuses the poll's proofs will refuse every poll of this process
     /// (session keys are fixed by the identities), so that ends the process (exit 4) with its reason. A stamp
-    /// refused as too far from the coordinator's clock is retried like an unreachable coordinator (a clock may
-    /// be stepped back into line), and ends the process (exit 4) only when it lasts `--connect-timeout`.
+    /// refused as too far from the coordinator's clock (`outOfRange`) is left to the loop, which retries it like
+    /// an unreachable coordinator (a clock may be stepped back into line) and ends the process (exit 4) only when
+    /// it lasts `--connect-timeout`.
     func refusingPoll<Answer>(_ call: () async throws -> Answer) async throws -> Answer {
         do {
-            let answer = try await call()
-            clockRefusedSince.withLock { $0 = nil }
-            return answer
+            return try await call()
         } catch let error as RPCError where error.code == .unauthenticated {
             throw ClientError(
                 code: .enrolmentRefused, message: "the coordinator refuses this process's polls: \(error.message)")
-        } catch let error as RPCError where error.code == .outOfRange {
-            let now = ContinuousClock.now
-            let (since, first) = clockRefusedSince.withLock { since in
-                defer { since = since ?? now }
-                return (since ?? now, since == nil)
-            }
-            if first {
-                let refusal = error.message
-                logger.warning(
-                    """
-                    the coordinator refuses this process's poll stamps (\(refusal)); retrying for up to \
-                    \(options.connectTimeout)
-                    """)
-            }
-            guard now - since > options.connectTimeout else { throw error }
-            throw ClientError(
-                code: .enrolmentRefused,
-                message: "the coordinator refused this process's polls for \(options.connectTimeout): \(error.message) "
-                    + "(this host's clock is \(Self.clockLine()); set the wrong clock)")
         }
     }
 
@@ -205,9 +183,23 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             } catch let error as RPCError {
                 let now = ContinuousClock.now - started
                 let since = unreachableSince ?? now
+                let clockRefused = error.code == .outOfRange  // a poll stamped too far from the coordinator's clock
+                if clockRefused && unreachableSince == nil {
+                    logger.warning(
+                        """
+                        the coordinator refuses this process's poll stamps (\(error.message)); retrying for up to \
+                        \(options.connectTimeout)
+                        """)
+                }
                 unreachableSince = since
                 if now - since > options.connectTimeout {
-                    throw ClientError(code: .unreachable, message: "coordinator unreachable: \(error.message)")
+                    guard clockRefused else {
+                        throw ClientError(code: .unreachable, message: "coordinator unreachable: \(error.message)")
+                    }
+                    throw ClientError(
+                        code: .enrolmentRefused,
+                        message: "the coordinator refused this process's polls for \(options.connectTimeout): "
+                            + "\(error.message) (this host's clock is \(Self.clockLine()); set the wrong clock)")
                 }
                 logger.debug("coordinator call failed (\(error.code)): retrying")
                 try await pause(.milliseconds(250))
