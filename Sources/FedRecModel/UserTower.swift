@@ -94,8 +94,13 @@ public struct UserTower: Sendable, Equatable {
         cache.input.reshape(rows: b, columns: d + fu)
         if fu > 0 {
             let features = userFeatures!
-            precondition(features.columns == fu, "user features have \(features.columns) columns, configuration says \(fu)")
-            precondition(userRows.map { $0.count == b } ?? (features.rows == b), "one user-feature row per history")
+            // Checked in every build (`precondition` is gone under -Ounchecked): a wrong width would write past rows.
+            guard features.columns == fu else {
+                fatalError("user features have \(features.columns) columns, configuration says \(fu)")
+            }
+            guard userRows.map({ $0.count == b }) ?? (features.rows == b) else {
+                fatalError("one user-feature row per history")
+            }
         }
         cache.historyMean.storage.withUnsafeBufferPointer { mean in
             cache.input.storage.withUnsafeMutableBufferPointer { x in
@@ -105,7 +110,7 @@ public struct UserTower: Sendable, Equatable {
                     guard fu > 0, let features = userFeatures else { continue }
                     for j in 0..<fu { dst[d + j] = 0 }
                     let r = userRows.map { Int($0[i]) } ?? i
-                    precondition(r >= 0 && r < features.rows, "user-feature row \(r) out of range")
+                    guard r >= 0 && r < features.rows else { fatalError("user-feature row \(r) out of range") }
                     for k in Int(features.rowOffsets[r])..<Int(features.rowOffsets[r + 1]) {
                         dst[d + Int(features.indices[k])] += features.values[k]
                     }

@@ -24,6 +24,14 @@ enum ModelLoading {
                 "data set '\(path)' (\(catalogueOnly ? "catalogue " : "")checksum \(actual.prefix(12))…) is not the one "
                     + "the model was trained on (checksum \(model.datasetChecksum.prefix(12))…)")
         }
+        // A model released under differential privacy is matched by its catalogue only, so the user features
+        // (user_features.tsv) may differ; the user tower reads exactly its configured width.
+        let width = model.model.configuration.userFeatureCount
+        guard width == 0 || width == dataset.userFeatures.columns else {
+            throw ValidationError(
+                "data set '\(path)' has \(dataset.userFeatures.columns) user-feature column(s) "
+                    + "(user_feature_names.tsv), the model takes \(width): it was trained on another data set")
+        }
         return dataset
     }
 

@@ -133,6 +133,47 @@ import Testing
         #expect(tooSmall.combined.contains("is spent by a single round"), "\(tooSmall.combined)")
     }
 
+    /// A model released under differential privacy names its data set by the catalogue only; a data set with the
+    /// same catalogue but another user-feature width (here more occupations) is refused, not read past its rows.
+    @Test func privateModelRefusesADataSetWithOtherUserFeatures() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var ratings = ""
+        var users = ""
+        for user in 1...12 {
+            for step in 0..<8 { ratings += "\(user)\t\((user * 3 + step * 7) % 20 + 1)\t4\t\(880_000_000 + step)\n" }
+            users += "\(user)|\(20 + user)|\(user % 2 == 0 ? "F" : "M")|\(user % 3 == 0 ? "writer" : "other")|00000\n"
+        }
+        func source(_ name: String, occupations: [String]) throws -> String {
+            let path = folder.appendingPathComponent(name).path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            for (file, text) in [
+                ("u.data", ratings), ("u.user", users), ("u.occupation", occupations.joined(separator: "\n") + "\n"),
+            ] {
+                try text.write(toFile: path + "/" + file, atomically: true, encoding: .utf8)
+            }
+            let dataset = folder.appendingPathComponent(name + "-dataset").path
+            let imported = try CLI.run(["data", "import", path, "--out", dataset])
+            try #require(imported.status == 0, "\(imported.combined)")
+            return dataset
+        }
+        let narrow = try source("narrow", occupations: ["other", "writer"])
+        let wide = try source("wide", occupations: ["artist", "other", "writer", "zoologist"])
+        let model = folder.appendingPathComponent("private.safetensors").path
+        let trained = try CLI.run([
+            "simulate", "--dataset", narrow, "--rounds", "2", "--cohort", "4", "--dimension", "8",
+            "--noise-multiplier", "1.0", "--clip-norm", "0.5", "--out", model,
+        ])
+        try #require(trained.status == 0, "\(trained.combined)")
+        let evaluated = try CLI.run(["evaluate", "--model", model, "--dataset", narrow, "--fold", "validation"])
+        #expect(evaluated.status == 0, "\(evaluated.combined)")
+        let refused = try CLI.run(["evaluate", "--model", model, "--dataset", wide, "--fold", "validation"])
+        #expect(refused.status != 0)
+        #expect(
+            refused.combined.contains("data set '\(wide)' has 13 user-feature column(s)")
+                && refused.combined.contains("the model takes 11"), "\(refused.combined)")
+    }
+
     @Test func pipelineImportSplitTrainEvaluateRecall() throws {
         let folder = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
