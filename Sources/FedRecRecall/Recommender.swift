@@ -96,7 +96,8 @@ public struct Recommender: Sendable {
             if topPopularity > 0 { available.insert(.popularity) }
             let profile = contentProfile(history: request.history)
             if profile != nil { available.insert(.content) }
-            let k = request.k ?? configuration.k
+            // No list is longer than the catalogue; clamped, no later sum (k plus the excluded) can overflow.
+            let k = min(request.k ?? configuration.k, n)
             var slots = quotas.slots(k: k, available: available)
             if slots.isEmpty && state == .cold && quotas == RecallConfiguration.defaultColdQuotas {
                 // The default cold channels need item popularity (a model released under differential privacy has

@@ -131,6 +131,23 @@ import Testing
         } throws: { ($0 as? RecallError)?.code == .noChannel }
     }
 
+    @Test func kBeyondTheCatalogueReturnsEveryUnseenItem() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        let n = recommender.catalogue.count
+        let history: [Int32] = [0, 3, 6, 9, 12, 15]
+        for k in [n + 1, Int.max - 3, Int.max] {
+            for excludeSeen in [true, false] {
+                var configuration = RecallConfiguration()
+                configuration.excludeSeen = excludeSeen
+                let result = try recommender.recommend(
+                    [RecallRequest(history: history, exclude: [30], k: k)], configuration: configuration)[0]
+                let expected = n - 1 - (excludeSeen ? history.count : 0)
+                #expect(result.items.count == expected && Set(result.items.map(\.item)).count == expected, "k \(k)")
+                #expect(!result.items.contains { $0.item == 30 })
+            }
+        }
+    }
+
     @Test func nonPositiveKIsAnError() throws {
         let recommender = Fixture.recommender(Fixture.modelFile())
         var configuration = RecallConfiguration()
