@@ -345,31 +345,35 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         -> Fedrec_V1_StatusResponse
     {
         let records = core.records
-        // Anyone who reaches the port may call Status. Under DP the rounds' training loss, example count and
-        // held-out Recall@20 are computed from the clients' data outside the accountant: they stay in the
-        // coordinator's state folder, and the answer carries 0, 0 and -1 instead.
+        // Anyone who reaches the port may call Status. Under DP every per-round figure but the round number is
+        // released outside the accountant: the training loss, example count and held-out Recall@20 are computed
+        // from the clients' data, and the participant count (so also the byte counts, stragglers, refusals, the
+        // attempt that closed and the time taken) follows the Poisson cohort's realised size, which tells whether
+        // a user took part. They stay in the coordinator's state folder; the answer carries 0 (-1 for Recall@20).
         let withholding = core.state.withLock { $0.ledger != nil }
         return .with {
             $0.completedRounds = UInt64(core.completedRounds)
             $0.enrolled = UInt32(core.enrolledClients.count)
             $0.state = core.state.withLock { $0.finished ? "finished" : ($0.open != nil ? "collecting" : "idle") }
-            $0.rounds = records.map { Self.metrics($0, withholdingDataStatistics: withholding) }
+            $0.rounds = records.map { Self.metrics($0, withholdingUnderDP: withholding) }
         }
     }
 
-    static func metrics(_ r: RoundRecord, withholdingDataStatistics withholding: Bool = false)
+    static func metrics(_ r: RoundRecord, withholdingUnderDP withholding: Bool = false)
         -> Fedrec_V1_RoundMetrics
     {
         .with {
             $0.round = UInt64(r.round)
+            $0.recallAt20 = -1
+            guard !withholding else { return }
             $0.attempt = UInt32(r.attempt)
             $0.participants = UInt32(r.participants)
-            $0.examples = withholding ? 0 : UInt64(r.examples)
-            $0.meanLoss = withholding ? 0 : r.meanLoss
+            $0.examples = UInt64(r.examples)
+            $0.meanLoss = r.meanLoss
             $0.bytesReceived = UInt64(r.bytesReceived)
             $0.bytesSent = UInt64(r.bytesSent)
             $0.seconds = r.seconds
-            $0.recallAt20 = withholding ? -1 : (r.recallAt20 ?? -1)
+            $0.recallAt20 = r.recallAt20 ?? -1
             $0.rejected = UInt32(r.rejected)
             $0.stragglers = UInt32(r.stragglers)
         }
