@@ -58,8 +58,11 @@ struct ByteTable {
         var spans: [Span] = []
         var lineStart = 0
         var lineEnd = 0
-        /// The index of a field with an unterminated quote, if any (the row is then malformed).
+        /// The index of a malformed quoted field, if any: an unterminated quote, or text after the closing quote
+        /// (`textAfterQuote`).
         var malformedField: Int?
+        /// Whether `malformedField` has text after its closing quote (else its quote is unterminated).
+        var textAfterQuote = false
 
         init(buffer: UnsafeBufferPointer<UInt8>, table: ByteTable) {
             self.buffer = buffer
@@ -75,6 +78,7 @@ struct ByteTable {
 
         mutating func split(_ start: Int, _ end: Int) {
             malformedField = nil
+            textAfterQuote = false
             lineStart = start
             lineEnd = end
             spans.removeAll(keepingCapacity: true)
@@ -113,9 +117,16 @@ struct ByteTable {
                         }
                         p += 1
                     }
-                    // p is the closing quote; the field runs to the next delimiter.
+                    // p is the closing quote; the field runs to the next delimiter, with nothing but spaces after
+                    // the quote (`"a"b` is malformed, not the literal `"a"b`).
                     var r = p + 1
-                    while r < end && buffer[r] != delimiter { r += 1 }
+                    while r < end && buffer[r] != delimiter {
+                        if !Row.isSpace(buffer[r]) && malformedField == nil {
+                            malformedField = spans.count
+                            textAfterQuote = true
+                        }
+                        r += 1
+                    }
                     spans.append(Span(start: fieldStart, end: r, quoted: true))
                     if r >= end { return }
                     fieldStart = r + 1
@@ -146,8 +157,9 @@ struct ByteTable {
             return r == e || String(validating: UnsafeBufferPointer(rebasing: buffer[s..<e]), as: UTF8.self) != nil
         }
 
-        /// The field's bytes with surrounding whitespace (and quotes, for a quoted field) removed.
-        /// For a quoted field the inner bytes still hold doubled quotes; use `string(_:)` for text.
+            /// The field's bytes with surrounding whitespace removed, and for a quoted field its quotes and the
+        /// whitespace inside them too (`" u1 "` is the id `u1`, as the data-set files, which do not quote, read it
+        /// back). For a quoted field the inner bytes still hold doubled quotes; use `string(_:)` for text.
         @inline(__always) func trimmed(_ index: Int) -> (start: Int, end: Int) {
             let span = spans[index]
             var s = span.start
@@ -157,6 +169,8 @@ struct ByteTable {
             if span.quoted && e - s >= 2 && buffer[s] == 0x22 && buffer[e - 1] == 0x22 {
                 s += 1
                 e -= 1
+                while s < e && Row.isSpace(buffer[s]) { s += 1 }
+                while e > s && Row.isSpace(buffer[e - 1]) { e -= 1 }
             }
             return (s, e)
         }

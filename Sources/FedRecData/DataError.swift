@@ -9,6 +9,7 @@ public struct DataError: Error, Hashable, Sendable, CustomStringConvertible {
             case emptyFile
             case missingColumn
             case tooFewFields
+            case tooManyFields
             case invalidField
             case unknownFormat
             case invalidOptions
@@ -30,6 +31,9 @@ public struct DataError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let missingColumn = Code(.missingColumn)
         /// A row has fewer fields than needed.
         public static let tooFewFields = Code(.tooFewFields)
+        /// A row has more non-empty fields than its header (or format) names: often a delimiter that should
+        /// have been quoted.
+        public static let tooManyFields = Code(.tooManyFields)
         /// A field is not valid (non-numeric rating or timestamp, unterminated quote, ...).
         public static let invalidField = Code(.invalidField)
         /// The source folder's format is neither given nor recognisable.

@@ -114,11 +114,18 @@ struct SourceReader {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw DataError.at(.fileNotFound, file: path, "cannot be read")
         }
-        let bytes = [UInt8](data)
+        var bytes = [UInt8](data)
         sourceFiles.append(
             DatasetManifest.FileDigest(
                 name: (path as NSString).lastPathComponent, sha256: SHA256.hex(try SHA256.hash(bytes)),
                 bytes: bytes.count))
+        if bytes.starts(with: [0xFF, 0xFE]) || bytes.starts(with: [0xFE, 0xFF]) {
+            throw DataError.at(
+                .invalidField, file: path, line: 1,
+                "the file is UTF-16; convert it to UTF-8 (e.g. with iconv -f UTF-16 -t UTF-8)")
+        }
+        // A UTF-8 byte-order mark (editors' "UTF-8 with BOM") is not part of the first id or column name.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
         guard bytes.contains(where: { !ByteTable.Row.isSpace($0) && $0 != 0x0A }) else {
             throw DataError.at(.emptyFile, file: path, line: 1, "the file is empty")
         }
@@ -137,6 +144,8 @@ struct SourceReader {
             let reason: String
             if error.code == .tooFewFields {
                 reason = "too few fields"
+            } else if error.code == .tooManyFields {
+                reason = "too many fields"
             } else if let field = error.field {
                 reason = "invalid '\(field)'"
             } else {
@@ -182,18 +191,28 @@ struct SourceReader {
         return header
     }
 
-    /// Throws when the row is malformed or shorter than `needed` fields; `names` name fields by position.
+    /// Throws when the row is malformed, shorter than `needed` fields, or has a non-empty field beyond the
+    /// `names.count` its header (or format) names; `names` name fields by position.
     static func checkFields(_ row: ByteTable.Row, needed: Int, names: [String], file: String) throws {
         if let bad = row.malformedField {
             throw DataError.at(
                 .invalidField, file: file, line: row.line, field: fieldName(names, bad),
-                "unterminated quoted field (fields cannot span lines)")
+                row.textAfterQuote
+                    ? "text after the closing quote (a quoted field ends at its quote; double quotes inside it)"
+                    : "unterminated quoted field (fields cannot span lines)")
         }
+        let delimiter = row.table.delimiter == 0x09 ? "tab" : row.table.delimiter == 0x2C ? "comma" : "'|'"
         if row.count < needed {
-            let delimiter = row.table.delimiter == 0x09 ? "tab" : row.table.delimiter == 0x2C ? "comma" : "'|'"
             throw DataError.at(
                 .tooFewFields, file: file, line: row.line, field: fieldName(names, row.count),
                 "expected \(needed) \(delimiter)-separated fields, found \(row.count)")
+        }
+        // Empty trailing fields (a delimiter at the end of the line) are tolerated.
+        if row.count > names.count, let extra = (names.count..<row.count).first(where: { !row.isEmpty($0) }) {
+            throw DataError.at(
+                .tooManyFields, file: file, line: row.line, field: fieldName(names, extra),
+                "expected \(names.count) \(delimiter)-separated fields, found \(row.count) (quote a field that holds "
+                    + "the delimiter)")
         }
     }
 
@@ -302,7 +321,7 @@ struct SourceReader {
             }
             do {
                 // Hot path: field names are looked up only when a check fails.
-                if row.count < layout.needed || row.malformedField != nil {
+                if row.count < layout.needed || row.count > layout.names.count || row.malformedField != nil {
                     try Self.checkFields(row, needed: layout.needed, names: layout.names, file: file)
                 }
                 if row.isEmpty(layout.user) || row.isEmpty(layout.item) {

@@ -44,37 +44,55 @@ public enum SplitExport {
         return [("train.tsv", train), ("test.tsv", test), ("items.tsv", items)]
     }
 
-    /// Writes the three files into `folder` (created when missing); each file is written to a
-    /// temporary name and renamed over any earlier one (`rename(2)`, atomic), so a reader never sees a
-    /// half-written file and a failed write leaves the earlier file as it was. A data-set folder is refused:
-    /// its own `items.tsv` has another format.
-    public static func write(_ content: DatasetContent, to folder: String) throws {
+    /// Writes the three files into `folder` (created when missing). Any of them already there is kept unless
+    /// `force` (the folder may hold other files of the same names, such as a generic source's own `items.tsv`). A
+    /// data-set folder is refused always: its own `items.tsv` has another format. All three are written to
+    /// temporary names first and then renamed over the earlier ones (`rename(2)`, atomic each), so a reader never
+    /// sees a half-written file and a failed write leaves every earlier file as it was. Ids holding a tab, CR or
+    /// LF are refused: these files are TSV without escapes.
+    public static func write(_ content: DatasetContent, to folder: String, force: Bool = false) throws {
         let fm = FileManager.default
         guard !fm.fileExists(atPath: join(folder, DatasetFiles.manifest)) else {
             throw DataError.at(
-                .ioFailure, file: folder,
+                .outputExists, file: folder,
                 "is a data-set folder (it has \(DatasetFiles.manifest)); write the split files to another folder")
+        }
+        let existing = fileNames.filter { fm.fileExists(atPath: join(folder, $0)) }
+        guard force || existing.isEmpty else {
+            throw DataError.at(
+                .outputExists, file: folder,
+                "already holds \(existing.joined(separator: ", ")); use --force to replace, or write elsewhere")
+        }
+        for (kind, ids) in [("user", content.userIDs), ("item", content.itemIDs)] {
+            if let bad = ids.first(where: { $0.utf8.contains { $0 == 0x09 || $0 == 0x0A || $0 == 0x0D } }) {
+                throw DataError(
+                    code: .invalidField,
+                    message: "\(kind) id \(bad.debugDescription) holds a tab or line break, which the split files "
+                        + "(TSV without escapes, fedrec-eval-v1) cannot carry")
+            }
         }
         do {
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
             throw DataError.at(.ioFailure, file: folder, "cannot create the folder: \(error.localizedDescription)")
         }
+        var written: [(temporary: String, target: String)] = []
+        defer { for file in written { try? fm.removeItem(atPath: file.temporary) } }
         for file in files(for: content) {
-            let target = URL(fileURLWithPath: join(folder, file.name))
-            let temporary = URL(
-                fileURLWithPath: join(folder, ".\(file.name).tmp-\(ProcessInfo.processInfo.processIdentifier)"))
+            let target = join(folder, file.name)
+            let temporary = join(folder, ".\(file.name).tmp-\(ProcessInfo.processInfo.processIdentifier)")
+            written.append((temporary, target))
             do {
-                try Data(file.bytes).write(to: temporary)
+                try Data(file.bytes).write(to: URL(fileURLWithPath: temporary))
             } catch {
-                try? fm.removeItem(at: temporary)
-                throw DataError.at(.ioFailure, file: target.path, "cannot write: \(error.localizedDescription)")
+                throw DataError.at(.ioFailure, file: target, "cannot write: \(error.localizedDescription)")
             }
-            // Not FileManager.replaceItemAt: on Linux it can remove the target and then fail.
-            guard rename(temporary.path, target.path) == 0 else {
+        }
+        // Not FileManager.replaceItemAt: on Linux it can remove the target and then fail.
+        for file in written {
+            guard rename(file.temporary, file.target) == 0 else {
                 let reason = String(cString: strerror(errno))
-                try? fm.removeItem(at: temporary)
-                throw DataError.at(.ioFailure, file: target.path, "cannot rename into place: \(reason)")
+                throw DataError.at(.ioFailure, file: file.target, "cannot rename into place: \(reason)")
             }
         }
     }

@@ -119,6 +119,9 @@ struct DataSplitCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Folder for train.tsv, test.tsv and items.tsv.")
     var out: String
 
+    @Flag(help: "Replace train.tsv, test.tsv and items.tsv already in the output folder.")
+    var force = false
+
     @OptionGroup var options: SourceImportOptions
 
     func validate() throws {
@@ -127,6 +130,20 @@ struct DataSplitCommand: AsyncParsableCommand {
         }
         if let path = dataset ?? source, !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("'\(path)' does not exist")
+        }
+        // A source folder (or the folder of a source or items file) holds inputs of the same names, such as a
+        // generic source's items.tsv: never written over, --force or not.
+        var inputFolders: [String] = []
+        for path in [source, options.itemsFile].compactMap({ $0 }) {
+            var isDirectory: ObjCBool = false
+            FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            inputFolders.append(isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent)
+        }
+        func canonical(_ path: String) -> String {
+            URL(fileURLWithPath: path.isEmpty ? "." : path).standardizedFileURL.resolvingSymlinksInPath().path
+        }
+        if inputFolders.contains(where: { canonical($0) == canonical(out) }) {
+            throw ValidationError("--out '\(out)' is the folder of the source files; write the split files elsewhere")
         }
     }
 
@@ -141,7 +158,7 @@ struct DataSplitCommand: AsyncParsableCommand {
             let result = try options.run(source: source!)
             (content, split, manifest) = (result.content, result.split, result.manifest)
         }
-        try SplitExport.write(content, to: out)
+        try SplitExport.write(content, to: out, force: force)
         print(summary(of: manifest, split: split))
         print("written: \(SplitExport.fileNames.map { out + "/" + $0 }.joined(separator: ", "))")
     }

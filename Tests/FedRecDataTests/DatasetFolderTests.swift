@@ -209,8 +209,8 @@ import Testing
             try FileManager.default.contentsOfDirectory(atPath: out + "/split").sorted() == [
                 "items.tsv", "test.tsv", "train.tsv",
             ])
-        // Writing again replaces the files in place; a data-set folder is refused and left as it was.
-        try SplitExport.write(try Dataset.load(from: ds).content, to: out + "/split")
+        // Writing again replaces the files in place (with force); a data-set folder is refused and left as it was.
+        try SplitExport.write(try Dataset.load(from: ds).content, to: out + "/split", force: true)
         #expect(
             try FileManager.default.contentsOfDirectory(atPath: out + "/split").sorted() == [
                 "items.tsv", "test.tsv", "train.tsv",

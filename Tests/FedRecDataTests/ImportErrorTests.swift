@@ -78,7 +78,86 @@ import Testing
             name: "no user with enough interactions",
             files: ["interactions.csv": "user,item\nu1,i1\nu1,i2\nu2,i1\nu1,i2\n"], format: .generic,
             code: .emptyFile, file: "fedrec-data-tests-", line: nil, field: nil),
+        Case(
+            name: "ratings.csv row with an extra field",
+            files: ["ratings.csv": ratings("1,7,4.0,107,extra\n"), "movies.csv": movies], format: .mlLatestSmall,
+            code: .tooManyFields, file: "ratings.csv", line: 8, field: "#5"),
+        Case(
+            name: "u.data row with an extra field", files: ["u.data": "1\t2\t3\t4\n1\t3\t3\t4\t9\n"],
+            format: .ml100k, code: .tooManyFields, file: "u.data", line: 2, field: "#5"),
+        Case(
+            name: "generic unquoted delimiter in an id",
+            files: ["interactions.csv": "user,item\nu1,i1\nu1,Movie, The\n"], format: .generic,
+            code: .tooManyFields, file: "interactions.csv", line: 3, field: "#3"),
+        Case(
+            name: "text after a closing quote", files: ["ratings.csv": ratings("\"1\"x,7,4.0,107\n"), "movies.csv": movies],
+            format: .mlLatestSmall, code: .invalidField, file: "ratings.csv", line: 8, field: "userId"),
     ]
+
+    /// Quoted ids lose the whitespace inside their quotes too (the data-set files, unquoted, are read back
+    /// trimmed); an empty trailing field is tolerated; a BOM on a headerless file is not part of its first id.
+    @Test func quotedPaddedIdsTrailingDelimitersAndHeaderlessBOMs() throws {
+        var rows = "user,item,timestamp\n"
+        for k in 1...5 { rows += "\" u1 \",i\(k),\(k)\nu1,j\(k),\(k),\n" }
+        let folder = try Fixtures.folder(["interactions.csv": rows])
+        let out = try Fixtures.temporaryFolder()
+        defer {
+            Fixtures.remove(folder)
+            Fixtures.remove(out)
+        }
+        let result = try DatasetImporter.importDataset(format: .generic, source: folder)
+        #expect(result.content.userIDs == ["u1"] && result.content.interactions.count == 10)
+        _ = try result.write(to: out + "/ds")
+        #expect(try Dataset.load(from: out + "/ds").content.userIDs == ["u1"])
+
+        let data = (1...6).map { "7\t\($0)\t3\t\(880_000_000 + $0)\n" }.joined()
+        let plain = try Fixtures.folder(["u.data": data])
+        let marked = try Fixtures.temporaryFolder()
+        defer {
+            Fixtures.remove(plain)
+            Fixtures.remove(marked)
+        }
+        try Data([0xEF, 0xBB, 0xBF] + Array(data.utf8)).write(to: URL(fileURLWithPath: marked + "/u.data"))
+        let a = try DatasetImporter.importDataset(format: .ml100k, source: plain)
+        let b = try DatasetImporter.importDataset(format: .ml100k, source: marked)
+        #expect(b.content.userIDs == ["7"] && b.content.interactions.count == 6)
+        #expect(SplitExport.files(for: a.content).map(\.bytes) == SplitExport.files(for: b.content).map(\.bytes))
+        // UTF-16 is named as such, not parsed as odd columns.
+        try Data([0xFF, 0xFE] + Array("u\0s\0e\0r\0".utf8)).write(to: URL(fileURLWithPath: marked + "/u.data"))
+        let utf16 = try #require(throws: DataError.self) {
+            try DatasetImporter.importDataset(format: .ml100k, source: marked)
+        }
+        #expect(utf16.line == 1 && utf16.message.contains("the file is UTF-16"), "\(utf16.message)")
+    }
+
+    /// The split files are kept unless `force`, and an id the unescaped TSV cannot carry is refused.
+    @Test func splitExportKeepsEarlierFilesAndRefusesTabbedIds() throws {
+        let folder = try Fixtures.folder(["interactions.csv": "user,item\n" + (1...5).map { "u1,i\($0)\n" }.joined()])
+        let out = try Fixtures.temporaryFolder()
+        defer {
+            Fixtures.remove(folder)
+            Fixtures.remove(out)
+        }
+        let content = try DatasetImporter.importDataset(format: .generic, source: folder).content
+        try "mine\n".write(toFile: out + "/items.tsv", atomically: true, encoding: .utf8)
+        let kept = try #require(throws: DataError.self) { try SplitExport.write(content, to: out) }
+        #expect(kept.code == .outputExists && kept.message.contains("items.tsv"), "\(kept.message)")
+        #expect(try String(contentsOfFile: out + "/items.tsv", encoding: .utf8) == "mine\n")
+        #expect(!FileManager.default.fileExists(atPath: out + "/train.tsv"))
+        try SplitExport.write(content, to: out, force: true)
+        #expect(try String(contentsOfFile: out + "/items.tsv", encoding: .utf8).hasPrefix("item_id\n"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == SplitExport.fileNames.sorted())
+
+        let tabbed = try Fixtures.folder(
+            ["interactions.csv": "user,item\n" + (1...5).map { "\"u\t1\",i\($0)\n" }.joined()])
+        defer { Fixtures.remove(tabbed) }
+        let refused = try #require(throws: DataError.self) {
+            try SplitExport.write(
+                try DatasetImporter.importDataset(format: .generic, source: tabbed).content, to: out + "/t")
+        }
+        #expect(refused.code == .invalidField && refused.message.contains("\"u\\t1\""), "\(refused.message)")
+        #expect(!FileManager.default.fileExists(atPath: out + "/t"))
+    }
 
     @Test(arguments: cases)
     func badInputNamesFileLineAndField(_ c: Case) throws {
