@@ -157,7 +157,7 @@ struct ByteTable {
             return r == e || String(validating: UnsafeBufferPointer(rebasing: buffer[s..<e]), as: UTF8.self) != nil
         }
 
-            /// The field's bytes with surrounding whitespace removed, and for a quoted field its quotes and the
+        /// The field's bytes with surrounding whitespace removed, and for a quoted field its quotes and the
         /// whitespace inside them too (`" u1 "` is the id `u1`, as the data-set files, which do not quote, read it
         /// back). For a quoted field the inner bytes still hold doubled quotes; use `string(_:)` for text.
         @inline(__always) func trimmed(_ index: Int) -> (start: Int, end: Int) {

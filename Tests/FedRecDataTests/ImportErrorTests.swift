@@ -90,7 +90,8 @@ import Testing
             files: ["interactions.csv": "user,item\nu1,i1\nu1,Movie, The\n"], format: .generic,
             code: .tooManyFields, file: "interactions.csv", line: 3, field: "#3"),
         Case(
-            name: "text after a closing quote", files: ["ratings.csv": ratings("\"1\"x,7,4.0,107\n"), "movies.csv": movies],
+            name: "text after a closing quote",
+            files: ["ratings.csv": ratings("\"1\"x,7,4.0,107\n"), "movies.csv": movies],
             format: .mlLatestSmall, code: .invalidField, file: "ratings.csv", line: 8, field: "userId"),
     ]
 
