@@ -222,6 +222,18 @@ import Testing
         }
     }
 
+    /// Noise multipliers so small that the quadrature grid overflows an Int (below ~1e-9) or 2σ² underflows
+    /// (below ~1e-162) give no privacy, reported as a huge or infinite epsilon: no trap, never a NaN read as 0.
+    @Test(arguments: [1e-10, 1e-30, 1e-170, 1e-300])
+    func vanishingNoiseGivesNoPrivacy(z: Double) {
+        for accountant in [Self.exact, Self.dpAccounting] {
+            let curve = accountant.rdpPerStep(samplingRate: 0.034, noiseMultiplier: z)
+            #expect(curve.allSatisfy { !$0.isNaN && $0 > 1e6 }, "z=\(z): \(curve.prefix(4))")
+            let epsilon = accountant.epsilon(samplingRate: 0.034, noiseMultiplier: z, steps: 1, delta: 1e-3).epsilon
+            #expect(epsilon > 1e3, "z=\(z): epsilon \(epsilon)")
+        }
+    }
+
     /// RESULTS.md reports epsilon 7.91 for DP-FedAvg on ml-100k: q = 128/943, z = 1, 100 rounds, δ = 1/943.
     @Test func resultsTableEpsilon() {
         let reported = Self.dpAccounting.epsilon(

@@ -62,7 +62,8 @@ enum SampledGaussianRDP {
                 }
             }
         }
-        return max(0, logA / (alpha - 1))
+        // NaN (2σ² underflowing to 0 makes 0/0 terms) is no bound at all: +infinity, never `max`'s 0.
+        return logA.isNaN ? .infinity : max(0, logA / (alpha - 1))
     }
 
     // MARK: Integer orders (Mironov et al. 2019, Section 3.2)
@@ -105,8 +106,10 @@ enum SampledGaussianRDP {
         let k = (2 * (80 + abs(e) * log(2.0))).squareRoot()
         let lower = min(0, e) - k * sigma
         let upper = max(0, e) + k * sigma
-        let count = Int(((upper - lower) / h).rounded(.up)) + 1
-        guard count <= maximumQuadraturePoints else { return nil }
+        // Compared before converting: for σ below ~1e-9 the ratio exceeds Int.max (or h underflows to 0).
+        let intervals = ((upper - lower) / h).rounded(.up)
+        guard intervals.isFinite, intervals < Double(maximumQuadraturePoints) else { return nil }
+        let count = Int(intervals) + 1
 
         let logQ = log(q)
         let log1mQ = log1p(-q)
