@@ -41,6 +41,11 @@ public enum CoordinatorBuilder {
             identity = try KeyFiles.loadIdentity(path: options.keysDirectory + "/\(identityName).key")
             allowList = try KeyFiles.loadAllowList(path: options.allowListPath)
         } catch { throw setup("\(error)") }
+        // Before any check that may refuse the start: a checkpoint cut short before its commit holds a model no
+        // accountant step charged, which must not stay readable.
+        let store = StateStore(directory: options.stateDirectory)
+        let saved = try store.load()
+        try store.discardUncommitted(saved)
 
         var central = CentralTrainingConfiguration()
         central.dimension = options.dimension
@@ -90,8 +95,6 @@ public enum CoordinatorBuilder {
                                 ? nil : options.averageWarmup,
                             wirePrecision: options.wirePrecision == .float32 ? nil : options.wirePrecision)))))
 
-        let store = StateStore(directory: options.stateDirectory)
-        let saved = try store.load()
         var core = CoreState(
             machine: RoundStateMachine(
                 configuration: .init(
@@ -115,7 +118,6 @@ public enum CoordinatorBuilder {
                         "refusing to start: \(error); \(fits) (q \(ledger.samplingRate), z \(ledger.noiseMultiplier))")
             }
         }
-        try store.discardUncommitted(saved)
         let model: CoordinatorModel
         if let saved {
             guard saved.runFingerprint == fingerprint else {

@@ -89,6 +89,18 @@ struct PrivacyProcessTests {
         _ = try await train(fixture, dpOptions, rounds: 4)
         let resumed = try ProcessTests.rounds(fixture)
         #expect(resumed.count == 4 && resumed.prefix(3).map(\.epsilon) == records.map(\.epsilon))
+
+        // A restart the budget refuses still removes a checkpoint cut short before its commit (a release no
+        // accountant step charged).
+        let uncommitted = fixture.state + "/" + StateStore.modelFileName(completedRounds: 5)
+        try Data("cut short".utf8).write(to: URL(fileURLWithPath: uncommitted))
+        let refused = try Child(
+            ProcessTests().coordinatorArguments(fixture, rounds: 1_000_000, address: "127.0.0.1:0", deadline: 10)
+                + dpOptions)
+        defer { refused.kill(SIGKILL) }
+        #expect(try await refused.exit() == 8, "\(refused.lines.suffix(3))")
+        #expect(!FileManager.default.fileExists(atPath: uncommitted), "\(refused.lines)")
+        #expect(try ProcessTests.rounds(fixture).count == 4)
     }
 
     @Test("adaptive clipping from the command line: each round prints and stores the clip norm it used")
