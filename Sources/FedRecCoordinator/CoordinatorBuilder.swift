@@ -73,8 +73,10 @@ public enum CoordinatorBuilder {
             do { try privacy.validate() } catch let error as PrivacyError where error.field == "targetEpsilon" {
                 throw CoordinatorError(code: .privacyBudget, message: "refusing to start: \(error)")
             } catch { throw setup("\(error)") }
-            guard case .poisson = options.cohort else {
-                throw setup("differential privacy needs a Poisson-sampled cohort (sampling rate q)")
+            guard case .poisson(let rate) = options.cohort, rate == privacy.samplingRate else {
+                throw setup(
+                    "differential privacy needs a Poisson-sampled cohort at the accountant's sampling rate q = "
+                        + "\(privacy.samplingRate) (cohort: \(options.cohort))")
             }
             training.clipNorm = Float(privacy.clipNorm)
         }

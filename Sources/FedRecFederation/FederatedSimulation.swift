@@ -45,7 +45,7 @@ public struct FederatedSimulationConfiguration: Sendable {
     public var seed: UInt64
     /// DP-FedAvg (nil: off): clients clip to its clip norm, updates are weighted uniformly, the sum gets Gaussian
     /// noise from libsodium and is divided by q N; `SimulatedRound.epsilon` reports the ledger. The cohort should
-    /// then be `.poisson(rate: q)` with the configuration's sampling rate. With `adaptiveClipping` the clip norm
+    /// then be `.poisson(rate: q)` with the configuration's sampling rate, and is (`cohort` is ignored). With `adaptiveClipping` the clip norm
     /// starts at `clipNorm` and follows Andrew et al.'s geometric update (`AdaptiveClippingState`): each client
     /// also reports whether its update was under the round's clip norm, and the noised count moves the norm
     /// towards the target quantile of the update norms.
@@ -128,7 +128,10 @@ public enum FederatedSimulation {
         var server = FederatedServer(
             model: model, itemFeatures: dataset.itemFeatures, serverOptimizer: configuration.server,
             itemOptimizer: configuration.itemOptimizer)
-        let sampler = ClientSampler(selection: configuration.cohort, seed: configuration.seed &+ 0x5EED)
+        // Under DP the cohort is Poisson at the rate the ledger charges, whatever `cohort` says.
+        let sampler = ClientSampler(
+            selection: configuration.privacy.map { .poisson(rate: $0.samplingRate) } ?? configuration.cohort,
+            seed: configuration.seed &+ 0x5EED)
         let validator = UpdateValidator(
             layout: server.layout, itemRows: configuration.model.itemCount, dimension: configuration.model.dimension,
             maximumDeltaNorm: configuration.maximumDeltaNorm)
@@ -183,10 +186,15 @@ public enum FederatedSimulation {
                     let seed = SplitMix64.stream(
                         seed: configuration.seed, index: UInt64(round) << 32 | UInt64(user.userIndex)
                     ).state
-                    let update = trainer.train(
+                    var update = trainer.train(
                         globalUserTower: sentTower, itemEmbeddings: sentItems, user: user,
                         userFeatures: dataset.userFeatures, seed: seed
                     ).rounded(to: precision)
+                    // Rounding to bfloat16 can lift a clipped norm by up to 2^-8: clipped again under DP, as the
+                    // coordinator does with every update it receives, so the sensitivity stays the clip norm.
+                    if configuration.privacy != nil, let bound = trainer.configuration.clipNorm {
+                        update.clip(toNorm: bound)
+                    }
                     action = machine.receiveUpdate(update, from: id, round: round)
                 }
             }

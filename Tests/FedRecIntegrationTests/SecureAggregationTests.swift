@@ -6,6 +6,7 @@ import FedRecFederation
 import FedRecModel
 import FedRecProtocol
 import FedRecTensor
+import GRPCInProcessTransport
 import Foundation
 import Testing
 
@@ -122,6 +123,24 @@ struct SecureAggregationTests {
     /// element of their masked input; the coordinator moves the norm by the noised count. From a norm far above
     /// every update, all 8 clients report unclipped each round, so it shrinks by exp(-0.2 (8 + noise) / 8 + 0.1)
     /// with count noise 0.3: about exp(-0.1) a round. The state keeps the next round's norm.
+    @Test("DP refuses a cohort that is not Poisson at the accountant's sampling rate")
+    func privacyNeedsTheLedgersSamplingRate() throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        var o = options(fixture, rounds: 1)
+        o.privacy = DifferentialPrivacyConfiguration(
+            clipNorm: 1, noiseMultiplier: 1, samplingRate: 0.5, numberOfUsers: fixture.userIDs.count)
+        for cohort: CohortSelection in [.poisson(rate: 1), .count(4)] {
+            o.cohort = cohort
+            let error = try #require(throws: CoordinatorError.self) {
+                _ = try CoordinatorBuilder.build(options: o, transport: InProcessTransport().server)
+            }
+            #expect(error.code == .setup && error.message.contains("sampling rate q = 0.5"), "\(error.message)")
+        }
+        o.cohort = .poisson(rate: 0.5)
+        _ = try CoordinatorBuilder.build(options: o, transport: InProcessTransport().server)
+    }
+
     @Test("adaptive clipping moves the clip norm round by round, plain and secure", arguments: [false, true])
     func adaptiveClipping(secure: Bool) async throws {
         let fixture = try Fixture(users: 8)
