@@ -126,16 +126,27 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// Writes `state` atomically (temporary file in the same folder, then rename; not fsync'd).
+    /// Writes `state` atomically (temporary file in the same folder, then rename). Under differential privacy
+    /// (`state.privacy` set) it is also durable: the model and optimizer files it names and the new `state.json`
+    /// are synced to disk before the rename and the folder after it, so the ledger step of a round whose model
+    /// the next round serves survives a power loss (without DP, one sync per round would cost more than a short
+    /// round; a kill is covered either way).
     public func save(_ state: PersistedState) throws {
+        let durable = state.privacy != nil
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             let data = Data(try encoded(state))
             let temporary = directory + "/.state.json.tmp-\(getpid())"
             try data.write(to: URL(fileURLWithPath: temporary))
+            if durable {
+                for path in [directory + "/" + state.modelFile, directory + "/" + state.optimizerFile, temporary] {
+                    try Self.sync(path)
+                }
+            }
             guard rename(temporary, statePath) == 0 else {
                 throw CoordinatorError(code: .state, message: "rename to \(statePath) failed (errno \(errno))")
             }
+            if durable { try Self.sync(directory) }
             // Model and optimizer files other than the current ones are leftovers of earlier rounds: one of each
             // kind becomes the spare the next checkpoint overwrites in place, the others are removed.
             var spares: Set<String> = []
@@ -154,6 +165,18 @@ public struct StateStore: Sendable {
             throw error
         } catch {
             throw CoordinatorError(code: .state, message: "\(statePath): \(error)")
+        }
+    }
+
+    /// Flushes a file's contents, or a folder's entries, to disk.
+    static func sync(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw CoordinatorError(code: .state, message: "cannot open \(path) to sync it (errno \(errno))")
+        }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else {
+            throw CoordinatorError(code: .state, message: "cannot sync \(path) to disk (errno \(errno))")
         }
     }
 
