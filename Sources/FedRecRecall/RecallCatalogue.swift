@@ -106,6 +106,38 @@ public struct RecallCatalogue: Sendable {
         return out
     }
 
+    /// Catalogue indices of a comma-separated list of titles, where titles may hold commas themselves
+    /// (MovieLens writes "Shawshank Redemption, The (1994)"): from each position, the longest run of
+    /// comma-separated pieces that is a title is taken; a piece no run starting there matches is resolved alone,
+    /// so its error (unknown, ambiguous) names it. Blank pieces are skipped.
+    public func resolve(titleList text: String) throws(RecallError) -> [Int32] {
+        let pieces = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        var out: [Int32] = []
+        var start = 0
+        while start < pieces.count {
+            guard !Self.normalisedTitle(pieces[start]).isEmpty else {
+                start += 1
+                continue
+            }
+            var end = pieces.count
+            var match: Int?
+            while end > start {
+                let key = Self.normalisedTitle(pieces[start..<end].joined(separator: ","))
+                if let matches = itemsByTitle[key], matches.count == 1 {
+                    match = matches[0]
+                    break
+                }
+                end -= 1
+            }
+            guard let match else {
+                return try resolve(titles: [pieces[start].trimmingCharacters(in: .whitespaces)])  // throws
+            }
+            out.append(Int32(match))
+            start = end
+        }
+        return out
+    }
+
     static func normalisedTitle(_ title: String) -> String {
         title.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
     }

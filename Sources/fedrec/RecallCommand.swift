@@ -29,7 +29,7 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "User id in the data set: recall from their training history.")
     var user: String?
 
-    @Option(help: "History as comma-separated titles, e.g. \"Star Wars (1977),Fargo (1996)\".")
+    @Option(help: "History as comma-separated titles, e.g. \"Star Wars (1977),Fargo (1996)\"; a title may hold commas (\"Shawshank Redemption, The (1994)\": the longest run that is a title is taken).")
     var history: String?
 
     @Option(name: .customLong("history-ids"), help: "History as comma-separated item ids (\"\" for none).")
@@ -158,7 +158,7 @@ struct RecallCommand: AsyncParsableCommand {
                     request.userFeatures = data.userFeatures.row(userIndex).map { (Int32($0.column), $0.value) }
                 }
             } else if let history {
-                request.history = try catalogue.resolve(titles: RecallSetup.list(history))
+                request.history = try catalogue.resolve(titleList: history)
             } else if let historyIDs {
                 request.history = try catalogue.resolve(ids: RecallSetup.list(historyIDs))
             }

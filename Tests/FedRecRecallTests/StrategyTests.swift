@@ -223,6 +223,23 @@ import Testing
         }
     }
 
+    /// `--history` lists titles with commas; a title may hold commas itself (the longest run that is a title
+    /// wins), and an unknown piece is named in the error.
+    @Test func titleListsTakeTitlesThatHoldCommas() throws {
+        let file = Fixture.modelFile()
+        let commas = ["Shawshank Redemption, The (1994)", "Shawshank Redemption", "Good, the Bad and the Ugly, The (1966)"]
+        let titles = commas + (commas.count..<file.itemIDs.count).map(Fixture.title)
+        let catalogue = RecallCatalogue(model: file, titles: titles, genres: titles.map { _ in [] })
+        #expect(
+            try catalogue.resolve(titleList: "shawshank redemption, the (1994), Movie 10 (1960),,  ") == [0, 10])
+        #expect(try catalogue.resolve(titleList: "Good, the Bad and the Ugly, The (1966),Shawshank Redemption") == [2, 1])
+        #expect(try catalogue.resolve(titleList: "Shawshank Redemption, Movie 4 (1954)") == [1, 4])
+        #expect(try catalogue.resolve(titleList: " ") == [])
+        #expect { try catalogue.resolve(titleList: "Movie 4 (1954), Nope, Movie 5 (1955)") } throws: {
+            ($0 as? RecallError)?.message.hasPrefix("no item has the title 'Nope'") == true
+        }
+    }
+
     @Test func int32TensorsRoundTrip() throws {
         let file = SafeTensors(tensors: [
             SafeTensor(name: "a", shape: [2], values: [1.5, -2]),
