@@ -23,7 +23,10 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "Model file (safetensors).")
     var model: String
 
-    @Option(help: "Data-set folder (needed with --user; must be the model's).")
+    @Option(
+        help: ArgumentHelp(
+            "Data-set folder (needed with --user; with --input of a split file, gives each user's features to a "
+                + "model that takes them; must be the model's)."))
     var dataset: String?
 
     @Option(help: "User id in the data set: recall from their training history.")
@@ -208,8 +211,25 @@ struct RecallCommand: AsyncParsableCommand {
         if lines.last == "" { lines.removeLast() }
         var keys: [(name: String, value: String)] = []
         var histories: [[Int32]] = []
+        var features: [[(column: Int32, value: Float)]] = []
         let catalogue = recommender.catalogue
+        let takesUserFeatures = file.model.configuration.userFeatureCount > 0
         if lines.first?.hasPrefix("user_id\titem_id") == true {
+            // A model with user features gets each user's row from --dataset; without it, it recalls without them.
+            var rowOfUser: [String: Int] = [:]
+            var data: Dataset? = nil
+            if takesUserFeatures {
+                if let dataset {
+                    let loaded = try ModelLoading.dataset(at: dataset, matching: file)
+                    for (row, id) in loaded.userIDs.enumerated() { rowOfUser[id] = row }
+                    data = loaded
+                } else {
+                    FileHandle.standardError.write(
+                        Data(
+                            ("warning: the model takes \(file.model.configuration.userFeatureCount) user features; "
+                                + "without --dataset these histories are recalled without them\n").utf8))
+                }
+            }
             var position: [String: Int] = [:]
             for (number, line) in lines.enumerated().dropFirst() where !line.isEmpty {
                 let fields = line.components(separatedBy: "\t")
@@ -225,6 +245,16 @@ struct RecallCommand: AsyncParsableCommand {
                     position[fields[0]] = histories.count
                     keys.append(("user", fields[0]))
                     histories.append([])
+                    if let data {
+                        guard let row = rowOfUser[fields[0]] else {
+                            throw ValidationError(
+                                "\(input), line \(number + 1), field 'user_id': user '\(fields[0])' is not in data "
+                                    + "set '\(dataset!)'")
+                        }
+                        features.append(data.userFeatures.row(row).map { (Int32($0.column), $0.value) })
+                    } else {
+                        features.append([])
+                    }
                 }
                 histories[position[fields[0]]!].append(Int32(item))
             }
@@ -248,7 +278,9 @@ struct RecallCommand: AsyncParsableCommand {
         var start = 0
         while start < histories.count {
             let end = min(histories.count, start + chunk)
-            let requests = histories[start..<end].map { RecallRequest(history: $0, exclude: excluded) }
+            let requests = (start..<end).map {
+                RecallRequest(history: histories[$0], exclude: excluded, userFeatures: features.isEmpty ? [] : features[$0])
+            }
             let results: [RecallResult]
             do {
                 results = try recommender.recommend(requests, configuration: configuration)

@@ -135,7 +135,8 @@ import Testing
 
     /// A model released under differential privacy names its data set by the catalogue only; a data set with the
     /// same catalogue but another user-feature width (here more occupations) is refused, not read past its rows.
-    @Test func privateModelRefusesADataSetWithOtherUserFeatures() throws {
+    /// Batch recall takes the users' features from the model's data set.
+    @Test func userFeaturesComeOnlyFromAMatchingDataSet() throws {
         let folder = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         var ratings = ""
@@ -172,6 +173,23 @@ import Testing
         #expect(
             refused.combined.contains("data set '\(wide)' has 13 user-feature column(s)")
                 && refused.combined.contains("the model takes 11"), "\(refused.combined)")
+
+        // Batch recall over a split file gives each user's features from --dataset, as --user does; without
+        // it, it warns that the histories go without them.
+        let split = folder.appendingPathComponent("split").path
+        try #require(try CLI.run(["data", "split", "--dataset", narrow, "--out", split]).status == 0)
+        let input = ["recall", "--model", model, "--input", split + "/train.tsv", "--k", "3"]
+        let without = try CLI.run(input)
+        #expect(without.status == 0 && without.error.contains("without --dataset these histories"), "\(without.error)")
+        let with = try CLI.run(input + ["--dataset", narrow])
+        #expect(with.status == 0 && with.error.isEmpty, "\(with.combined)")
+        #expect(with.output != without.output)
+        let single = try CLI.run(["recall", "--model", model, "--user", "1", "--dataset", narrow, "--k", "3", "--json"])
+        try #require(single.status == 0, "\(single.combined)")
+        let first = try #require(with.output.split(separator: "\n").first { $0.contains("\"user\":\"1\"") })
+        let ids = { (text: Substring) in text.matches(of: /"id" ?: ?"([^"]+)"/).map { String($0.1) } }
+        #expect(ids(first) == ids(Substring(single.output)), "\(first) vs \(single.output)")
+        #expect(try CLI.run(input + ["--dataset", wide]).status != 0)
     }
 
     @Test func pipelineImportSplitTrainEvaluateRecall() throws {
