@@ -95,7 +95,11 @@ struct IndexOptions: ParsableArguments {
         let built = try HNSWIndex.build(
             items: catalogue.embeddings, parameters: HNSWParameters(m: hnswM, efConstruction: efConstruction),
             efSearch: efSearch)
-        try built.write(to: path, fingerprint: fingerprint)
+        // Saving is a cache for the next run: a folder this process cannot write (a read-only model folder) costs
+        // the next run a rebuild, not this one its answer.
+        do { try built.write(to: path, fingerprint: fingerprint) } catch {
+            writeUnchecked(STDERR_FILENO, "note: the index is used unsaved: \(error.message)\n")
+        }
         return built
     }
 }

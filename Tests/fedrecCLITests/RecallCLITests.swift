@@ -76,6 +76,11 @@ import FoundationNetworking
         #expect(try Data(contentsOf: URL(fileURLWithPath: copy)) == before)
         let forced = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw", "--index-file", copy, "--rebuild-index"])
         #expect(forced.status == 0, "\(forced.combined)")
+        // An index that cannot be saved (here: no such folder) is used unsaved, with a note.
+        let unsaved = setup.folder.appendingPathComponent("no-such-folder/x.hnsw").path
+        let note = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1,i2,i3,i4,i5", "--index", "hnsw", "--index-file", unsaved, "--k", "3"])
+        #expect(note.status == 0 && note.error.contains("note: the index is used unsaved"), "\(note.combined)")
+        #expect(!FileManager.default.fileExists(atPath: unsaved))
     }
 
     @Test func batchInputWritesJSONLines() throws {
