@@ -106,8 +106,8 @@ struct IndexOptions: ParsableArguments {
 
 /// Builds a `Recommender` from a model file and the command's options (the command and tests share it).
 enum RecallSetup {
-    /// The recall catalogue of `file` (read from `path`); titles or genres metadata that does not list one entry
-    /// per trained item is an error naming the file, not a trap.
+    /// The recall catalogue of `file` (read from `path`); titles or genres metadata that is unreadable or does not
+    /// list one entry per trained item is an error naming the file, not a trap (nor blank titles).
     static func catalogue(of file: ModelFile, path: String) throws -> RecallCatalogue {
         let titles = SavedModel.titles(of: file)
         let genres = SavedModel.genres(of: file)
@@ -116,6 +116,9 @@ enum RecallSetup {
             (SavedModel.MetadataKey.itemTitles, titles?.count), (SavedModel.MetadataKey.itemGenres, genres?.count),
         ]
         for (key, count) in counts {
+            if count == nil, file.extraMetadata[key] != nil {
+                throw ValidationError("model file '\(path)': metadata '\(key)' is not a JSON list of strings")
+            }
             if let count, count != n {
                 throw ValidationError(
                     "model file '\(path)': metadata '\(key)' lists \(count) entries for \(n) items")

@@ -83,6 +83,29 @@ import FoundationNetworking
         #expect(!FileManager.default.fileExists(atPath: unsaved))
     }
 
+    /// Titles or genres metadata that is not a JSON list of strings is an error naming the file and key, not a
+    /// catalogue of blank titles.
+    @Test func unreadableTitleMetadataIsAnError() throws {
+        let setup = try #require(Self.trained)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: setup.model)))
+        let length = bytes[0..<8].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        var header = try #require(
+            try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + length)])) as? [String: Any])
+        var metadata = try #require(header["__metadata__"] as? [String: String])
+        #expect(metadata["item_titles"] != nil)
+        metadata["item_titles"] = "[\"unterminated"
+        header["__metadata__"] = metadata
+        let encoded = [UInt8](try JSONSerialization.data(withJSONObject: header))
+        bytes = (0..<8).map { UInt8(truncatingIfNeeded: encoded.count >> (8 * $0)) } + encoded + bytes[(8 + length)...]
+        let broken = setup.folder.appendingPathComponent("bad-titles.safetensors").path
+        try Data(bytes).write(to: URL(fileURLWithPath: broken))
+        let result = try CLI.run(["recall", "--model", broken, "--history-ids", "i1"])
+        #expect(result.status != 0)
+        #expect(
+            result.combined.contains("model file '\(broken)': metadata 'item_titles' is not a JSON list of strings"),
+            "\(result.combined)")
+    }
+
     @Test func batchInputWritesJSONLines() throws {
         let setup = try #require(Self.trained)
         let input = setup.folder.appendingPathComponent("histories.txt")
