@@ -137,6 +137,20 @@ public struct ModelFile: Sendable {
 
     /// Reads and validates a model file: format and version, configuration, item ids, every tensor's presence
     /// and shape, finite values.
+    /// The first row whose L2 norm is neither within 1e-3 of 1 nor 0 (the item tower's outputs are unit vectors,
+    /// or zero for an all-zero pre-activation), else nil.
+    static func firstRowNeitherUnitNorNull(_ m: Matrix) -> Int? {
+        for r in 0..<m.rows {
+            var sum: Double = 0
+            for c in 0..<m.columns {
+                let v = Double(m.storage[r * m.columns + c])
+                sum += v * v
+            }
+            if sum != 0 && abs(sum.squareRoot() - 1) > 1e-3 { return r }
+        }
+        return nil
+    }
+
     public static func read(from path: String) throws(TensorFileError) -> ModelFile {
         let file = try SafeTensors.read(from: path, requireFinite: true)
         func fail(_ message: String) -> TensorFileError { TensorFileError(code: .badMetadata, file: path, message: message) }
@@ -166,6 +180,9 @@ public struct ModelFile: Sendable {
             parameters[name] = try file.tensor(name, shape: shape, file: path).matrix
         }
         let embeddings = try file.tensor(itemEmbeddingsName, shape: [n, d], file: path).matrix
+        if let row = Self.firstRowNeitherUnitNorNull(embeddings) {
+            throw fail("tensor '\(itemEmbeddingsName)' row \(row) is not a unit vector (the item tower L2-normalises)")
+        }
         let model = TwoTowerModel(configuration: configuration, parameters: parameters)
         var extra = file.metadata
         for key in reservedKeys { extra.removeValue(forKey: key) }
@@ -194,6 +211,9 @@ public struct ModelFile: Sendable {
             }
             let m = header.ids.count
             let addedEmbeddings = try file.tensor(addedEmbeddingsName, shape: [m, d], file: path).matrix
+            if let row = Self.firstRowNeitherUnitNorNull(addedEmbeddings) {
+                throw fail("tensor '\(addedEmbeddingsName)' row \(row) is not a unit vector")
+            }
             let features = try csr(file, prefix: addedContentPrefix, rows: m, columns: featureCount, path: path)
             result.addedItems = AddedItems(
                 ids: header.ids, titles: header.titles, genres: header.genres,

@@ -3,7 +3,7 @@
 public struct RecallError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Wrapped: Hashable, Sendable {
-            case unknownItem, ambiguousTitle, noChannel, invalidRequest, staleIndex, corruptIndex, index, io
+            case unknownItem, ambiguousTitle, noChannel, invalidRequest, staleIndex, corruptIndex, index, io, corruptModel
         }
         private let wrapped: Wrapped
         private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
@@ -24,6 +24,8 @@ public struct RecallError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The HNSW graph (or faiss, in the benchmark) reported an error.
         public static let index = Code(.index)
         public static let io = Code(.io)
+        /// The model's weights gave a non-finite user embedding (a damaged file whose values are finite but absurd).
+        public static let corruptModel = Code(.corruptModel)
 
         public var description: String { String(describing: wrapped) }
     }

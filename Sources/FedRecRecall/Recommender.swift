@@ -135,6 +135,13 @@ public struct Recommender: Sendable {
         var embeddingCandidates: [Int: [(item: Int32, score: Float)]] = [:]
         if !embedded.isEmpty {
             let queries = userEmbeddings(requests: embedded.map { requests[$0] })
+            // Item embeddings are checked unit rows at load; a user tower with finite but absurd weights can still
+            // overflow, and a NaN score would rank first and leave the JSON answer unencodable.
+            guard queries.storage.allSatisfy(\.isFinite) else {
+                throw RecallError(
+                    code: .corruptModel,
+                    message: "the model's user tower gives a non-finite embedding: the model file is damaged")
+            }
             let fetch = min(n, embedded.map { plans[$0].k + plans[$0].excluded.count }.max()!)
             let results = try index.search(queries, k: fetch)
             for (row, r) in embedded.enumerated() {

@@ -240,6 +240,23 @@ import Testing
         }
     }
 
+    /// Item embeddings are the item tower's unit (or zero) rows: a file whose rows are not is refused at load,
+    /// naming the tensor and row, instead of scoring with them (finite but huge rows gave NaN scores).
+    @Test func itemEmbeddingsMustBeUnitRows() throws {
+        let path = Fixture.temporaryPath("model.safetensors")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var file = Fixture.modelFile()
+        let d = file.itemEmbeddings.columns
+        for c in 0..<d { file.itemEmbeddings.storage[7 * d + c] = 0 }  // a zero row is allowed
+        try file.write(to: path)
+        _ = try ModelFile.read(from: path)
+        for c in 0..<d { file.itemEmbeddings.storage[5 * d + c] *= 1e30 }
+        try file.write(to: path)
+        #expect { try ModelFile.read(from: path) } throws: {
+            "\($0)".contains("tensor 'item_embeddings' row 5 is not a unit vector")
+        }
+    }
+
     @Test func int32TensorsRoundTrip() throws {
         let file = SafeTensors(tensors: [
             SafeTensor(name: "a", shape: [2], values: [1.5, -2]),
