@@ -53,6 +53,9 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "Largest request body accepted with --serve, in bytes.")
     var maxRequestBytes: Int = 65_536
 
+    @Option(help: "With --serve, seconds a connection may take to send its request head before it is closed.")
+    var requestHeadTimeout: Double = 5
+
     @Option(help: "How many items to return.")
     var k: Int = 10
 
@@ -96,6 +99,9 @@ struct RecallCommand: AsyncParsableCommand {
         }
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard maxRequestBytes >= 64 else { throw ValidationError("--max-request-bytes must be at least 64") }
+        guard requestHeadTimeout.isFinite, (0.01...3_600).contains(requestHeadTimeout) else {
+            throw ValidationError("--request-head-timeout must lie in 0.01...3600 seconds")
+        }
         if let minScore, !minScore.isFinite { throw ValidationError("--min-score must be a number") }
         do {
             _ = try recallConfiguration()
@@ -129,9 +135,10 @@ struct RecallCommand: AsyncParsableCommand {
         }
 
         if serve {
-            let server = RecallHTTPServer(
+            var server = RecallHTTPServer(
                 host: host, port: port, maxBodyBytes: maxRequestBytes,
                 handler: RecallHTTPHandler(recommender: recommender, configuration: configuration, excluded: excluded))
+            server.headDeadline = .milliseconds(Int64(requestHeadTimeout * 1000))
             try await server.run { address in
                 let line =
                     "fedrec recall: serving \(catalogue.count) items (\(recommender.index.kind) index) on http://\(address)\n"

@@ -123,8 +123,8 @@ struct RecallHTTPHandler: Sendable {
 
 /// A small HTTP/1.1 JSON server on SwiftNIO: one request per connection (answered with `Connection: close`),
 /// bodies over `maxBodyBytes` refused with 413 as soon as the declared length or the bytes received pass it.
-/// A connection is closed `connectionDeadline` after it was accepted, answered or not, so slow or stalled
-/// clients cannot hold the server (or its shutdown) for long. `run` owns every child task (structured
+/// A connection is closed `connectionDeadline` after it was accepted, answered or not, and `headDeadline` after
+/// it if no request head came, so slow, stalled or idle clients cannot hold the server (or its shutdown) for long. `run` owns every child task (structured
 /// concurrency) and returns after SIGINT or SIGTERM once in-flight requests are answered; a second signal exits
 /// at once with 128 + its number.
 struct RecallHTTPServer {
@@ -133,6 +133,9 @@ struct RecallHTTPServer {
     let maxBodyBytes: Int
     let handler: RecallHTTPHandler
     var connectionDeadline: TimeAmount = .seconds(30)
+    /// A connection whose request head has not arrived this long after it was accepted is closed: idle peers cannot
+    /// hold the `maximumConnections` places for the whole `connectionDeadline`.
+    var headDeadline: TimeAmount = .seconds(5)
     /// Connections served at once; one accepted beyond it is closed at once (each holds a file descriptor).
     var maximumConnections = 128
 
@@ -193,7 +196,11 @@ struct RecallHTTPServer {
     func serve(_ connection: Connection) async {
         let channel = connection.channel
         let deadline = channel.eventLoop.scheduleTask(in: connectionDeadline) { channel.close(promise: nil) }
-        defer { deadline.cancel() }
+        let headTimer = channel.eventLoop.scheduleTask(in: headDeadline) { channel.close(promise: nil) }
+        defer {
+            deadline.cancel()
+            headTimer.cancel()
+        }
         try? await connection.executeThenClose { inbound, outbound in
             func answer(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String) async throws {
                 var headers = HTTPHeaders()
@@ -213,6 +220,7 @@ struct RecallHTTPServer {
                 for try await part in inbound {
                     switch part {
                     case .head(let value):
+                        headTimer.cancel()
                         head = value
                         // Refused at once, without reading a body that may never end.
                         if let length = value.headers.first(name: "content-length").flatMap(Int.init),

@@ -280,6 +280,27 @@ import FoundationNetworking
         return (process.terminationReason, process.terminationStatus, stderr)
     }
 
+    /// A connection that sends no request head is closed after --request-head-timeout, not held for the 30 s
+    /// connection deadline (idle peers could otherwise hold every place); requests go on being served.
+    @Test func idleConnectionsAreClosedAfterTheHeadTimeout() throws {
+        let setup = try #require(Self.trained)
+        let (process, line) = try Self.startServer([
+            "recall", "--model", setup.model, "--serve", "--port", "0", "--request-head-timeout", "0.5",
+        ])
+        defer { if process.isRunning { process.terminate() } }
+        let port = try #require(
+            line.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").last.flatMap { UInt16($0) })
+        let idle = try #require(Self.connectLoopback(port: port))
+        defer { close(idle) }
+        var wait = timeval(tv_sec: 20, tv_usec: 0)  // well under the connection deadline (30 s)
+        setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        var byte: UInt8 = 0
+        let received = recv(idle, &byte, 1, 0)
+        #expect(received == 0, "recv gave \(received) (errno \(errno)): the idle connection was not closed")
+        let health = try Self.exchange(port: port, request: "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(health.hasPrefix("HTTP/1.1 200"), "\(health)")
+    }
+
     @Test func serverAnswersGoodMalformedAndOversizedRequests() async throws {
         let setup = try #require(Self.trained)
         let (process, line) = try Self.startServer([
