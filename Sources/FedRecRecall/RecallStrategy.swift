@@ -173,12 +173,17 @@ public enum RecallMerger {
     /// - Parameters:
     ///   - candidates: per channel, filtered candidates best first (no duplicates within a list).
     ///   - slots: per channel, its share of `k`.
+    ///   - proposals: every channel's list, for `RecalledItem.channels` (nil: `candidates`); a channel that ran
+    ///     without slots still counts as proposing its items.
     public static func merge(
-        candidates: [RecallChannel: [(item: Int32, score: Float)]], slots: [RecallChannel: Int], k: Int
+        candidates: [RecallChannel: [(item: Int32, score: Float)]], slots: [RecallChannel: Int], k: Int,
+        proposals: [RecallChannel: [(item: Int32, score: Float)]]? = nil
     ) -> [RecalledItem] {
         var proposers: [Int32: [RecallChannel]] = [:]
         for channel in RecallChannel.allCases {
-            for candidate in candidates[channel] ?? [] { proposers[candidate.item, default: []].append(channel) }
+            for candidate in (proposals ?? candidates)[channel] ?? [] {
+                proposers[candidate.item, default: []].append(channel)
+            }
         }
         var taken = Set<Int32>()
         var picks: [(key: Double, channel: RecallChannel, item: RecalledItem)] = []

@@ -170,13 +170,14 @@ public struct Recommender: Sendable {
             // unless every slotted channel ran dry; then the rest fill in channel order).
             var slotted: [RecallChannel: [(item: Int32, score: Float)]] = [:]
             for channel in plan.slots.keys { slotted[channel] = candidates[channel] }
-            var items = RecallMerger.merge(candidates: slotted, slots: plan.slots, k: plan.k)
+            var items = RecallMerger.merge(candidates: slotted, slots: plan.slots, k: plan.k, proposals: candidates)
             if items.count < plan.k {
                 let taken = Set(items.map(\.item))
                 var rest = candidates
                 for channel in RecallChannel.allCases { rest[channel] = rest[channel]?.filter { !taken.contains($0.item) } }
                 for channel in plan.slots.keys { rest[channel] = [] }
-                let fill = RecallMerger.merge(candidates: rest, slots: [:], k: plan.k - items.count)
+                let fill = RecallMerger.merge(
+                    candidates: rest, slots: [:], k: plan.k - items.count, proposals: candidates)
                 items += fill
             }
             out.append(RecallResult(items: items, state: plan.state, channels: plan.available))

@@ -63,6 +63,22 @@ import Testing
         #expect(Set(history).isSubset(of: Set(all.items.map(\.item))))
     }
 
+    /// `channels` lists every channel whose list held the item, also one without slots under the quotas (the
+    /// default warm quotas give popularity none; the fixture's popularity falls with the index).
+    @Test func channelsNameUnslottedProposersToo() throws {
+        let recommender = Fixture.recommender(Fixture.modelFile())
+        var configuration = RecallConfiguration()
+        configuration.k = 20
+        let history: [Int32] = [0, 3, 6, 9, 12, 15]
+        let result = try recommender.recommend([RecallRequest(history: history)], configuration: configuration)[0]
+        #expect(result.state == .warm && result.items.allSatisfy { $0.channel == .embedding })
+        let popular = Set((0..<Int32(60)).filter { !history.contains($0) }.prefix(20))
+        let both = result.items.filter { popular.contains($0.item) }
+        #expect(!both.isEmpty)
+        #expect(both.allSatisfy { $0.channels.contains(.popularity) && $0.channels.contains(.embedding) }, "\(both)")
+        #expect(result.items.filter { !popular.contains($0.item) }.allSatisfy { !$0.channels.contains(.popularity) })
+    }
+
     @Test func minimumScoreDropsWeakCandidates() throws {
         let recommender = Fixture.recommender(Fixture.modelFile())
         var configuration = RecallConfiguration()
