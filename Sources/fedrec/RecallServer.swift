@@ -31,6 +31,24 @@ struct RecallHTTPHandler: Sendable {
         var items: [RecallSetup.Recommendation]
     }
 
+    /// The first known field of `object` whose value has the wrong type, described, else nil (each field is
+    /// decoded alone, as `Request` would decode it; null is a missing field).
+    static func typeProblem(in object: [String: Any]) -> String? {
+        func fits<T: Decodable>(_ key: String, _ type: T.Type) -> Bool {
+            guard let value = object[key], !(value is NSNull) else { return true }
+            guard let data = try? JSONSerialization.data(withJSONObject: [key: value]) else { return false }
+            return (try? JSONDecoder().decode([String: T].self, from: data)) != nil
+        }
+        for key in ["history_ids", "history", "exclude_ids"] where !fits(key, [String].self) {
+            return "field '\(key)': expected a list of strings"
+        }
+        if !fits("k", Int.self) { return "field 'k': expected a whole number, got \(object["k"]!)" }
+        if !fits("include_seen", Bool.self) {
+            return "field 'include_seen': expected true or false, got \(object["include_seen"]!)"
+        }
+        return nil
+    }
+
     func respond(method: HTTPMethod, path: String, body: [UInt8]) -> (HTTPResponseStatus, String) {
         func fail(_ status: HTTPResponseStatus, _ message: String) -> (HTTPResponseStatus, String) {
             (status, RecallSetup.json(["error": message]))
@@ -49,6 +67,12 @@ struct RecallHTTPHandler: Sendable {
         do {
             request = try JSONDecoder().decode(Request.self, from: Data(body))
         } catch {
+            // Valid JSON with a field of the wrong type: name the field (Foundation on Linux may not).
+            if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                let problem = Self.typeProblem(in: object)
+            {
+                return fail(.badRequest, "the body is not a JSON recall request: \(problem)")
+            }
             var detail = Self.describe(error)
             // JSONDecoder on Linux does not say where the text stops being JSON; JSONSerialization does.
             do { _ = try JSONSerialization.jsonObject(with: Data(body)) } catch {

@@ -337,6 +337,16 @@ import FoundationNetworking
         #expect(unknownStatus == 422)
         let (zeroStatus, _) = try await send("/recall", body: #"{"history_ids": ["i1"], "k": 0}"#)
         #expect(zeroStatus == 422)
+        // Valid JSON with a field of the wrong type names the field.
+        for (body, field) in [
+            (#"{"history_ids": ["i1"], "k": 2.5}"#, "field 'k': expected a whole number"),
+            (#"{"history_ids": ["i1"], "k": true}"#, "field 'k': expected a whole number"),
+            (#"{"history_ids": "i1"}"#, "field 'history_ids': expected a list of strings"),
+            (#"{"history_ids": ["i1"], "include_seen": 1}"#, "field 'include_seen': expected true or false"),
+        ] {
+            let (status, answer) = try await send("/recall", body: body)
+            #expect(status == 400 && (answer["error"] as? String)?.contains(field) == true, "\(body): \(answer)")
+        }
         // A misspelt field is named, not ignored (it would be answered as a cold user).
         let (typoStatus, typo) = try await send("/recall", body: #"{"history_id": ["i1"]}"#)
         #expect(typoStatus == 400 && (typo["error"] as? String)?.contains("unknown field 'history_id'") == true)
