@@ -13,6 +13,16 @@ public struct KeyAgreementPublicKey: Sendable, Hashable, CustomStringConvertible
 
     /// Lower-case hex of the key.
     public var description: String { SHA256.hex(rawRepresentation) }
+
+    /// Whether `crypto_kx` accepts the key: libsodium refuses small-order points (such as 32 zero bytes), whose
+    /// shared secret is zero for every secret key. Checked with one `crypto_scalarmult` by a fixed public scalar
+    /// (nothing secret is involved).
+    public var isUsableForKeyExchange: Bool {
+        guard (try? Sodium.ensureInitialised()) != nil else { return false }
+        let scalar = [UInt8](repeating: 0x5A, count: 32)
+        var product = [UInt8](repeating: 0, count: 32)
+        return crypto_scalarmult(&product, scalar, rawRepresentation) == 0
+    }
 }
 
 /// The two directional keys of a `crypto_kx` session: what this side receives with and transmits with.

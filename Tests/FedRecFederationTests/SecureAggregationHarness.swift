@@ -26,6 +26,8 @@ struct SecAggRound {
     let parameters: SecureAggregationParameters
     var clients: [SecureAggregationClient]
     var server: SecureAggregationServer
+    /// The clients' Ed25519 identities (a test can sign on a client's behalf).
+    let identities: [SigningIdentity]
     /// Errors thrown by `server.receive` (logged by a real coordinator while the round goes on).
     var serverRejections: [SecureAggregationError] = []
     /// Errors thrown by clients (a client that throws stops taking part).
@@ -43,6 +45,7 @@ struct SecAggRound {
         let identities = try (0..<n).map { _ in
             try SigningIdentity(seed: SecureBytes(copying: (0..<32).map { _ in UInt8(truncatingIfNeeded: rng.next()) }))
         }
+        self.identities = identities
         let keys = identities.map(\.publicKey)
         let parameters = parameters
         clients = try (0..<n).map {

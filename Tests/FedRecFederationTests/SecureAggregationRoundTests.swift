@@ -1,4 +1,4 @@
-import FedRecFederation
+@testable import FedRecFederation
 import FedRecSecurity
 import FedRecTensor
 import PropertyBased
@@ -206,6 +206,51 @@ import Testing
         #expect(aggregate.excluded[6]?.code == .invalidSignature)
         #expect(round.serverRejections.map(\.code) == [.invalidSignature])
         #expect(aggregate.encodedSum == secAggWrappingSum(inputs, members: aggregate.survivors))
+    }
+
+    /// A client that advertises a small-order X25519 key (here 32 zero bytes), correctly signed: no neighbour
+    /// could exchange keys with it, so the coordinator excludes it at once (not its honest neighbours, who would
+    /// each send one share too few) and the round completes with the others' exact sum.
+    @Test(arguments: [false, true])
+    func smallOrderAdvertisedKeyExcludesTheAdvertiser(masking: Bool) throws {
+        var round = try SecAggRound(participants: 16, vectorLength: 4, seed: 23)
+        var rng = SplitMix64(seed: 10)
+        let inputs = (0..<16).map { _ in (0..<5).map { _ in UInt32(truncatingIfNeeded: rng.next()) } }
+        let (digest, identity) = (try round.parameters.digest(), round.identities[3])
+        var hooks = SecAggHooks()
+        hooks.advertised = { keys in
+            guard keys.index == 3 else { return }
+            let zero = try KeyAgreementPublicKey(rawRepresentation: [UInt8](repeating: 0, count: 32))
+            let (encryption, maskingKey) = masking ? (keys.encryptionKey, zero) : (zero, keys.maskingKey)
+            let signature = try identity.signature(
+                for: AdvertisedKeys.signedBytes(
+                    parametersDigest: digest, index: 3, encryptionKey: encryption, maskingKey: maskingKey,
+                    selfMaskCommitment: keys.selfMaskCommitment))
+            keys = try AdvertisedKeys(
+                round: keys.round, index: 3, encryptionKey: encryption, maskingKey: maskingKey,
+                selfMaskCommitment: keys.selfMaskCommitment, signature: signature)
+        }
+        let aggregate = try round.run(encoded: inputs, hooks: hooks)
+        #expect(aggregate.survivors == (0..<16).filter { $0 != 3 })
+        #expect(aggregate.excluded[3]?.code == .invalidKey)
+        #expect(round.serverRejections.map(\.code) == [.invalidKey])
+        #expect(aggregate.encodedSum == secAggWrappingSum(inputs, members: aggregate.survivors))
+        let zero = try KeyAgreementPublicKey(rawRepresentation: [UInt8](repeating: 0, count: 32))
+        #expect(!zero.isUsableForKeyExchange)
+        #expect(try KeyAgreementKey().publicKey.isUsableForKeyExchange)
+    }
+
+    /// A client whose inbox holds fewer than t authenticated shares (withheld, or replayed from another attempt)
+    /// sends no masked input: with its self-mask alone, removed for every survivor, its input would be read.
+    @Test func tooFewAuthenticatedSharesSendNoMaskedInput() throws {
+        var round = try SecAggRound(participants: 8, vectorLength: 3, seed: 31)
+        let inputs = [[UInt32]](repeating: [1, 2, 3, 4], count: 8)
+        var hooks = SecAggHooks()
+        let threshold = round.parameters.threshold
+        hooks.inboxes = { inboxes in inboxes[5] = Array((inboxes[5] ?? []).prefix(threshold - 1)) }
+        _ = try? round.run(encoded: inputs, hooks: hooks)
+        #expect(round.clientErrors[5]?.code == .tooFewNeighbours, "\(round.clientErrors)")
+        #expect(round.clientErrors[5]?.stage == .maskedInput)
     }
 
     /// A coordinator that swaps a neighbour's keys in the roster: the client refuses that neighbour (bad

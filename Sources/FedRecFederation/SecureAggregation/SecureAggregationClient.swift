@@ -194,7 +194,8 @@ public struct SecureAggregationClient: Sendable {
     ///
     /// Shares from non-neighbours, of another round, to another recipient, or repeated are ignored and recorded.
     /// A share that fails to authenticate is recorded and reported in `MaskedInput.rejectedSenders`; its
-    /// sender's pairwise mask is still applied, because the coordinator relayed its shares (it is in U2).
+    /// sender's pairwise mask is still applied, because the coordinator relayed its shares (it is in U2). Fewer
+    /// than t authenticated shares throw `tooFewNeighbours` and end this client's part in the attempt (no input).
     public mutating func maskedInput(encoded: [UInt32], shares: [EncryptedShare]) throws -> MaskedInput {
         try expect(.sharedKeys, .maskedInput)
         guard encoded.count == parameters.vectorLength + 1 else {
@@ -244,6 +245,19 @@ public struct SecureAggregationClient: Sendable {
             let selfMask = plaintext.withUnsafeBytes { SecureBytes(copying: $0[..<half]) }
             let pairwise = plaintext.withUnsafeBytes { SecureBytes(copying: $0[half...]) }
             heldShares[share.sender] = (selfMask, pairwise)
+        }
+        // Bonawitz et al.'s round 2 aborts below t: with fewer authenticated shares (a stale or withheld inbox),
+        // the masked input would carry too few pairwise masks, down to the self-mask alone, which the coordinator
+        // removes for every survivor, reading this client's input.
+        guard heldShares.count >= parameters.threshold else {
+            let count = heldShares.count
+            (self.maskingKey, self.selfMaskSeed, self.peers, self.heldShares) = (nil, nil, [:], [:])
+            stage = .finished
+            throw SecureAggregationError(
+                code: .tooFewNeighbours,
+                message: "only \(count) neighbour share(s) authenticated, the threshold is \(parameters.threshold): "
+                    + "no masked input is sent", stage: .maskedInput, client: index,
+                clientID: parameters.participants[index])
         }
         var terms = [try crypto(.maskedInput) { try MaskTerm(seed: selfMaskSeed, negated: false) }]
         for neighbour in masked.sorted() {

@@ -83,7 +83,8 @@ public struct SecureAggregationServer: Sendable {
     // MARK: Stage 1
 
     /// Accepts one client's advertised keys. Throws (and records) `wrongStage`, `wrongRound`, `unknownSender`,
-    /// `duplicateMessage`, or `invalidSignature` (the sender is then excluded from the round).
+    /// `duplicateMessage`, `invalidSignature` or `invalidKey` (an unusable X25519 key; with a bad signature, the
+    /// sender is then excluded from the round).
     public mutating func receive(_ keys: AdvertisedKeys) throws {
         if let refusal = stageRefusal(.advertiseKeys, round: keys.round) ?? advertiseRefusal(keys) {
             try refuse(refusal, stage: .advertiseKeys, sender: keys.index)
@@ -100,6 +101,12 @@ public struct SecureAggregationServer: Sendable {
             try keys.verify(identityKey: identityKeys[keys.index], parametersDigest: digest)
         } catch {
             return (.invalidSignature, "\(error)", true)
+        }
+        // A key no neighbour can exchange with (a small-order point) would make every honest neighbour drop this
+        // client and send one share too few, for which the coordinator would exclude them: the advertiser goes.
+        for (name, key) in [("encryption", keys.encryptionKey), ("masking", keys.maskingKey)]
+        where !key.isUsableForKeyExchange {
+            return (.invalidKey, "the advertised \(name) key is a small-order X25519 point", true)
         }
         return nil
     }
