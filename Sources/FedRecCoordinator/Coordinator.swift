@@ -65,6 +65,7 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     }
 
     public func run() async throws {
+        defer { store.releaseClaim() }  // the run is over: its state folder is free for the next coordinator
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {

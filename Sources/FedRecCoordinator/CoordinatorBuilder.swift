@@ -43,7 +43,8 @@ public enum CoordinatorBuilder {
         } catch { throw setup("\(error)") }
         // Before any check that may refuse the start: a checkpoint cut short before its commit holds a model no
         // accountant step charged, which must not stay readable.
-        let store = StateStore(directory: options.stateDirectory)
+        var store = StateStore(directory: options.stateDirectory)
+        try store.claim()
         let saved = try store.load()
         try store.discardUncommitted(saved)
 

@@ -68,6 +68,20 @@ final class RecordJSONCache: Sendable {
     let entries = Mutex<[(record: RoundRecord, json: [UInt8])]>([])
 }
 
+/// An open descriptor holding a `flock`; `release()` (or the last reference going) closes it, releasing the lock.
+final class FolderLock: Sendable {
+    private let descriptor: Mutex<Int32?>
+    init(descriptor: Int32) { self.descriptor = Mutex(descriptor) }
+    /// Idempotent.
+    func release() {
+        descriptor.withLock { open in
+            if let fd = open { close(fd) }
+            open = nil
+        }
+    }
+    deinit { release() }
+}
+
 /// Reads and writes a state folder.
 public struct StateStore: Sendable {
     public let directory: String
@@ -75,6 +89,12 @@ public struct StateStore: Sendable {
     /// JSON of the round records saved so far: a run's records only grow, so each is encoded once rather than
     /// all of them on every round (which made a checkpoint's cost grow with the round count).
     let recordCache = RecordJSONCache()
+
+    /// The lock `claim()` took (nil before): held until `releaseClaim()` or until no copy of this store lives.
+    var folderLock: FolderLock? = nil
+
+    /// Releases the folder `claim()` took (a coordinator whose run ended; another may take the folder).
+    public func releaseClaim() { folderLock?.release() }
 
     public init(directory: String) { self.directory = directory }
 
@@ -151,8 +171,7 @@ public struct StateStore: Sendable {
             // kind becomes the spare the next checkpoint overwrites in place, the others are removed.
             var spares: Set<String> = []
             for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            where (name.hasPrefix("model-") || name.hasPrefix("optimizer-")) && name.hasSuffix(".safetensors")
-                && name != state.modelFile && name != state.optimizerFile
+            where Self.isCheckpointFile(name) && name != state.modelFile && name != state.optimizerFile
             {
                 let spare = name.hasPrefix("model-") ? spareModelPath : spareOptimizerPath
                 if !spares.contains(spare), rename(directory + "/" + name, spare) == 0 {
@@ -185,17 +204,72 @@ public struct StateStore: Sendable {
     /// and under differential privacy with fresh noise: the file of the first run is a release the ledger never
     /// charged, so it must not stay readable until the next checkpoint recycles it. The spares hold only files
     /// of committed rounds and stay.
+    /// Only checkpoint names (`model-NNNNNN.safetensors`, `optimizer-NNNNNN.safetensors`) are touched, in a
+    /// folder `claim()` took.
     public func discardUncommitted(_ state: PersistedState?) throws {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names
-        where (name.hasPrefix("model-") || name.hasPrefix("optimizer-")) && name.hasSuffix(".safetensors")
-            && name != state?.modelFile && name != state?.optimizerFile
-        {
+        where Self.isCheckpointFile(name) && name != state?.modelFile && name != state?.optimizerFile {
             do { try FileManager.default.removeItem(atPath: directory + "/" + name) } catch {
                 throw CoordinatorError(
                     code: .state,
                     message: "cannot remove the uncommitted checkpoint file \(directory)/\(name): \(error)")
             }
+        }
+    }
+
+    /// Whether `name` is a checkpoint file's name: `model-` or `optimizer-`, six or more digits, `.safetensors`.
+    static func isCheckpointFile(_ name: String) -> Bool {
+        for prefix in ["model-", "optimizer-"] where name.hasPrefix(prefix) && name.hasSuffix(".safetensors") {
+            let digits = name.dropFirst(prefix.count).dropLast(".safetensors".count)
+            return digits.count >= 6 && digits.allSatisfy { $0.isASCII && $0.isNumber }
+        }
+        return false
+    }
+
+    /// The file that marks a folder as a coordinator's state folder (written by `claim()`).
+    public static let markerName = ".fedrec-state"
+
+    /// Takes the folder for this process before anything in it is read or removed: creates it when missing,
+    /// holds an exclusive `flock` on its `.lock` file for as long as this store (or a copy) lives, so a second
+    /// coordinator on the same folder is refused (it would release each round's model twice while the ledger on
+    /// disk counts once), and refuses a folder with checkpoint-named files but neither `state.json` nor the
+    /// marker: files that are not this folder's checkpoints are never removed or overwritten.
+    public mutating func claim() throws {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw CoordinatorError(code: .state, message: "--state '\(directory)' is a file, not a folder")
+        }
+        do { try fm.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw CoordinatorError(code: .state, message: "cannot create the state folder \(directory): \(error)")
+        }
+        let lockPath = directory + "/.lock"
+        let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw CoordinatorError(code: .state, message: "cannot open \(lockPath) (errno \(errno)): is the folder writable?")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            close(descriptor)
+            throw CoordinatorError(
+                code: .state,
+                message: busy
+                    ? "the state folder \(directory) is in use by another coordinator; stop it or use another --state"
+                    : "cannot lock \(lockPath) (errno \(errno))")
+        }
+        folderLock = FolderLock(descriptor: descriptor)
+        let marker = directory + "/" + Self.markerName
+        guard !fm.fileExists(atPath: statePath), !fm.fileExists(atPath: marker) else { return }
+        let foreign = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter(Self.isCheckpointFile).sorted()
+        guard foreign.isEmpty else {
+            throw CoordinatorError(
+                code: .state,
+                message: "\(directory) holds checkpoint-named files (\(foreign.prefix(3).joined(separator: ", ")))"
+                    + " but no state.json: not a coordinator's state folder; use an empty or new --state folder")
+        }
+        guard fm.createFile(atPath: marker, contents: Data("fedrec coordinator state folder\n".utf8)) else {
+            throw CoordinatorError(code: .state, message: "cannot write \(marker): is the folder writable?")
         }
     }
 

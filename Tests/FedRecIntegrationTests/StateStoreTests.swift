@@ -63,6 +63,45 @@ import Testing
         #expect(withheld == Fedrec_V1_RoundMetrics.with { $0.round = 3; $0.recallAt20 = -1 })
     }
 
+    /// A coordinator takes its state folder before touching it: one at a time (flock), never a folder that holds
+    /// checkpoint-named files without `state.json` or the marker, and only checkpoint names are ever removed.
+    @Test func claimLocksTheFolderAndLeavesForeignFilesAlone() throws {
+        let directory = Self.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let mine = ["model-central.safetensors", "optimizer-best.safetensors", "notes.txt"]
+        for name in mine { try Data(name.utf8).write(to: URL(fileURLWithPath: directory + "/" + name)) }
+        var first = StateStore(directory: directory)
+        try first.claim()
+        try first.discardUncommitted(try first.load())
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)).isSuperset(of: mine))
+        var second = StateStore(directory: directory)
+        let busy = try #require(throws: CoordinatorError.self) { try second.claim() }
+        #expect(busy.code == .state && busy.message.contains("in use by another coordinator"), "\(busy.message)")
+        first.releaseClaim()
+        try second.claim()
+        second.releaseClaim()
+
+        // Checkpoint-named files without state.json or the marker: refused, and left as they are.
+        let foreign = Self.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: foreign) }
+        try FileManager.default.createDirectory(atPath: foreign, withIntermediateDirectories: true)
+        try Data("x".utf8).write(to: URL(fileURLWithPath: foreign + "/model-000003.safetensors"))
+        var store = StateStore(directory: foreign)
+        let refused = try #require(throws: CoordinatorError.self) { try store.claim() }
+        #expect(refused.message.contains("no state.json"), "\(refused.message)")
+        #expect(FileManager.default.fileExists(atPath: foreign + "/model-000003.safetensors"))
+
+        // A file is no state folder.
+        let file = Self.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data().write(to: URL(fileURLWithPath: file))
+        var onFile = StateStore(directory: file)
+        #expect(throws: CoordinatorError.self) { try onFile.claim() }
+        #expect(StateStore.isCheckpointFile("model-000012.safetensors"))
+        #expect(!StateStore.isCheckpointFile("model-12.safetensors") && !StateStore.isCheckpointFile("model-best.safetensors"))
+    }
+
     /// On restart, the files of a checkpoint cut short before its commit are removed (under DP they hold an
     /// uncharged release); the committed files, the spares and other files stay.
     @Test func uncommittedCheckpointFilesAreDiscarded() throws {
