@@ -314,8 +314,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let coordinator = try CoordinatorBuilder.build(
                 options: options, transport: transport, logger: logger,
                 onListening: {
-                    let bound = await transport.listeningAddress?.ipv4
-                    printFlushed("listening on \(bound?.host ?? address.host):\(bound?.port ?? address.port)")
+                    // Nil when the listener failed (a port in use): then the server's error is the outcome, and
+                    // nothing may announce an address that another process owns (`demo` starts clients on it).
+                    guard let bound = await transport.listeningAddress?.ipv4 else { return }
+                    printFlushed("listening on \(bound.host):\(bound.port)")
                 },
                 onRound: { r in printFlushed(StatusCommand.line(r)) })
             let group = ServiceGroup(

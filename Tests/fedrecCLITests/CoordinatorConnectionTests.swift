@@ -24,6 +24,40 @@ struct CoordinatorConnectionTests {
         return (socket, .closed)
     }
 
+    @Test("a coordinator whose port is taken announces no address and fails")
+    func portInUse() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try CLI.writeSyntheticInteractions(to: folder)
+        let dataset = folder.appendingPathComponent("dataset").path
+        let keys = folder.appendingPathComponent("keys").path
+        try #require(try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset]).status == 0)
+        for name in ["coordinator", "user-1"] {
+            try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", name]).status == 0)
+        }
+        // Another process's listener on a loopback port.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(holder, $0, length) == 0 && listen(holder, 4) == 0 && getsockname(holder, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        let port = UInt16(bigEndian: address.sin_port)
+        let result = try CLI.run([
+            "coordinator", "--dataset", dataset, "--keys", keys, "--allow-list", keys + "/user-1.pub", "--state",
+            folder.appendingPathComponent("state").path, "--address", "127.0.0.1:\(port)",
+        ])
+        #expect(result.status != 0)
+        #expect(!result.output.contains("listening on"), "\(result.combined)")
+        #expect(result.combined.lowercased().contains("address already in use"), "\(result.combined)")
+    }
+
     @Test("a connection beyond --max-connections is closed at once and logged; a freed place is taken again")
     func connectionLimit() throws {
         let folder = try CLI.temporaryFolder()
