@@ -41,6 +41,15 @@ public enum CoordinatorBuilder {
             identity = try KeyFiles.loadIdentity(path: options.keysDirectory + "/\(identityName).key")
             allowList = try KeyFiles.loadAllowList(path: options.allowListPath)
         } catch { throw setup("\(error)") }
+        // Nobody could enrol, or never enough to aggregate: the coordinator would wait forever.
+        guard !allowList.entries.isEmpty else {
+            throw setup("the allow-list \(options.allowListPath) lists no client")
+        }
+        guard options.minimumClients <= allowList.entries.count else {
+            throw setup(
+                "--min-clients \(options.minimumClients) exceeds the \(allowList.entries.count) client(s) of the "
+                    + "allow-list \(options.allowListPath)")
+        }
         // Before any check that may refuse the start: a checkpoint cut short before its commit holds a model no
         // accountant step charged, which must not stay readable.
         var store = StateStore(directory: options.stateDirectory)

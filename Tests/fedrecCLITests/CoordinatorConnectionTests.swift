@@ -24,7 +24,7 @@ struct CoordinatorConnectionTests {
         return (socket, .closed)
     }
 
-    @Test("a coordinator whose port is taken announces no address and fails")
+    @Test("a coordinator fails at once, announcing no address, when its port is taken or its allow-list cannot fill a round")
     func portInUse() throws {
         let folder = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -56,6 +56,20 @@ struct CoordinatorConnectionTests {
         #expect(result.status != 0)
         #expect(!result.output.contains("listening on"), "\(result.combined)")
         #expect(result.combined.lowercased().contains("address already in use"), "\(result.combined)")
+
+        // An allow-list that lists nobody (or fewer than --min-clients) is refused (exit 7), not waited on forever.
+        let empty = folder.appendingPathComponent("empty-allow-list").path
+        try "# nobody yet\n".write(toFile: empty, atomically: true, encoding: .utf8)
+        for (list, extra, message) in [
+            (empty, [String](), "lists no client"), (keys + "/user-1.pub", ["--min-clients", "2"], "--min-clients 2 exceeds"),
+        ] {
+            let refused = try CLI.run(
+                [
+                    "coordinator", "--dataset", dataset, "--keys", keys, "--allow-list", list, "--state",
+                    folder.appendingPathComponent("state-\(extra.count)").path, "--address", "127.0.0.1:0",
+                ] + extra)
+            #expect(refused.status == 7 && refused.combined.contains(message), "\(refused.combined)")
+        }
     }
 
     @Test("a connection beyond --max-connections is closed at once and logged; a freed place is taken again")
