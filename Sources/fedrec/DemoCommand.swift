@@ -112,13 +112,18 @@ struct DemoCommand: AsyncParsableCommand {
             printFlushed("== creating keys for the coordinator and \(dataset.userIDs.count) users in \(keys)")
             try fm.createDirectory(
                 atPath: keys, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            _ = try KeyFiles.write(
-                Identity.generate(name: CoordinatorBuilder.identityName), directory: keys, overwrite: true)
+            /// A key already in the folder is kept (a secret key is never overwritten); a missing one is made.
+            func identity(named name: String) throws -> Identity {
+                let path = keys + "/\(name).key"
+                if fm.fileExists(atPath: path) { return try KeyFiles.loadIdentity(path: path) }
+                let made = try Identity.generate(name: name)
+                _ = try KeyFiles.write(made, directory: keys, overwrite: false)
+                return made
+            }
+            _ = try identity(named: CoordinatorBuilder.identityName)
             var lines = ""
             for user in dataset.userIDs {
-                let identity = try Identity.generate(name: Wire.clientID(forUser: user))
-                _ = try KeyFiles.write(identity, directory: keys, overwrite: true)
-                lines += identity.publicIdentity.line + "\n"
+                lines += try identity(named: Wire.clientID(forUser: user)).publicIdentity.line + "\n"
             }
             try lines.write(toFile: allowList, atomically: true, encoding: .utf8)
         }
@@ -134,8 +139,15 @@ struct DemoCommand: AsyncParsableCommand {
         // A Ctrl-C while the clients were stopping: stop here, not after evaluate and recall.
         if group.wasInterrupted { throw ExitCode(FederationExit.interrupted) }
         guard let saved = try StateStore(directory: state).load() else { throw ExitCode(FederationExit.state) }
-        try? fm.removeItem(atPath: model)
-        try fm.copyItem(atPath: state + "/" + saved.modelFile, toPath: model)
+        // Copied beside the target and renamed over it: a stop midway leaves the earlier model file whole.
+        let partial = model + ".tmp-\(getpid())"
+        try? fm.removeItem(atPath: partial)
+        try fm.copyItem(atPath: state + "/" + saved.modelFile, toPath: partial)
+        guard rename(partial, model) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? fm.removeItem(atPath: partial)
+            throw ValidationError("cannot move the model into \(model): \(reason)")
+        }
         printFlushed("== aggregated model after \(saved.completedRounds) round(s): \(model)")
 
         printFlushed("== evaluate on the test set")
