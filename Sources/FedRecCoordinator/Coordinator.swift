@@ -113,10 +113,14 @@ public final class Coordinator<Transport: ServerTransport>: Service {
     }
 
     private var interrupted: CoordinatorError {
-        CoordinatorError(
+        // Nothing is saved before the first checkpoint commits (state.json).
+        let saved = FileManager.default.fileExists(atPath: store.statePath)
+        return CoordinatorError(
             code: .interrupted,
-            message: "stopped after \(core.completedRounds) of \(options.rounds) round(s); the state is saved in "
-                + "\(options.stateDirectory): run the same command to resume")
+            message: "stopped after \(core.completedRounds) of \(options.rounds) round(s); "
+                + (saved
+                    ? "the state is saved in \(options.stateDirectory): run the same command to resume"
+                    : "nothing was saved yet: the same command starts over"))
     }
 
     private func drive() async throws {

@@ -190,7 +190,17 @@ struct DemoCommand: AsyncParsableCommand {
                 "--log-level", "warning",
             ] + localTraining, echo: true)
         guard let listening = try await coordinator.waitForLine(containing: "listening on ") else {
-            throw ExitCode(try await coordinator.waitForExit())
+            let status = try await coordinator.waitForExit()
+            // Stopped by Ctrl-C while it was starting (before its own handlers): interrupted, as the README says.
+            if group.wasInterrupted {
+                printFlushed("== interrupted while the coordinator was starting")
+                throw ExitCode(FederationExit.interrupted)
+            }
+            printFlushed("coordinator: \(coordinator.ending)")
+            if status == FederationExit.state {
+                printFlushed("(the state in \(state) is another run's or unreadable: pass --fresh to start over)")
+            }
+            throw ExitCode(status)
         }
         let address = String(listening.split(separator: " ").last ?? "")
         var children: [ChildProcess] = []
@@ -272,6 +282,10 @@ final class DemoChildren: @unchecked Sendable {
         children.withLock { $0.append(started) }
         let status = try await started.waitForExit()
         guard status == 0 else {
+            if wasInterrupted {
+                printFlushed("== interrupted during \(started.name)")
+                throw ExitCode(FederationExit.interrupted)
+            }
             printFlushed("== \(started.name) failed (\(started.ending))")
             throw ExitCode(status)
         }
