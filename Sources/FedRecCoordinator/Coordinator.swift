@@ -268,9 +268,12 @@ public final class Coordinator<Transport: ServerTransport>: Service {
         }
         core.finish()
         logger.info("completed \(core.completedRounds) round(s)")
-        // Let client processes learn that training is over before the server stops.
+        // Let client processes learn that training is over before the server stops (at most `finishLinger`,
+        // less once every enrolled client was told).
         let lingerStart = clock.now
-        while !core.isStopping, clock.now.offset - lingerStart.offset < options.finishLinger {
+        while !core.isStopping, !core.everyClientToldFinished,
+            clock.now.offset - lingerStart.offset < options.finishLinger
+        {
             try await clock.sleep(for: .milliseconds(20))
         }
     }

@@ -141,6 +141,8 @@ struct CoreState: Sendable {
     /// Round-closing actions produced inside RPC handlers, for the driver.
     var pending: [Machine.Action] = []
     var finished = false
+    /// Enrolled clients whose process was answered `finished` (the coordinator stops lingering once all were).
+    var toldFinished: Set<String> = []
     var stopping = false
     var completedRounds: Int
     var records: [RoundRecord]
@@ -413,6 +415,11 @@ public final class CoordinatorCore: Sendable {
         changes.notify()
     }
 
+    /// Whether every enrolled client's process has been answered `finished`.
+    var everyClientToldFinished: Bool {
+        state.withLock { s in s.sessions.keys.allSatisfy { s.toldFinished.contains($0) } }
+    }
+
     /// What `state.json` needs from the core.
     func snapshot() -> (enrolled: [String], replayGuard: ReplayGuard, records: [RoundRecord], completed: Int, next: Int)
     {
@@ -447,7 +454,12 @@ public final class CoordinatorCore: Sendable {
             s.sequence += 1
             return (open, selected, session, s.sequence)
         }
-        if state.withLock({ $0.finished }) { return .finished(completedRounds) }
+        let finished = state.withLock { s in
+            guard s.finished else { return false }
+            for client in clients where s.sessions[client] != nil { s.toldFinished.insert(client) }
+            return true
+        }
+        if finished { return .finished(completedRounds) }
         if found == nil, !state.withLock({ s in clients.contains(where: { s.sessions[$0] != nil }) }) {
             throw ProtocolError(code: .notEnrolled, message: "none of the \(clients.count) client(s) is enrolled")
         }

@@ -64,12 +64,15 @@ extension CoordinatorCore {
                 clipRange: options.clipRange, maximumWeight: weighting == .examples ? options.maximumWeight ?? 1 : 1,
                 graphSeed: seed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
                 threshold: options.threshold)
-            // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg).
+            // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg), with
+            // the requested threshold where it fits (capped at n - 1), never a lower one than asked for.
             if (try? parameters.validate()) == nil, cohort.count >= 2 {
+                let k = cohort.count - 1
+                let asked = options.threshold.map { min($0, k) }
                 parameters = SecureAggregationParameters(
                     round: UInt64(round), participants: cohort, vectorLength: vectorLength,
                     clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: seed,
-                    neighbourCount: cohort.count - 1, threshold: nil)
+                    neighbourCount: k, threshold: asked.flatMap { 2 * $0 > k ? $0 : nil })
             }
             let action = s.machine.openRound(cohort: cohort, now: now)
             s.bytesReceived = 0

@@ -93,7 +93,9 @@ struct Fixture {
         o.hiddenWidth = 8
         o.evaluationInterval = 1
         o.enrolmentGrace = .seconds(30)
-        o.finishLinger = .milliseconds(500)
+        // Ends as soon as every client process was told training is over; the bound only matters for a client
+        // that is gone, and must outlast a loaded machine's slowest poll.
+        o.finishLinger = .seconds(10)
         o.clientTraining = ClientTrainingConfiguration(localEpochs: 1, batchSize: 8, optimizer: .sgd(learningRate: 0.5))
         return o
     }

@@ -11,7 +11,9 @@ import FedRecTensor
 ///   2...`participants.count - 2` (SecAgg+ Harary graph); in both cases k <= 255, because Shamir shares are
 ///   numbered 1...255 (libgfshare, GF(2^8)): a neighbourhood holds at most 255 members besides its owner.
 /// - `threshold` t satisfies k/2 < t <= k: any t neighbours reconstruct a secret, and two disjoint sets of t
-///   neighbours cannot exist, so a server cannot collect both secrets of one client from honest neighbours.
+///   neighbours cannot exist, so an honest server's requests cannot collect both secrets of one client from
+///   honest neighbours (an actively malicious one, sending different requests to different clients, can: see
+///   the DocC threat model).
 /// - `vectorLength` in 1...`maximumVectorLength`; `clipRange` and `maximumWeight` finite and positive.
 public struct SecureAggregationParameters: Sendable, Codable, Hashable {
     /// The largest cohort (participant indices travel as `UInt32`; quantisation keeps >= 16 bits per element).
