@@ -416,7 +416,7 @@ public final class CoordinatorCore: Sendable {
     }
 
     /// Whether every enrolled client's process has been answered `finished`.
-    var everyClientToldFinished: Bool {
+    public var everyClientToldFinished: Bool {
         state.withLock { s in s.sessions.keys.allSatisfy { s.toldFinished.contains($0) } }
     }
 
