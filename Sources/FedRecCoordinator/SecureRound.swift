@@ -59,10 +59,14 @@ extension CoordinatorCore {
             let keys = cohort.compactMap { s.sessions[$0]?.identity.signingKey }
             let reportsClipping = s.clipping != nil
             let vectorLength = SecureInput.length(shapes, reportsClipping: reportsClipping)
+            // The neighbourhood graph is drawn from libsodium per attempt, not from --seed: Bell et al.'s collusion
+            // bound assumes colluders cannot know their place in it in advance (it is public once drawn).
+            var generator = try? SecureRandomGenerator()
+            let graphSeed = generator?.next() ?? seed
             var parameters = SecureAggregationParameters(
                 round: UInt64(round), participants: cohort, vectorLength: vectorLength,
                 clipRange: options.clipRange, maximumWeight: weighting == .examples ? options.maximumWeight ?? 1 : 1,
-                graphSeed: seed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
+                graphSeed: graphSeed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
                 threshold: options.threshold)
             // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg), with
             // the requested threshold where it fits (capped at n - 1), never a lower one than asked for.
@@ -71,7 +75,7 @@ extension CoordinatorCore {
                 let asked = options.threshold.map { min($0, k) }
                 parameters = SecureAggregationParameters(
                     round: UInt64(round), participants: cohort, vectorLength: vectorLength,
-                    clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: seed,
+                    clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: graphSeed,
                     neighbourCount: k, threshold: asked.flatMap { 2 * $0 > k ? $0 : nil })
             }
             let action = s.machine.openRound(cohort: cohort, now: now)
@@ -172,6 +176,13 @@ extension CoordinatorCore {
                 return s.machine.abandonAttempt(
                     reason: FederationError(code: .tooFewUpdates, message: reason, round: round))
             case .aggregate(let sum, let secure):
+                guard sum.hasPlausibleWeight(under: secure.server.parameters) else {
+                    return s.machine.abandonAttempt(
+                        reason: FederationError(
+                            code: .tooFewUpdates,
+                            message: "secure aggregation: the decoded total weight \(sum.totalWeight) is not one "
+                                + "\(sum.survivors.count) survivors can have: the masks did not cancel", round: round))
+                }
                 let ids = sum.survivors.map { secure.participants[$0] }
                 let count = secure.shapes.userTowerCount
                 let mean = sum.totalWeight > 0 ? sum.mean : [Float](repeating: 0, count: sum.weightedSum.count)

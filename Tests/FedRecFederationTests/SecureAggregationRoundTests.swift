@@ -253,6 +253,25 @@ import Testing
         #expect(round.clientErrors[5]?.stage == .maskedInput)
     }
 
+    /// A masked input whose masks do not cancel (here a survivor's weight word moved by 2^31) decodes to a total
+    /// weight no survivors' quantised weights can have; an honest round's total is plausible. (The coordinator
+    /// abandons the attempt on an implausible one instead of applying a random sum.)
+    @Test func aSumWhoseMasksDoNotCancelHasAnImplausibleWeight() throws {
+        for broken in [false, true] {
+            var round = try SecAggRound(participants: 8, vectorLength: 3, seed: 41)
+            let values = (0..<8).map { i in [Float(i) / 10, -0.5, 0.25] }
+            let weights: [Float] = [3, 100, 7, 1, 50, 20, 9, 64]
+            let aggregate = try round.run(dropouts: .init(), hooks: .init()) { client, index, inbox in
+                let honest = try client.maskedInput(values[index], weight: weights[index], shares: inbox)
+                guard broken, index == 2 else { return honest }
+                var words = honest.words
+                words[words.count - 1] &+= 1 << 31
+                return try MaskedInput(round: honest.round, index: 2, words: words, rejectedSenders: [])
+            }
+            #expect(aggregate.hasPlausibleWeight(under: round.parameters) == !broken, "\(aggregate.totalWeight)")
+        }
+    }
+
     /// A coordinator that swaps a neighbour's keys in the roster: the client refuses that neighbour (bad
     /// signature) and shares only with the others.
     @Test func clientExcludesNeighbourWithForgedKeys() throws {

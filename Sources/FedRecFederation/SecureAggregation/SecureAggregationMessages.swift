@@ -509,6 +509,17 @@ public struct SecureAggregate: Sendable, Equatable {
     /// many in all.
     public let rejections: BoundedLog<SecureAggregationError>
 
+    /// Whether `totalWeight` could come from the survivors' quantised weights: each lies in [0, W] up to one
+    /// quantisation level. A total outside means masks that did not cancel (an input masked with another set
+    /// than the one assumed: then the weight word is about uniform over ±n W, so most such sums are caught); a
+    /// coordinator must not apply that sum. Only meaningful for inputs encoded by the quantiser.
+    public func hasPlausibleWeight(under parameters: SecureAggregationParameters) -> Bool {
+        let survivors = Double(self.survivors.count)
+        let level = parameters.quantizer.weightResolution
+        return totalWeight >= -survivors * level
+            && totalWeight <= survivors * (Double(parameters.maximumWeight) + level)
+    }
+
     /// The weighted mean (FedAvg): `weightedSum / totalWeight`.
     public var mean: [Float] {
         let scale = totalWeight > 0 ? 1 / totalWeight : 0
