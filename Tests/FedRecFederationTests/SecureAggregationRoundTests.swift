@@ -291,6 +291,16 @@ import Testing
         #expect(round.clients[0].rejections.first?.client == 4)
     }
 
+    /// A client left out of the roster (late, or pruned) is told so, not warned of swapped keys.
+    @Test func clientLeftOutOfTheRosterIsToldWhy() throws {
+        var round = try SecAggRound(participants: 6, vectorLength: 3, seed: 15)
+        var advertised: [AdvertisedKeys] = []
+        for index in 0..<6 { advertised.append(try round.clients[index].advertiseKeys()) }
+        let roster = try Roster(round: round.parameters.round, entries: advertised.filter { $0.index != 0 })
+        let error = secAggError { _ = try round.clients[0].shareKeys(roster: roster) }
+        #expect(error?.code == .tooFewNeighbours && error?.message.contains("not in the roster") == true)
+    }
+
     /// Too many responders missing at the unmask stage: `finish` aborts naming the client and stage; later calls
     /// are refused.
     @Test func belowThresholdAtUnmaskAborts() throws {

@@ -107,7 +107,15 @@ public struct SecureAggregationClient: Sendable {
         guard let advertised, let encryptionKey, let maskingKey, let selfMaskSeed else {
             throw stageError(.shareKeys)
         }
-        guard roster[index] == advertised else {
+        guard let own = roster[index] else {
+            // Late at stage 1, or pruned with too few neighbours: not an attack, and not reported as one.
+            stage = .finished
+            throw SecureAggregationError(
+                code: .tooFewNeighbours,
+                message: "this client is not in the roster (its keys came late, or too few of its neighbours did)",
+                stage: .shareKeys, client: index, clientID: parameters.participants[index])
+        }
+        guard own == advertised else {
             throw SecureAggregationError(
                 code: .invalidKey, message: "the roster does not carry this client's keys as advertised",
                 stage: .shareKeys, client: index, clientID: parameters.participants[index])
