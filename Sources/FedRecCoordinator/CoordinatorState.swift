@@ -171,8 +171,7 @@ public struct StateStore: Sendable {
             // kind becomes the spare the next checkpoint overwrites in place, the others are removed.
             var spares: Set<String> = []
             for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            where Self.isCheckpointFile(name) && name != state.modelFile && name != state.optimizerFile
-            {
+            where Self.isCheckpointFile(name) && name != state.modelFile && name != state.optimizerFile {
                 let spare = name.hasPrefix("model-") ? spareModelPath : spareOptimizerPath
                 if !spares.contains(spare), rename(directory + "/" + name, spare) == 0 {
                     spares.insert(spare)
@@ -249,16 +248,19 @@ public struct StateStore: Sendable {
         guard descriptor >= 0 else {
             throw CoordinatorError(code: .state, message: "cannot open \(lockPath) (errno \(errno)): is the folder writable?")
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let busy = errno == EWOULDBLOCK
+        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 {
+            folderLock = FolderLock(descriptor: descriptor)
+        } else {
+            let error = errno
             close(descriptor)
-            throw CoordinatorError(
-                code: .state,
-                message: busy
-                    ? "the state folder \(directory) is in use by another coordinator; stop it or use another --state"
-                    : "cannot lock \(lockPath) (errno \(errno))")
+            // A file system without flock (some network mounts) goes on unlocked, as before the lock existed.
+            if error == EWOULDBLOCK {
+                throw CoordinatorError(
+                    code: .state,
+                    message: "the state folder \(directory) is in use by another coordinator; stop it or use another "
+                        + "--state")
+            }
         }
-        folderLock = FolderLock(descriptor: descriptor)
         let marker = directory + "/" + Self.markerName
         guard !fm.fileExists(atPath: statePath), !fm.fileExists(atPath: marker) else { return }
         let foreign = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter(Self.isCheckpointFile).sorted()

@@ -69,14 +69,15 @@ extension CoordinatorCore {
                 graphSeed: graphSeed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
                 threshold: options.threshold)
             // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg), with
-            // the requested threshold where it fits (capped at n - 1), never a lower one than asked for.
+            // the requested threshold when it fits as asked (k/2 < t < k: it still tolerates a dropout), else the
+            // default (a t capped to k = n - 1 would abort the attempt at any dropout).
             if (try? parameters.validate()) == nil, cohort.count >= 2 {
                 let k = cohort.count - 1
-                let asked = options.threshold.map { min($0, k) }
+                let asked = options.threshold.flatMap { 2 * $0 > k && $0 < k ? $0 : nil }
                 parameters = SecureAggregationParameters(
                     round: UInt64(round), participants: cohort, vectorLength: vectorLength,
                     clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: graphSeed,
-                    neighbourCount: k, threshold: asked.flatMap { 2 * $0 > k ? $0 : nil })
+                    neighbourCount: k, threshold: asked)
             }
             let action = s.machine.openRound(cohort: cohort, now: now)
             s.bytesReceived = 0

@@ -44,8 +44,8 @@ public struct FederatedSimulationConfiguration: Sendable {
     public var maximumDeltaNorm: Double?
     public var seed: UInt64
     /// DP-FedAvg (nil: off): clients clip to its clip norm, updates are weighted uniformly, the sum gets Gaussian
-    /// noise from libsodium and is divided by q N; `SimulatedRound.epsilon` reports the ledger. The cohort should
-    /// then be `.poisson(rate: q)` with the configuration's sampling rate, and is (`cohort` is ignored). With `adaptiveClipping` the clip norm
+    /// noise from libsodium and is divided by q N; `SimulatedRound.epsilon` reports the ledger. The cohort is then
+    /// Poisson at the configuration's sampling rate q (`cohort` is ignored). With `adaptiveClipping` the clip norm
     /// starts at `clipNorm` and follows Andrew et al.'s geometric update (`AdaptiveClippingState`): each client
     /// also reports whether its update was under the round's clip norm, and the noised count moves the norm
     /// towards the target quantile of the update norms.

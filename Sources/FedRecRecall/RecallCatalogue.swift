@@ -112,6 +112,8 @@ public struct RecallCatalogue: Sendable {
     /// so its error (unknown, ambiguous) names it. Blank pieces are skipped.
     public func resolve(titleList text: String) throws(RecallError) -> [Int32] {
         let pieces = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        // No title spans more pieces than its commas allow: runs are bounded (linear in the list, not cubic).
+        let longestRun = 1 + (titles.map { $0.utf8.count(where: { $0 == UInt8(ascii: ",") }) }.max() ?? 0)
         var out: [Int32] = []
         var start = 0
         while start < pieces.count {
@@ -119,18 +121,23 @@ public struct RecallCatalogue: Sendable {
                 start += 1
                 continue
             }
-            var end = pieces.count
+            var end = min(pieces.count, start + longestRun)
             var match: Int?
+            var ambiguous: String?
             while end > start {
-                let key = Self.normalisedTitle(pieces[start..<end].joined(separator: ","))
-                if let matches = itemsByTitle[key], matches.count == 1 {
-                    match = matches[0]
-                    break
+                let run = pieces[start..<end].joined(separator: ",")
+                if let matches = itemsByTitle[Self.normalisedTitle(run)] {
+                    if matches.count == 1 {
+                        match = matches[0]
+                        break
+                    }
+                    ambiguous = ambiguous ?? run
                 }
                 end -= 1
             }
             guard let match else {
-                return try resolve(titles: [pieces[start].trimmingCharacters(in: .whitespaces)])  // throws
+                // Throws: ambiguous for the longest run several items share, else unknown, naming the piece.
+                return try resolve(titles: [ambiguous ?? pieces[start].trimmingCharacters(in: .whitespaces)])
             }
             out.append(Int32(match))
             start = end

@@ -176,13 +176,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         if let secaggNeighbours, secaggNeighbours < 1 { throw ValidationError("--secagg-neighbours must be >= 1") }
         if let secaggThreshold, secaggThreshold < 1 { throw ValidationError("--secagg-threshold must be >= 1") }
-        // SecAgg+'s Harary graph needs an even k (a cohort of k + 1 takes the complete graph), k <= 254 (Shamir
-        // shares are numbered 1...255), and k/2 < t <= k; checked here rather than replaced round by round.
+        // k <= 254 (Shamir shares are numbered 1...255) and k/2 < t <= k, checked here rather than replaced round
+        // by round. An odd k is SecAgg+'s Harary graph only when it is n - 1 (classic SecAgg); otherwise a round
+        // takes the complete graph.
         if let k = secaggNeighbours {
             guard k <= 254 else { throw ValidationError("--secagg-neighbours must be at most 254, got \(k)") }
-            guard k % 2 == 0 else {
-                throw ValidationError("--secagg-neighbours must be even (a k-regular Harary graph), got \(k)")
-            }
             if let t = secaggThreshold, !(2 * t > k && t <= k) {
                 throw ValidationError("--secagg-threshold must satisfy k/2 < t <= k with k = \(k), got \(t)")
             }

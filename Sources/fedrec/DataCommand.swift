@@ -142,8 +142,11 @@ struct DataSplitCommand: AsyncParsableCommand {
         func canonical(_ path: String) -> String {
             URL(fileURLWithPath: path.isEmpty ? "." : path).standardizedFileURL.resolvingSymlinksInPath().path
         }
-        if inputFolders.contains(where: { canonical($0) == canonical(out) }) {
-            throw ValidationError("--out '\(out)' is the folder of the source files; write the split files elsewhere")
+        let clashing = SplitExport.fileNames.filter { FileManager.default.fileExists(atPath: out + "/" + $0) }
+        if inputFolders.contains(where: { canonical($0) == canonical(out) }), !clashing.isEmpty {
+            throw ValidationError(
+                "--out '\(out)' is the folder of the source files and holds \(clashing.joined(separator: ", ")); "
+                    + "write the split files elsewhere")
         }
     }
 

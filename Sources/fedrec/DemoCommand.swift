@@ -198,7 +198,13 @@ struct DemoCommand: AsyncParsableCommand {
             }
             printFlushed("coordinator: \(coordinator.ending)")
             if status == FederationExit.state {
-                printFlushed("(the state in \(state) is another run's or unreadable: pass --fresh to start over)")
+                // Locked by a coordinator still running (another demo on this --out): --fresh would delete its
+                // files under it, so that case gets its own advice.
+                if coordinator.output.contains(where: { $0.contains("in use by another coordinator") }) {
+                    printFlushed("(another demo or coordinator is using \(state): stop it first, or use another --out)")
+                } else {
+                    printFlushed("(the state in \(state) is another run's or unreadable: pass --fresh to start over)")
+                }
             }
             throw ExitCode(status)
         }

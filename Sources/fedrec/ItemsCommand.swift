@@ -66,7 +66,7 @@ struct ItemsAddCommand: AsyncParsableCommand {
                     tags: RecallSetup.list(tags), year: year)
                 added = 1
             } else if let dataset {
-                let data = try ModelLoading.dataset(at: dataset, matching: file)
+                let data = try ModelLoading.dataset(at: dataset, matching: file, readsUserFeatures: false)
                 let known = Set(file.itemIDs + file.addedItems.ids)
                 for item in data.contentOnlyItems where !known.contains(item.id) {
                     // The importer's own feature row (title, genres, year and tags), not a re-featurisation.

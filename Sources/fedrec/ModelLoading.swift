@@ -13,8 +13,9 @@ enum ModelLoading {
         return try ModelFile.read(from: path)
     }
 
-    /// Loads the data set and checks it is the one the model was trained on.
-    static func dataset(at path: String, matching model: ModelFile) throws -> Dataset {
+    /// Loads the data set and checks it is the one the model was trained on (and, when `readsUserFeatures`, that
+    /// its user features have the model's width).
+    static func dataset(at path: String, matching model: ModelFile, readsUserFeatures: Bool = true) throws -> Dataset {
         let dataset = try Dataset.load(from: path)
         guard SavedModel.matches(model, dataset: dataset) else {
             let catalogueOnly =
@@ -27,7 +28,7 @@ enum ModelLoading {
         // A model released under differential privacy is matched by its catalogue only, so the user features
         // (user_features.tsv) may differ; the user tower reads exactly its configured width.
         let width = model.model.configuration.userFeatureCount
-        guard width == 0 || width == dataset.userFeatures.columns else {
+        guard !readsUserFeatures || width == 0 || width == dataset.userFeatures.columns else {
             throw ValidationError(
                 "data set '\(path)' has \(dataset.userFeatures.columns) user-feature column(s) "
                     + "(user_feature_names.tsv), the model takes \(width): it was trained on another data set")

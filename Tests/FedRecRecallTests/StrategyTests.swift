@@ -243,15 +243,21 @@ import Testing
     /// wins), and an unknown piece is named in the error.
     @Test func titleListsTakeTitlesThatHoldCommas() throws {
         let file = Fixture.modelFile()
-        let commas = ["Shawshank Redemption, The (1994)", "Shawshank Redemption", "Good, the Bad and the Ugly, The (1966)"]
+        let commas = [
+            "Shawshank Redemption, The (1994)", "Shawshank Redemption", "Good, the Bad and the Ugly, The (1966)",
+            "Twin, The (2001)", "Twin, The (2001)",
+        ]
         let titles = commas + (commas.count..<file.itemIDs.count).map(Fixture.title)
         let catalogue = RecallCatalogue(model: file, titles: titles, genres: titles.map { _ in [] })
         #expect(
             try catalogue.resolve(titleList: "shawshank redemption, the (1994), Movie 10 (1960),,  ") == [0, 10])
         #expect(try catalogue.resolve(titleList: "Good, the Bad and the Ugly, The (1966),Shawshank Redemption") == [2, 1])
-        #expect(try catalogue.resolve(titleList: "Shawshank Redemption, Movie 4 (1954)") == [1, 4])
+        #expect(try catalogue.resolve(titleList: "Shawshank Redemption, Movie 5 (1955)") == [1, 5])
+        #expect { try catalogue.resolve(titleList: "Twin, The (2001)") } throws: {
+            ($0 as? RecallError)?.code == .ambiguousTitle
+        }
         #expect(try catalogue.resolve(titleList: " ") == [])
-        #expect { try catalogue.resolve(titleList: "Movie 4 (1954), Nope, Movie 5 (1955)") } throws: {
+        #expect { try catalogue.resolve(titleList: "Movie 5 (1955), Nope, Movie 6 (1956)") } throws: {
             ($0 as? RecallError)?.message.hasPrefix("no item has the title 'Nope'") == true
         }
     }

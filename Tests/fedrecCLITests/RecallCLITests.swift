@@ -119,7 +119,8 @@ import FoundationNetworking
         #expect((try Self.json(String(lines[1])) as? [String: Any])?["state"] as? String == "cold")
 
         let split = setup.folder.appendingPathComponent("split")
-        try #require(try CLI.run(["data", "split", "--dataset", setup.dataset, "--out", split.path]).status == 0)
+        try #require(
+            try CLI.run(["data", "split", "--dataset", setup.dataset, "--out", split.path, "--force"]).status == 0)
         let users = try CLI.run(["recall", "--model", setup.model, "--input", split.appendingPathComponent("train.tsv").path])
         try #require(users.status == 0, "\(users.combined)")
         #expect(users.output.split(separator: "\n").count == 40)
