@@ -153,37 +153,47 @@ import Testing
         #expect(aggregate.rejections.contains { $0.code == .tamperedShare && $0.client == 2 })
     }
 
-    /// A responder that sends wrong shares (of self-mask seeds, or of a dropped client's masking key): the
-    /// reconstruction fails its commitment / public-key check and the round aborts naming the owner, instead of
-    /// returning a corrupted sum.
+    /// Responders that send wrong shares (of self-mask seeds, or of a dropped client's masking key). One liar
+    /// among more than t holders: other t-subsets rebuild the secret that matches its commitment (or public key),
+    /// the round completes with the exact sum, and the liar is named. More liars than k - t: no t right shares
+    /// remain, and the round aborts naming the owner instead of returning a corrupted sum.
     @Test(arguments: [false, true])
-    func wrongUnmaskShareAbortsInsteadOfCorrupting(pairwise: Bool) throws {
-        var round = try SecAggRound(participants: 8, vectorLength: 3, seed: 17)
-        let inputs = [[UInt32]](repeating: [5, 6, 7, 8], count: 8)
-        var hooks = SecAggHooks()
-        hooks.response = { response in
-            guard response.index == 1 else { return }
-            func corrupt(_ shares: [Int: SecureBytes]) -> [Int: SecureBytes] {
-                shares.mapValues { share in
-                    var copy = share
-                    copy.withUnsafeMutableBytes { $0[0] ^= 0x5A }
-                    return copy
+    func wrongUnmaskSharesAreOutvotedOrAbort(pairwise: Bool) throws {
+        for liars in [[1], [1, 2, 3, 4, 5]] {
+            var round = try SecAggRound(participants: 8, vectorLength: 3, seed: 17)
+            let inputs = [[UInt32]](repeating: [5, 6, 7, 8], count: 8)
+            var hooks = SecAggHooks()
+            hooks.response = { response in
+                guard liars.contains(response.index) else { return }
+                func corrupt(_ shares: [Int: SecureBytes]) -> [Int: SecureBytes] {
+                    shares.mapValues { share in
+                        var copy = share
+                        copy.withUnsafeMutableBytes { $0[0] ^= 0x5A }
+                        return copy
+                    }
                 }
+                response = try UnmaskResponse(
+                    round: response.round, index: response.index,
+                    selfMaskShares: pairwise ? response.selfMaskShares : corrupt(response.selfMaskShares),
+                    pairwiseMaskShares: pairwise ? corrupt(response.pairwiseMaskShares) : response.pairwiseMaskShares)
             }
-            response = try UnmaskResponse(
-                round: response.round, index: 1,
-                selfMaskShares: pairwise ? response.selfMaskShares : corrupt(response.selfMaskShares),
-                pairwiseMaskShares: pairwise ? corrupt(response.pairwiseMaskShares) : response.pairwiseMaskShares)
+            // Client 1 is the lowest-numbered holder of some neighbour's shares, so its share is always tried first.
+            let dropped = try #require(round.parameters.graph.neighbours(of: 1).first { $0 != 0 && !liars.contains($0) })
+            let dropouts = SecAggDropouts(maskedInput: pairwise ? [dropped] : [])
+            if liars.count == 1 {
+                let aggregate = try round.run(encoded: inputs, dropouts: dropouts, hooks: hooks)
+                #expect(aggregate.encodedSum == secAggWrappingSum(inputs, members: aggregate.survivors))
+                #expect(
+                    aggregate.rejections.contains { $0.code == .invalidShares && $0.client == 1 },
+                    "\(aggregate.rejections)")
+            } else {
+                let error = secAggError { _ = try round.run(encoded: inputs, dropouts: dropouts, hooks: hooks) }
+                #expect(error?.code == .roundAborted && error?.stage == .unmask, "\(String(describing: error))")
+                #expect(
+                    error?.message.contains(pairwise ? "public key" : "commitment") == true,
+                    "\(String(describing: error))")
+            }
         }
-        // Client 1 is the lowest-numbered holder of some neighbour's shares, so its share is always used there.
-        let dropped = try #require(round.parameters.graph.neighbours(of: 1).first { $0 != 0 })
-        let error = secAggError {
-            _ = try round.run(
-                encoded: inputs, dropouts: SecAggDropouts(maskedInput: pairwise ? [dropped] : []), hooks: hooks)
-        }
-        #expect(error?.code == .roundAborted)
-        #expect(error?.stage == .unmask)
-        #expect(error?.message.contains(pairwise ? "public key" : "commitment") == true, "\(String(describing: error))")
     }
 
     /// A bad signature on advertised keys: the server refuses and excludes the sender; the round completes

@@ -319,24 +319,36 @@ public struct SecureAggregationServer: Sendable {
         for index in maskedSenders where !responders.contains(index) { dropped[index] = .unmask }
         var terms: [MaskTerm] = []
         terms.reserveCapacity(request.survivors.count)
+        let digest = self.digest
         for owner in request.survivors {
-            let seed = try reconstruct(selfMaskShares[owner] ?? [], owner: owner, secret: "self-mask seed")
-            let commitment = try AdvertisedKeys.commitment(parametersDigest: digest, index: owner, seed: seed)
-            guard let entry = roster[owner], commitment == entry.selfMaskCommitment else {
+            let entry = roster[owner]
+            guard
+                let seed = try reconstruct(
+                    selfMaskShares[owner] ?? [], owner: owner, secret: "self-mask seed",
+                    isRight: { seed in
+                        try AdvertisedKeys.commitment(parametersDigest: digest, index: owner, seed: seed)
+                            == entry?.selfMaskCommitment
+                    })
+            else {
                 throw abort(
-                    "the reconstructed self-mask seed does not match its commitment (a responder sent a wrong share)",
-                    stage: .unmask, client: owner)
+                    "no t of the shares rebuild a self-mask seed that matches its commitment (responders sent wrong "
+                        + "shares)", stage: .unmask, client: owner)
             }
             terms.append(try crypto(.unmask) { try MaskTerm(seed: seed, negated: true) })
         }
         for owner in request.dropped {
-            let secret = try reconstruct(maskingKeyShares[owner] ?? [], owner: owner, secret: "masking key")
-            guard let key = try? KeyAgreementKey(secretKey: secret), let entry = roster[owner],
-                key.publicKey == entry.maskingKey
+            let entry = roster[owner]
+            guard
+                let secret = try reconstruct(
+                    maskingKeyShares[owner] ?? [], owner: owner, secret: "masking key",
+                    isRight: { secret in
+                        (try? KeyAgreementKey(secretKey: secret))?.publicKey == entry?.maskingKey && entry != nil
+                    }),
+                let key = try? KeyAgreementKey(secretKey: secret)
             else {
                 throw abort(
-                    "the reconstructed masking key does not match its advertised public key (a share was wrong)",
-                    stage: .unmask, client: owner)
+                    "no t of the shares rebuild a masking key that matches its advertised public key (responders "
+                        + "sent wrong shares)", stage: .unmask, client: owner)
             }
             for survivor in graph.neighbours(of: owner) where maskedSenders.contains(survivor) {
                 guard let peer = roster[survivor] else { continue }
@@ -364,15 +376,54 @@ public struct SecureAggregationServer: Sendable {
         }
     }
 
-    /// The secret from the t shares with the lowest numbers; `roundAborted` when fewer than t arrived.
-    private mutating func reconstruct(_ shares: [SecretShare], owner: Int, secret: String) throws -> SecureBytes {
+    /// Most t-subsets of one secret's shares tried before giving up (C(k, t) for the default k <= 20 is below
+    /// 200,000; each try is a 32-byte combine and a hash or one scalar multiplication).
+    static let maximumSubsetsTried = 4096
+
+    /// The secret that `isRight` accepts, rebuilt from t of `shares`: the t lowest-numbered first, then other
+    /// t-subsets in order (at most `maximumSubsetsTried`), so one responder's wrong share does not abort a round
+    /// in which t right ones arrived. Each share that disagrees with the accepted secret is recorded
+    /// (`invalidShares`, naming its holder). Nil when no subset is accepted; `roundAborted` when fewer than t
+    /// arrived.
+    private mutating func reconstruct(
+        _ shares: [SecretShare], owner: Int, secret: String, isRight: (SecureBytes) throws -> Bool
+    ) throws -> SecureBytes? {
         guard shares.count >= t else {
             throw abort(
                 "only \(shares.count) share(s) of its \(secret) arrived; \(t) are needed", stage: .unmask,
                 client: owner)
         }
-        let chosen = Array(shares.sorted { $0.number < $1.number }.prefix(t))
-        return try crypto(.unmask) { try SecretSharing.combine(chosen) }
+        let sorted = shares.sorted { $0.number < $1.number }
+        var chosen = Array(0..<t)
+        var found: (secret: SecureBytes, subset: [Int])? = nil
+        for _ in 0..<Self.maximumSubsetsTried {
+            let candidate = try crypto(.unmask) { try SecretSharing.combine(chosen.map { sorted[$0] }) }
+            if try isRight(candidate) {
+                found = (candidate, chosen)
+                break
+            }
+            // The next t-subset in lexicographic order.
+            var position = t - 1
+            while position >= 0 && chosen[position] == sorted.count - t + position { position -= 1 }
+            guard position >= 0 else { break }
+            chosen[position] += 1
+            for next in (position + 1)..<t { chosen[next] = chosen[next - 1] + 1 }
+        }
+        guard let found else { return nil }
+        // A share outside the accepted subset is right iff it rebuilds the same secret with t - 1 of the subset.
+        let base = found.subset.prefix(t - 1).map { sorted[$0] }
+        let neighbours = graph.neighbours(of: owner)
+        for (index, share) in sorted.enumerated() where !found.subset.contains(index) {
+            let check = try crypto(.unmask) { try SecretSharing.combine(base + [share]) }
+            guard check != found.secret else { continue }
+            let holder = Int(share.number) - 1 < neighbours.count ? neighbours[Int(share.number) - 1] : nil
+            rejections.append(
+                self.error(
+                    .invalidShares,
+                    "a wrong share of client \(owner)'s \(secret) (share \(share.number)); rebuilt from others",
+                    stage: .unmask, client: holder))
+        }
+        return found.secret
     }
 
     /// Removes members with fewer than t neighbours among the members, until none is left to remove.
