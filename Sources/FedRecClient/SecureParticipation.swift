@@ -184,6 +184,14 @@ extension FederatedClient {
                     guard let client = clients[id] else { continue }
                     do {
                         let envelope = try Envelope(serialized: bytes)
+                        // Bound to this attempt (sequence attempt * 8 + stage, authenticated): an earlier attempt's
+                        // input replayed on the path is refused.
+                        guard envelope.header.sequence == UInt64(attempt) * 8 + UInt64(stage) else {
+                            throw ProtocolError(
+                                code: .unexpectedMessage,
+                                message: "stage \(stage) input of sequence \(envelope.header.sequence), not of attempt "
+                                    + "\(attempt)", round: round)
+                        }
                         opened[id] = try meter.measure(.crypto) {
                             try envelope.open(using: client.keys.receive, clientID: id, kind: kind, round: UInt64(round))
                         }

@@ -304,13 +304,12 @@ extension CoordinatorCore {
 
     /// The sealed inputs of `stage` (1 roster, 2 inbox, 3 unmask request) for the hosted `clients`, once ready.
     func stageInputs(for clients: [String], round: Int, attempt: Int, stage: Int) throws -> StageAnswer {
-        let found: (SecureRoundState, [(String, Session, UInt64)])? = state.withLock { s in
+        let found: (SecureRoundState, [(String, Session)])? = state.withLock { s in
             guard let secure = s.secure, secure.round == round, secure.attempt == attempt else { return nil }
-            var out: [(String, Session, UInt64)] = []
+            var out: [(String, Session)] = []
             for client in clients {
                 guard let session = s.sessions[client], secure.index[client] != nil else { continue }
-                s.sequence += 1
-                out.append((client, session, s.sequence))
+                out.append((client, session))
             }
             return (secure, out)
         }
@@ -332,7 +331,10 @@ extension CoordinatorCore {
         }
         guard ready else { return .wait }
         var inputs: [(String, [UInt8])] = []
-        for (client, session, sequence) in members {
+        // Sequence `attempt * 8 + stage`, as the clients' stage messages carry: a client refuses an input of another
+        // attempt of the round (a replay of an earlier attempt's inbox or unmask request).
+        let sequence = UInt64(attempt) * 8 + UInt64(stage)
+        for (client, session) in members {
             let index = secure.index[client]!
             let plaintext: [UInt8]?
             switch stage {
