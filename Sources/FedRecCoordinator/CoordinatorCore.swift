@@ -245,7 +245,35 @@ public final class CoordinatorCore: Sendable {
         return error
     }
 
+    /// How much of a refused message's text is kept and logged (a sender chooses the ids it names).
+    static let maximumRecordedMessage = 1_000
+
+    /// `client` as recorded and logged: an allow-listed id as it is; any other (chosen by whoever sent it, of
+    /// any length) as an escaped prefix with its length, so refusals cannot fill memory or the log, or forge
+    /// log lines.
+    func shown(_ client: String) -> String {
+        allowList.contains(name: client) ? client : Self.shortened(client, to: 64)
+    }
+
+    /// `text` with control characters escaped and cut to `limit` characters (the full length said).
+    static func shortened(_ text: String, to limit: Int) -> String {
+        var out = ""
+        var count = 0
+        for character in text {
+            guard count < limit else { return out + "…(\(text.utf8.count) bytes)" }
+            if character.isASCII, let scalar = character.unicodeScalars.first, scalar.value < 0x20 || scalar.value == 0x7F {
+                out += String(format: "\\x%02x", scalar.value)
+            } else {
+                out.append(character)
+            }
+            count += 1
+        }
+        return out
+    }
+
     func record(code: String, client: String?, round: Int?, message: String) {
+        let message = Self.shortened(message, to: Self.maximumRecordedMessage)
+        let client = client.map(shown)
         let entry = RejectionRecord(code: code, client: client, round: round, message: message)
         let now = clock.now.offset
         let (log, leftOut) = state.withLock { s in

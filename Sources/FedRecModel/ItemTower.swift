@@ -113,9 +113,15 @@ public struct ItemTower: Sendable, Equatable {
         optimizer.update(Self.contentBiasName, parameter: &contentBias, gradient: gradients.contentBias)
     }
 
+    /// Checked in every build (`precondition` is gone under -Ounchecked): a wrong shape would read past rows.
     private func checkFeatures(_ features: SparseMatrix) {
-        precondition(features.rows == configuration.itemCount, "item features have \(features.rows) rows, catalogue has \(configuration.itemCount)")
-        precondition(features.columns == configuration.itemFeatureCount, "item features have \(features.columns) columns, configuration says \(configuration.itemFeatureCount)")
+        guard features.rows == configuration.itemCount else {
+            fatalError("item features have \(features.rows) rows, catalogue has \(configuration.itemCount)")
+        }
+        guard features.columns == configuration.itemFeatureCount else {
+            fatalError(
+                "item features have \(features.columns) columns, configuration says \(configuration.itemFeatureCount)")
+        }
     }
 }
 

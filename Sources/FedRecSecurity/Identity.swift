@@ -112,6 +112,9 @@ public struct AllowList: Sendable, Hashable {
         for entry in entries { try add(entry) }
     }
 
+    /// Whether `name` is listed.
+    public func contains(name: String) -> Bool { indexByName[name] != nil }
+
     /// Adds an identity; throws `invalidKeyFile` when its name or signing key is already listed.
     public mutating func add(_ entry: PublicIdentity) throws {
         guard indexByName[entry.name] == nil else {

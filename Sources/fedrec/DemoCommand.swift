@@ -229,13 +229,14 @@ struct DemoCommand: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         let coordinatorStatus = coordinator.exitCode
+        // Clients stop by themselves once the coordinator says training is over; those still running after 5 s
+        // in all (not each) are told to stop.
+        var waited = 0
+        while children.contains(where: \.isRunning) && waited < 100 {
+            try await Task.sleep(for: .milliseconds(50))
+            waited += 1
+        }
         for child in children {
-            // Clients stop by themselves once the coordinator says training is over; a straggler is told to stop.
-            var waited = 0
-            while child.isRunning && waited < 100 {
-                try await Task.sleep(for: .milliseconds(50))
-                waited += 1
-            }
             child.signal(SIGTERM)
             _ = try await child.waitForExit()
         }

@@ -33,6 +33,14 @@ enum ModelLoading {
                 "data set '\(path)' has \(dataset.userFeatures.columns) user-feature column(s) "
                     + "(user_feature_names.tsv), the model takes \(width): it was trained on another data set")
         }
+        // The item tower reads the data set's item features with the model's width (a file whose recorded
+        // checksum was copied from another could otherwise pair them).
+        let itemWidth = model.model.configuration.itemFeatureCount
+        guard itemWidth == 0 || itemWidth == dataset.itemFeatures.columns else {
+            throw ValidationError(
+                "data set '\(path)' has \(dataset.itemFeatures.columns) item-feature column(s) "
+                    + "(item_feature_names.tsv), the model takes \(itemWidth): it was trained on another data set")
+        }
         return dataset
     }
 

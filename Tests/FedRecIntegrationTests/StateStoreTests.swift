@@ -1,6 +1,7 @@
 import FedRecFederation
 import FedRecProtocol
 import FedRecSecurity
+import GRPCInProcessTransport
 import Foundation
 import Testing
 
@@ -157,5 +158,28 @@ import Testing
         #expect(
             try String(contentsOfFile: directory + "/model-000003.safetensors", encoding: .utf8)
                 == "model-000003.safetensors")
+    }
+}
+
+/// What a refusal keeps of ids and text a sender chose: an allow-listed id as it is, any other as a short escaped
+/// prefix with its length, and messages cut to `maximumRecordedMessage` with control characters escaped, so a
+/// stream of refusals cannot fill memory or the log, nor forge log lines.
+@Suite struct RefusalRecordTests {
+    @Test func refusalsKeepBoundedEscapedText() throws {
+        let fixture = try Fixture(users: 3)
+        defer { fixture.remove() }
+        let coordinator = try CoordinatorBuilder.build(
+            options: fixture.coordinatorOptions(rounds: 1), transport: InProcessTransport().server)
+        let listed = Wire.clientID(forUser: fixture.userIDs[0])
+        let huge = String(repeating: "x", count: 1 << 20)
+        coordinator.core.record(code: "notEnrolled", client: huge, round: 0, message: "client '\(huge)' refused")
+        coordinator.core.record(code: "notEnrolled", client: "evil\nINFO forged line", round: 0, message: "a\nb")
+        coordinator.core.record(code: "replayed", client: listed, round: 0, message: "ok")
+        let records = coordinator.core.rejections.suffix(3)
+        let (first, second, third) = (records[records.startIndex], records[records.startIndex + 1], records.last!)
+        #expect(first.client == String(repeating: "x", count: 64) + "…(1048576 bytes)")
+        #expect(first.message.count < CoordinatorCore.maximumRecordedMessage + 40)
+        #expect(second.client == "evil\\x0aINFO forged line" && second.message == "a\\x0ab")
+        #expect(third.client == listed)
     }
 }
