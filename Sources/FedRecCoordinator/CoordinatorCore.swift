@@ -143,6 +143,8 @@ struct CoreState: Sendable {
     var finished = false
     /// Enrolled clients whose process was answered `finished` (the coordinator stops lingering once all were).
     var toldFinished: Set<String> = []
+    /// Clients one of whose messages is being received and stored (at most one each at a time).
+    var receiving: Set<String> = []
     var stopping = false
     var completedRounds: Int
     var records: [RoundRecord]
@@ -441,6 +443,15 @@ public final class CoordinatorCore: Sendable {
     func finish() {
         state.withLock { $0.finished = true }
         changes.notify()
+    }
+
+    /// Claims the one message of `client` that may be stored at a time; false while another is being received.
+    func beginReceiving(from client: String) -> Bool {
+        state.withLock { $0.receiving.insert(client).inserted }
+    }
+
+    func endReceiving(from client: String) {
+        _ = state.withLock { $0.receiving.remove(client) }
     }
 
     /// Whether every enrolled client's process has been answered `finished`.

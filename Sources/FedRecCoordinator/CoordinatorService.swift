@@ -246,7 +246,21 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 // Known before any chunk is read: a message of a client that is not enrolled, or for a round that
                 // is not collecting, is read through without being stored (an unauthenticated sender cannot make
                 // the coordinator hold payloads), then refused.
-                let refusedUpfront = admissionRefusal(client: client, round: round)
+                var refusedUpfront = admissionRefusal(client: client, round: round)
+                // The header's client id is not authenticated until the whole message is in: one message per
+                // named client is stored at a time (an honest process sends its clients' messages one after
+                // another), so what senders can make the coordinator hold is bounded by the allow-list, not by
+                // the number of streams and connections.
+                var claimed = false
+                if refusedUpfront == nil {
+                    claimed = core.beginReceiving(from: client)
+                    if !claimed {
+                        refusedUpfront = ProtocolError(
+                            code: .unavailable, message: "another message of this client is being received",
+                            client: client, round: round)
+                    }
+                }
+                defer { if claimed { core.endReceiving(from: client) } }
                 let bytes: [UInt8]
                 do {
                     var assembler = try ChunkAssembler(

@@ -181,5 +181,11 @@ import Testing
         #expect(first.message.count < CoordinatorCore.maximumRecordedMessage + 40)
         #expect(second.client == "evil\\x0aINFO forged line" && second.message == "a\\x0ab")
         #expect(third.client == listed)
+
+        // One message per named client is stored at a time.
+        #expect(coordinator.core.beginReceiving(from: listed))
+        #expect(!coordinator.core.beginReceiving(from: listed))
+        coordinator.core.endReceiving(from: listed)
+        #expect(coordinator.core.beginReceiving(from: listed))
     }
 }
