@@ -65,8 +65,14 @@ public struct ChunkAssembler: Sendable {
         self.plan = plan
         self.chunkSize = chunkSize
         self.keepsBytes = keepsBytes
-        if keepsBytes { buffer.reserveCapacity(plan.totalLength) }
+        // Reserved up front only to `upfrontReserve`: beyond it the buffer grows as bytes arrive, so an announced
+        // length (which the limit, when it comes from unauthenticated shapes, may let be huge) allocates nothing
+        // the sender did not send.
+        if keepsBytes { buffer.reserveCapacity(min(plan.totalLength, Self.upfrontReserve)) }
     }
+
+    /// The most capacity reserved before any chunk arrives (larger than any model payload fedrec sends today).
+    public static let upfrontReserve = 64 << 20
 
     public var isComplete: Bool { nextIndex == plan.chunkCount }
     public var receivedBytes: Int { received }

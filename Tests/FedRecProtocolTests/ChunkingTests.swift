@@ -263,4 +263,14 @@ struct EnrolmentTests {
             using: serverKeys.receive, clientID: "user-1", kind: .modelUpdate, round: 2)
         #expect(opened == payload)
     }
+
+    /// An announced length far above anything sent (the limit may come from unauthenticated shapes) reserves at
+    /// most `upfrontReserve` before chunks arrive: no trap, no huge allocation.
+    @Test func hugeAnnouncedLengthDoesNotReserveIt() throws {
+        let huge = 1 << 40
+        let plan = ChunkPlan(totalLength: huge, chunkCount: huge / ChunkPlan.defaultChunkSize)
+        var assembler = try ChunkAssembler(plan: plan, maximumLength: Int.max / 2)
+        try assembler.append(index: 0, [UInt8](repeating: 1, count: ChunkPlan.defaultChunkSize))
+        #expect(assembler.receivedBytes == ChunkPlan.defaultChunkSize && !assembler.isComplete)
+    }
 }
