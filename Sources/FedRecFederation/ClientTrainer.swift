@@ -164,8 +164,9 @@ public struct ClientTrainer: Sendable {
     }
 
     /// Adds `mu (w - w_global)` to every dense gradient, and to the touched rows of the history-embedding
-    /// gradient (only touched rows ever move, and every step of one user touches the same rows, so this is
-    /// the exact proximal gradient on the rows that differ).
+    /// gradient. Only touched rows ever move, and a user's steps usually touch the same rows, so this is the
+    /// proximal gradient on the rows that differ; a step that touches fewer rows (a one-example last batch, or a
+    /// `maxHistory` cut) leaves the rows it skips without their pull for that step.
     static func addProximalGradient(
         mu: Float, local: UserTower, global: UserTower, to gradients: inout UserTowerGradients
     ) {
