@@ -188,14 +188,11 @@ public struct StateStore: Sendable {
 
     /// Flushes a file's contents, or a folder's entries, to disk.
     static func sync(_ path: String) throws {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else {
-            throw CoordinatorError(code: .state, message: "cannot open \(path) to sync it (errno \(errno))")
-        }
-        defer { close(descriptor) }
-        guard fsync(descriptor) == 0 else {
-            throw CoordinatorError(code: .state, message: "cannot sync \(path) to disk (errno \(errno))")
-        }
+        guard let (step, error) = FileSync.sync(path) else { return }
+        throw CoordinatorError(
+            code: .state,
+            message: step == .open
+                ? "cannot open \(path) to sync it (errno \(error))" : "cannot sync \(path) to disk (errno \(error))")
     }
 
     /// Removes model and optimizer files that `state` does not name (all of them when there is no state yet): a

@@ -298,11 +298,8 @@ enum AtomicFolder {
 
     /// Flushes a file's or a folder's contents (a folder: its entries) to disk.
     static func sync(_ path: String) throws {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else {
-            throw DataError.at(.ioFailure, file: path, "cannot open to sync (errno \(errno))")
-        }
-        defer { close(descriptor) }
-        guard fsync(descriptor) == 0 else { throw DataError.at(.ioFailure, file: path, "cannot sync (errno \(errno))") }
+        guard let (step, error) = FileSync.sync(path) else { return }
+        throw DataError.at(
+            .ioFailure, file: path, "\(step == .open ? "cannot open to sync" : "cannot sync") (errno \(error))")
     }
 }
