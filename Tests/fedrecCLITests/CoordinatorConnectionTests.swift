@@ -24,10 +24,9 @@ struct CoordinatorConnectionTests {
         return (socket, .closed)
     }
 
-    @Test("a coordinator fails at once, announcing no address, when its port is taken or its allow-list cannot fill a round")
-    func portInUse() throws {
-        let folder = try CLI.temporaryFolder()
-        defer { try? FileManager.default.removeItem(at: folder) }
+    /// A small imported data set and keys for a coordinator and one client (`user-1`, its allow-list being
+    /// `keys/user-1.pub`), in `folder`.
+    static func coordinatorInputs(in folder: URL) throws -> (dataset: String, keys: String) {
         let source = try CLI.writeSyntheticInteractions(to: folder)
         let dataset = folder.appendingPathComponent("dataset").path
         let keys = folder.appendingPathComponent("keys").path
@@ -35,6 +34,14 @@ struct CoordinatorConnectionTests {
         for name in ["coordinator", "user-1"] {
             try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", name]).status == 0)
         }
+        return (dataset, keys)
+    }
+
+    @Test("a coordinator fails at once, announcing no address, when its port is taken or its allow-list cannot fill a round")
+    func portInUse() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (dataset, keys) = try Self.coordinatorInputs(in: folder)
         // Another process's listener on a loopback port.
         let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(holder) }
@@ -76,13 +83,7 @@ struct CoordinatorConnectionTests {
     func connectionLimit() throws {
         let folder = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let source = try CLI.writeSyntheticInteractions(to: folder)
-        let dataset = folder.appendingPathComponent("dataset").path
-        let keys = folder.appendingPathComponent("keys").path
-        try #require(try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset]).status == 0)
-        for name in ["coordinator", "user-1"] {
-            try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", name]).status == 0)
-        }
+        let (dataset, keys) = try Self.coordinatorInputs(in: folder)
         let standardError = Pipe()
         let (coordinator, first) = try RecallCLITests.startServer(
             [
