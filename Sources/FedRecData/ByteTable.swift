@@ -11,6 +11,9 @@ struct ByteTable {
     let delimiter: UInt8
     let quoting: Bool
 
+    /// The delimiter as messages name it ("tab", "comma" or "'|'").
+    var delimiterName: String { delimiter == 0x09 ? "tab" : delimiter == 0x2C ? "comma" : "'|'" }
+
     /// Calls `body` for every non-blank line with its fields split; `body` may throw to stop.
     func forEachRow(_ body: (inout Row) throws -> Void) throws {
         try bytes.withUnsafeBufferPointer { buffer in

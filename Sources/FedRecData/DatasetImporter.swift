@@ -181,7 +181,7 @@ struct SourceReader {
             }
         }
         for name in required where header.positions[name] == nil {
-            let delimiter = row.table.delimiter == 0x09 ? "tab" : row.table.delimiter == 0x2C ? "comma" : "'|'"
+            let delimiter = row.table.delimiterName
             let found = header.names.map { $0.debugDescription }.joined(separator: ", ")
             throw DataError.at(
                 .missingColumn, file: file, line: row.line, field: name,
@@ -201,7 +201,7 @@ struct SourceReader {
                     ? "text after the closing quote (a quoted field ends at its quote; double quotes inside it)"
                     : "unterminated quoted field (fields cannot span lines)")
         }
-        let delimiter = row.table.delimiter == 0x09 ? "tab" : row.table.delimiter == 0x2C ? "comma" : "'|'"
+        let delimiter = row.table.delimiterName
         if row.count < needed {
             throw DataError.at(
                 .tooFewFields, file: file, line: row.line, field: fieldName(names, row.count),
