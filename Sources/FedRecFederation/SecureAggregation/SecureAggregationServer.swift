@@ -325,9 +325,12 @@ public struct SecureAggregationServer: Sendable {
             guard
                 let seed = try reconstruct(
                     selfMaskShares[owner] ?? [], owner: owner, secret: "self-mask seed",
-                    isRight: { seed in
-                        try AdvertisedKeys.commitment(parametersDigest: digest, index: owner, seed: seed)
-                            == entry?.selfMaskCommitment
+                    accept: { (seed: SecureBytes) -> SecureBytes? in
+                        guard let entry,
+                            try AdvertisedKeys.commitment(parametersDigest: digest, index: owner, seed: seed)
+                                == entry.selfMaskCommitment
+                        else { return nil }
+                        return seed
                     })
             else {
                 throw abort(
@@ -339,12 +342,14 @@ public struct SecureAggregationServer: Sendable {
         for owner in request.dropped {
             let entry = roster[owner]
             guard
-                let secret = try reconstruct(
+                let key = try reconstruct(
                     maskingKeyShares[owner] ?? [], owner: owner, secret: "masking key",
-                    isRight: { secret in
-                        (try? KeyAgreementKey(secretKey: secret))?.publicKey == entry?.maskingKey && entry != nil
-                    }),
-                let key = try? KeyAgreementKey(secretKey: secret)
+                    accept: { (secret: SecureBytes) -> KeyAgreementKey? in
+                        guard let entry, let key = try? KeyAgreementKey(secretKey: secret),
+                            key.publicKey == entry.maskingKey
+                        else { return nil }
+                        return key
+                    })
             else {
                 throw abort(
                     "no t of the shares rebuild a masking key that matches its advertised public key (responders "
@@ -380,14 +385,14 @@ public struct SecureAggregationServer: Sendable {
     /// 200,000; each try is a 32-byte combine and a hash or one scalar multiplication).
     static let maximumSubsetsTried = 4096
 
-    /// The secret that `isRight` accepts, rebuilt from t of `shares`: the t lowest-numbered first, then other
-    /// t-subsets in order (at most `maximumSubsetsTried`), so one responder's wrong share does not abort a round
-    /// in which t right ones arrived. Each share that disagrees with the accepted secret is recorded
-    /// (`invalidShares`, naming its holder). Nil when no subset is accepted; `roundAborted` when fewer than t
-    /// arrived.
-    private mutating func reconstruct(
-        _ shares: [SecretShare], owner: Int, secret: String, isRight: (SecureBytes) throws -> Bool
-    ) throws -> SecureBytes? {
+    /// What `accept` makes of the secret rebuilt from t of `shares` (nil: not the right secret): the t
+    /// lowest-numbered first, then other t-subsets in order (at most `maximumSubsetsTried`), so one responder's
+    /// wrong share does not abort a round in which t right ones arrived. Each share that disagrees with the
+    /// accepted secret is recorded (`invalidShares`, naming its holder). Nil when no subset is accepted;
+    /// `roundAborted` when fewer than t arrived.
+    private mutating func reconstruct<Accepted>(
+        _ shares: [SecretShare], owner: Int, secret: String, accept: (SecureBytes) throws -> Accepted?
+    ) throws -> Accepted? {
         guard shares.count >= t else {
             throw abort(
                 "only \(shares.count) share(s) of its \(secret) arrived; \(t) are needed", stage: .unmask,
@@ -395,11 +400,11 @@ public struct SecureAggregationServer: Sendable {
         }
         let sorted = shares.sorted { $0.number < $1.number }
         var chosen = Array(0..<t)
-        var found: (secret: SecureBytes, subset: [Int])? = nil
+        var found: (secret: SecureBytes, accepted: Accepted, subset: [Int])? = nil
         for _ in 0..<Self.maximumSubsetsTried {
             let candidate = try crypto(.unmask) { try SecretSharing.combine(chosen.map { sorted[$0] }) }
-            if try isRight(candidate) {
-                found = (candidate, chosen)
+            if let accepted = try accept(candidate) {
+                found = (candidate, accepted, chosen)
                 break
             }
             // The next t-subset in lexicographic order.
@@ -423,7 +428,7 @@ public struct SecureAggregationServer: Sendable {
                     "a wrong share of client \(owner)'s \(secret) (share \(share.number)); rebuilt from others",
                     stage: .unmask, client: holder))
         }
-        return found.secret
+        return found.accepted
     }
 
     /// Removes members with fewer than t neighbours among the members, until none is left to remove.
