@@ -231,10 +231,10 @@ struct RecallCommand: AsyncParsableCommand {
                     for (row, id) in loaded.userIDs.enumerated() { rowOfUser[id] = row }
                     data = loaded
                 } else {
-                    FileHandle.standardError.write(
-                        Data(
-                            ("warning: the model takes \(file.model.configuration.userFeatureCount) user features; "
-                                + "without --dataset these histories are recalled without them\n").utf8))
+                    writeUnchecked(
+                        STDERR_FILENO,
+                        "warning: the model takes \(file.model.configuration.userFeatureCount) user features; "
+                            + "without --dataset these histories are recalled without them\n")
                 }
             }
             var position: [String: Int] = [:]
