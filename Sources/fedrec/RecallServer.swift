@@ -67,15 +67,17 @@ struct RecallHTTPHandler: Sendable {
         do {
             request = try JSONDecoder().decode(Request.self, from: Data(body))
         } catch {
-            // Valid JSON with a field of the wrong type: name the field (Foundation on Linux may not).
-            if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-                let problem = Self.typeProblem(in: object)
-            {
-                return fail(.badRequest, "the body is not a JSON recall request: \(problem)")
-            }
             var detail = Self.describe(error)
-            // JSONDecoder on Linux does not say where the text stops being JSON; JSONSerialization does.
-            do { _ = try JSONSerialization.jsonObject(with: Data(body)) } catch {
+            // One JSONSerialization parse says both: for valid JSON with a field of the wrong type, which field
+            // (Foundation on Linux may not); for text that is not JSON, where it stops being JSON (JSONDecoder on
+            // Linux does not say).
+            do {
+                if let object = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                    let problem = Self.typeProblem(in: object)
+                {
+                    detail = problem
+                }
+            } catch {
                 if let position = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String {
                     detail += " (\(position))"
                 }
