@@ -552,6 +552,16 @@ public final class CoordinatorCore: Sendable {
             plaintext = try meter.measure(.crypto) {
                 try envelope.open(using: session.keys.receive, clientID: client, kind: kind, round: UInt64(round))
             }
+            // A plain update carries its attempt as its (authenticated) sequence number: one trained on another
+            // attempt's model (late, or replayed with that attempt's assignment) is not this attempt's update.
+            if kind == .modelUpdate,
+                let attempt = state.withLock({ s in s.open.flatMap { $0.round == round ? $0.attempt : nil } }),
+                envelope.header.sequence != UInt64(attempt)
+            {
+                throw SecurityError(
+                    code: .outOfOrderMessage,
+                    message: "update of attempt \(envelope.header.sequence), round \(round) is at attempt \(attempt)")
+            }
             try state.withLock { try $0.replayGuard.accept(envelope.header) }
         } catch let error as SecurityError {
             throw reject(Wire.openingError(error, client: client, round: round))

@@ -68,7 +68,8 @@ struct InProcessTests {
         try await train(interrupted, rounds: 2)
         try await train(interrupted, rounds: 4)
 
-        let a = try saved(straight), b = try saved(interrupted)
+        let a = try saved(straight)
+        let b = try saved(interrupted)
         // The file holds the average, not the raw weights, which the checkpoint keeps.
         #expect(Set(a.raw.keys) == Set(a.served.namedParameters.map(\.name)))
         #expect(a.served.namedParameters.contains { a.raw[$0.name]! != $0.value.storage })
@@ -392,6 +393,14 @@ struct InProcessTests {
                 #expect(refusal.code == .resourceExhausted, "\(refusal)")
                 #expect(refusal.message.contains("names \(listed + 1) clients; the allow-list has \(listed)"))
             }
+            // An update sealed for another attempt of this round (sequence 1; the round is at attempt 0) is refused
+            // without moving the replay guard: the attempt-0 update below is still taken.
+            let otherAttempt = try sealedUpdate(identities[0], sequence: 1)
+            let wrongAttempt = try #require(
+                await #expect(throws: RPCError.self) { try await submit(otherAttempt, as: a) })
+            #expect(wrongAttempt.code == .failedPrecondition, "\(wrongAttempt)")
+            #expect(
+                wrongAttempt.message.contains("update of attempt 1, round \(round) is at attempt 0"), "\(wrongAttempt)")
             // The genuine update is accepted, its replay refused.
             try await submit(valid, as: a)
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
