@@ -215,48 +215,62 @@ extension FederatedClient {
     /// thousands of participants.
     static var maximumStageInputBytes: Int { 16 << 20 }
 
+    /// The most bytes one `GetStage` answer may announce in all: 64 MiB, or 512 KiB per requested client when
+    /// more (a roster of 943 participants is about 150 KB), so a process hosting many clients cannot be made to
+    /// hold `maximumStageInputBytes` for each.
+    static func maximumStageAnswerBytes(requested: Int) -> Int { max(64 << 20, requested * (512 << 10)) }
+
     /// Reads one `GetStage` answer: at most one input for each of the `requested` clients, none for another, each
-    /// at most `maximumStageInputBytes` (a coordinator cannot make a client store more than it asked for).
+    /// at most `maximumStageInputBytes` and all together at most `maximumStageAnswerBytes` (a coordinator cannot
+    /// make a client store more than it asked for). `answerLimit` replaces the latter in tests.
     static func readStage(
-        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, requested: Set<String>
+        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, requested: Set<String>,
+        answerLimit: Int? = nil
     ) async throws -> StageAnswer {
         var inputs: [(String, [UInt8])] = []
         var answered = Set<String>()
         var iterator = messages.makeAsyncIterator()
-        var pending: (String, ChunkAssembler)? = nil
+        // The input being received; its assembler is mutated in place (a copy per chunk would copy everything
+        // received so far each time).
+        var pendingID: String? = nil
+        var assembler: ChunkAssembler? = nil
+        var announced = 0
+        let answerLimit = answerLimit ?? maximumStageAnswerBytes(requested: requested.count)
         while let message = try await iterator.next() {
             switch message.part {
             case .wait: return .wait
             case .aborted(let a): return .aborted(a.reason)
             case .stageHeader(let header):
-                if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+                if pendingID != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
                 guard requested.contains(header.sealedFor), answered.insert(header.sealedFor).inserted else {
                     throw ProtocolError(
                         code: .unexpectedMessage,
                         message: "a stage input for '\(header.sealedFor)', not requested or sent twice")
                 }
-                pending = (
-                    header.sealedFor,
-                    try ChunkAssembler(
-                        plan: Wire.plan(header.payload), chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
-                )
+                let plan = try Wire.plan(header.payload)
+                assembler = try ChunkAssembler(plan: plan, chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
+                announced += plan.totalLength
+                guard announced <= answerLimit else {
+                    throw ProtocolError(
+                        code: .oversized,
+                        message: "stage answer of more than \(answerLimit) bytes for \(requested.count) client(s)")
+                }
+                pendingID = header.sealedFor
             case .data(let chunk):
-                guard let (id, started) = pending else {
+                guard let id = pendingID, assembler != nil else {
                     throw ProtocolError(code: .malformedChunk, message: "stage data without a header")
                 }
-                var assembler = started
-                try assembler.append(index: Int(chunk.index), chunk.data)
-                if assembler.isComplete {
-                    inputs.append((id, try assembler.finish()))
-                    pending = nil
-                } else {
-                    pending = (id, assembler)
+                try assembler!.append(index: Int(chunk.index), chunk.data)
+                if assembler!.isComplete {
+                    inputs.append((id, try assembler!.finish()))
+                    pendingID = nil
+                    assembler = nil
                 }
             default:
                 throw ProtocolError(code: .malformedChunk, message: "unexpected message in a stage stream")
             }
         }
-        if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+        if pendingID != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
         return .inputs(inputs)
     }
 }
