@@ -8,7 +8,8 @@ public import Logging
 public enum ClientBuilder {
     public static func build<Transport: ClientTransport>(
         options: ClientOptions, transport: Transport, clock: any Clock<Duration> = ContinuousClock(),
-        logger: Logger = Logger(label: "fedrec.client"), onAssignment: (@Sendable (Int, Int) -> Void)? = nil
+        logger: Logger = Logger(label: "fedrec.client"), onAssignment: (@Sendable (Int, Int) -> Void)? = nil,
+        interceptors: [any ClientInterceptor] = []
     ) throws -> FederatedClient<Transport> {
         func setup(_ message: String) -> ClientError { ClientError(code: .setup, message: message) }
         let dataset: Dataset
@@ -51,7 +52,8 @@ public enum ClientBuilder {
             }
         }
         return FederatedClient(
-            grpc: GRPCClient(transport: transport), options: options, dataset: dataset, clients: clients,
+            grpc: GRPCClient(transport: transport, interceptors: interceptors), options: options, dataset: dataset,
+            clients: clients,
             coordinator: coordinator, logger: logger, clock: clock, onAssignment: onAssignment)
     }
 }

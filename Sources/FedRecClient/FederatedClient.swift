@@ -171,8 +171,18 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 case .wait:
                     continue
                 case .round(let header, let sealed):
+                    meter.beginMeasuring()
+                    let received = ContinuousClock.now
+                    // An assignment that does not open is asked for again (it may have been damaged on the
+                    // way), after a pause; one that opens is this process's round, whatever comes of it.
+                    guard let global = try openAssignment(header: header, sealed: sealed, run: run) else {
+                        try await pause(.milliseconds(250))
+                        continue
+                    }
                     last = (header.epoch, header.round, header.attempt)
-                    try await handle(header: header, sealed: sealed, run: run, trainer: &trainer, service: service)
+                    try await handle(
+                        header: header, global: global, received: received, run: run, trainer: &trainer,
+                        service: service)
                 }
             } catch _ where isStopping || Task.isCancelled {
                 break  // a call cut short by the shutdown
@@ -296,7 +306,20 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     "client": "\(rejection.clientID)", "code": "\(rejection.code)", "reason": "\(rejection.message)",
                 ])
         }
-        guard !response.accepted.isEmpty else {
+        // The coordinator answers every proof it is sent, accepting or refusing it; the lists travel in the clear,
+        // so one that leaves a hosted client out (or names only others) was altered or is faulty.
+        let accepted = Set(response.accepted)
+        let refused = Set(response.rejected.map(\.clientID))
+        let enrolled = order.filter(accepted.contains)
+        let unanswered = order.filter { !accepted.contains($0) && !refused.contains($0) }
+        if let first = unanswered.first {
+            throw ClientError(
+                code: .coordinatorMismatch,
+                message: "the enrol answer neither accepts nor refuses \(unanswered.count) of this process's "
+                    + "\(order.count) client(s) (first: '\(first)'): it was altered on the way, or the coordinator is "
+                    + "faulty")
+        }
+        guard !enrolled.isEmpty else {
             throw ClientError(
                 code: .enrolmentRefused, message: "the coordinator accepted none of the \(order.count) client(s)")
         }
@@ -328,10 +351,9 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         let layout = ParameterLayout.userTower(configuration)
         var users: [Int: FoldUser] = [:]
         for user in dataset.split.fold(fold) { users[user.userIndex] = user }
-        logger.info("enrolled \(response.accepted.count) of \(order.count) client(s)")
-        let accepted = Set(response.accepted)
+        logger.info("enrolled \(enrolled.count) of \(order.count) client(s)")
         return RunSettings(
-            enrolled: order.filter(accepted.contains),
+            enrolled: enrolled,
             runTerms: try Wire.runTermsDigest(
                 modelConfigurationJSON: response.modelConfigurationJson, fold: response.fold),
             configuration: configuration,
@@ -340,22 +362,20 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
     }
 
-    private func handle(
-        header: Fedrec_V1_RoundHeader, sealed: [UInt8], run: RunSettings, trainer: inout ClientTrainer?,
-        service: Fedrec_V1_Coordinator.Client<Transport>
-    ) async throws {
-        meter.beginMeasuring()
-        let received = ContinuousClock.now
-        let deadline = received + .milliseconds(Int64(clamping: header.deadlineMilliseconds))
+    /// Opens an assignment: the round key sealed for one of this process's clients, the model under it, the
+    /// model's attempt and run terms checked against the header and the enrol answer. Nil (logged) when it
+    /// cannot be opened or decoded; throws when the run terms show the enrol answer was altered.
+    private func openAssignment(header: Fedrec_V1_RoundHeader, sealed: [UInt8], run: RunSettings) throws
+        -> GlobalModelPayload?
+    {
         let round = Int(clamping: header.round)
-        let attempt = Int(header.attempt)
         guard let opener = clients[header.sealedFor] else {
             logger.warning("assignment sealed for a client this process does not host", metadata: ["round": "\(round)"])
-            return
+            return nil
         }
-        let global: GlobalModelPayload
+        let plaintext: [UInt8]
         do {
-            let plaintext = try meter.measure(.crypto) {
+            plaintext = try meter.measure(.crypto) {
                 let roundKey = try SymmetricKey(
                     Envelope(serialized: Array(header.roundKey)).openSecret(
                         using: opener.keys.receive, clientID: opener.id, kind: .roundKey, round: header.round))
@@ -369,20 +389,36 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 return try model.open(
                     using: roundKey, clientID: Wire.cohortAudience, kind: .roundModel, round: header.round)
             }
-            global = try meter.measure(.codec) {
-                try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
-            }
         } catch {
             logger.error("round assignment refused: \(error)", metadata: ["round": "\(round)"])
-            return
+            return nil
         }
-        // The enrol answer travelled in the clear; the sealed model says what it should have been.
-        guard global.runTerms == run.runTerms else {
+        // The enrol answer travelled in the clear; the sealed model says what it should have been. Compared
+        // before the shapes: an altered configuration gives the model other shapes, which would otherwise only be
+        // refused, round after round.
+        if let terms = GlobalModelPayload.runTerms(in: plaintext), terms != run.runTerms {
             throw ClientError(
                 code: .coordinatorMismatch,
                 message: "the model configuration or fold received at enrolment differs from the one the coordinator "
                     + "sealed into round \(round): the enrol answer was altered on the way")
         }
+        do {
+            return try meter.measure(.codec) {
+                try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
+            }
+        } catch {
+            logger.error("round assignment refused: \(error)", metadata: ["round": "\(round)"])
+            return nil
+        }
+    }
+
+    private func handle(
+        header: Fedrec_V1_RoundHeader, global: GlobalModelPayload, received: ContinuousClock.Instant,
+        run: RunSettings, trainer: inout ClientTrainer?, service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async throws {
+        let deadline = received + .milliseconds(Int64(clamping: header.deadlineMilliseconds))
+        let round = Int(clamping: header.round)
+        let attempt = Int(header.attempt)
         let selected = header.selected.filter { clients[$0] != nil }
         onAssignment?(round, selected.count)
         logger.info("round \(round): \(selected.count) client(s) selected")
@@ -421,13 +457,14 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         if let secure = global.secure {
             try await participateSecurely(
-                secure, header: header, selected: selected, shapes: run.shapes, train: train, service: service)
+                secure, header: header, deadline: deadline, selected: selected, shapes: run.shapes, train: train,
+                service: service)
             return
         }
         // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
         // as soon as it is trained and sent while the next client trains, all through one call.
         let taken = try await submitInOneCall(
-            selected, round: round, what: "update", sampleMemory: true, service: service
+            selected, round: round, what: "update", sampleMemory: true, deadline: deadline, service: service
         ) { id in
             guard ContinuousClock.now < deadline else {
                 logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
@@ -449,7 +486,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). Returns the clients
     /// whose messages the coordinator took; refusals are logged, not thrown.
     func submitInOneCall<Item>(
-        _ items: [Item], round: Int, what: String, sampleMemory: Bool,
+        _ items: [Item], round: Int, what: String, sampleMemory: Bool, deadline: ContinuousClock.Instant,
         service: Fedrec_V1_Coordinator.Client<Transport>,
         prepare: (Item) async throws -> (client: String, messages: [Fedrec_V1_UpdateMessage])?
     ) async throws -> [String] {
@@ -471,9 +508,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 feed.yield((client, messages))
                 pending += 1
                 if !uploading {
+                    let callOptions = Self.uploadCallOptions(deadline: deadline, now: .now)
                     group.addTask {
                         await self.upload(
-                            uploads, acknowledging: writtenFeed, round: round, what: what, service: service)
+                            uploads, acknowledging: writtenFeed, round: round, what: what, options: callOptions,
+                            service: service)
                     }
                     uploading = true
                     if sampleMemory { meter.sampleMemory() }
@@ -484,23 +523,38 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
     }
 
+    /// How long an upload call may last past the round's deadline: the coordinator cuts its own end of a call
+    /// after its longest deadline plus a second, so only a coordinator that stopped reading (no flow-control
+    /// window, no answer) while still answering pings keeps a call this long.
+    static var uploadGrace: Duration { .seconds(60) }
+
+    /// A `SubmitUpdate` call started at `now` ends, at the latest, `uploadGrace` after `deadline` (the round's,
+    /// as its header gave it): the call is open while the hosted clients train, so it may last until then.
+    static func uploadCallOptions(deadline: ContinuousClock.Instant, now: ContinuousClock.Instant) -> CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = max(.zero, deadline - now) + uploadGrace
+        return options
+    }
+
     /// Writes the sealed messages, as they come, into one `SubmitUpdate` call, acknowledging each once written;
     /// returns the clients whose messages were taken (`Wire.takenClients` when the call failed).
     private func upload(
         _ uploads: AsyncStream<(String, [Fedrec_V1_UpdateMessage])>,
-        acknowledging written: AsyncStream<Void>.Continuation, round: Int, what: String,
+        acknowledging written: AsyncStream<Void>.Continuation, round: Int, what: String, options: CallOptions,
         service: Fedrec_V1_Coordinator.Client<Transport>
     ) async -> [String] {
         defer { written.finish() }
         let sent = UploadTally()
         do {
-            _ = try await service.submitUpdate(requestProducer: { writer in
-                for await (client, messages) in uploads {
-                    try await writer.write(contentsOf: messages)
-                    sent.written.withLock { $0.append(client) }
-                    written.yield()
-                }
-            })
+            _ = try await service.submitUpdate(
+                options: options,
+                requestProducer: { writer in
+                    for await (client, messages) in uploads {
+                        try await writer.write(contentsOf: messages)
+                        sent.written.withLock { $0.append(client) }
+                        written.yield()
+                    }
+                })
             return sent.written.withLock { $0 }
         } catch let error as RPCError {
             logger.warning("\(what)(s) refused: \(error.message)", metadata: ["round": "\(round)"])

@@ -24,10 +24,11 @@ extension FederatedClient {
     /// Secure aggregation: trains each selected virtual client, then runs the four SecAgg+ stages for all of
     /// them (advertise keys, share keys, masked input, unmask). Only the masked input carries the update, and
     /// it is meaningless without the others' masks. A client that is left out of a stage (dropped or excluded by
-    /// the coordinator) stops; an aborted attempt ends the round for this process.
+    /// the coordinator) stops; an aborted attempt ends the round for this process. Each stage's upload call ends
+    /// at the latest `uploadGrace` after `deadline` (the round's) or after its start, whichever is later.
     func participateSecurely(
-        _ secure: SecureRoundAssignment, header: Fedrec_V1_RoundHeader, selected: [String],
-        shapes: PayloadShapes, train: (VirtualClient) -> ClientUpdate?,
+        _ secure: SecureRoundAssignment, header: Fedrec_V1_RoundHeader, deadline: ContinuousClock.Instant,
+        selected: [String], shapes: PayloadShapes, train: (VirtualClient) -> ClientUpdate?,
         service: Fedrec_V1_Coordinator.Client<Transport>
     ) async throws {
         let round = Int(clamping: header.round)
@@ -56,7 +57,7 @@ extension FederatedClient {
         try checkKillHook(stage: 1)
         let advertised = try await submitInOneCall(
             participants.keys.sorted(), round: round, what: "secure stage 1 message", sampleMemory: false,
-            service: service
+            deadline: deadline, service: service
         ) { id in
             guard let keys = try? participants[id]!.machine.advertiseKeys() else { return nil }
             let messages = try stageMessages(
@@ -79,7 +80,7 @@ extension FederatedClient {
             // Once a round, when the first masked input (the largest message) is made, memory is sampled.
             let answered = try await submitInOneCall(
                 participants.keys.sorted(), round: round, what: "secure stage \(stage) message",
-                sampleMemory: stage == 3, service: service
+                sampleMemory: stage == 3, deadline: deadline, service: service
             ) { id in
                 let opened = inputs[id]!
                 let kind: MessageKind
@@ -247,7 +248,7 @@ extension FederatedClient {
                         code: .unexpectedMessage,
                         message: "a stage input for '\(header.sealedFor)', not requested or sent twice")
                 }
-                let plan = try Wire.plan(header.payload)
+                let plan = Wire.plan(header.payload)
                 assembler = try ChunkAssembler(plan: plan, chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
                 announced += plan.totalLength
                 guard announced <= answerLimit else {

@@ -61,7 +61,7 @@ extension CoordinatorCore {
             let vectorLength = SecureInput.length(shapes, reportsClipping: reportsClipping)
             // The neighbourhood graph is drawn from libsodium per attempt, not from --seed: Bell et al.'s collusion
             // bound assumes colluders cannot know their place in it in advance (it is public once drawn).
-            var generator = try? SecureRandomGenerator()
+            let generator = try? SecureRandomGenerator()
             let graphSeed = generator?.next() ?? seed
             var parameters = SecureAggregationParameters(
                 round: UInt64(round), participants: cohort, vectorLength: vectorLength,

@@ -219,6 +219,25 @@ public struct GlobalModelPayload: Sendable, Equatable {
         return w.bytes
     }
 
+    /// The run terms of an encoded payload, read by the sizes it announces itself, whatever shapes it has (nil
+    /// when it is too malformed to find them). A client compares them before decoding: a payload of other
+    /// shapes then tells an altered enrol answer (other terms) from a faulty coordinator (the same terms).
+    public static func runTerms(in bytes: [UInt8]) -> [UInt8]? {
+        var r = ByteReader(bytes, what: "round assignment")
+        guard (try? r.take(4)).map(Array.init) == Self.magic, (try? r.u64()) != nil,
+            let count = try? r.u32(), let rows = try? r.u32(), let d = try? r.u32(), let precision = try? r.precision()
+        else { return nil }
+        // rows x d may overflow 64 bits (checked); no more values than bytes, so their byte count cannot.
+        let (items, overflow) = UInt64(rows).multipliedReportingOverflow(by: UInt64(d))
+        let values = UInt64(count) + items
+        guard !overflow, values <= UInt64(bytes.count),
+            (try? r.take(Int(values) * precision.bytesPerValue)) != nil, (try? r.u64()) != nil,
+            let trainingLength = try? r.u32(), Int(trainingLength) <= Self.maximumTrainingBytes,
+            (try? r.take(Int(trainingLength))) != nil, let terms = try? r.take(32)
+        else { return nil }
+        return Array(terms)
+    }
+
     /// Decodes and checks shapes against `shapes`, the round against `round`, and that every value is finite.
     public init(decoding bytes: [UInt8], shapes: PayloadShapes, round expectedRound: Int) throws {
         var r = ByteReader(bytes, what: "round assignment")

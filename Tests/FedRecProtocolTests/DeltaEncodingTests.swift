@@ -103,4 +103,27 @@ struct DeltaEncodingTests {
         }
         #expect(error?.code == .malformedPayload)
     }
+
+    @Test("the run terms are found by the payload's own sizes, whatever its shapes; damaged sizes give none")
+    func runTermsPeek() throws {
+        let terms = (0..<32).map { UInt8($0 * 7 % 251) }
+        for precision in [WirePrecision.float32, .bfloat16] {
+            let payload = GlobalModelPayload(
+                round: 2, userTower: [1, 2, 3], itemEmbeddings: Matrix(rows: 4, columns: 2, repeating: 0.5),
+                precision: precision, seed: 9, trainingConfigurationJSON: "{\"clip\":1}", runTerms: terms)
+            let encoded = payload.encoded()
+            #expect(GlobalModelPayload.runTerms(in: encoded) == terms)
+            // Other shapes than a client expects: decoding refuses them, the terms are still read.
+            let other = PayloadShapes(userTowerCount: 5, itemRows: 4, dimension: 2)
+            #expect(throws: ProtocolError.self) { try GlobalModelPayload(decoding: encoded, shapes: other, round: 2) }
+            // Cut short, or announcing more values than there are bytes (rows x d overflowing 64 bits included).
+            #expect(GlobalModelPayload.runTerms(in: Array(encoded.dropLast(1))) == nil)
+            for (at, value) in [(16, UInt32.max), (20, UInt32.max), (12, UInt32(1_000))] {
+                var damaged = encoded
+                withUnsafeBytes(of: value.littleEndian) { damaged.replaceSubrange(at..<(at + 4), with: $0) }
+                #expect(GlobalModelPayload.runTerms(in: damaged) == nil, "count at byte \(at) = \(value)")
+            }
+            #expect(GlobalModelPayload.runTerms(in: Array("FRGX".utf8) + encoded.dropFirst(4)) == nil)
+        }
+    }
 }
