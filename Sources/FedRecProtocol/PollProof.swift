@@ -152,8 +152,11 @@ public final class PollStamper: Sendable {
 }
 
 /// The polls a coordinator took recently, so that each is taken once: a poll is admitted only when its stamp is
-/// within `window` of the coordinator's clock and it was not admitted before. Stamps older than the window are
-/// forgotten (a replay of one is stale anyway). Feed it only polls whose proofs checked, or a forger could fill it.
+/// within `window` of the coordinator's clock and later than every poll taken before from the same prover (the
+/// first client it names) for the same call. A process's stamps strictly increase (`PollStamper`) and its polls
+/// are sequential, so anything else is a replay; the book holds one stamp per (prover, call), however fast an
+/// enrolled client polls. Stamps older than the window are forgotten (a replay of one is stale anyway). Feed it
+/// only polls whose proofs checked, or a forger could fill it.
 public struct PollBook: Sendable {
     /// How far a poll's stamp may be from the coordinator's clock, either way (clocks of hosts differ a little).
     public static let window: UInt64 = 60_000_000
@@ -166,7 +169,7 @@ public struct PollBook: Sendable {
         /// The stamp is `microseconds` before this coordinator started: a poll of an earlier run, replayed (or a
         /// caller whose clock is behind the coordinator's, which its next polls outgrow).
         case beforeStart(microseconds: UInt64)
-        /// The same poll (prover, call, stamp) was taken before.
+        /// The prover took a poll of this call stamped as late or later before.
         case replayed
 
         public var description: String {
@@ -180,7 +183,9 @@ public struct PollBook: Sendable {
             case .beforeStart(let us):
                 "stamped \(Double(us / 1_000) / 1_000) s before this coordinator started (a replay from an earlier "
                     + "run, or a clock behind the coordinator's)"
-            case .replayed: "already taken (a replay)"
+            case .replayed:
+                "already taken (a replay): stamped no later than the last poll taken from this client (so is a "
+                    + "restarted process whose clock went back, until its clock passes that poll)"
             }
         }
     }
@@ -188,10 +193,10 @@ public struct PollBook: Sendable {
     struct Key: Hashable {
         var prover: String
         var call: UInt8
-        var stamp: UInt64
     }
 
-    private var taken: Set<Key> = []
+    /// The latest stamp taken per prover and call.
+    private var latestTaken: [Key: UInt64] = [:]
     private var lastPrune: UInt64 = 0
     /// The latest coordinator clock reading seen: pruning never goes by an earlier one (a clock stepped back
     /// would otherwise forget polls still within the window).
@@ -202,8 +207,8 @@ public struct PollBook: Sendable {
     /// `notBefore`: the coordinator's clock when it started (0: no such bound, for tests).
     public init(notBefore: UInt64 = 0) { self.notBefore = notBefore }
 
-    /// Polls remembered (for tests and bounds).
-    public var count: Int { taken.count }
+    /// (Prover, call) pairs remembered (for tests and bounds).
+    public var count: Int { latestTaken.count }
 
     /// Takes the poll `prover` (the first client it names) made at `stamp`, or says why not; `now` is the
     /// coordinator's clock in microseconds since the Unix epoch.
@@ -213,10 +218,14 @@ public struct PollBook: Sendable {
         if stamp < notBefore { return .beforeStart(microseconds: notBefore - stamp) }
         latest = max(latest, now)
         if latest > lastPrune + Self.window {
-            taken = taken.filter { $0.stamp >= latest - min(latest, Self.window) }
+            let horizon = latest - min(latest, Self.window)
+            latestTaken = latestTaken.filter { $0.value >= horizon }
             lastPrune = latest
         }
-        return taken.insert(Key(prover: prover, call: call.rawValue, stamp: stamp)).inserted ? nil : .replayed
+        let key = Key(prover: prover, call: call.rawValue)
+        if let last = latestTaken[key], stamp <= last { return .replayed }
+        latestTaken[key] = stamp
+        return nil
     }
 
     /// Takes `poll` (its proofs already checked), or throws the refusal: `replayed`, or `stalePoll` for a stamp
