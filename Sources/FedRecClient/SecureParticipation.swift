@@ -105,7 +105,13 @@ extension FederatedClient {
                         (kind, answer) = (.maskedInput, meter.measure(.codec) { masked.serialized() })
                     default:
                         let request = try UnmaskRequest(serialized: opened)
-                        (kind, answer) = (.unmask, try participants[id]!.machine.unmask(request).serialized())
+                        // Other clients' shares: sealed from zeroing memory, no plain copy left behind.
+                        let shares = try participants[id]!.machine.unmask(request).serializedSecret()
+                        return (
+                            id,
+                            try stageMessages(
+                                shares, kind: .unmask, stage: stage, id: id, round: round, attempt: attempt)
+                        )
                     }
                 } catch {
                     logger.error(
@@ -127,8 +133,8 @@ extension FederatedClient {
     }
 
     /// One stage message of hosted client `id` as `SubmitUpdate` messages: sealed for the coordinator, chunked.
-    private func stageMessages(
-        _ plaintext: [UInt8], kind: MessageKind, stage: Int, id: String, round: Int, attempt: Int
+    private func stageMessages<Plaintext: FedRecSecurity.ContiguousBytes>(
+        _ plaintext: Plaintext, kind: MessageKind, stage: Int, id: String, round: Int, attempt: Int
     ) throws -> [Fedrec_V1_UpdateMessage] {
         let client = clients[id]!
         let envelope = try meter.measure(.crypto) {

@@ -535,7 +535,7 @@ public final class CoordinatorCore: Sendable {
             throw reject(ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
         }
         let envelope: Envelope
-        let plaintext: [UInt8]
+        var plaintext: [UInt8]
         let secureKinds: [MessageKind] = [.advertiseKeys, .shareKeys, .maskedInput, .unmask]
         let kind: MessageKind
         do {
@@ -573,6 +573,9 @@ public final class CoordinatorCore: Sendable {
                         code: .unexpectedMessage, message: "plain updates are refused under secure aggregation",
                         client: client, round: round))
             }
+            // An unmask response holds other clients' shares: its plaintext is zeroed once parsed (the parsed
+            // shares live in SecureBytes).
+            defer { if kind == .unmask { plaintext.wipe() } }
             // Stage messages carry `attempt * 8 + stage` as their (authenticated) sequence number.
             try receiveSecure(
                 kind: kind, plaintext: plaintext, client: client, round: round,

@@ -32,3 +32,14 @@ extension Sodium {
 }
 
 extension SecureBytes: ContiguousBytes {}
+
+extension Array where Element == UInt8 {
+    /// Zeroes these bytes in place (`sodium_memzero`), keeping the count. For a plaintext that held secrets only
+    /// briefly (a parsed or just sealed message): call it while this array is the buffer's only reference, or a
+    /// copy-on-write copy is zeroed instead.
+    public mutating func wipe() {
+        withUnsafeMutableBytes { bytes in
+            if let base = bytes.baseAddress { sodium_memzero(base, bytes.count) }
+        }
+    }
+}

@@ -136,7 +136,7 @@ struct DataSplitCommand: AsyncParsableCommand {
         var inputFolders: [String] = []
         for path in [source, options.itemsFile].compactMap({ $0 }) {
             var isDirectory: ObjCBool = false
-            FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
             inputFolders.append(isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent)
         }
         func canonical(_ path: String) -> String {

@@ -81,6 +81,8 @@ private func expectTruncationsRefused(
         for index in 0..<5 {
             let response = try round.clients[index].unmask(request)
             #expect(try UnmaskResponse(serialized: response.serialized()) == response)
+            // The zeroing form carries the same bytes.
+            #expect(response.serializedSecret().withUnsafeBytes { Array($0) } == response.serialized())
             if index == 0 {
                 expectTruncationsRefused(response.serialized()) { _ = try UnmaskResponse(serialized: $0) }
                 // Shares out of (kind, owner) order are refused: one encoding per response.

@@ -95,6 +95,18 @@ func expectCode(
         }
     }
 
+    @Test("wipe zeroes a byte array in place and keeps its count; a shared copy keeps its bytes")
+    func wipeZeroesInPlace() {
+        var bytes: [UInt8] = (1...40).map { UInt8($0) }
+        let shared = bytes
+        bytes.wipe()
+        #expect(bytes == [UInt8](repeating: 0, count: 40))
+        #expect(shared == (1...40).map { UInt8($0) })
+        var empty: [UInt8] = []
+        empty.wipe()
+        #expect(empty.isEmpty)
+    }
+
     @Test func truncatedBoxesFail() throws {
         let key = try SymmetricKey()
         let combined = try AEAD.seal(Array("hello, federated world".utf8), using: key).combined

@@ -456,6 +456,16 @@ public struct UnmaskResponse: Sendable, Equatable {
         return writer.bytes
     }
 
+    /// `serialized()` in zeroing memory: the plain copy (sized exactly, so never regrown) is wiped before it is
+    /// freed. The shares are other clients' secrets, which the coordinator alone is meant to learn.
+    public func serializedSecret() -> SecureBytes {
+        var bytes = serialized()
+        defer { bytes.wipe() }
+        return SecureBytes(copying: bytes)
+    }
+
+    /// Parses a response. The caller wipes `bytes` afterwards (`Array.wipe`); the shares are copied into
+    /// `SecureBytes`, no other copy is made.
     public init(serialized bytes: [UInt8]) throws {
         let limit = SecureAggregationParameters.maximumParticipantCount
         var reader = try WireReader(bytes, expecting: .unmaskResponse)
