@@ -63,9 +63,10 @@ extension CoordinatorCore {
             // bound assumes colluders cannot know their place in it in advance (it is public once drawn).
             let generator = try? SecureRandomGenerator()
             let graphSeed = generator?.next() ?? seed
+            let clipRange = Self.quantiserRange(configured: options.clipRange, adaptiveClipNorm: s.clipping?.clipNorm)
             var parameters = SecureAggregationParameters(
                 round: UInt64(round), participants: cohort, vectorLength: vectorLength,
-                clipRange: options.clipRange, maximumWeight: weighting == .examples ? options.maximumWeight ?? 1 : 1,
+                clipRange: clipRange, maximumWeight: weighting == .examples ? options.maximumWeight ?? 1 : 1,
                 graphSeed: graphSeed, neighbourCount: options.neighbours.map { min($0, max(cohort.count - 1, 1)) },
                 threshold: options.threshold)
             // A cohort too small for the requested graph falls back to the complete graph (classic SecAgg), with
@@ -76,7 +77,7 @@ extension CoordinatorCore {
                 let asked = options.threshold.flatMap { 2 * $0 > k && $0 < k ? $0 : nil }
                 parameters = SecureAggregationParameters(
                     round: UInt64(round), participants: cohort, vectorLength: vectorLength,
-                    clipRange: options.clipRange, maximumWeight: parameters.maximumWeight, graphSeed: graphSeed,
+                    clipRange: clipRange, maximumWeight: parameters.maximumWeight, graphSeed: graphSeed,
                     neighbourCount: k, threshold: asked)
             }
             let action = s.machine.openRound(cohort: cohort, now: now)
@@ -220,6 +221,14 @@ extension CoordinatorCore {
                     aggregate, droppedOut: dropped, excluded: excluded, rejections: rejections)
             }
         }
+    }
+
+    /// The quantiser's per-coordinate range of a secure round: the configured one, or under adaptive clipping at
+    /// least the round's clip norm C, which moves. No coordinate of a clipped update exceeds C, so a range below
+    /// it would clamp coordinates again and bias the sum beyond what DP clipping intends.
+    static func quantiserRange(configured: Float, adaptiveClipNorm: Double?) -> Float {
+        guard let norm = adaptiveClipNorm else { return configured }
+        return max(configured, Float(norm))
     }
 
     /// A client's stage message (advertised keys, encrypted shares, masked input or unmask response), already

@@ -115,7 +115,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             "SecAgg+: each update element is clipped to [-R, R] before quantisation.",
             discussion:
                 "Default: the clip norm (no element of a clipped update exceeds it), 10 times the initial one under "
-                + "adaptive clipping (the norm may grow), or 10 without differential privacy."))
+                + "adaptive clipping, or 10 without differential privacy. Under adaptive clipping a round's range is "
+                + "at least its clip norm, which may grow past R."))
     var secaggClipRange: Float?
     @Option(
         name: .customLong("stage-deadline"),
