@@ -141,6 +141,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         var settings: RunSettings? = nil
         var last: (epoch: UInt64, round: UInt64, attempt: UInt32) = (0, 0, 0)
         var trainer: ClientTrainer? = nil
+        // The assignment that last failed to open, and how many times in a row.
+        var unopened: (key: (UInt64, UInt64, UInt32), count: Int) = ((0, 0, 0), 0)
         var unreachableSince: Duration? = nil
         let started = ContinuousClock.now
 
@@ -174,9 +176,21 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     meter.beginMeasuring()
                     let received = ContinuousClock.now
                     // An assignment that does not open is asked for again (it may have been damaged on the
-                    // way), after a pause; one that opens is this process's round, whatever comes of it.
+                    // way), after a pause, up to three times; then its attempt is given up (the process polls for
+                    // the next one). One that opens is this process's round, whatever comes of it.
+                    let key = (header.epoch, header.round, header.attempt)
                     guard let global = try openAssignment(header: header, sealed: sealed, run: run) else {
-                        try await pause(.milliseconds(250))
+                        unopened = unopened.key == key ? (key, unopened.count + 1) : (key, 1)
+                        if unopened.count >= Self.openingTries {
+                            logger.error(
+                                """
+                                round \(header.round) attempt \(header.attempt): the assignment did not open \
+                                \(Self.openingTries) times; waiting for the next one
+                                """)
+                            last = key
+                        } else {
+                            try await pause(.milliseconds(250))
+                        }
                         continue
                     }
                     last = (header.epoch, header.round, header.attempt)
@@ -235,6 +249,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         case round(Fedrec_V1_RoundHeader, [UInt8])
     }
 
+    /// How many times in a row an assignment may fail to open before its attempt is given up.
+    static var openingTries: Int { 3 }
+
+    /// The largest sealed assignment read: the model of the enrolled shapes plus 1 MiB (terms, secure section),
+    /// and at least 256 MiB, so that a model of other shapes than an altered enrol answer implies still reaches
+    /// the run-terms check (which stops the process) instead of being refused as oversized every round. The
+    /// assembler's memory grows with what arrives, not with the announced length.
+    static func maximumAssignmentBytes(_ shapes: PayloadShapes) -> Int {
+        max(shapes.globalModelByteCount + (1 << 20), 256 << 20)
+    }
+
     static func readAssignment(
         _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, shapes: PayloadShapes
     ) async throws -> Answer {
@@ -248,7 +273,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         case .header(let header):
             var assembler = try ChunkAssembler(
                 plan: Wire.plan(header.payload), chunkSize: chunkSize,
-                maximumLength: shapes.globalModelByteCount + (1 << 20)
+                maximumLength: maximumAssignmentBytes(shapes)
             )
             while !assembler.isComplete {
                 guard let next = try await iterator.next() else { break }
@@ -403,9 +428,19 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     + "sealed into round \(round): the enrol answer was altered on the way")
         }
         do {
-            return try meter.measure(.codec) {
+            let global = try meter.measure(.codec) {
                 try GlobalModelPayload(decoding: plaintext, shapes: run.shapes, round: round)
             }
+            // The same comparison on the decoded payload, should the sizes-only reading above ever disagree.
+            guard global.runTerms == run.runTerms else {
+                throw ClientError(
+                    code: .coordinatorMismatch,
+                    message: "the model configuration or fold received at enrolment differs from the one the "
+                        + "coordinator sealed into round \(round): the enrol answer was altered on the way")
+            }
+            return global
+        } catch let error as ClientError {
+            throw error
         } catch {
             logger.error("round assignment refused: \(error)", metadata: ["round": "\(round)"])
             return nil
@@ -487,7 +522,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// whose messages the coordinator took; refusals are logged, not thrown.
     func submitInOneCall<Item>(
         _ items: [Item], round: Int, what: String, sampleMemory: Bool, deadline: ContinuousClock.Instant,
-        service: Fedrec_V1_Coordinator.Client<Transport>,
+        stageDeadline: Duration = .zero, service: Fedrec_V1_Coordinator.Client<Transport>,
         prepare: (Item) async throws -> (client: String, messages: [Fedrec_V1_UpdateMessage])?
     ) async throws -> [String] {
         let (uploads, feed) = AsyncStream.makeStream(of: (String, [Fedrec_V1_UpdateMessage]).self)
@@ -508,7 +543,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 feed.yield((client, messages))
                 pending += 1
                 if !uploading {
-                    let callOptions = Self.uploadCallOptions(deadline: deadline, now: .now)
+                    let callOptions = Self.uploadCallOptions(deadline: deadline, now: .now, stage: stageDeadline)
                     group.addTask {
                         await self.upload(
                             uploads, acknowledging: writtenFeed, round: round, what: what, options: callOptions,
@@ -528,11 +563,15 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// window, no answer) while still answering pings keeps a call this long.
     static var uploadGrace: Duration { .seconds(60) }
 
-    /// A `SubmitUpdate` call started at `now` ends, at the latest, `uploadGrace` after `deadline` (the round's,
-    /// as its header gave it): the call is open while the hosted clients train, so it may last until then.
-    static func uploadCallOptions(deadline: ContinuousClock.Instant, now: ContinuousClock.Instant) -> CallOptions {
+    /// A `SubmitUpdate` call started at `now` ends, at the latest, `stage + uploadGrace` after `deadline` (the
+    /// round's, as its header gave it) or after `now`, whichever is later: a plain call is open while the hosted
+    /// clients train, so it may last until the deadline; a secure stage's call (`stage`: the stage deadline) may
+    /// be collected for that long after it starts.
+    static func uploadCallOptions(
+        deadline: ContinuousClock.Instant, now: ContinuousClock.Instant, stage: Duration = .zero
+    ) -> CallOptions {
         var options = CallOptions.defaults
-        options.timeout = max(.zero, deadline - now) + uploadGrace
+        options.timeout = max(.zero, deadline - now) + stage + uploadGrace
         return options
     }
 

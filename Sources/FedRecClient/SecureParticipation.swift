@@ -25,7 +25,8 @@ extension FederatedClient {
     /// them (advertise keys, share keys, masked input, unmask). Only the masked input carries the update, and
     /// it is meaningless without the others' masks. A client that is left out of a stage (dropped or excluded by
     /// the coordinator) stops; an aborted attempt ends the round for this process. Each stage's upload call ends
-    /// at the latest `uploadGrace` after `deadline` (the round's) or after its start, whichever is later.
+    /// at the latest the stage deadline plus `uploadGrace` after `deadline` (the round's) or after its start,
+    /// whichever is later.
     func participateSecurely(
         _ secure: SecureRoundAssignment, header: Fedrec_V1_RoundHeader, deadline: ContinuousClock.Instant,
         selected: [String], shapes: PayloadShapes, train: (VirtualClient) -> ClientUpdate?,
@@ -48,7 +49,8 @@ extension FederatedClient {
                 participants[id] = SecureParticipant(
                     client: client, machine: machine, encodedUpdate: encodedUpdate, weight: weight)
             } catch {
-                logger.error("secure aggregation refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
+                logger.error(
+                    "secure aggregation refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
             }
         }
         // Each stage's messages of all hosted participants travel in one call; a participant whose message was
@@ -57,7 +59,7 @@ extension FederatedClient {
         try checkKillHook(stage: 1)
         let advertised = try await submitInOneCall(
             participants.keys.sorted(), round: round, what: "secure stage 1 message", sampleMemory: false,
-            deadline: deadline, service: service
+            deadline: deadline, stageDeadline: secure.stageDeadline, service: service
         ) { id in
             guard let keys = try? participants[id]!.machine.advertiseKeys() else { return nil }
             let messages = try stageMessages(
@@ -69,7 +71,8 @@ extension FederatedClient {
         for stage in 2...4 {
             guard !participants.isEmpty, !isStopping else { return }
             let inputs = try await fetchStage(
-                stage - 1, clientIDs: participants.keys.sorted(), round: round, attempt: attempt, service: service)
+                stage - 1, clientIDs: participants.keys.sorted(), round: round, attempt: attempt,
+                participantCount: secure.parameters.participants.count, service: service)
             guard let inputs else { return }
             try checkKillHook(stage: stage)
             let present = Set(inputs.keys)
@@ -80,7 +83,7 @@ extension FederatedClient {
             // Once a round, when the first masked input (the largest message) is made, memory is sampled.
             let answered = try await submitInOneCall(
                 participants.keys.sorted(), round: round, what: "secure stage \(stage) message",
-                sampleMemory: stage == 3, deadline: deadline, service: service
+                sampleMemory: stage == 3, deadline: deadline, stageDeadline: secure.stageDeadline, service: service
             ) { id in
                 let opened = inputs[id]!
                 let kind: MessageKind
@@ -155,7 +158,8 @@ extension FederatedClient {
     /// request): the opened plaintext per hosted client that takes part, or nil when the attempt was aborted or
     /// this process is stopping.
     private func fetchStage(
-        _ stage: Int, clientIDs: [String], round: Int, attempt: Int, service: Fedrec_V1_Coordinator.Client<Transport>
+        _ stage: Int, clientIDs: [String], round: Int, attempt: Int, participantCount: Int,
+        service: Fedrec_V1_Coordinator.Client<Transport>
     ) async throws -> [String: [UInt8]]? {
         let kind: MessageKind = stage == 1 ? .advertiseKeys : (stage == 2 ? .shareKeys : .unmask)
         let started = ContinuousClock.now
@@ -172,7 +176,8 @@ extension FederatedClient {
             let answer = try await refusingPoll {
                 try await service.getStage(request, options: pollCallOptions) { response in
                     try await Self.readStage(
-                        response.messages, chunkSize: self.options.chunkSize, requested: Set(clientIDs))
+                        response.messages, chunkSize: self.options.chunkSize, requested: Set(clientIDs),
+                        participantCount: participantCount)
                 }
             }
             switch answer {
@@ -200,10 +205,12 @@ extension FederatedClient {
                                     + "\(attempt)", round: round)
                         }
                         opened[id] = try meter.measure(.crypto) {
-                            try envelope.open(using: client.keys.receive, clientID: id, kind: kind, round: UInt64(round))
+                            try envelope.open(
+                                using: client.keys.receive, clientID: id, kind: kind, round: UInt64(round))
                         }
                     } catch {
-                        logger.error("secure stage input refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
+                        logger.error(
+                            "secure stage input refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
                     }
                 }
                 return opened
@@ -219,20 +226,24 @@ extension FederatedClient {
     }
 
     /// The largest stage input accepted: rosters, share inboxes and unmask requests are kilobytes even for
-    /// thousands of participants.
+    /// thousands of participants (a roster entry is 164 bytes; 2^16 participants make 10.7 MB).
     static var maximumStageInputBytes: Int { 16 << 20 }
 
-    /// The most bytes one `GetStage` answer may announce in all: 64 MiB, or 512 KiB per requested client when
-    /// more (a roster of 943 participants is about 150 KB), so a process hosting many clients cannot be made to
-    /// hold `maximumStageInputBytes` for each.
-    static func maximumStageAnswerBytes(requested: Int) -> Int { max(64 << 20, requested * (512 << 10)) }
+    /// The most bytes one `GetStage` answer for `requested` clients of a round of `participantCount` may
+    /// announce in all: per requested client 64 KiB plus 256 bytes per participant (a roster, the largest input,
+    /// is 164 bytes per participant), and never less than 64 MiB. A coordinator can make a process hosting many
+    /// clients hold what honest inputs of that round could need, not `maximumStageInputBytes` for each.
+    static func maximumStageAnswerBytes(requested: Int, participantCount: Int) -> Int {
+        let perInput = min(maximumStageInputBytes, (64 << 10) + 256 * max(participantCount, 0))
+        return max(64 << 20, requested * perInput)
+    }
 
     /// Reads one `GetStage` answer: at most one input for each of the `requested` clients, none for another, each
     /// at most `maximumStageInputBytes` and all together at most `maximumStageAnswerBytes` (a coordinator cannot
     /// make a client store more than it asked for). `answerLimit` replaces the latter in tests.
     static func readStage(
         _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, requested: Set<String>,
-        answerLimit: Int? = nil
+        participantCount: Int, answerLimit: Int? = nil
     ) async throws -> StageAnswer {
         var inputs: [(String, [UInt8])] = []
         var answered = Set<String>()
@@ -242,7 +253,8 @@ extension FederatedClient {
         var pendingID: String? = nil
         var assembler: ChunkAssembler? = nil
         var announced = 0
-        let answerLimit = answerLimit ?? maximumStageAnswerBytes(requested: requested.count)
+        let answerLimit =
+            answerLimit ?? maximumStageAnswerBytes(requested: requested.count, participantCount: participantCount)
         while let message = try await iterator.next() {
             switch message.part {
             case .wait: return .wait
@@ -255,13 +267,14 @@ extension FederatedClient {
                         message: "a stage input for '\(header.sealedFor)', not requested or sent twice")
                 }
                 let plan = Wire.plan(header.payload)
-                assembler = try ChunkAssembler(plan: plan, chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
-                announced += plan.totalLength
-                guard announced <= answerLimit else {
+                // Checked before adding: an announced length may be anything up to Int.max.
+                guard plan.totalLength <= answerLimit - announced else {
                     throw ProtocolError(
                         code: .oversized,
                         message: "stage answer of more than \(answerLimit) bytes for \(requested.count) client(s)")
                 }
+                assembler = try ChunkAssembler(plan: plan, chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
+                announced += max(plan.totalLength, 0)
                 pendingID = header.sealedFor
             case .data(let chunk):
                 guard let id = pendingID, assembler != nil else {

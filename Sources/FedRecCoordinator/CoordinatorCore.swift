@@ -263,7 +263,9 @@ public final class CoordinatorCore: Sendable {
         var count = 0
         for character in text {
             guard count < limit else { return out + "…(\(text.utf8.count) bytes)" }
-            if character.isASCII, let scalar = character.unicodeScalars.first, scalar.value < 0x20 || scalar.value == 0x7F {
+            if character.isASCII, let scalar = character.unicodeScalars.first,
+                scalar.value < 0x20 || scalar.value == 0x7F
+            {
                 out += String(format: "\\x%02x", scalar.value)
             } else {
                 out.append(character)
@@ -535,9 +537,12 @@ public final class CoordinatorCore: Sendable {
             throw reject(ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
         }
         let envelope: Envelope
-        var plaintext: [UInt8]
+        var plaintext: [UInt8] = []
         let secureKinds: [MessageKind] = [.advertiseKeys, .shareKeys, .maskedInput, .unmask]
-        let kind: MessageKind
+        var kind = MessageKind.modelUpdate
+        // An unmask response holds other clients' shares: its plaintext is zeroed whatever becomes of it (refused
+        // or parsed; the parsed shares live in SecureBytes).
+        defer { if kind == .unmask { plaintext.wipe() } }
         do {
             envelope = try Envelope(serialized: bytes)
             guard envelope.header.clientID == client else {
@@ -554,13 +559,12 @@ public final class CoordinatorCore: Sendable {
             }
             // A plain update carries its attempt as its (authenticated) sequence number: one trained on another
             // attempt's model (late, or replayed with that attempt's assignment) is not this attempt's update.
+            // Checked again where the update is handed to the round machine (the attempt may move meanwhile).
             if kind == .modelUpdate,
                 let attempt = state.withLock({ s in s.open.flatMap { $0.round == round ? $0.attempt : nil } }),
                 envelope.header.sequence != UInt64(attempt)
             {
-                throw SecurityError(
-                    code: .outOfOrderMessage,
-                    message: "update of attempt \(envelope.header.sequence), round \(round) is at attempt \(attempt)")
+                throw reject(Self.otherAttempt(envelope.header.sequence, attempt, client: client, round: round))
             }
             try state.withLock { try $0.replayGuard.accept(envelope.header) }
         } catch let error as SecurityError {
@@ -573,9 +577,6 @@ public final class CoordinatorCore: Sendable {
                         code: .unexpectedMessage, message: "plain updates are refused under secure aggregation",
                         client: client, round: round))
             }
-            // An unmask response holds other clients' shares: its plaintext is zeroed once parsed (the parsed
-            // shares live in SecureBytes).
-            defer { if kind == .unmask { plaintext.wipe() } }
             // Stage messages carry `attempt * 8 + stage` as their (authenticated) sequence number.
             try receiveSecure(
                 kind: kind, plaintext: plaintext, client: client, round: round,
@@ -594,11 +595,20 @@ public final class CoordinatorCore: Sendable {
             stash(action)
             throw reject(error.about(client: client, round: round))
         }
-        let action = meter.measure(.aggregation) {
+        let sequence = envelope.header.sequence
+        let handed: Result<Machine.Action, ProtocolError> = meter.measure(.aggregation) {
             state.withLock { s in
+                if let open = s.open, open.round == round, UInt64(open.attempt) != sequence {
+                    return .failure(Self.otherAttempt(sequence, open.attempt, client: client, round: round))
+                }
                 s.bytesReceived += bytes.count
-                return s.machine.receiveUpdate(update, from: client, round: round)
+                return .success(s.machine.receiveUpdate(update, from: client, round: round))
             }
+        }
+        let action: Machine.Action
+        switch handed {
+        case .success(let taken): action = taken
+        case .failure(let refusal): throw reject(refusal)
         }
         switch action {
         case .accepted(_, let received, let outstanding):
@@ -627,6 +637,15 @@ public final class CoordinatorCore: Sendable {
             stash(action)
             return false
         }
+    }
+
+    /// A plain update sealed for another attempt of the open round: late (its attempt was abandoned while it
+    /// travelled), or trained on a replayed assignment of that attempt.
+    static func otherAttempt(_ sequence: UInt64, _ attempt: Int, client: String, round: Int) -> ProtocolError {
+        ProtocolError(
+            code: .unexpectedMessage,
+            message: "update of attempt \(sequence), round \(round) is at attempt \(attempt) (late, or trained on "
+                + "another attempt's assignment)", client: client, round: round)
     }
 
     private func stash(_ action: Machine.Action) {

@@ -97,7 +97,8 @@ extension CoordinatorCore {
             }
             let payload = model(round).withSecure(
                 SecureRoundAssignment(
-                    parameters: parameters, identityKeys: keys, weighting: weighting, reportsClipping: reportsClipping))
+                    parameters: parameters, identityKeys: keys, weighting: weighting, reportsClipping: reportsClipping,
+                    stageDeadline: options.stageDeadline))
             do {
                 s.open = try sealRound(
                     payload, round: round, attempt: attempt, cohort: cohort, deadline: deadline, seed: seed,

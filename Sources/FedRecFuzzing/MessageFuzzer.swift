@@ -279,7 +279,9 @@ public struct MessageFuzzer {
         var named = Array(pollClients.shuffled(using: &rng).prefix(1 + next(3)))
         let stranger = next(32) == 0
         if stranger { named[next(named.count)].id = "user-9" }  // not enrolled (its proof is under a known key)
-        let skew: UInt64 = next(32) == 0 ? PollBook.window + 1 + UInt64(next(1_000_000)) : UInt64(next(1_000_000))
+        // In-window stamps jitter by less than half the clock's step, so they increase poll after poll as a
+        // process's do (the book takes only a stamp later than the prover's last); one in 32 is outside the window.
+        let skew: UInt64 = next(32) == 0 ? PollBook.window + 1 + UInt64(next(1_000_000)) : UInt64(next(400))
         let stamp = next(2) == 0 ? now &- skew : now &+ skew
         let words = (0..<3).map { _ in UInt64(next(4)) == 0 ? rng.next() : UInt64(next(8)) }
         let wait = UInt32(next(6_000))

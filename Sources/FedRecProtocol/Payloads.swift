@@ -227,10 +227,10 @@ public struct GlobalModelPayload: Sendable, Equatable {
         guard (try? r.take(4)).map(Array.init) == Self.magic, (try? r.u64()) != nil,
             let count = try? r.u32(), let rows = try? r.u32(), let d = try? r.u32(), let precision = try? r.precision()
         else { return nil }
-        // rows x d may overflow 64 bits (checked); no more values than bytes, so their byte count cannot.
-        let (items, overflow) = UInt64(rows).multipliedReportingOverflow(by: UInt64(d))
-        let values = UInt64(count) + items
-        guard !overflow, values <= UInt64(bytes.count),
+        // Three u32 counts: rows x d + count fits in 64 bits; no more values than bytes, so their byte count
+        // fits in an Int.
+        let values = UInt64(rows) * UInt64(d) + UInt64(count)
+        guard values <= UInt64(bytes.count),
             (try? r.take(Int(values) * precision.bytesPerValue)) != nil, (try? r.u64()) != nil,
             let trainingLength = try? r.u32(), Int(trainingLength) <= Self.maximumTrainingBytes,
             (try? r.take(Int(trainingLength))) != nil, let terms = try? r.take(32)

@@ -7,7 +7,7 @@ public import FedRecSecurity
 /// clients trust the coordinator to relay the allow-listed keys; see "Threat model").
 ///
 /// Layout: `"FRSA"` | weighting (u8: 0 examples, 1 uniform) | clipping report (u8: 0 no, 1 yes) |
-/// parameters length (u32) | parameters
+/// stage deadline (u64 milliseconds, at most a day) | parameters length (u32) | parameters
 /// (`SecureAggregationParameters.serialized()`) | key count (u32, = participants) | 32-byte keys.
 public struct SecureRoundAssignment: Sendable, Hashable {
     static let magic: [UInt8] = Array("FRSA".utf8)
@@ -19,21 +19,29 @@ public struct SecureRoundAssignment: Sendable, Hashable {
     /// Adaptive clipping: each client appends its unclipped bit, times the clip range, to its input, so the
     /// coordinator learns only how many of the survivors were within the clip norm (`SecureInput`).
     public var reportsClipping: Bool
+    /// How long the coordinator collects each stage (whole milliseconds): a client's stage upload call may last
+    /// that long, and then some, before it gives up on the coordinator.
+    public var stageDeadline: Duration
+
+    /// Longest stage deadline a section may carry (a day).
+    public static let maximumStageDeadline: Duration = .seconds(86_400)
 
     public init(
         parameters: SecureAggregationParameters, identityKeys: [SigningPublicKey], weighting: AggregationWeighting,
-        reportsClipping: Bool = false
+        reportsClipping: Bool = false, stageDeadline: Duration = .seconds(30)
     ) {
         self.parameters = parameters
         self.identityKeys = identityKeys
         self.weighting = weighting
         self.reportsClipping = reportsClipping
+        self.stageDeadline = stageDeadline
     }
 
     func write(to w: inout ByteWriter) {
         w.raw(Self.magic)
         w.u8(weighting == .examples ? 0 : 1)
         w.u8(reportsClipping ? 1 : 0)
+        w.u64(UInt64(min(max(stageDeadline, .zero), Self.maximumStageDeadline) / .milliseconds(1)))
         let parameters = self.parameters.serialized()
         w.u32(UInt32(parameters.count))
         w.raw(parameters)
@@ -53,6 +61,11 @@ public struct SecureRoundAssignment: Sendable, Hashable {
         case 1: reportsClipping = true
         case let other: throw r.fail("unknown clipping report flag \(other)")
         }
+        let milliseconds = try r.u64()
+        guard milliseconds <= UInt64(Self.maximumStageDeadline / .milliseconds(1)) else {
+            throw r.fail("stage deadline of \(milliseconds) ms (at most a day)")
+        }
+        stageDeadline = .milliseconds(Int64(milliseconds))
         let length = Int(try r.u32())
         guard length <= 1 << 24 else { throw r.fail("secure-aggregation parameters of \(length) bytes") }
         do {
@@ -70,8 +83,9 @@ public struct SecureRoundAssignment: Sendable, Hashable {
         var keys: [SigningPublicKey] = []
         keys.reserveCapacity(count)
         for _ in 0..<count {
-            do { keys.append(try SigningPublicKey(rawRepresentation: try r.take(SigningPublicKey.byteCount))) } catch
-            let error as ProtocolError { throw error } catch { throw r.fail("identity key: \(error)") }
+            do {
+                keys.append(try SigningPublicKey(rawRepresentation: try r.take(SigningPublicKey.byteCount)))
+            } catch let error as ProtocolError { throw error } catch { throw r.fail("identity key: \(error)") }
         }
         identityKeys = keys
     }

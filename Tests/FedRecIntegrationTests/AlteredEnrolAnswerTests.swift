@@ -74,13 +74,18 @@ struct AlteredEnrolAnswerTests {
         }
     }
 
-    @Test("a model configuration of other shapes is caught by the sealed model's run terms at the first round")
-    func otherShapes() async throws {
+    /// Larger shapes (the sealed model is smaller than expected) and smaller ones (larger than expected: it must
+    /// still be read, not refused as oversized round after round).
+    @Test(
+        "a model configuration of other shapes is caught by the sealed model's run terms at the first round",
+        arguments: [true, false])
+    func otherShapes(larger: Bool) async throws {
         let outcome = try await clientOutcome { answer in
             var json =
                 try! JSONSerialization.jsonObject(with: Data(answer.modelConfigurationJson.utf8))
                 as! [String: Any]
-            json["dimension"] = (json["dimension"] as! Int) * 2
+            let dimension = json["dimension"] as! Int
+            json["dimension"] = larger ? dimension * 2 : dimension / 2
             answer.modelConfigurationJson = String(
                 decoding: try! JSONSerialization.data(withJSONObject: json), as: UTF8.self)
         }

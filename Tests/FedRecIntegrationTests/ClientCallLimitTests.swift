@@ -1,3 +1,4 @@
+import FedRecProtocol
 import GRPCCore
 import GRPCInProcessTransport
 import Testing
@@ -9,7 +10,7 @@ import Testing
 struct ClientCallLimitTests {
     typealias Client = FederatedClient<InProcessTransport.Client>
 
-    @Test("an upload call ends the grace after the round's deadline, or the grace after its start when later")
+    @Test("an upload call ends the grace (plus a stage deadline) after the round's deadline or its start if later")
     func uploadTimeout() {
         let now = ContinuousClock.now
         let early = Client.uploadCallOptions(deadline: now + .seconds(90), now: now)
@@ -17,5 +18,16 @@ struct ClientCallLimitTests {
         let late = Client.uploadCallOptions(deadline: now - .seconds(5), now: now)
         #expect(late.timeout == Client.uploadGrace)
         #expect(Client.uploadGrace == .seconds(60))
+        // A secure stage's call may also be collected for the stage deadline.
+        let stage = Client.uploadCallOptions(deadline: now - .seconds(5), now: now, stage: .seconds(300))
+        #expect(stage.timeout == .seconds(300) + Client.uploadGrace)
+    }
+
+    @Test("an assignment is read up to 256 MiB or the enrolled model plus 1 MiB, whichever is more")
+    func assignmentBound() {
+        let small = PayloadShapes(userTowerCount: 100, itemRows: 10, dimension: 8)
+        #expect(Client.maximumAssignmentBytes(small) == 256 << 20)
+        let large = PayloadShapes(userTowerCount: 1 << 20, itemRows: 1 << 20, dimension: 64)
+        #expect(Client.maximumAssignmentBytes(large) == large.globalModelByteCount + (1 << 20))
     }
 }

@@ -39,7 +39,8 @@ struct StageReaderTests {
             continuation.finish()
         }
         return try await FederatedClient<InProcessTransport.Client>.readStage(
-            RPCAsyncSequence(wrapping: stream), chunkSize: chunkSize, requested: requested, answerLimit: answerLimit)
+            RPCAsyncSequence(wrapping: stream), chunkSize: chunkSize, requested: requested, participantCount: 10,
+            answerLimit: answerLimit)
     }
 
     @Test("inputs of several chunks for several clients are reassembled in order")
@@ -68,8 +69,14 @@ struct StageReaderTests {
     @Test("an answer announcing more than its overall bound is refused before that input's chunks are stored")
     func overallBound() async throws {
         typealias Client = FederatedClient<InProcessTransport.Client>
-        #expect(Client.maximumStageAnswerBytes(requested: 3) == 64 << 20)
-        #expect(Client.maximumStageAnswerBytes(requested: 1_000) == 500 << 20)
+        #expect(Client.maximumStageAnswerBytes(requested: 3, participantCount: 32) == 64 << 20)
+        // Honest answers of a large cohort fit: a process hosting 82 of 5,000 participants is sent 82 rosters
+        // of 164 bytes per participant.
+        #expect(Client.maximumStageAnswerBytes(requested: 82, participantCount: 5_000) >= 82 * 5_000 * 164)
+        // ...and one input never counts for more than the per-input limit.
+        #expect(
+            Client.maximumStageAnswerBytes(requested: 100, participantCount: 1 << 20)
+                == 100 * Client.maximumStageInputBytes)
         // With a 20-byte bound: 11 + 5 bytes are taken, a third input of 8 is refused at its header.
         let messages = Self.input(Array(repeating: 1, count: 11), for: "a") + Self.input([2, 2, 2, 2, 2], for: "b")
         let answer = try await Self.read(messages, requested: ["a", "b", "c"], answerLimit: 20)

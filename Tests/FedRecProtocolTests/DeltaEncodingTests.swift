@@ -1,5 +1,6 @@
 import FedRecFederation
 import FedRecProtocol
+import FedRecSecurity
 import FedRecTensor
 import Testing
 
@@ -116,7 +117,7 @@ struct DeltaEncodingTests {
             // Other shapes than a client expects: decoding refuses them, the terms are still read.
             let other = PayloadShapes(userTowerCount: 5, itemRows: 4, dimension: 2)
             #expect(throws: ProtocolError.self) { try GlobalModelPayload(decoding: encoded, shapes: other, round: 2) }
-            // Cut short, or announcing more values than there are bytes (rows x d overflowing 64 bits included).
+            // Cut short, or announcing more values than there are bytes.
             #expect(GlobalModelPayload.runTerms(in: Array(encoded.dropLast(1))) == nil)
             for (at, value) in [(16, UInt32.max), (20, UInt32.max), (12, UInt32(1_000))] {
                 var damaged = encoded
@@ -125,5 +126,33 @@ struct DeltaEncodingTests {
             }
             #expect(GlobalModelPayload.runTerms(in: Array("FRGX".utf8) + encoded.dropFirst(4)) == nil)
         }
+    }
+}
+
+@Suite("Round assignment: secure-aggregation section")
+struct SecureRoundAssignmentTests {
+    @Test("the stage deadline travels in whole milliseconds; more than a day is refused")
+    func stageDeadline() throws {
+        let keys = try (0..<3).map { _ in try SigningIdentity().publicKey }
+        let parameters = SecureAggregationParameters(
+            round: 4, participants: ["a", "b", "c"], vectorLength: 5, clipRange: 1, maximumWeight: 1, graphSeed: 9)
+        let shapes = PayloadShapes(userTowerCount: 2, itemRows: 1, dimension: 3)
+        func payload(_ deadline: Duration) -> [UInt8] {
+            GlobalModelPayload(
+                round: 4, userTower: [1, 2], itemEmbeddings: Matrix(rows: 1, columns: 3, repeating: 0),
+                secure: SecureRoundAssignment(
+                    parameters: parameters, identityKeys: keys, weighting: .uniform, stageDeadline: deadline)
+            ).encoded()
+        }
+        let decoded = try GlobalModelPayload(decoding: payload(.milliseconds(45_250)), shapes: shapes, round: 4)
+        #expect(decoded.secure?.stageDeadline == .milliseconds(45_250))
+        var tooLong = payload(.seconds(1))
+        // The u64 after "FRSA", the weighting and the clipping flag.
+        let at = try #require(
+            tooLong.indices.first { Array(tooLong[$0..<min($0 + 4, tooLong.count)]) == Array("FRSA".utf8) })
+        withUnsafeBytes(of: UInt64(86_400_001).littleEndian) { tooLong.replaceSubrange((at + 6)..<(at + 14), with: $0) }
+        let error = try #require(
+            #expect(throws: ProtocolError.self) { try GlobalModelPayload(decoding: tooLong, shapes: shapes, round: 4) })
+        #expect(error.message.contains("stage deadline of 86400001 ms"), "\(error)")
     }
 }

@@ -464,7 +464,7 @@ public struct UnmaskResponse: Sendable, Equatable {
         return SecureBytes(copying: bytes)
     }
 
-    /// Parses a response. The caller wipes `bytes` afterwards (`Array.wipe`); the shares are copied into
+    /// Parses a response. The caller wipes `bytes` afterwards (`Array.wipe`); the shares are copied straight into
     /// `SecureBytes`, no other copy is made.
     public init(serialized bytes: [UInt8]) throws {
         let limit = SecureAggregationParameters.maximumParticipantCount
@@ -486,7 +486,7 @@ public struct UnmaskResponse: Sendable, Equatable {
                         + "\(previous.owner), not in order")
             }
             previous = (kind, owner)
-            let share = SecureBytes(copying: try reader.raw(Self.shareByteCount, "shares[\(position)].share"))
+            let share = try reader.secret(Self.shareByteCount, "shares[\(position)].share")
             switch kind {
             case 1: selfMask[owner] = share
             case 2: pairwise[owner] = share

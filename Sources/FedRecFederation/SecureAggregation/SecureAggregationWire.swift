@@ -1,3 +1,5 @@
+import FedRecSecurity
+
 /// The binary framing shared by every secure-aggregation message.
 ///
 /// Layout: message tag (UInt8) | format version (UInt8, `SecureAggregationWire.version`) | round (UInt64) | body.
@@ -133,6 +135,11 @@ struct WireReader {
     }
 
     mutating func raw(_ count: Int, _ field: String) throws -> [UInt8] { Array(try take(count, field)) }
+
+    /// `count` bytes straight into zeroing memory (no intermediate array).
+    mutating func secret(_ count: Int, _ field: String) throws -> SecureBytes {
+        SecureBytes(copying: try take(count, field))
+    }
 
     mutating func wordsLittleEndian(_ count: Int, _ field: String) throws -> [UInt32] {
         let slice = try take(count * 4, field)
