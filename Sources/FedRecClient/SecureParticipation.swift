@@ -250,8 +250,7 @@ extension FederatedClient {
         var iterator = messages.makeAsyncIterator()
         // The input being received; its assembler is mutated in place (a copy per chunk would copy everything
         // received so far each time).
-        var pendingID: String? = nil
-        var assembler: ChunkAssembler? = nil
+        var pending: (id: String, assembler: ChunkAssembler)? = nil
         var announced = 0
         let answerLimit =
             answerLimit ?? maximumStageAnswerBytes(requested: requested.count, participantCount: participantCount)
@@ -260,7 +259,7 @@ extension FederatedClient {
             case .wait: return .wait
             case .aborted(let a): return .aborted(a.reason)
             case .stageHeader(let header):
-                if pendingID != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+                if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
                 guard requested.contains(header.sealedFor), answered.insert(header.sealedFor).inserted else {
                     throw ProtocolError(
                         code: .unexpectedMessage,
@@ -273,24 +272,25 @@ extension FederatedClient {
                         code: .oversized,
                         message: "stage answer of more than \(answerLimit) bytes for \(requested.count) client(s)")
                 }
-                assembler = try ChunkAssembler(plan: plan, chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
-                announced += max(plan.totalLength, 0)
-                pendingID = header.sealedFor
+                pending = (
+                    header.sealedFor,
+                    try ChunkAssembler(plan: plan, chunkSize: chunkSize, maximumLength: maximumStageInputBytes)
+                )
+                announced += plan.totalLength  // not negative: the assembler refuses that
             case .data(let chunk):
-                guard let id = pendingID, assembler != nil else {
+                guard pending != nil else {
                     throw ProtocolError(code: .malformedChunk, message: "stage data without a header")
                 }
-                try assembler!.append(index: Int(chunk.index), chunk.data)
-                if assembler!.isComplete {
-                    inputs.append((id, try assembler!.finish()))
-                    pendingID = nil
-                    assembler = nil
+                try pending!.assembler.append(index: Int(chunk.index), chunk.data)
+                if pending!.assembler.isComplete {
+                    inputs.append((pending!.id, try pending!.assembler.finish()))
+                    pending = nil
                 }
             default:
                 throw ProtocolError(code: .malformedChunk, message: "unexpected message in a stage stream")
             }
         }
-        if pendingID != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
+        if pending != nil { throw ProtocolError(code: .malformedChunk, message: "stage input cut short") }
         return .inputs(inputs)
     }
 }

@@ -132,6 +132,19 @@ struct OpenRound: Sendable {
 
 typealias Machine = RoundStateMachine<SimulatedInstant>
 
+extension CoreState {
+    /// The refusal of a plain update whose sequence (its attempt) is not the open attempt of `round`: late (its
+    /// attempt was abandoned while it travelled), or trained on a replayed assignment of that attempt. Nil when
+    /// it is this attempt's, or `round` is not open (the round machine refuses that).
+    func otherAttemptRefusal(sequence: UInt64, client: String, round: Int) -> ProtocolError? {
+        guard let open, open.round == round, UInt64(open.attempt) != sequence else { return nil }
+        return ProtocolError(
+            code: .unexpectedMessage,
+            message: "update of attempt \(sequence), round \(round) is at attempt \(open.attempt) (late, or trained "
+                + "on another attempt's assignment)", client: client, round: round)
+    }
+}
+
 struct CoreState: Sendable {
     var sessions: [String: Session] = [:]
     var challenges = ChallengeBook()
@@ -561,10 +574,11 @@ public final class CoordinatorCore: Sendable {
             // attempt's model (late, or replayed with that attempt's assignment) is not this attempt's update.
             // Checked again where the update is handed to the round machine (the attempt may move meanwhile).
             if kind == .modelUpdate,
-                let attempt = state.withLock({ s in s.open.flatMap { $0.round == round ? $0.attempt : nil } }),
-                envelope.header.sequence != UInt64(attempt)
+                let refusal = state.withLock({
+                    $0.otherAttemptRefusal(sequence: envelope.header.sequence, client: client, round: round)
+                })
             {
-                throw reject(Self.otherAttempt(envelope.header.sequence, attempt, client: client, round: round))
+                throw reject(refusal)
             }
             try state.withLock { try $0.replayGuard.accept(envelope.header) }
         } catch let error as SecurityError {
@@ -598,8 +612,8 @@ public final class CoordinatorCore: Sendable {
         let sequence = envelope.header.sequence
         let handed: Result<Machine.Action, ProtocolError> = meter.measure(.aggregation) {
             state.withLock { s in
-                if let open = s.open, open.round == round, UInt64(open.attempt) != sequence {
-                    return .failure(Self.otherAttempt(sequence, open.attempt, client: client, round: round))
+                if let refusal = s.otherAttemptRefusal(sequence: sequence, client: client, round: round) {
+                    return .failure(refusal)
                 }
                 s.bytesReceived += bytes.count
                 return .success(s.machine.receiveUpdate(update, from: client, round: round))
@@ -637,15 +651,6 @@ public final class CoordinatorCore: Sendable {
             stash(action)
             return false
         }
-    }
-
-    /// A plain update sealed for another attempt of the open round: late (its attempt was abandoned while it
-    /// travelled), or trained on a replayed assignment of that attempt.
-    static func otherAttempt(_ sequence: UInt64, _ attempt: Int, client: String, round: Int) -> ProtocolError {
-        ProtocolError(
-            code: .unexpectedMessage,
-            message: "update of attempt \(sequence), round \(round) is at attempt \(attempt) (late, or trained on "
-                + "another attempt's assignment)", client: client, round: round)
     }
 
     private func stash(_ action: Machine.Action) {

@@ -135,8 +135,6 @@ public struct ModelFile: Sendable {
         try SafeTensors(tensors: tensors, metadata: metadata).write(to: path, recycling: spare, requireFinite: true)
     }
 
-    /// Reads and validates a model file: format and version, configuration, item ids, every tensor's presence
-    /// and shape, finite values.
     /// The first row whose L2 norm is neither within 1e-3 of 1 nor 0 (the item tower's outputs are unit vectors,
     /// or zero for an all-zero pre-activation), else nil.
     static func firstRowNeitherUnitNorNull(_ m: Matrix) -> Int? {
@@ -151,6 +149,8 @@ public struct ModelFile: Sendable {
         return nil
     }
 
+    /// Reads and validates a model file: format and version, configuration, item ids, every tensor's presence
+    /// and shape, finite values, unit item-embedding rows.
     public static func read(from path: String) throws(TensorFileError) -> ModelFile {
         let file = try SafeTensors.read(from: path, requireFinite: true)
         func fail(_ message: String) -> TensorFileError { TensorFileError(code: .badMetadata, file: path, message: message) }

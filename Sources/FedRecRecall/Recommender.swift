@@ -137,7 +137,7 @@ public struct Recommender: Sendable {
             let queries = userEmbeddings(requests: embedded.map { requests[$0] })
             // Item embeddings are checked unit rows at load; a user tower with finite but absurd weights can still
             // overflow, and a NaN score would rank first and leave the JSON answer unencodable.
-            guard queries.storage.allSatisfy(\.isFinite) else {
+            guard FastMath.allFinite(queries.storage) else {
                 throw RecallError(
                     code: .corruptModel,
                     message: "the model's user tower gives a non-finite embedding: the model file is damaged")
