@@ -476,27 +476,59 @@ struct SourceReader {
         return (titles, genres, years, SparseMatrix(columns: builder.columns, rows: rows), contentOnly)
     }
 
-    /// Reads a tags file (`userId,movieId,tag,...` with a header) into `content.tags`.
-    mutating func readTags(_ path: String, into content: inout ItemContent) throws {
+    /// Reads a tags file (`userId,movieId,tag,timestamp` with a header) into `content.tags`, leaving out every
+    /// tag applied after its user's fit period (`cutoffs`, see `fitCutoffs`): such a tag is behaviour from the
+    /// held-out slices (the validation and test periods of that user), and as item content it would reach the
+    /// model in every fold. Tags of users without kept interactions are kept.
+    mutating func readTags(_ path: String, cutoffs: [String: Int64], into content: inout ItemContent) throws {
         let table = ByteTable(name: path, bytes: try read(path), delimiter: 0x2C, quoting: true)
         var header: Header?
         try table.forEachRow { row in
             guard let found = header else {
                 header = try Self.header(
-                    row, file: path, aliases: ["item": ["movieid", "item", "item_id"], "tag": ["tag"]],
-                    required: ["item", "tag"])
+                    row, file: path,
+                    aliases: [
+                        "user": ["userid", "user", "user_id"], "item": ["movieid", "item", "item_id"],
+                        "tag": ["tag"], "timestamp": ["timestamp"],
+                    ],
+                    required: ["user", "item", "tag", "timestamp"])
                 return
             }
-            let item = found.positions["item"]!
-            let tag = found.positions["tag"]!
+            let (user, item, tag, time) =
+                (found.positions["user"]!, found.positions["item"]!, found.positions["tag"]!,
+                 found.positions["timestamp"]!)
             do {
-                try Self.checkFields(row, needed: max(item, tag) + 1, names: found.names, file: path)
+                try Self.checkFields(row, needed: max(user, item, tag, time) + 1, names: found.names, file: path)
+                try Self.requireNonEmpty(row, user, name: found.names[user], file: path)
                 try Self.requireNonEmpty(row, item, name: found.names[item], file: path)
+                let timestamp = try Self.integer(row, time, name: found.names[time], file: path)
+                if let cutoff = cutoffs[row.string(user)], timestamp > cutoff {
+                    counts.tagsAfterFitPeriod += 1
+                    return
+                }
                 content.tags[row.string(item), default: []].append(row.string(tag))
             } catch {
                 try skipOrThrow(error, file: path, content: true)
             }
         }
+    }
+
+    /// Per kept user id, the timestamp of the last interaction of their fit period (train minus validation, in
+    /// protocol order); `Int64.min` for a user whose fit period is empty. What comes later is held out in some
+    /// fold.
+    static func fitCutoffs(userIDs: [String], itemIDs: [String], interactions: Interactions) -> [String: Int64] {
+        let order = ProtocolOrder(
+            interactions: interactions, userIDs: userIDs, itemIDs: itemIDs, hasTimestamps: true)
+        var cutoffs: [String: Int64] = [:]
+        cutoffs.reserveCapacity(userIDs.count)
+        for u in userIDs.indices {
+            let n = order.offsets[u + 1] - order.offsets[u]
+            let train = n - ProtocolOrder.testCount(n)
+            let fit = train - (train + 9) / 10
+            cutoffs[userIDs[u]] =
+                fit > 0 ? interactions.timestamps[Int(order.rows[order.offsets[u] + fit - 1])] : Int64.min
+        }
+        return cutoffs
     }
 
     // MARK: ml-100k
@@ -699,7 +731,10 @@ struct SourceReader {
         }
         let tagsPath = join(folder, "tags.csv")
         let hasTags = FileManager.default.fileExists(atPath: tagsPath)
-        if hasTags { try readTags(tagsPath, into: &content) }
+        if hasTags {
+            let cutoffs = Self.fitCutoffs(userIDs: userIDs, itemIDs: raw.items.ids, interactions: interactions)
+            try readTags(tagsPath, cutoffs: cutoffs, into: &content)
+        }
         let builder = ItemFeatureBuilder(
             genreNames: genreSet.sorted(by: byteLess), hasYear: true, titleBuckets: options.titleBuckets,
             tagBuckets: hasTags ? options.tagBuckets : nil)

@@ -30,14 +30,15 @@ public struct ImportOptions: Codable, Sendable, Equatable {
     }
 }
 
-/// `manifest.json` of a data-set folder (format `fedrec-dataset`, version 1).
+/// `manifest.json` of a data-set folder (format `fedrec-dataset`, version 2; version 1 kept ml-latest-small tags
+/// applied after their user's fit period, see `Counts.tagsAfterFitPeriod`).
 ///
 /// `checksum` is the SHA-256 (lower-case hex) of the text made of one line `<sha256>  <name>\n` per
 /// data file (every file of the folder except `manifest.json`), in byte order of the file name —
 /// the output of `sha256sum` over the sorted files. `files` lists the same digests per file.
 public struct DatasetManifest: Codable, Sendable, Equatable {
     public static let formatName = "fedrec-dataset"
-    public static let currentVersion = 1
+    public static let currentVersion = 2
 
     /// A file with its SHA-256 and size.
     public struct FileDigest: Codable, Sendable, Equatable {
@@ -69,6 +70,9 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
         public var skippedRows = 0
         /// Rows of the items/users/tags files skipped as invalid.
         public var skippedContentRows = 0
+        /// ml-latest-small: tags left out because their user applied them after the fit period (held-out
+        /// behaviour; see the README's data section).
+        public var tagsAfterFitPeriod = 0
         /// Generic format: rows dropped by the `value > 0` filter.
         public var nonPositiveValueRows = 0
         /// Later duplicates of a `(user, item)` pair.
@@ -142,7 +146,9 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
         guard header.formatVersion == currentVersion else {
             throw DataError.at(
                 .formatVersionMismatch, file: file, field: "format_version",
-                "expected format version \(currentVersion), found \(header.formatVersion.map(String.init) ?? "none")")
+                "expected format version \(currentVersion), found \(header.formatVersion.map(String.init) ?? "none")"
+                    + (header.formatVersion.map { $0 < currentVersion } == true
+                        ? " (an older import: run `fedrec data import` on its source again)" : ""))
         }
         do {
             return try decoder.decode(DatasetManifest.self, from: Data(bytes))

@@ -181,6 +181,9 @@ func summary(of manifest: DatasetManifest, split: Split) -> String {
         "split: \(s.train) train (\(s.fit) fit + \(s.validation) validation), \(s.test) test; "
             + "\(s.itemsWithTrain) items with a training interaction",
     ]
+    if c.tagsAfterFitPeriod > 0 {
+        lines.append("tags: \(c.tagsAfterFitPeriod) left out, applied after their user's fit period (held out)")
+    }
     for reason in manifest.skippedReasons {
         lines.append("skipped: \(reason.count) x \(reason.reason)")
     }

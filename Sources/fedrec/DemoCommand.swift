@@ -96,7 +96,11 @@ struct DemoCommand: AsyncParsableCommand {
                     "\(datasetPath) was imported from \(recorded), not \(sourcePath): pass --fresh to start over from "
                         + "\(source), or another --out")
             }
-            dataset = try Dataset.load(from: datasetPath)
+            do {
+                dataset = try Dataset.load(from: datasetPath)
+            } catch let error as DataError where error.code == .formatVersionMismatch {
+                throw ValidationError("\(error.message): pass --fresh to import \(source) again and start over")
+            }
             printFlushed("== data set: \(datasetPath) (\(dataset.userIDs.count) users, \(dataset.itemIDs.count) items)")
         } else {
             printFlushed("== importing \(source) into \(datasetPath)")

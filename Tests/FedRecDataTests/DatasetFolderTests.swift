@@ -125,7 +125,8 @@ import Testing
     }
 
     @Test(arguments: [
-        ("\"format_version\" : 1", "\"format_version\" : 2", "format_version"),
+        ("\"format_version\" : 2", "\"format_version\" : 3", "format_version"),
+        ("\"format_version\" : 2", "\"format_version\" : 1", "format_version"),
         ("\"format\" : \"fedrec-dataset\"", "\"format\" : \"other\"", "format"),
     ])
     func formatVersionMismatch(find: String, replace: String, field: String) throws {

@@ -22,13 +22,15 @@ import Testing
         7,10,spaghetti western,1
         7,10,"Clint, Eastwood",2
         8,10,Spaghetti Western ,3
-        7,60,silent,4
+        8,60,silent,4
+        7,30,watched late,3
+        7,60,held out,9
 
         """
 
-    func importSmall() throws -> ImportResult {
+    func importSmall(tags: String = Self.tags) throws -> ImportResult {
         let folder = try Fixtures.folder([
-            "ratings.csv": Self.ratings, "movies.csv": Self.movies, "tags.csv": Self.tags,
+            "ratings.csv": Self.ratings, "movies.csv": Self.movies, "tags.csv": tags,
         ])
         defer { Fixtures.remove(folder) }
         return try DatasetImporter.importDataset(
@@ -114,6 +116,31 @@ import Testing
         #expect(Set(tagColumns.map(\.column)) == expected)
         let norm = tagColumns.reduce(0) { $0 + $1.value * $1.value }.squareRoot()
         #expect(abs(norm - 1) < 1e-6)
+    }
+
+    /// User 7 rated at times 0-4: its last interaction is its test set, the one before its validation slice,
+    /// so its fit period ends at time 2 and its tags after that (on 30 at 3, on 60 at 9) are held-out behaviour.
+    /// User 8 has no kept interactions; its tags stay.
+    @Test func tagsAppliedAfterTheirUsersFitPeriodAreLeftOut() throws {
+        let result = try importSmall()
+        #expect(result.manifest.counts.tagsAfterFitPeriod == 2)
+        let c = result.content
+        #expect(!c.itemFeatures.row(2).contains { $0.column >= 85 })
+        let cold = try #require(c.contentOnlyItems.first)
+        let silent = Int32(85 + Int(fnv1a64("silent") % 32))
+        let coldTags = cold.features.map(\.column).filter { $0 >= 85 }
+        #expect(coldTags == [silent])
+    }
+
+    @Test func tagsNeedTheirUserAndTimestamp() throws {
+        let missing = try #require(throws: DataError.self) {
+            try importSmall(tags: "userId,movieId,tag\n7,10,x\n")
+        }
+        #expect(missing.message.contains("timestamp") && (missing.file ?? "").hasSuffix("tags.csv"))
+        let bad = try #require(throws: DataError.self) {
+            try importSmall(tags: "userId,movieId,tag,timestamp\n7,10,x,1\n7,20,y,soon\n")
+        }
+        #expect(bad.code == .invalidField && bad.line == 3 && bad.field == "timestamp")
     }
 
     @Test func ml100kUserFeaturesAndLatin1Titles() throws {
