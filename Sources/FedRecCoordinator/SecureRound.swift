@@ -61,8 +61,17 @@ extension CoordinatorCore {
             let vectorLength = SecureInput.length(shapes, reportsClipping: reportsClipping)
             // The neighbourhood graph is drawn from libsodium per attempt, not from --seed: Bell et al.'s collusion
             // bound assumes colluders cannot know their place in it in advance (it is public once drawn).
-            let generator = try? SecureRandomGenerator()
-            let graphSeed = generator?.next() ?? seed
+            // A libsodium that cannot start leaves nothing secure to run, so the run fails rather than fall back
+            // to a predictable graph.
+            var generator: SecureRandomGenerator
+            do { generator = try SecureRandomGenerator() } catch {
+                return .fail(
+                    FederationError(
+                        code: .retriesExhausted,
+                        message: "cannot draw round \(round)'s neighbourhood graph from libsodium: \(error)",
+                        round: round))
+            }
+            let graphSeed = generator.next()
             let clipRange = Self.quantiserRange(configured: options.clipRange, adaptiveClipNorm: s.clipping?.clipNorm)
             var parameters = SecureAggregationParameters(
                 round: UInt64(round), participants: cohort, vectorLength: vectorLength,
