@@ -524,7 +524,7 @@ struct SourceReader {
         for u in userIDs.indices {
             let n = order.offsets[u + 1] - order.offsets[u]
             let train = n - ProtocolOrder.testCount(n)
-            let fit = train - (train + 9) / 10
+            let fit = train - ProtocolOrder.validationCount(train)
             cutoffs[userIDs[u]] =
                 fit > 0 ? interactions.timestamps[Int(order.rows[order.offsets[u] + fit - 1])] : Int64.min
         }

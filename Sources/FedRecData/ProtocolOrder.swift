@@ -57,6 +57,9 @@ struct ProtocolOrder {
     /// Number of test interactions for a user with `n` interactions: `ceil(0.2 n)`.
     @inline(__always) static func testCount(_ n: Int) -> Int { (n + 4) / 5 }
 
+    /// Size of the validation slice of `trainCount` training interactions: `ceil(0.1 trainCount)`.
+    @inline(__always) static func validationCount(_ trainCount: Int) -> Int { (trainCount + 9) / 10 }
+
     /// The split: per user, the first `n - testCount(n)` items train, the rest test.
     func split(items: [Int32]) -> Split {
         var users: [SplitUser] = []

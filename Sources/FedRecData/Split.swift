@@ -16,7 +16,7 @@ public struct SplitUser: Sendable, Equatable {
     }
 
     /// Size of the validation slice: `ceil(0.1 * train.count)`.
-    public var validationCount: Int { (train.count + 9) / 10 }
+    public var validationCount: Int { ProtocolOrder.validationCount(train.count) }
     /// Training minus the validation slice (what a model is fitted on while tuning).
     public var fit: ArraySlice<Int32> { train.dropLast(validationCount) }
     /// The last `validationCount` training interactions (the truth while tuning).
