@@ -141,7 +141,9 @@ public struct ClientTrainer: Sendable {
                     }
                 }
                 if configuration.proximalMu > 0 {
-                    Self.addProximalGradient(mu: configuration.proximalMu, local: local, global: global, to: &gradients)
+                    Self.addProximalGradient(
+                        mu: configuration.proximalMu, local: local, global: global, movableHistoryRows: user.known,
+                        to: &gradients)
                 }
                 optimizer.beginStep()
                 local.apply(gradients, optimizer: &optimizer)
@@ -163,12 +165,16 @@ public struct ClientTrainer: Sendable {
         return update
     }
 
-    /// Adds `mu (w - w_global)` to every dense gradient, and to the touched rows of the history-embedding
-    /// gradient. Only touched rows ever move, and a user's steps usually touch the same rows, so this is the
-    /// proximal gradient on the rows that differ; a step that touches fewer rows (a one-example last batch, or a
-    /// `maxHistory` cut) leaves the rows it skips without their pull for that step.
+    /// Adds `mu (w - w_global)`, the gradient of FedProx's `mu/2 ||w - w_global||^2`, to every parameter's
+    /// gradient. The history table is row-sparse: only rows a step touched move, and in local training those are
+    /// rows of the user's known items, so `movableHistoryRows` (the user's known items) holds every row where
+    /// `w` can differ from `w_global`. Each is touched in `gradients` (a zero data gradient when this step's
+    /// batch left it out: a one-example last batch leaves out its target's row, a `maxHistory` cut older rows),
+    /// so every moved row gets its pull on every step, as the dense proximal term gives. Rows that never moved
+    /// get a zero pull either way.
     static func addProximalGradient(
-        mu: Float, local: UserTower, global: UserTower, to gradients: inout UserTowerGradients
+        mu: Float, local: UserTower, global: UserTower, movableHistoryRows: [Int32],
+        to gradients: inout UserTowerGradients
     ) {
         func add(_ g: inout Matrix, _ w: Matrix, _ w0: Matrix) {
             g.storage.withUnsafeMutableBufferPointer { gs in
@@ -184,6 +190,7 @@ public struct ClientTrainer: Sendable {
         add(&gradients.outputWeight, local.outputWeight, global.outputWeight)
         add(&gradients.outputBias, local.outputBias, global.outputBias)
         let d = local.historyEmbedding.columns
+        for row in movableHistoryRows { gradients.historyEmbedding.slot(for: Int(row)) }
         let rows = gradients.historyEmbedding.rowIndices
         gradients.historyEmbedding.withUnsafeMutableValues { gs in
             local.historyEmbedding.storage.withUnsafeBufferPointer { ws in

@@ -83,6 +83,42 @@ import Testing
     }
 }
 
+extension ClientTrainerTests {
+    /// FedProx pulls every moved row of the history table on every step, as the dense term `mu/2 ||w - w0||^2`
+    /// does. With batches of n - 1 and 1 examples the last step's one example leaves its target's row out of its
+    /// history, so that row's data gradient is zero there: its delta must still shrink by `1 - lr mu`, and every
+    /// other known row must change too.
+    @Test func proximalTermPullsEveryMovedHistoryRowOnEveryStep() throws {
+        let model = data.model
+        let items = model.itemEmbeddings(itemFeatures: data.itemFeatures)
+        let user = try #require(data.users.first { $0.known.count >= 4 })
+        let n = user.known.count
+        let lr: Float = 0.5
+        let mu: Float = 0.5
+        func historyDelta(steps: Int) -> Matrix {
+            var trainer = ClientTrainer(
+                configuration: .init(
+                    localEpochs: 1, batchSize: n - 1, optimizer: .sgd(learningRate: lr), proximalMu: mu,
+                    maximumSteps: steps))
+            let update = trainer.train(
+                globalUserTower: model.userTower, itemEmbeddings: items, user: user, userFeatures: nil, seed: 5)
+            return UserTower(configuration: data.configuration, flattened: update.userTowerDelta).historyEmbedding
+        }
+        let first = historyDelta(steps: 1)
+        let both = historyDelta(steps: 2)
+        var pulledOnly = 0
+        for row in user.known.map(Int.init) {
+            let before = (0..<first.columns).map { first[row, $0] }
+            let after = (0..<both.columns).map { both[row, $0] }
+            #expect(before.contains { $0 != 0 }, "row \(row) moved in the first step")
+            #expect(after != before, "row \(row) kept its first-step delta through the second step")
+            let shrunk = zip(before, after).allSatisfy { abs($1 - (1 - lr * mu) * $0) <= 1e-6 * max(1, abs($0)) }
+            if shrunk { pulledOnly += 1 }
+        }
+        #expect(pulledOnly == 1, "exactly the last example's target row moves by the pull alone")
+    }
+}
+
 /// Coordinator state machine + virtual clients in process, no network.
 @Suite struct InProcessFederationTests {
     let data = SyntheticData()
