@@ -355,7 +355,7 @@ import Testing
     /// A client refuses a request for both secrets of one peer, one that does not list it as a survivor, and a
     /// second request.
     @Test func clientRefusesBadUnmaskRequests() throws {
-        for variant in 0..<3 {
+        for variant in 0..<4 {
             var round = try SecAggRound(participants: 5, vectorLength: 2, seed: 30 + UInt64(variant))
             // Drive the round by hand up to the unmask stage.
             let inputs = [[UInt32]](repeating: [1, 1, 1], count: 5)
@@ -372,6 +372,10 @@ import Testing
             switch variant {
             case 0: crafted = try UnmaskRequest(round: honest.round, survivors: honest.survivors, dropped: [3])
             case 1: crafted = try UnmaskRequest(round: honest.round, survivors: [1, 2, 3, 4], dropped: [0])
+            case 3:
+                // Enough survivors only with indices outside the roster: the padding is refused.
+                let padding = (0..<round.clients[0].parameters.minimumSurvivorCount).map { 100 + $0 }
+                crafted = try UnmaskRequest(round: honest.round, survivors: [0] + padding, dropped: [])
             default: crafted = honest
             }
             if variant == 2 {
@@ -380,7 +384,7 @@ import Testing
             } else {
                 let error = secAggError { _ = try round.clients[0].unmask(crafted) }
                 #expect(error?.code == .refusedRequest)
-                #expect(error?.client == (variant == 0 ? 3 : 0))
+                #expect(error?.client == [0: 3, 1: 0, 3: 100][variant])
             }
         }
     }

@@ -34,6 +34,8 @@ public struct SecureAggregationClient: Sendable {
     /// Neighbours whose advertised keys verified, with the AEAD key for receiving from them and the pairwise
     /// mask seed.
     private var peers: [Int: (receiveKey: SymmetricKey, maskSeed: SecureBytes)] = [:]
+    /// Indices the stage-2 roster listed (U1); every client an unmask request names must be one of them.
+    private var rosterMembers: Set<Int> = []
     /// Shares held for neighbours: (self-mask seed share, masking-key share).
     private var heldShares: [Int: (selfMask: SecureBytes, pairwise: SecureBytes)] = [:]
 
@@ -120,6 +122,7 @@ public struct SecureAggregationClient: Sendable {
                 code: .invalidKey, message: "the roster does not carry this client's keys as advertised",
                 stage: .shareKeys, client: index, clientID: parameters.participants[index])
         }
+        rosterMembers = Set(roster.entries.map(\.index))
         var transmitKeys: [(Int, SymmetricKey)] = []
         for neighbour in neighbours {
             guard let entry = roster[neighbour] else { continue }  // dropped before stage 2
@@ -287,7 +290,8 @@ public struct SecureAggregationClient: Sendable {
     /// `request.survivors`, masking-key shares of `request.dropped`.
     ///
     /// Throws `refusedRequest` (and answers nothing) when the request names a client in both lists, names a
-    /// client twice, does not list this client among the survivors, or lists fewer survivors than t.
+    /// client twice, names one the round's roster did not list (so made-up indices cannot pad the survivors),
+    /// does not list this client among the survivors, or lists fewer survivors than t.
     public mutating func unmask(_ request: UnmaskRequest) throws -> UnmaskResponse {
         try expect(.sentMaskedInput, .unmask)
         try checkRound(request.round, .unmask)
@@ -308,6 +312,9 @@ public struct SecureAggregationClient: Sendable {
         if let both = survivors.intersection(dropped).min() {
             throw refuse(
                 "the request asks for both the self-mask seed and the masking key of client \(both)", peer: both)
+        }
+        if let stranger = survivors.union(dropped).subtracting(rosterMembers).min() {
+            throw refuse("the request names client \(stranger), which the round's roster did not list", peer: stranger)
         }
         guard survivors.contains(index) else {
             throw refuse("the request does not list this client among the survivors", peer: index)
