@@ -198,20 +198,34 @@ public struct StateStore: Sendable {
     /// Removes model and optimizer files that `state` does not name (all of them when there is no state yet): a
     /// checkpoint that a stop cut short between its files and `state.json`. Its round is run again on restart,
     /// and under differential privacy with fresh noise: the file of the first run is a release the ledger never
-    /// charged, so it must not stay readable until the next checkpoint recycles it. The spares hold only files
-    /// of committed rounds and stay.
-    /// Only checkpoint names (`model-NNNNNN.safetensors`, `optimizer-NNNNNN.safetensors`) are touched, in a
-    /// folder `claim()` took.
+    /// charged, so it must not stay readable until the next checkpoint recycles it. For the same reason the
+    /// spares go too (a checkpoint writes its model into the spare before renaming it, so a stop in between
+    /// leaves the uncommitted model there) and so do the temporary files of a checkpoint or a `state.json` a stop
+    /// cut short (`.NAME.tmp-*`). The first checkpoint after a restart then writes a new file instead of
+    /// recycling a spare.
+    /// Only checkpoint names (`model-NNNNNN.safetensors`, `optimizer-NNNNNN.safetensors`), the spares and those
+    /// temporary files are touched, in a folder `claim()` took.
     public func discardUncommitted(_ state: PersistedState?) throws {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names
-        where Self.isCheckpointFile(name) && name != state?.modelFile && name != state?.optimizerFile {
+        where (Self.isCheckpointFile(name) && name != state?.modelFile && name != state?.optimizerFile)
+            || Self.isLeftoverOfInterruptedWrite(name)
+        {
             do { try FileManager.default.removeItem(atPath: directory + "/" + name) } catch {
                 throw CoordinatorError(
                     code: .state,
                     message: "cannot remove the uncommitted checkpoint file \(directory)/\(name): \(error)")
             }
         }
+    }
+
+    /// Whether `name` is a spare (`.spare-model.safetensors`, `.spare-optimizer.safetensors`) or the temporary
+    /// file of a checkpoint file or of `state.json` (`.NAME.tmp-SUFFIX`).
+    static func isLeftoverOfInterruptedWrite(_ name: String) -> Bool {
+        if name == ".spare-model.safetensors" || name == ".spare-optimizer.safetensors" { return true }
+        guard name.hasPrefix("."), let marker = name.range(of: ".tmp-") else { return false }
+        let target = String(name[name.index(after: name.startIndex)..<marker.lowerBound])
+        return target == "state.json" || isCheckpointFile(target)
     }
 
     /// Whether `name` is a checkpoint file's name: `model-` or `optimizer-`, six or more digits, `.safetensors`.

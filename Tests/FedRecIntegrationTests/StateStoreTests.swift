@@ -110,9 +110,13 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = StateStore(directory: directory)
+        // A stop during round 4's checkpoint: its files, the spare it was overwriting, the temporary files of a
+        // first checkpoint and of state.json. Files that are not the coordinator's stay.
         let names = [
             "model-000003.safetensors", "optimizer-000003.safetensors", "model-000004.safetensors",
-            "optimizer-000004.safetensors", ".spare-model.safetensors", "notes.txt",
+            "optimizer-000004.safetensors", ".spare-model.safetensors", ".spare-optimizer.safetensors",
+            ".model-000004.safetensors.tmp-12-34", ".optimizer-000004.safetensors.tmp-12-34",
+            ".state.json.tmp-12", "notes.txt", ".notes.txt.tmp-12", ".spare-notes",
         ]
         for name in names { try Data(name.utf8).write(to: URL(fileURLWithPath: directory + "/" + name)) }
         var committed = state(rounds: 3)
@@ -121,13 +125,14 @@ import Testing
         try store.discardUncommitted(committed)
         #expect(
             try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == [
-                ".spare-model.safetensors", "model-000003.safetensors", "notes.txt", "optimizer-000003.safetensors",
+                ".notes.txt.tmp-12", ".spare-notes", "model-000003.safetensors", "notes.txt",
+                "optimizer-000003.safetensors",
             ])
         // Before the first commit (no state.json yet) every checkpoint file is uncommitted.
         try store.discardUncommitted(nil)
         #expect(
             try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == [
-                ".spare-model.safetensors", "notes.txt",
+                ".notes.txt.tmp-12", ".spare-notes", "notes.txt",
             ])
     }
 
