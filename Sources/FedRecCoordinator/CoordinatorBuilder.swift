@@ -18,6 +18,9 @@ private struct RunFingerprint: Encodable {
     var schedule: LearningRateSchedule?, averageDecay: Float?, averageWarmup: Float?
     /// Nil for float32, so earlier runs keep their fingerprint.
     var wirePrecision: WirePrecision? = nil
+    /// The central item tower's optimizer, whose moments the state carries; nil for the default (Adam, lr
+    /// 0.005), so earlier runs keep their fingerprint.
+    var itemOptimizer: OptimizerConfiguration? = nil
 }
 
 /// Builds a `Coordinator` from options: loads the data set, keys, allow-list and any saved state. The CLI and
@@ -105,7 +108,9 @@ public enum CoordinatorBuilder {
                             averageWarmup: options.averageDecay == nil
                                 || options.averageWarmup == ModelAverage.standardWarmup
                                 ? nil : options.averageWarmup,
-                            wirePrecision: options.wirePrecision == .float32 ? nil : options.wirePrecision)))))
+                            wirePrecision: options.wirePrecision == .float32 ? nil : options.wirePrecision,
+                            itemOptimizer: options.itemOptimizer == CoordinatorOptions.defaultItemOptimizer
+                                ? nil : options.itemOptimizer)))))
 
         var core = CoreState(
             machine: RoundStateMachine(
@@ -135,8 +140,8 @@ public enum CoordinatorBuilder {
             guard saved.runFingerprint == fingerprint else {
                 throw CoordinatorError(
                     code: .state,
-                    message: "\(store.statePath) belongs to another run (data set, model, fold, seed, cohort or "
-                        + "optimizer differ): use another --state folder")
+                    message: "\(store.statePath) belongs to another run (data set, model, fold, seed, cohort, "
+                        + "optimizers or training settings differ): use another --state folder")
             }
             var file: ModelFile
             do { file = try ModelFile.read(from: options.stateDirectory + "/" + saved.modelFile) } catch {

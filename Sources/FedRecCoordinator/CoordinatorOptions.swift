@@ -22,7 +22,9 @@ public struct CoordinatorOptions: Sendable {
     /// FedAdam as tuned on the validation slices of ml-100k and ml-latest-small (README, "Federated training").
     public var serverOptimizer: ServerOptimizerConfiguration = .fedAdam(
         learningRate: 0.005, beta1: 0.9, beta2: 0.999, tau: 1e-8)
-    public var itemOptimizer: OptimizerConfiguration = .adam(learningRate: 0.005)
+    public var itemOptimizer: OptimizerConfiguration = Self.defaultItemOptimizer
+    /// Adam with learning rate 0.005.
+    public static let defaultItemOptimizer = OptimizerConfiguration.adam(learningRate: 0.005)
     /// FedSGD clients: one step over all of a client's examples with learning rate 1, i.e. the delta is minus
     /// the client's mean gradient; the server optimizer supplies the step size.
     public var clientTraining: ClientTrainingConfiguration = .init(

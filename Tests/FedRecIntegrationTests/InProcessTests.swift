@@ -34,6 +34,15 @@ struct InProcessTests {
         #expect(saved.completedRounds == 3 && saved.nextRound == 3 && saved.rounds.count == 3)
         #expect(saved.enrolled.count == fixture.userIDs.count)
 
+        // Another item-tower optimizer cannot take over the saved one's moments: the state is refused, untouched.
+        var otherItemStep = fixture.coordinatorOptions(rounds: 5)
+        otherItemStep.itemOptimizer = .adam(learningRate: 0.02)
+        #expect {
+            _ = try CoordinatorBuilder.build(options: otherItemStep, transport: InProcessTransport().server)
+        } throws: { ($0 as? CoordinatorError)?.code == .state && "\($0)".contains("belongs to another run") }
+        let kept = try #require(try StateStore(directory: fixture.state).load())
+        #expect(kept.runFingerprint == saved.runFingerprint && kept.completedRounds == 3)
+
         // Asking for 5 rounds with the same state continues at round 3.
         let (resumed, _) = try await fixture.trainInProcess(fixture.coordinatorOptions(rounds: 5))
         #expect(resumed.core.records.map(\.round) == [0, 1, 2, 3, 4])
