@@ -32,10 +32,15 @@ public struct ClientSampler: Sendable, Hashable, Codable {
         self.seed = seed
     }
 
-    /// Indices into a population of `populationSize` clients, ascending.
+    /// Indices into a population of `populationSize` clients, ascending. Every (round, attempt) has a stream of
+    /// its own: attempts past 255 mix their high bits into the seed (the streams of attempts 0-255 are those
+    /// of earlier releases).
     public func sample(round: Int, attempt: Int = 0, populationSize n: Int) -> [Int] {
         precondition(round >= 0 && attempt >= 0 && n >= 0, "round, attempt and population must be non-negative")
-        var rng = SplitMix64.stream(seed: seed, index: UInt64(round) << 8 | UInt64(attempt & 0xff))
+        var high = SplitMix64(seed: UInt64(attempt >> 8))
+        var rng = SplitMix64.stream(
+            seed: attempt >> 8 == 0 ? seed : seed ^ high.next(),
+            index: UInt64(round) << 8 | UInt64(attempt & 0xff))
         return sample(populationSize: n, using: &rng)
     }
 

@@ -285,6 +285,9 @@ import Testing
         #expect(a.count == 7 && Set(a).count == 7 && a == a.sorted() && a.allSatisfy { (0..<50).contains($0) })
         #expect(a != sampler.sample(round: 4, populationSize: 50))
         #expect(a != sampler.sample(round: 3, attempt: 1, populationSize: 50))
+        // Attempts 256 apart draw different cohorts (they once shared a stream).
+        let attempts = [0, 1, 255, 256, 257, 512].map { sampler.sample(round: 3, attempt: $0, populationSize: 50) }
+        #expect(Set(attempts).count == attempts.count)
         #expect(sampler.sample(round: 0, populationSize: 5) == [0, 1, 2, 3, 4])
         let fraction = ClientSampler(selection: .fraction(0.1), seed: 1)
         #expect(fraction.sample(round: 0, populationSize: 95).count == 10)
