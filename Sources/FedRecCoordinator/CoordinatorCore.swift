@@ -647,6 +647,15 @@ public final class CoordinatorCore: Sendable {
                     code: .wrongShape, message: reason?.description ?? "excluded", client: client, round: round)
             }
             return true
+        case .retryRound(_, _, _, let rejections):
+            stash(action)
+            // The update that made the attempt too short to close may itself have failed validation: its reason
+            // is then the attempt's last rejection (validation appends it just before closing).
+            if let reason = rejections.last, reason.client == client, reason.code.isValidationFailure {
+                record(code: reason.code.description, client: client, round: round, message: reason.message)
+                throw ProtocolError(code: .wrongShape, message: reason.description, client: client, round: round)
+            }
+            return false
         default:
             stash(action)
             return false

@@ -48,6 +48,14 @@ public struct FederationError: Error, Hashable, Sendable, CustomStringConvertibl
         public static let retriesExhausted = Code(.retriesExhausted)
 
         public var description: String { String(describing: wrapped) }
+
+        /// Whether `UpdateValidator` raises this code (the update itself is bad; its sender is excluded).
+        public var isValidationFailure: Bool {
+            switch wrapped {
+            case .wrongShape, .nonFinite, .normTooLarge, .noExamples, .tooManyExamples: true
+            default: false
+            }
+        }
     }
 
     public var code: Code

@@ -179,6 +179,115 @@ struct InProcessTests {
         #expect(coordinator.core.rejections.filter { $0.code == "stalledStream" }.count == 2)
     }
 
+    @Test("an invalid update that leaves its attempt too short is refused and recorded; the retry then closes")
+    func invalidUpdateEndingAnAttemptIsRefused() async throws {
+        let fixture = try Fixture(users: 4)
+        defer { fixture.remove() }
+        let (a, b) = (Wire.clientID(forUser: fixture.userIDs[0]), Wire.clientID(forUser: fixture.userIDs[1]))
+        var options = fixture.coordinatorOptions(rounds: 1)
+        options.waitForClients = 2
+        options.minimumClients = 2
+        options.maximumDeltaNorm = 1
+        options.evaluationInterval = 0
+        options.finishLinger = .seconds(5)
+        let transport = InProcessTransport()
+        let coordinator = try CoordinatorBuilder.build(options: options, transport: transport.server)
+        let grpc = GRPCClient(transport: transport.client)
+        let pinned = try KeyFiles.loadPublicIdentity(path: fixture.keys + "/coordinator.pub")
+        let identities = try [a, b].map { try KeyFiles.loadIdentity(path: fixture.keys + "/\($0).key") }
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await coordinator.run() }
+            group.addTask { try await grpc.runConnections() }
+            let service = Fedrec_V1_Coordinator.Client(wrapping: grpc)
+            let challenge = try await service.getChallenge(.init())
+            let nonce = Array(challenge.nonce)
+            let enrolment = try await service.enrol(
+                .with {
+                    $0.challenge = Data(nonce)
+                    $0.clients = try identities.map { identity in
+                        let signature = try EnrolmentTranscript.sign(
+                            challenge: nonce, identity: identity, coordinator: pinned)
+                        return .with {
+                            $0.clientID = identity.name
+                            $0.ed25519PublicKey = Data(identity.signing.publicKey.rawRepresentation)
+                            $0.x25519PublicKey = Data(identity.keyAgreement.publicKey.rawRepresentation)
+                            $0.signature = Data(signature)
+                        }
+                    }
+                })
+            #expect(Set(enrolment.accepted) == [a, b])
+            let stamper = PollStamper()
+            let transmitKeys = try identities.map {
+                try $0.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey).transmit
+            }
+            /// Polls until the round is at `attempt` (nil: until training is over); returns its header.
+            func poll(attempt: UInt32?) async throws -> Fedrec_V1_RoundHeader? {
+                while true {
+                    var request = Fedrec_V1_RoundRequest.with {
+                        $0.clientIds = [a, b]
+                        $0.waitMilliseconds = 200
+                        $0.stamp = stamper.next()
+                    }
+                    request.proofs = try PollRequest(request).proofs(keys: transmitKeys)
+                    let (header, finished) = try await service.getRound(request) { response in
+                        var found: (Fedrec_V1_RoundHeader?, Bool) = (nil, false)
+                        for try await message in response.messages {
+                            if case .header(let h)? = message.part { found.0 = h }
+                            if case .finished? = message.part { found.1 = true }
+                        }
+                        return found
+                    }
+                    if attempt == nil, finished { return nil }
+                    if let header, header.attempt == attempt { return header }
+                }
+            }
+            let layout = ParameterLayout.userTower(
+                try JSONDecoder().decode(
+                    TwoTowerConfiguration.self, from: Data(enrolment.modelConfigurationJson.utf8)))
+            func submit(_ identity: Identity, value: Float, round: Int, attempt: Int) async throws {
+                let keys = try identity.keyAgreement.clientSessionKeys(serverPublicKey: pinned.keyAgreementKey)
+                let shape = layout.entries[0].shape
+                let update = ClientUpdate(
+                    userTowerDelta: [Float](repeating: value, count: layout.count),
+                    itemEmbeddingGradient: .dense(Matrix(rows: shape[0], columns: shape[1], repeating: 0.01)),
+                    exampleCount: 3, meanLoss: 2)
+                let envelope = try Envelope.seal(
+                    ClientUpdatePayload.encode(update),
+                    header: EnvelopeHeader(
+                        kind: .modelUpdate, round: UInt64(round), sequence: UInt64(attempt), clientID: identity.name),
+                    using: keys.transmit
+                ).serialized
+                let messages = try Wire.updateMessages(
+                    envelope: envelope, clientID: identity.name, round: round, attempt: attempt)
+                _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: messages) })
+            }
+
+            let first = try #require(try await poll(attempt: 0))
+            let round = Int(first.round)
+            try await submit(identities[0], value: 0.001, round: round, attempt: 0)
+            // b's delta exceeds the norm bound (the validator's check, past decoding): b is excluded, which leaves
+            // attempt 0 with one update of the two needed.
+            let refusal = try #require(
+                await #expect(throws: RPCError.self) {
+                    try await submit(identities[1], value: 0.5, round: round, attempt: 0)
+                })
+            #expect(refusal.message.contains("normTooLarge"), "\(refusal)")
+            #expect(Wire.takenClients(written: [b], failure: refusal.metadata).isEmpty)
+            // The retry takes both genuine updates and closes the round.
+            _ = try #require(try await poll(attempt: 1))
+            try await submit(identities[0], value: 0.001, round: round, attempt: 1)
+            try await submit(identities[1], value: 0.002, round: round, attempt: 1)
+            _ = try await poll(attempt: nil)
+            grpc.beginGracefulShutdown()
+            try await group.waitForAll()
+        }
+        #expect(coordinator.core.completedRounds == 1)
+        #expect(coordinator.core.records.first?.attempt == 1 && coordinator.core.records.first?.participants == 2)
+        let refused = try #require(coordinator.core.rejections.first { $0.code == "normTooLarge" })
+        #expect(refused.client == b && refused.round == 0)
+    }
+
     @Test("tampered, replayed, unenrolled and unproven messages and polls are each refused while the round goes on")
     func refusals() async throws {
         let fixture = try Fixture(users: 6)
