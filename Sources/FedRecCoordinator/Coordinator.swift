@@ -189,6 +189,12 @@ public final class Coordinator<Transport: ServerTransport>: Service {
                     }
                     switch action {
                     case .closeRound(let result):
+                        if let abandoned = result.abandoned {
+                            let why =
+                                "round \(round) attempt \(attempt) closed without contributions (under differential "
+                                + "privacy a round is not retried; its release is the noise alone): \(abandoned.message)"
+                            logger.warning("\(why)")
+                        }
                         var aggregate = result.aggregate
                         var epsilon: Double? = nil
                         var clipNorm: Double? = nil

@@ -91,6 +91,12 @@ public enum CoordinatorBuilder {
                     "differential privacy needs a Poisson-sampled cohort at the accountant's sampling rate q = "
                         + "\(privacy.samplingRate) (cohort: \(options.cohort))")
             }
+            guard options.minimumClients == 1 else {
+                throw setup(
+                    "--min-clients \(options.minimumClients): under differential privacy every round closes with the "
+                        + "updates that arrived (drawing a cohort again until enough answer would raise each client's "
+                        + "chance of being in a released round above q = \(privacy.samplingRate)); leave it at 1")
+            }
             training.clipNorm = Float(privacy.clipNorm)
         }
         let trainingJSON = String(decoding: try encoder.encode(training), as: UTF8.self)
@@ -120,7 +126,8 @@ public enum CoordinatorBuilder {
                     validator: UpdateValidator(
                         layout: layout, itemRows: configuration.itemCount, dimension: configuration.dimension,
                         maximumDeltaNorm: options.maximumDeltaNorm),
-                    weighting: options.privacy == nil ? .examples : .uniform),
+                    weighting: options.privacy == nil ? .examples : .uniform,
+                    closesEveryAttempt: options.privacy != nil),
                 firstRound: saved?.nextRound ?? 0),
             completedRounds: saved?.completedRounds ?? 0, records: saved?.rounds ?? [],
             ledger: saved?.privacy ?? options.privacy.map { PrivacyLedger(configuration: $0) },

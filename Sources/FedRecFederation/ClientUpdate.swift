@@ -211,6 +211,15 @@ public struct AggregateUpdate: Sendable, Equatable {
         self.meanLoss = meanLoss
         self.participants = participants
     }
+
+    /// No contributor: zero mean delta and item-embedding gradient, no examples, loss 0. Under differential
+    /// privacy a round nobody contributed to still closes, and its release is the noise alone.
+    public static func empty(deltaCount: Int, itemRows: Int, dimension: Int) -> AggregateUpdate {
+        AggregateUpdate(
+            meanDelta: [Float](repeating: 0, count: deltaCount),
+            meanItemEmbeddingGradient: Matrix(rows: itemRows, columns: dimension), exampleCount: 0, meanLoss: 0,
+            participants: [])
+    }
 }
 
 /// How updates are weighted in the mean.

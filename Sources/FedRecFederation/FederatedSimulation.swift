@@ -138,7 +138,8 @@ public enum FederatedSimulation {
         var machine = RoundStateMachine<SimulatedInstant>(
             configuration: .init(
                 minimumClients: configuration.minimumClients, roundTimeout: .seconds(3600), maximumAttempts: 100,
-                validator: validator, weighting: configuration.privacy == nil ? .examples : .uniform))
+                validator: validator, weighting: configuration.privacy == nil ? .examples : .uniform,
+                closesEveryAttempt: configuration.privacy != nil))
         var clientConfiguration = configuration.client
         var clipping = configuration.privacy.flatMap(AdaptiveClippingState.init(configuration:))
         if let privacy = configuration.privacy { clientConfiguration.clipNorm = Float(privacy.clipNorm) }
@@ -206,7 +207,8 @@ public enum FederatedSimulation {
             case .fail(let error): preconditionFailure("simulation failed: \(error)")
             default: preconditionFailure("round \(round) did not close after every member answered")
             }
-            guard let result else { continue }  // retried with another cohort (e.g. an empty Poisson draw)
+            // Retried with another cohort (e.g. an empty draw); never under DP, where every attempt closes.
+            guard let result else { continue }
             var aggregate = result.aggregate
             if let privacy = configuration.privacy {
                 // libsodium noise; `try!` is safe: SecureNoiseSource only fails if libsodium cannot initialise,

@@ -4,7 +4,8 @@
 ///
 /// States: `idle(round, attempt)` -> `openRound` -> `collecting` -> (every member answered, or the deadline)
 /// -> `idle(round + 1, 0)` with an aggregate when at least `minimumClients` updates arrived, else
-/// `idle(round, attempt + 1)` (retry with a new cohort) or, after `maximumAttempts`, `failed`.
+/// `idle(round, attempt + 1)` (retry with a new cohort) or, after `maximumAttempts`, `failed`. Under
+/// `closesEveryAttempt` (differential privacy) every attempt closes its round, so there is no retry.
 ///
 /// Generic over the clock's instant so tests drive it with a manual clock; a coordinator holding an
 /// `any Clock<Duration>` opens the existential once when it builds the machine.
@@ -20,12 +21,18 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         public var validator: UpdateValidator
         /// Example-count weights (FedAvg) or uniform weights (DP-FedAvg).
         public var weighting: AggregationWeighting = .examples
+        /// Differential privacy (DP-FedAvg): every attempt closes its round with whatever arrived, none included
+        /// (an aggregate of zeros, whose release is the noise alone), an abandoned secure attempt likewise, and
+        /// `minimumClients` is not consulted. Drawing cohorts again until enough clients answer would make a
+        /// client's chance of being in a released round exceed the sampling rate q the accountant charges.
+        public var closesEveryAttempt: Bool = false
 
         public init(
             minimumClients: Int, roundTimeout: Duration, maximumAttempts: Int = 3, validator: UpdateValidator,
-            weighting: AggregationWeighting = .examples
+            weighting: AggregationWeighting = .examples, closesEveryAttempt: Bool = false
         ) {
             self.weighting = weighting
+            self.closesEveryAttempt = closesEveryAttempt
             precondition(minimumClients > 0, "minimum clients must be positive")
             precondition(roundTimeout > .zero, "round timeout must be positive")
             precondition(maximumAttempts > 0, "maximum attempts must be positive")
@@ -50,6 +57,9 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         /// The messages refused during the round (including the ones returned as `.rejected`): the most recent
         /// ones, and how many in all. A member excluded by the message that closed the round has its reason last.
         public var rejections: BoundedLog<FederationError>
+        /// Under `closesEveryAttempt`: why the attempt's contributions were lost (a secure attempt abandoned), so
+        /// the round closed with an empty aggregate. Nil otherwise.
+        public var abandoned: FederationError? = nil
     }
 
     /// What the caller must do next.
@@ -126,7 +136,8 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
     }
 
     /// Opens the current round with `cohort` (sampled by the caller for `currentRound`/`currentAttempt`).
-    /// An empty cohort, or one smaller than the minimum, fails the attempt at once.
+    /// An empty cohort, or one smaller than the minimum, fails the attempt at once (under `closesEveryAttempt`:
+    /// an empty cohort closes the round at once, empty).
     public mutating func openRound(cohort: [ClientID], now: Instant) -> Action {
         guard case .idle(let round, let attempt) = state else {
             preconditionFailure("openRound called while a round is open or after failure")
@@ -141,7 +152,7 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
                 aggregator: WeightedAggregator(
                     deltaCount: layout.layout.count, itemRows: layout.itemRows, dimension: layout.dimension,
                     weighting: configuration.weighting)))
-        if cohort.count < configuration.minimumClients {
+        if cohort.isEmpty || (cohort.count < configuration.minimumClients && !configuration.closesEveryAttempt) {
             return close()
         }
         return .startRound(
@@ -206,14 +217,14 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
     }
 
     /// Secure aggregation: the open round's aggregate was computed by the masking stages, so the machine never
-    /// saw an individual update. Closes the round with it when at least `minimumClients` contributed; otherwise
-    /// the attempt is abandoned as by `abandonAttempt`.
+    /// saw an individual update. Closes the round with it when at least `minimumClients` contributed (always under
+    /// `closesEveryAttempt`); otherwise the attempt is abandoned as by `abandonAttempt`.
     public mutating func closeWithSecureAggregate(
         _ aggregate: AggregateUpdate, droppedOut: [ClientID], excluded: [ClientID],
         rejections: BoundedLog<FederationError>
     ) -> Action {
         guard case .collecting(let c) = state else { return .none }
-        guard aggregate.participants.count >= configuration.minimumClients else {
+        guard aggregate.participants.count >= configuration.minimumClients || configuration.closesEveryAttempt else {
             return abandonAttempt(
                 reason: FederationError(
                     code: .tooFewUpdates,
@@ -233,10 +244,32 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
     }
 
     /// Secure aggregation: the open attempt cannot complete (too few clients survived a stage). Retries the round
-    /// with the next attempt, or fails once `maximumAttempts` are used up.
+    /// with the next attempt, or fails once `maximumAttempts` are used up; under `closesEveryAttempt` closes the
+    /// round with an empty aggregate and `reason` as `abandoned`.
     public mutating func abandonAttempt(reason: FederationError) -> Action {
         guard case .collecting(let c) = state else { return .none }
+        if configuration.closesEveryAttempt {
+            return closeRound(c, aggregate: emptyAggregate(), contributors: [], abandoned: reason)
+        }
         return retryOrFail(c, reason: reason)
+    }
+
+    private func emptyAggregate() -> AggregateUpdate {
+        let layout = configuration.validator
+        return AggregateUpdate.empty(
+            deltaCount: layout.layout.count, itemRows: layout.itemRows, dimension: layout.dimension)
+    }
+
+    private mutating func closeRound(
+        _ c: Collecting, aggregate: AggregateUpdate, contributors: Set<ClientID>, abandoned: FederationError? = nil
+    ) -> Action {
+        let gone = Set(c.droppedOut + c.excluded)
+        let stragglers = c.cohort.filter { !contributors.contains($0) && !gone.contains($0) }
+        state = .idle(round: c.round + 1, attempt: 0)
+        return .closeRound(
+            RoundResult(
+                round: c.round, attempt: c.attempt, aggregate: aggregate, stragglers: stragglers,
+                droppedOut: c.droppedOut, excluded: c.excluded, rejections: c.rejections, abandoned: abandoned))
     }
 
     private mutating func retryOrFail(_ c: Collecting, reason: FederationError) -> Action {
@@ -256,13 +289,10 @@ public struct RoundStateMachine<Instant: InstantProtocol>: Sendable where Instan
         guard case .collecting(let c) = state else { return .none }
         let received = c.reported.count
         if received >= configuration.minimumClients, let aggregate = c.aggregator.result() {
-            let gone = Set(c.droppedOut + c.excluded)
-            let stragglers = c.cohort.filter { !c.reported.contains($0) && !gone.contains($0) }
-            state = .idle(round: c.round + 1, attempt: 0)
-            return .closeRound(
-                RoundResult(
-                    round: c.round, attempt: c.attempt, aggregate: aggregate, stragglers: stragglers,
-                    droppedOut: c.droppedOut, excluded: c.excluded, rejections: c.rejections))
+            return closeRound(c, aggregate: aggregate, contributors: c.reported)
+        }
+        if configuration.closesEveryAttempt {
+            return closeRound(c, aggregate: c.aggregator.result() ?? emptyAggregate(), contributors: c.reported)
         }
         let reason = FederationError(
             code: .tooFewUpdates,

@@ -149,6 +149,59 @@ import Testing
         }
     }
 
+    /// Under differential privacy no attempt is retried: a round closes with whatever arrived, none included,
+    /// and an abandoned secure attempt closes empty (a re-drawn cohort would raise inclusion above q).
+    @Test func underPrivacyEveryAttemptClosesItsRound() throws {
+        let clock = ManualClock()
+        var m = Machine(
+            configuration: .init(
+                minimumClients: 3, roundTimeout: .seconds(10), maximumAttempts: 2, validator: data.validator,
+                weighting: .uniform, closesEveryAttempt: true))
+        let layout = ParameterLayout.userTower(data.configuration)
+        func isEmpty(_ aggregate: AggregateUpdate) -> Bool {
+            aggregate.participants.isEmpty && aggregate.exampleCount == 0 && aggregate.meanDelta.count == layout.count
+                && aggregate.meanDelta.allSatisfy { $0 == 0 }
+                && aggregate.meanItemEmbeddingGradient.rows == data.configuration.itemCount
+                && aggregate.meanItemEmbeddingGradient.storage.allSatisfy { $0 == 0 }
+        }
+        // An empty draw closes round 0 at once.
+        guard case .closeRound(let empty) = m.openRound(cohort: [], now: clock.now) else {
+            Issue.record("an empty cohort did not close the round")
+            return
+        }
+        #expect(empty.round == 0 && isEmpty(empty.aggregate) && empty.abandoned == nil)
+        // Fewer than the minimum arrive by the deadline: round 1 closes with them, attempt 0.
+        guard case .startRound(1, 0, _, _) = m.openRound(cohort: ["a", "b"], now: clock.now) else {
+            Issue.record("a cohort below the minimum did not open")
+            return
+        }
+        _ = m.receiveUpdate(update(1), from: "a", round: 1)
+        clock.advance(by: .seconds(11))
+        guard case .closeRound(let short) = m.deadlineReached(now: clock.now) else {
+            Issue.record("a short round was not closed")
+            return
+        }
+        #expect(short.round == 1 && short.attempt == 0 && short.aggregate.participants == ["a"])
+        #expect(short.stragglers == ["b"])
+        // Nobody answers: round 2 closes empty.
+        _ = m.openRound(cohort: ["c"], now: clock.now)
+        guard case .closeRound(let silent) = m.clientDropped("c") else {
+            Issue.record("a silent round was not closed")
+            return
+        }
+        #expect(silent.round == 2 && isEmpty(silent.aggregate) && silent.droppedOut == ["c"])
+        // An abandoned (secure) attempt closes round 3 empty, with its reason.
+        _ = m.openRound(cohort: ["d", "e"], now: clock.now)
+        let reason = FederationError(code: .tooFewUpdates, message: "stage aborted", round: 3)
+        guard case .closeRound(let abandoned) = m.abandonAttempt(reason: reason) else {
+            Issue.record("an abandoned attempt was not closed")
+            return
+        }
+        #expect(abandoned.round == 3 && isEmpty(abandoned.aggregate) && abandoned.abandoned == reason)
+        #expect(abandoned.stragglers == ["d", "e"])
+        #expect(m.currentRound == 4 && m.currentAttempt == 0)
+    }
+
     @Test func manualClockWakesSleepers() async throws {
         let clock = ManualClock()
         let deadline = clock.now.advanced(by: .seconds(5))

@@ -123,7 +123,7 @@ struct SecureAggregationTests {
     /// element of their masked input; the coordinator moves the norm by the noised count. From a norm far above
     /// every update, all 8 clients report unclipped each round, so it shrinks by exp(-0.2 (8 + noise) / 8 + 0.1)
     /// with count noise 0.3: about exp(-0.1) a round. The state keeps the next round's norm.
-    @Test("DP refuses a cohort that is not Poisson at the accountant's sampling rate")
+    @Test("DP refuses a cohort that is not Poisson at the accountant's sampling rate, and a minimum of clients")
     func privacyNeedsTheLedgersSamplingRate() throws {
         let fixture = try Fixture(users: 8)
         defer { fixture.remove() }
@@ -138,6 +138,13 @@ struct SecureAggregationTests {
             #expect(error.code == .setup && error.message.contains("sampling rate q = 0.5"), "\(error.message)")
         }
         o.cohort = .poisson(rate: 0.5)
+        // A DP round closes with whatever arrived: a minimum it would retry for is refused.
+        o.minimumClients = 2
+        let minimum = try #require(throws: CoordinatorError.self) {
+            _ = try CoordinatorBuilder.build(options: o, transport: InProcessTransport().server)
+        }
+        #expect(minimum.code == .setup && minimum.message.contains("--min-clients 2"), "\(minimum.message)")
+        o.minimumClients = 1
         _ = try CoordinatorBuilder.build(options: o, transport: InProcessTransport().server)
     }
 
@@ -155,6 +162,7 @@ struct SecureAggregationTests {
             clipNorm: 1000, noiseMultiplier: 0.5, samplingRate: 1, numberOfUsers: fixture.userIDs.count)
         privacy.adaptiveClipping = .init(targetQuantile: 0.5, learningRate: 0.2, countNoiseStandardDeviation: 0.3)
         o.privacy = privacy
+        o.minimumClients = 1  // a DP round closes with whatever arrived
         let (coordinator, _) = try await fixture.trainInProcess(o)
         let records = coordinator.core.records
         #expect(records.count == 3 && records.allSatisfy { $0.participants == 8 }, "\(records)")
