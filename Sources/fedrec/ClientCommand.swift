@@ -48,7 +48,8 @@ struct ClientCommand: AsyncParsableCommand {
         if let clients, clients < 1 { throw ValidationError("--clients must be at least 1, got \(clients)") }
         if shard != nil, shardParts == nil { throw ValidationError("--shard must be I/N with 0 <= I < N") }
         if let users, users.split(separator: ",").isEmpty { throw ValidationError("--users is empty") }
-        guard connectTimeout > 0 else { throw ValidationError("--connect-timeout must be positive") }
+        try OptionChecks.seconds(connectTimeout, "--connect-timeout")
+        try OptionChecks.logLevel(logLevel)
     }
 
     func run() async throws {

@@ -32,7 +32,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Rounds to complete.") var rounds: Int = 10
     @Option(help: "Clients per round (count; default 32 unless --fraction is given).") var cohort: Int?
     @Option(help: "Clients per round (fraction of the enrolled clients).") var fraction: Double?
-    @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round.") var minClients: Int = 1
+    @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round (with DP it must stay 1: a DP round closes with what arrived).")
+    var minClients: Int = 1
     @Option(help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
     @Option(name: .customLong("max-attempts"), help: "Attempts per round before giving up.") var maxAttempts: Int = 5
     /// The `--server-optimizer` names (`demo` forwards its own to this command and checks it against them).
@@ -151,9 +152,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--fraction must lie in (0, 1], got \(fraction)")
         }
         guard minClients >= 1 else { throw ValidationError("--min-clients must be at least 1, got \(minClients)") }
-        guard deadline > 0, deadline.isFinite else {
-            throw ValidationError("--deadline must be positive, got \(deadline)")
-        }
+        try OptionChecks.seconds(deadline, "--deadline")
         guard maxAttempts >= 1 else { throw ValidationError("--max-attempts must be at least 1") }
         guard maxConnections >= 1 else {
             throw ValidationError("--max-connections must be at least 1, got \(maxConnections)")
@@ -164,11 +163,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
             )
         }
         if let serverLR, !(serverLR > 0 && serverLR.isFinite) { throw ValidationError("--server-lr must be positive") }
-        guard clientLR > 0, itemLR > 0 else { throw ValidationError("learning rates must be positive") }
+        try OptionChecks.positive(Double(clientLR), "--client-lr")
+        try OptionChecks.positive(Double(itemLR), "--item-lr")
         if noiseMultiplier != nil || clipNorm != nil || targetEpsilon != nil || delta != nil {
-            guard let noiseMultiplier, noiseMultiplier >= 0, let clipNorm, clipNorm > 0 else {
-                throw ValidationError("differential privacy needs --noise-multiplier (>= 0) and --clip-norm (> 0)")
+            guard let noiseMultiplier, let clipNorm else {
+                throw ValidationError("differential privacy needs --noise-multiplier and --clip-norm")
             }
+            try OptionChecks.nonNegative(noiseMultiplier, "--noise-multiplier")
+            try OptionChecks.positive(clipNorm, "--clip-norm")
             if let targetEpsilon, !(targetEpsilon > 0) { throw ValidationError("--target-epsilon must be positive") }
             if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
         }
@@ -187,7 +189,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
         }
         if let secaggClipRange, !(secaggClipRange > 0) { throw ValidationError("--secagg-clip-range must be > 0") }
-        guard stageDeadline > 0 else { throw ValidationError("--stage-deadline must be positive") }
+        try OptionChecks.seconds(stageDeadline, "--stage-deadline")
         if let localSteps, localSteps < 1 {
             throw ValidationError("--local-steps must be at least 1, got \(localSteps)")
         }
@@ -197,8 +199,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard localEpochs >= 1, localBatch >= 0 else {
             throw ValidationError("--local-epochs must be at least 1 and --local-batch at least 0")
         }
-        guard proximalMu >= 0 else { throw ValidationError("--proximal-mu must be non-negative") }
-        guard dimension >= 1, hidden >= 1, tau > 0 else {
+        try OptionChecks.nonNegative(Double(proximalMu), "--proximal-mu")
+        guard dimension <= OutputPaths.maximumDimension else {
+            throw ValidationError("--dimension must lie in 1...\(OutputPaths.maximumDimension), got \(dimension)")
+        }
+        guard dimension >= 1, hidden >= 1, tau > 0, tau.isFinite else {
             throw ValidationError("--dimension, --hidden and --tau must be positive")
         }
         guard Fold(rawValue: fold) != nil else {
@@ -214,7 +219,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--average-warmup must exceed 1, got \(averageWarmup)")
         }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be non-negative") }
-        guard enrolGrace >= 0 else { throw ValidationError("--enrol-grace must be non-negative") }
+        try OptionChecks.seconds(enrolGrace, "--enrol-grace", allowZero: true)
+        try OptionChecks.logLevel(logLevel)
         if let waitFor, waitFor < 1 { throw ValidationError("--wait-for must be at least 1") }
     }
 

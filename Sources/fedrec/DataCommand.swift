@@ -86,13 +86,48 @@ struct DataImportCommand: AsyncParsableCommand {
         guard FileManager.default.fileExists(atPath: source) else {
             throw ValidationError("source '\(source)' does not exist")
         }
+        guard !out.isEmpty else { throw ValidationError("--out is empty: name the data-set folder to write") }
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), !force {
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
-            if !isDirectory.boolValue || !entries.isEmpty {
-                throw ValidationError("output '\(out)' exists and is not an empty folder; use --force to replace it")
+        guard FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory) else { return }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+        guard isDirectory.boolValue, !entries.isEmpty else {
+            if !isDirectory.boolValue {
+                throw ValidationError(
+                    "output '\(out)' exists and is not a folder; "
+                        + (force ? "--force replaces only an earlier import" : "use another --out"))
             }
+            return
         }
+        guard force else {
+            throw ValidationError("output '\(out)' exists and is not an empty folder; use --force to replace it")
+        }
+        // --force replaces an earlier import and nothing else: never the source, a folder holding it or the
+        // current folder, nor any folder without a data set's manifest.
+        func canonical(_ path: String) -> String {
+            URL(fileURLWithPath: path.isEmpty ? "." : path).standardizedFileURL.resolvingSymlinksInPath().path
+        }
+        let target = canonical(out)
+        func within(_ path: String) -> Bool { path == target || path.hasPrefix(target + "/") }
+        for input in [source, options.itemsFile].compactMap({ $0 }) where within(canonical(input)) {
+            throw ValidationError("--out '\(out)' holds the input '\(input)', which --force would delete")
+        }
+        if within(canonical(".")) {
+            throw ValidationError("--out '\(out)' is the current folder or holds it, which --force would delete")
+        }
+        guard Self.isDatasetFolder(out) else {
+            throw ValidationError(
+                "--out '\(out)' is not a data-set folder (no manifest.json of format "
+                    + "'\(DatasetManifest.formatName)'): --force replaces only an earlier import; use an empty or "
+                    + "new folder")
+        }
+    }
+
+    /// Whether `folder` holds a `manifest.json` whose format is a fedrec data set's (any version).
+    static func isDatasetFolder(_ folder: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: folder + "/manifest.json"),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return false }
+        return object["format"] as? String == DatasetManifest.formatName
     }
 
     func run() async throws {

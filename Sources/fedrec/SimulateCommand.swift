@@ -123,6 +123,10 @@ struct SimulateCommand: AsyncParsableCommand {
     func validate() throws {
         guard Fold(rawValue: fold) != nil else { throw ValidationError("--fold must be 'test' or 'validation'") }
         if let rounds, rounds <= 0 { throw ValidationError("--rounds must be positive, got \(rounds)") }
+        if let out { try OutputPaths.checkModelFile(out) }
+        guard (1...OutputPaths.maximumDimension).contains(dimension) else {
+            throw ValidationError("--dimension must lie in 1...\(OutputPaths.maximumDimension), got \(dimension)")
+        }
         guard cohort > 0 else { throw ValidationError("--cohort must be positive, got \(cohort)") }
         guard localEpochs > 0 else { throw ValidationError("--local-epochs must be positive, got \(localEpochs)") }
         guard localBatch >= 0 else { throw ValidationError("--local-batch must be >= 0, got \(localBatch)") }
@@ -139,10 +143,9 @@ struct SimulateCommand: AsyncParsableCommand {
             throw ValidationError("--beta1 and --beta2 must lie in [0, 1)")
         }
         guard serverTau > 0 else { throw ValidationError("--server-tau must be positive, got \(serverTau)") }
-        if let noiseMultiplier, !(noiseMultiplier >= 0) {
-            throw ValidationError("--noise-multiplier must be >= 0, got \(noiseMultiplier)")
-        }
-        guard clipNorm > 0 else { throw ValidationError("--clip-norm must be positive, got \(clipNorm)") }
+        if let noiseMultiplier { try OptionChecks.nonNegative(noiseMultiplier, "--noise-multiplier") }
+        try OptionChecks.positive(clipNorm, "--clip-norm")
+        try OptionChecks.nonNegative(Double(proximalMu), "--proximal-mu")
         if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must lie in (0, 1)") }
         if clipping.adaptiveClipping, noiseMultiplier == nil {
             throw ValidationError("--adaptive-clipping needs differential privacy (--noise-multiplier)")

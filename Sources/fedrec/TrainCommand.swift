@@ -75,7 +75,9 @@ struct TrainCommand: AsyncParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        guard dimension > 0 else { throw ValidationError("--dimension must be positive, got \(dimension)") }
+        guard (1...OutputPaths.maximumDimension).contains(dimension) else {
+            throw ValidationError("--dimension must lie in 1...\(OutputPaths.maximumDimension), got \(dimension)")
+        }
         guard tau > 0, tau.isFinite else { throw ValidationError("--tau must be a positive number, got \(tau)") }
         guard learningRate > 0, learningRate.isFinite else {
             throw ValidationError("--lr must be a positive number, got \(learningRate)")
@@ -95,6 +97,9 @@ struct TrainCommand: AsyncParsableCommand {
         guard sampledSoftmaxThreshold >= 0 else {
             throw ValidationError("--sampled-softmax-threshold must be >= 0, got \(sampledSoftmaxThreshold)")
         }
+        // Before training, not after it: the model goes where a model may go.
+        try OutputPaths.checkModelFile(out)
+        if let historyJSON { try OutputPaths.checkFile(historyJSON, option: "--history-json") }
     }
 
     var trainingConfiguration: CentralTrainingConfiguration {

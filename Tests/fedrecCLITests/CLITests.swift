@@ -54,6 +54,43 @@ import Testing
             ["simulate", "--dataset", "d", "--noise-multiplier", "1", "--target-epsilon", "0"],
             "--target-epsilon must be a positive number"
         ),
+        // Numbers no run can use are refused naming the option, not trapped on in a conversion later.
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--deadline", "1e300"],
+            "--deadline must lie in 0.001...10000000 seconds"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--deadline", "1e-300"],
+            "--deadline must lie in"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--enrol-grace", "inf"],
+            "--enrol-grace must lie in 0...10000000 seconds"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--proximal-mu", "inf"],
+            "--proximal-mu must be a number in"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--item-lr", "inf"],
+            "--item-lr must be a positive number"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--log-level", "bogus"],
+            "--log-level must be one of"
+        ),
+        (
+            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--dimension", "100000000"],
+            "--dimension must lie in 1...4096"
+        ),
+        (["client", "--coordinator", "127.0.0.1:5000", "--dataset", "d", "--keys", "k", "--clients", "1", "--connect-timeout", "1e19"], "--connect-timeout must lie in"),
+        (["simulate", "--dataset", "d", "--noise-multiplier", "inf"], "--noise-multiplier must be a number in"),
+        (["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-norm", "1e300"], "--clip-norm must be a positive number"),
+        (["simulate", "--dataset", "d", "--proximal-mu", "inf"], "--proximal-mu must be a number in"),
+        (["simulate", "--dataset", "d", "--dimension", "0"], "--dimension must lie in 1...4096"),
+        (["train", "--dataset", "x", "--out", "y", "--dimension", "100000000"], "--dimension must lie in 1...4096"),
+        (["train", "--dataset", "x", "--out", "/nonexistent/m.safetensors"], "the folder '/nonexistent' does not exist"),
+        (["train", "--dataset", "x", "--out", "/tmp"], "'/tmp' is a folder"),
         // The demo checks what it forwards before importing or making keys; addresses are IPv4 literals.
         (["demo", "--port", "70000", "--out", "/nonexistent/demo"], "--port must lie in 0...65535"),
         (["demo", "--server-optimizer", "sgd", "--out", "/nonexistent/demo"], "--server-optimizer must be one of"),
@@ -82,6 +119,59 @@ import Testing
         let evaluate = try CLI.run(["evaluate", "--model", model, "--dataset", missing])
         #expect(evaluate.status != 0)
         #expect(evaluate.combined.contains("model file '\(model)' does not exist"))
+    }
+
+    /// `train --out` and `simulate --out` replace an earlier model file and nothing else, checked before any work.
+    @Test func modelOutputsReplaceOnlyModelFiles() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try CLI.writeSyntheticInteractions(to: folder)
+        let dataset = folder.appendingPathComponent("dataset").path
+        try #require(
+            try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset]).status == 0)
+        let manifest = dataset + "/manifest.json"
+        let before = try Data(contentsOf: URL(fileURLWithPath: manifest))
+        for command in ["train", "simulate"] {
+            let result = try CLI.run([command, "--dataset", dataset, "--out", manifest, "--dimension", "8"])
+            #expect(result.status != 0 && result.combined.contains("is not a fedrec model file"), "\(result.combined)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: manifest)) == before)
+        // A model file is replaced by the next run.
+        let model = folder.appendingPathComponent("m.safetensors").path
+        for _ in 0..<2 {
+            let result = try CLI.run(["train", "--dataset", dataset, "--out", model, "--dimension", "8", "--epochs", "1"])
+            #expect(result.status == 0, "\(result.combined)")
+        }
+    }
+
+    /// `data import --force` replaces an earlier import and nothing else: not the source's folder, a folder
+    /// holding the source or the current folder, nor a folder that is not a data set. Nothing is touched.
+    @Test func importForceReplacesOnlyAnEarlierImport() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = try CLI.writeSyntheticInteractions(to: folder)
+        let notes = folder.appendingPathComponent("notes.txt")
+        try Data("keep me\n".utf8).write(to: notes)
+        let other = folder.appendingPathComponent("other")
+        try FileManager.default.createDirectory(at: other, withIntermediateDirectories: true)
+        try Data("mine\n".utf8).write(to: other.appendingPathComponent("mine.txt"))
+        let cases: [(out: String, message: String)] = [
+            (folder.path, "holds the input"),
+            (other.path, "is not a data-set folder"),
+            ("", "--out is empty"),
+        ]
+        for (out, message) in cases {
+            let result = try CLI.run(["data", "import", source.path, "--format", "generic", "--out", out, "--force"])
+            #expect(result.status != 0 && result.combined.contains(message), "\(out): \(result.combined)")
+        }
+        #expect(FileManager.default.fileExists(atPath: source.path) && FileManager.default.fileExists(atPath: notes.path))
+        #expect(FileManager.default.fileExists(atPath: other.appendingPathComponent("mine.txt").path))
+        // An earlier import is replaced.
+        let dataset = folder.appendingPathComponent("dataset").path
+        for _ in 0..<2 {
+            let result = try CLI.run(["data", "import", source.path, "--format", "generic", "--out", dataset, "--force"])
+            #expect(result.status == 0, "\(result.combined)")
+        }
     }
 
     /// `simulate --target-epsilon` without `--rounds` runs as many rounds as the budget allows, the last one still
