@@ -61,6 +61,48 @@ public struct PersistedState: Sendable, Codable {
     public var privacy: PrivacyLedger? = nil
     /// Adaptive clipping's state (the next round's clip norm) when the run adapts it.
     public var adaptiveClipping: AdaptiveClippingState? = nil
+
+    /// The largest round number a state may name (far beyond any run; keeps round arithmetic from overflowing).
+    static let maximumRound = 1 << 40
+
+    /// The first field whose value no coordinator writes, with what is wrong with it; nil when every value is
+    /// one a run can have. A state edited by hand (or damaged in a way JSON still parses) is refused with it
+    /// instead of trapping, or silently misleading, later.
+    public var problem: (field: String, message: String)? {
+        if !(0...Self.maximumRound).contains(nextRound) {
+            return ("nextRound", "\(nextRound) is not a round number (0...\(Self.maximumRound))")
+        }
+        if !(0...nextRound).contains(completedRounds) {
+            return ("completedRounds", "\(completedRounds) must lie in 0...nextRound (\(nextRound))")
+        }
+        if rounds.count > completedRounds {
+            return ("rounds", "\(rounds.count) records for \(completedRounds) completed round(s)")
+        }
+        if let bad = rounds.first(where: { !(0..<nextRound).contains($0.round) || $0.participants < 0 }) {
+            return ("rounds", "a record of round \(bad.round) with \(bad.participants) participant(s)")
+        }
+        if let problem = serverOptimizer.configuration.problem { return ("serverOptimizer.configuration", problem) }
+        if serverOptimizer.step < 0 { return ("serverOptimizer.step", "\(serverOptimizer.step) must be >= 0") }
+        for (field, name) in [("modelFile", modelFile), ("optimizerFile", optimizerFile)]
+        where !StateStore.isCheckpointFile(name) {
+            return (field, "'\(name)' is not a checkpoint file name of this folder")
+        }
+        if let privacy {
+            if let entry = privacy.history.first(where: {
+                $0.steps < 0 || !($0.samplingRate > 0 && $0.samplingRate <= 1)
+                    || !($0.noiseMultiplier > 0 && $0.noiseMultiplier.isFinite)
+            }) {
+                return (
+                    "privacy.history",
+                    "an entry of \(entry.steps) step(s) at q \(entry.samplingRate), z \(entry.noiseMultiplier)"
+                )
+            }
+        }
+        if let clipping = adaptiveClipping, !(clipping.clipNorm > 0 && clipping.clipNorm.isFinite) {
+            return ("adaptiveClipping.clipNorm", "\(clipping.clipNorm) must be positive")
+        }
+        return nil
+    }
 }
 
 /// Round records with their JSON, in order (shared by the copies of one `StateStore`).
@@ -137,6 +179,10 @@ public struct StateStore: Sendable {
                 throw CoordinatorError(
                     code: .state,
                     message: "\(statePath): not a \(PersistedState.format) v\(PersistedState.formatVersion) file")
+            }
+            if let (field, message) = state.problem {
+                throw CoordinatorError(
+                    code: .state, message: "\(statePath): field '\(field)': \(message); nothing was changed")
             }
             return state
         } catch let error as CoordinatorError {
@@ -273,6 +319,20 @@ public struct StateStore: Sendable {
             }
         }
         let marker = directory + "/" + Self.markerName
+        if !fm.fileExists(atPath: statePath), fm.fileExists(atPath: marker) {
+            // Before the first commit the folder holds at most round 0's files; once state.json is written it is
+            // only ever replaced. Later rounds' checkpoints without it mean it was removed: refuse rather than
+            // start over and delete them.
+            let later = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter {
+                Self.isCheckpointFile($0) && !$0.hasSuffix("-000000.safetensors")
+            }.sorted()
+            if let last = later.last(where: { $0.hasPrefix("model-") }) ?? later.last {
+                throw CoordinatorError(
+                    code: .state,
+                    message: "\(directory) holds checkpoints of completed rounds (\(last)) but no state.json: it was "
+                        + "removed or lost; restore it to resume, or use another --state folder (nothing was removed)")
+            }
+        }
         guard !fm.fileExists(atPath: statePath), !fm.fileExists(atPath: marker) else { return }
         let foreign = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter(Self.isCheckpointFile).sorted()
         guard foreign.isEmpty else {

@@ -30,17 +30,23 @@ public enum ServerOptimizerConfiguration: Sendable, Hashable, Codable {
         .fedYogi(learningRate: learningRate, beta1: 0.9, beta2: 0.99, tau: tau)
     }
 
-    /// Traps on invalid hyper-parameters (programmer error).
-    public func validate() {
+    /// What is wrong with the hyper-parameters (for input read from a file), or nil.
+    public var problem: String? {
         switch self {
         case .fedAvg(let eta):
-            precondition(eta > 0 && eta.isFinite, "server learning rate must be positive")
+            if !(eta > 0 && eta.isFinite) { return "server learning rate \(eta) must be positive" }
         case .fedAdam(let eta, let b1, let b2, let tau), .fedYogi(let eta, let b1, let b2, let tau),
             .adam(let eta, let b1, let b2, let tau):
-            precondition(eta > 0 && eta.isFinite, "server learning rate must be positive")
-            precondition((0..<1).contains(b1) && (0..<1).contains(b2), "server betas must lie in [0, 1)")
-            precondition(tau > 0 && tau.isFinite, "tau must be positive")
+            if !(eta > 0 && eta.isFinite) { return "server learning rate \(eta) must be positive" }
+            if !((0..<1).contains(b1) && (0..<1).contains(b2)) { return "server betas \(b1), \(b2) must lie in [0, 1)" }
+            if !(tau > 0 && tau.isFinite) { return "tau \(tau) must be positive" }
         }
+        return nil
+    }
+
+    /// Traps on invalid hyper-parameters (programmer error).
+    public func validate() {
+        if let problem { preconditionFailure(problem) }
     }
 }
 

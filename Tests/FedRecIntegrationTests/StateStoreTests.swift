@@ -164,6 +164,59 @@ import Testing
             try String(contentsOfFile: directory + "/model-000003.safetensors", encoding: .utf8)
                 == "model-000003.safetensors")
     }
+
+    /// A state.json whose values no coordinator writes (edited by hand, or damaged in a way JSON still parses)
+    /// is refused naming the field, before anything traps on it or acts on it.
+    @Test func implausibleStateValuesAreRefusedByField() throws {
+        let directory = Self.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = StateStore(directory: directory)
+        try store.save(state(rounds: 3))
+        let original = try Data(contentsOf: URL(fileURLWithPath: store.statePath))
+        #expect(try store.load() != nil)
+        let edits: [(path: [String], value: Any, field: String)] = [
+            (["nextRound"], -5, "nextRound"), (["nextRound"], Int.max, "nextRound"),
+            (["completedRounds"], -1, "completedRounds"), (["completedRounds"], 1_000_000_000_000, "completedRounds"),
+            (["completedRounds"], 2, "rounds"), (["modelFile"], "../../etc/passwd", "modelFile"),
+            (["optimizerFile"], "/tmp/x.safetensors", "optimizerFile"),
+            (["serverOptimizer", "step"], -1, "serverOptimizer.step"),
+            (["serverOptimizer", "configuration"], ["fedAvg": ["learningRate": -1]], "serverOptimizer.configuration"),
+        ]
+        for (path, value, field) in edits {
+            var object = try #require(try JSONSerialization.jsonObject(with: original) as? [String: Any])
+            if path.count == 1 {
+                object[path[0]] = value
+            } else {
+                var inner = try #require(object[path[0]] as? [String: Any])
+                inner[path[1]] = value
+                object[path[0]] = inner
+            }
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: store.statePath))
+            let error = try #require(throws: CoordinatorError.self) { _ = try store.load() }
+            #expect(error.code == .state && error.message.contains("field '\(field)'"), "\(path): \(error.message)")
+        }
+    }
+
+    /// Once state.json is written it is only ever replaced, so later rounds' checkpoints without it mean it was
+    /// removed: the folder is refused, not started over (which would delete them).
+    @Test func checkpointsWithoutTheirStateAreRefused() throws {
+        let directory = Self.temporaryPath()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let names = [StateStore.markerName, "model-000002.safetensors", "optimizer-000002.safetensors"]
+        for name in names { try Data(name.utf8).write(to: URL(fileURLWithPath: directory + "/" + name)) }
+        var store = StateStore(directory: directory)
+        let error = try #require(throws: CoordinatorError.self) { try store.claim() }
+        #expect(error.message.contains("no state.json") && error.message.contains("model-000002"), "\(error.message)")
+        store.releaseClaim()
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)).isSuperset(of: names))
+        // Round 0's files alone are a first run cut short before its first commit: it starts over.
+        for name in names.dropFirst() { try FileManager.default.removeItem(atPath: directory + "/" + name) }
+        try Data().write(to: URL(fileURLWithPath: directory + "/model-000000.safetensors"))
+        var fresh = StateStore(directory: directory)
+        try fresh.claim()
+        fresh.releaseClaim()
+    }
 }
 
 /// What a refusal keeps of ids and text a sender chose: an allow-listed id as it is, any other as a short escaped
