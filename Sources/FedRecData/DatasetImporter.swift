@@ -415,7 +415,7 @@ struct SourceReader {
     // MARK: Item content
 
     /// Content of one entry of an items file.
-    struct ItemMeta {
+    struct ItemMeta: Equatable {
         var id: String
         var title: String
         var genres: [String]
@@ -428,9 +428,23 @@ struct SourceReader {
         var indexByID: [String: Int] = [:]
         var tags: [String: [String]] = [:]
 
-        mutating func add(_ meta: ItemMeta) {
-            guard indexByID[meta.id] == nil else { return }
+        /// Lines the items were read from, for messages.
+        var lineByID: [String: Int] = [:]
+
+        /// Adds an item's content. A repeated id with the same content is kept once; with other content it is an
+        /// error naming both lines (which one to believe is not for the import to guess).
+        mutating func add(_ meta: ItemMeta, file: String, line: Int) throws {
+            if let index = indexByID[meta.id] {
+                guard metas[index] == meta else {
+                    throw DataError.at(
+                        .invalidField, file: file, line: line, field: "id",
+                        "item \(meta.id.debugDescription) is listed again with other content (first on line "
+                            + "\(lineByID[meta.id] ?? 0))")
+                }
+                return
+            }
             indexByID[meta.id] = metas.count
+            lineByID[meta.id] = line
             metas.append(meta)
         }
     }
@@ -600,7 +614,9 @@ struct SourceReader {
                     let release = row.string(2, latin1: true)
                     var year = Int(release.suffix(4))
                     if release.count < 4 || year == nil { year = ItemFeatureBuilder.trailingYear(title) }
-                    content.add(ItemMeta(id: row.string(0), title: title, genres: genres, year: year))
+                    try content.add(
+                        ItemMeta(id: row.string(0), title: title, genres: genres, year: year), file: itemPath,
+                        line: row.line)
                 } catch {
                     try skipOrThrow(error, file: itemPath, content: true)
                 }
@@ -630,12 +646,18 @@ struct SourceReader {
         var userAttributes = [[String]](repeating: [], count: userIDs.count)
         if let userBytes {
             var parsed: [(id: String, age: Int64, gender: String, occupation: String, row: [String])] = []
+            var userLines: [String: (index: Int, line: Int)] = [:]
             let names = ["user id"] + attributeNames
             try ByteTable(name: userPath, bytes: userBytes, delimiter: 0x7C, quoting: false).forEachRow { row in
                 do {
                     try Self.checkFields(row, needed: 4, names: names, file: userPath)
                     try Self.requireNonEmpty(row, 0, name: names[0], file: userPath)
                     let age = try Self.integer(row, 1, name: "age", file: userPath)
+                    guard (0...150).contains(age) else {
+                        throw DataError.at(
+                            .invalidField, file: userPath, line: row.line, field: "age",
+                            "expected an age in 0...150, got \(age)")
+                    }
                     let gender = row.string(2)
                     guard gender == "M" || gender == "F" else {
                         throw DataError.at(
@@ -643,7 +665,24 @@ struct SourceReader {
                             "expected M or F, got \(gender.debugDescription)")
                     }
                     let attributes = (1..<5).map { $0 < row.count ? row.string($0) : "" }
-                    parsed.append((row.string(0), age, gender, row.string(3), attributes))
+                    let id = row.string(0)
+                    if !occupations.isEmpty, !occupations.contains(row.string(3)) {
+                        throw DataError.at(
+                            .invalidField, file: userPath, line: row.line, field: "occupation",
+                            "\(row.string(3).debugDescription) is not listed in \(occupationPath)")
+                    }
+                    if let first = userLines[id] {
+                        // The same row again is harmless; other attributes leave no way to tell which is right.
+                        guard parsed[first.index].row == attributes else {
+                            throw DataError.at(
+                                .invalidField, file: userPath, line: row.line, field: "user id",
+                                "user \(id.debugDescription) is listed again with other attributes (first on line "
+                                    + "\(first.line))")
+                        }
+                        return
+                    }
+                    userLines[id] = (parsed.count, row.line)
+                    parsed.append((id, age, gender, row.string(3), attributes))
                 } catch {
                     try skipOrThrow(error, file: userPath, content: true)
                 }
@@ -721,10 +760,10 @@ struct SourceReader {
                 let titleText = row.string(title)
                 let genres = Self.splitList(row.string(genresColumn)).filter { $0 != "(no genres listed)" }
                 genreSet.formUnion(genres)
-                content.add(
+                try content.add(
                     ItemMeta(
                         id: row.string(id), title: titleText, genres: genres,
-                        year: ItemFeatureBuilder.trailingYear(titleText)))
+                        year: ItemFeatureBuilder.trailingYear(titleText)), file: moviesPath, line: row.line)
             } catch {
                 try skipOrThrow(error, file: moviesPath, content: true)
             }
@@ -831,10 +870,11 @@ struct SourceReader {
                     if let column = p["year"], !row.isEmpty(column) {
                         year = Int(try Self.integer(row, column, name: found.names[column], file: itemsPath))
                     }
+                    try content.add(
+                        ItemMeta(id: id, title: title, genres: genres, year: year), file: itemsPath, line: row.line)
                     if let column = p["tags"] {
                         content.tags[id, default: []].append(contentsOf: Self.splitList(row.string(column)))
                     }
-                    content.add(ItemMeta(id: id, title: title, genres: genres, year: year))
                 } catch {
                     try skipOrThrow(error, file: itemsPath, content: true)
                 }

@@ -208,7 +208,9 @@ func summary(of manifest: DatasetManifest, split: Split) -> String {
     let s = split.counts
     var lines = [
         "source format: \(manifest.sourceFormat.rawValue)",
-        "rows: \(c.rawRows) read, \(c.skippedRows) skipped, \(c.nonPositiveValueRows) with value <= 0, "
+        // Only generic sources leave out rows by value; MovieLens keeps every rating row (fedrec-eval-v1).
+        "rows: \(c.rawRows) read, \(c.skippedRows) skipped, "
+            + (manifest.sourceFormat == .generic ? "\(c.nonPositiveValueRows) with value <= 0 left out, " : "")
             + "\(c.duplicatesRemoved) duplicates removed, \(c.interactionsKept) kept",
         "users: \(c.usersKept) kept, \(c.usersDropped) dropped (<5 interactions)",
         "items: \(c.catalogueItems) in the catalogue, \(c.contentOnlyItems) content-only; "

@@ -62,6 +62,30 @@ import Testing
             name: "u.data with too few fields", files: ["u.data": "1\t2\t3\t4\n1\t3\n"], format: .ml100k,
             code: .tooFewFields, file: "u.data", line: 2, field: "rating"),
         Case(
+            name: "movies.csv lists an id again with another title",
+            files: ["ratings.csv": ratings(), "movies.csv": movies + "1,C (1992),Drama\n"], format: .mlLatestSmall,
+            code: .invalidField, file: "movies.csv", line: 4, field: "id"),
+        Case(
+            name: "u.item lists an id again with another title",
+            files: [
+                "u.data": "1\t2\t3\t4\n",
+                "u.item": "2|B (1991)|01-Jan-1991||x" + String(repeating: "|0", count: 19) + "\n"
+                    + "2|C (1992)|01-Jan-1992||x" + String(repeating: "|0", count: 19) + "\n",
+            ], format: .ml100k, code: .invalidField, file: "u.item", line: 2, field: "id"),
+        Case(
+            name: "u.user lists a user again with other attributes",
+            files: ["u.data": "1\t2\t3\t4\n", "u.user": "1|24|M|technician|85711\n1|25|M|technician|85711\n"],
+            format: .ml100k, code: .invalidField, file: "u.user", line: 2, field: "user id"),
+        Case(
+            name: "u.user age off any person's", files: ["u.data": "1\t2\t3\t4\n", "u.user": "1|-5|M|technician|85711\n"],
+            format: .ml100k, code: .invalidField, file: "u.user", line: 1, field: "age"),
+        Case(
+            name: "u.user occupation u.occupation does not list",
+            files: [
+                "u.data": "1\t2\t3\t4\n", "u.occupation": "technician\nwriter\n",
+                "u.user": "1|24|M|technician|85711\n2|30|F|astronaut|10001\n",
+            ], format: .ml100k, code: .invalidField, file: "u.user", line: 2, field: "occupation"),
+        Case(
             name: "u.data comma-separated", files: ["u.data": "1,2,3,4\n"], format: .ml100k,
             code: .tooFewFields, file: "u.data", line: 1, field: "item id"),
         Case(
