@@ -176,7 +176,15 @@ struct SourceReader {
             if index == 0 && row.line == 1 && name.hasPrefix("\u{FEFF}") { name.removeFirst() }
             header.names.append(name)
             let lower = name.lowercased()
-            for (canonical, names) in aliases where names.contains(lower) && header.positions[canonical] == nil {
+            for (canonical, names) in aliases where names.contains(lower) {
+                // Two columns for one role (`user,item,user`, or `rating` beside `value`): which to read is not
+                // for the import to guess.
+                if let earlier = header.positions[canonical] {
+                    throw DataError.at(
+                        .invalidField, file: file, line: row.line, field: name,
+                        "columns \(earlier + 1) (\(header.names[earlier].debugDescription)) and \(index + 1) "
+                            + "(\(name.debugDescription)) both give the '\(canonical)' column; keep one")
+                }
                 header.positions[canonical] = index
             }
         }

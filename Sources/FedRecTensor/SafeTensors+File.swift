@@ -266,11 +266,22 @@ public struct SafeTensors: Sendable, Equatable {
 
     /// Reads and validates a file (see `init(bytes:file:requireFinite:)`).
     public static func read(from path: String, requireFinite: Bool = false) throws(TensorFileError) -> SafeTensors {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw TensorFileError(code: .io, file: path, message: String(cString: strerror(errno)))
+        }
+        guard status.st_mode & S_IFMT == S_IFREG else {
+            let kind = status.st_mode & S_IFMT == S_IFDIR ? "a folder" : "a device, socket or pipe"
+            throw TensorFileError(code: .io, file: path, message: "is \(kind), not a tensor file")
+        }
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw TensorFileError(code: .io, file: path, message: "cannot read: \(error.localizedDescription)")
+            // Foundation's text for errno (e.g. "Permission denied"), not its NSCocoaErrorDomain wording.
+            let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+            let reason = underlying.map { String(cString: strerror(Int32($0.code))) } ?? error.localizedDescription
+            throw TensorFileError(code: .io, file: path, message: "cannot read: \(reason)")
         }
         return try SafeTensors(bytes: [UInt8](data), file: path, requireFinite: requireFinite)
     }

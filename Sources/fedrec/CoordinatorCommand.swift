@@ -153,6 +153,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         guard minClients >= 1 else { throw ValidationError("--min-clients must be at least 1, got \(minClients)") }
         try OptionChecks.seconds(deadline, "--deadline")
+        for (option, path) in [("--state", state), ("--dataset", dataset), ("--keys", keys), ("--allow-list", allowList)]
+        where path.isEmpty {
+            throw ValidationError("\(option) is empty")
+        }
         guard maxAttempts >= 1 else { throw ValidationError("--max-attempts must be at least 1") }
         guard maxConnections >= 1 else {
             throw ValidationError("--max-connections must be at least 1, got \(maxConnections)")

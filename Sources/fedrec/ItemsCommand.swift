@@ -53,6 +53,13 @@ struct ItemsAddCommand: AsyncParsableCommand {
         guard (id != nil) != (dataset != nil) else { throw ValidationError("give exactly one of --id or --dataset") }
         if id != nil, title == nil { throw ValidationError("--id needs --title") }
         if let id, id.trimmingCharacters(in: .whitespaces).isEmpty { throw ValidationError("--id must not be empty") }
+        // Ids are written one per line and tab-separated elsewhere (--input files, split exports).
+        if let id, id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw ValidationError("--id \(id.debugDescription) holds a control character (tab, line break, ...)")
+        }
+        if let title, title.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--title must not be empty")
+        }
     }
 
     func run() async throws {

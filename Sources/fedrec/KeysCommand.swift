@@ -72,6 +72,10 @@ struct KeysCommand: AsyncParsableCommand {
                 identities = [try KeyFiles.loadIdentity(path: file).publicIdentity]
             } else {
                 identities = try KeyFiles.loadAllowList(path: file).entries
+                // An empty file parses as an empty allow-list; saying nothing would look like success.
+                guard !identities.isEmpty else {
+                    throw ValidationError("\(file) holds no public identity (an empty file or allow-list)")
+                }
             }
             for identity in identities {
                 print("\(identity.line)  # fingerprint \(identity.fingerprint)")

@@ -62,6 +62,10 @@ import Testing
             name: "u.data with too few fields", files: ["u.data": "1\t2\t3\t4\n1\t3\n"], format: .ml100k,
             code: .tooFewFields, file: "u.data", line: 2, field: "rating"),
         Case(
+            name: "generic header with two user columns",
+            files: ["interactions.tsv": "user\titem\tuser\ttimestamp\nu1\ti1\tu2\t5\n"], format: .generic,
+            code: .invalidField, file: "interactions.tsv", line: 1, field: "user"),
+        Case(
             name: "movies.csv lists an id again with another title",
             files: ["ratings.csv": ratings(), "movies.csv": movies + "1,C (1992),Drama\n"], format: .mlLatestSmall,
             code: .invalidField, file: "movies.csv", line: 4, field: "id"),

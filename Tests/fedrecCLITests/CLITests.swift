@@ -91,6 +91,8 @@ import Testing
         (["train", "--dataset", "x", "--out", "y", "--dimension", "100000000"], "--dimension must lie in 1...4096"),
         (["train", "--dataset", "x", "--out", "/nonexistent/m.safetensors"], "the folder '/nonexistent' does not exist"),
         (["train", "--dataset", "x", "--out", "/tmp"], "'/tmp' is a folder"),
+        (["items", "add", "--model", "m", "--id", "new\n7", "--title", "New (2024)"], "holds a control character"),
+        (["items", "add", "--model", "m", "--id", "new", "--title", " "], "--title must not be empty"),
         // The demo checks what it forwards before importing or making keys; addresses are IPv4 literals.
         (["demo", "--port", "70000", "--out", "/nonexistent/demo"], "--port must lie in 0...65535"),
         (["demo", "--server-optimizer", "sgd", "--out", "/nonexistent/demo"], "--server-optimizer must be one of"),
