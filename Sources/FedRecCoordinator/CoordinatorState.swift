@@ -187,6 +187,17 @@ public struct StateStore: Sendable {
             return state
         } catch let error as CoordinatorError {
             throw error
+        } catch let DecodingError.keyNotFound(key, context) {
+            let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            throw CoordinatorError(code: .state, message: "\(statePath): field '\(path)' is missing; nothing was changed")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
+            let DecodingError.dataCorrupted(context)
+        {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            let detail = context.underlyingError.map { "\(context.debugDescription) (\($0))" } ?? context.debugDescription
+            throw CoordinatorError(
+                code: .state,
+                message: "\(statePath): " + (path.isEmpty ? "" : "field '\(path)': ") + detail + "; nothing was changed")
         } catch {
             throw CoordinatorError(code: .state, message: "\(statePath): \(error)")
         }

@@ -181,6 +181,8 @@ import Testing
             (["optimizerFile"], "/tmp/x.safetensors", "optimizerFile"),
             (["serverOptimizer", "step"], -1, "serverOptimizer.step"),
             (["serverOptimizer", "configuration"], ["fedAvg": ["learningRate": -1]], "serverOptimizer.configuration"),
+            // Values JSON decoding refuses name their field too.
+            (["modelFile"], 7, "modelFile"), (["serverOptimizer", "step"], "many", "serverOptimizer.step"),
         ]
         for (path, value, field) in edits {
             var object = try #require(try JSONSerialization.jsonObject(with: original) as? [String: Any])
