@@ -144,6 +144,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         // The assignment that last failed to open, and how many times in a row.
         var unopened: (key: (UInt64, UInt64, UInt32), count: Int) = ((0, 0, 0), 0)
         var unreachableSince: Duration? = nil
+        // Since when every answer has been refused as malformed (nil after one that was not).
+        var malformedSince: Duration? = nil
         let started = ContinuousClock.now
 
         while !isStopping && !Task.isCancelled {
@@ -159,6 +161,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     $0.stamp = stamper.next()
                 }
                 request.proofs = try pollProofs(PollRequest(request))
+                let asked = ContinuousClock.now
                 let answer = try await refusingPoll {
                     try await service.getRound(request, options: pollCallOptions) { response in
                         try await Self.readAssignment(
@@ -166,11 +169,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     }
                 }
                 unreachableSince = nil
+                malformedSince = nil
                 switch answer {
                 case .finished(let rounds):
                     logger.info("training finished after \(rounds) round(s)")
                     return
                 case .wait:
+                    // A wait answered at once (a coordinator shutting down, a stream closed empty) must not turn
+                    // this loop into a busy poll.
+                    if Self.answeredAtOnce(since: asked, pollMilliseconds: options.pollMilliseconds) {
+                        try await pause(.milliseconds(250))
+                    }
                     continue
                 case .round(let header, let sealed):
                     meter.beginMeasuring()
@@ -231,6 +240,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 // A malformed answer (bad chunking, an oversized payload, a stage input in a round stream) is
                 // the coordinator's fault or an attacker's on the path: log it and poll again.
                 logger.error("coordinator answer refused: \(error)")
+                // The coordinator sends the same assignment to every poll: one that is always malformed would be
+                // refused forever. After --connect-timeout of nothing else the process stops, as when the
+                // coordinator is unreachable.
+                let now = ContinuousClock.now - started
+                let since = malformedSince ?? now
+                malformedSince = since
+                if now - since > options.connectTimeout {
+                    throw ClientError(
+                        code: .unreachable,
+                        message: "every answer of the coordinator for \(options.connectTimeout) was malformed: \(error)")
+                }
                 try await pause(.milliseconds(250))
             }
         }
@@ -239,7 +259,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
 
     /// Sleeps before a retry; a shutdown (the flag, or the loop's cancellation) cuts it short without an error,
     /// and the loop then ends as interrupted.
-    private func pause(_ duration: Duration) async throws {
+    func pause(_ duration: Duration) async throws {
         if !isStopping { try? await clock.sleep(for: duration) }
     }
 
@@ -249,16 +269,30 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         case round(Fedrec_V1_RoundHeader, [UInt8])
     }
 
+    /// Whether a poll's `wait` came back in under half the wait it asked for (the coordinator holds a poll up to
+    /// 5 s): then the caller pauses before polling again.
+    static func answeredAtOnce(since asked: ContinuousClock.Instant, pollMilliseconds: Int) -> Bool {
+        ContinuousClock.now - asked < .milliseconds(min(pollMilliseconds, 5_000) / 2)
+    }
+
     /// How many times in a row an assignment may fail to open before its attempt is given up.
     static var openingTries: Int { 3 }
 
-    /// The largest sealed assignment read: the model of the enrolled shapes plus 1 MiB (terms, secure section),
-    /// and at least 256 MiB, so that a model of other shapes than an altered enrol answer implies still reaches
+    /// The largest sealed assignment read: the model of the enrolled shapes plus 1 MiB and the largest secure
+    /// section, and at least 256 MiB, so that a model of other shapes than an altered enrol answer implies still reaches
     /// the run-terms check (which stops the process) instead of being refused as oversized every round. The
     /// assembler's memory grows with what arrives, not with the announced length.
     static func maximumAssignmentBytes(_ shapes: PayloadShapes) -> Int {
-        max(shapes.globalModelByteCount + (1 << 20), 256 << 20)
+        max(shapes.globalModelByteCount + (1 << 20) + secureSectionBytes, 256 << 20)
     }
+
+    /// The most a secure round's section can add: 64 KiB of terms and, per participant, an id of up to 64 bytes
+    /// with its identity key and framing (33 bytes).
+    static var secureSectionBytes: Int { (64 << 10) + 97 * SecureAggregationParameters.maximumParticipantCount }
+
+    /// The largest global model a client process accepts (2 GiB a round: far above any full-softmax model, whose
+    /// catalogue stays under the sampled-softmax threshold).
+    static var maximumModelBytes: Int { 2 << 30 }
 
     static func readAssignment(
         _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, shapes: PayloadShapes
@@ -374,6 +408,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     + "(catalogue of \(configuration.itemCount), threshold \(configuration.sampledSoftmaxThreshold))")
         }
         let layout = ParameterLayout.userTower(configuration)
+        let shapes = PayloadShapes(
+            userTowerCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension)
+        // The enrol answer is authenticated only by the first sealed model; until then it bounds what this process
+        // buffers, so shapes no model of fedrec's limits can have are refused here.
+        guard shapes.globalModelByteCount <= Self.maximumModelBytes else {
+            throw ClientError(
+                code: .setup,
+                message: "the coordinator's model would be \(shapes.globalModelByteCount) bytes a round (catalogue "
+                    + "\(configuration.itemCount), d \(configuration.dimension), width \(configuration.hiddenWidth)); "
+                    + "a client takes at most \(Self.maximumModelBytes)")
+        }
         var users: [Int: FoldUser] = [:]
         for user in dataset.split.fold(fold) { users[user.userIndex] = user }
         logger.info("enrolled \(enrolled.count) of \(order.count) client(s)")
@@ -382,9 +427,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             runTerms: try Wire.runTermsDigest(
                 modelConfigurationJSON: response.modelConfigurationJson, fold: response.fold),
             configuration: configuration,
-            shapes: PayloadShapes(
-                userTowerCount: layout.count, itemRows: configuration.itemCount, dimension: configuration.dimension),
-            users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
+            shapes: shapes, users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
     }
 
     /// Opens an assignment: the round key sealed for one of this process's clients, the model under it, the
@@ -474,12 +517,21 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         /// One virtual client's local training on the round's model (nil: no examples in this fold).
         func train(_ client: VirtualClient) -> ClientUpdate? {
             guard let user = run.users[client.userIndex], !user.known.isEmpty else { return nil }
-            return meter.measure(.training) {
+            let update = meter.measure(.training) {
                 trainer!.train(
                     globalUserTower: tower, itemEmbeddings: global.itemEmbeddings, user: user,
                     userFeatures: run.userFeatures,
                     seed: SplitMix64.stream(seed: global.seed, index: UInt64(client.userIndex)).state)
             }
+            // Diverged local training is not sent: the coordinator would refuse it, and in a secure round the
+            // client would drop out only at stage 3, after its keys and shares were in.
+            guard update.isFinite else {
+                logger.error(
+                    "local training diverged (a non-finite update): not sent",
+                    metadata: ["client": "\(client.id)", "round": "\(header.round)"])
+                return nil
+            }
+            return update
         }
         if let secure = global.secure {
             try await participateSecurely(

@@ -35,6 +35,12 @@ extension FederatedClient {
         let round = Int(clamping: header.round)
         let attempt = Int(header.attempt)
         var participants: [String: SecureParticipant] = [:]
+        // The graph and digest once per round, shared by every hosted participant.
+        let context: SecureAggregationClient.RoundContext
+        do { context = try SecureAggregationClient.RoundContext(parameters: secure.parameters) } catch {
+            logger.error("secure aggregation refused: \(error)", metadata: ["round": "\(round)"])
+            return
+        }
         for id in selected {
             guard !isStopping, let client = clients[id],
                 let index = secure.parameters.participants.firstIndex(of: id),
@@ -42,7 +48,7 @@ extension FederatedClient {
             else { continue }
             do {
                 let machine = try SecureAggregationClient(
-                    parameters: secure.parameters, index: index, identity: client.identity.signing,
+                    context: context, index: index, identity: client.identity.signing,
                     identityKeys: secure.identityKeys)
                 let weight = secure.weighting == .examples ? Float(update.exampleCount) : 1
                 let encodedUpdate = meter.measure(.codec) { ClientUpdatePayload.encode(update) }
@@ -173,6 +179,7 @@ extension FederatedClient {
                 $0.stamp = stamper.next()
             }
             request.proofs = try pollProofs(PollRequest(request))
+            let asked = ContinuousClock.now
             let answer = try await refusingPoll {
                 try await service.getStage(request, options: pollCallOptions) { response in
                     try await Self.readStage(
@@ -188,6 +195,9 @@ extension FederatedClient {
                 if ContinuousClock.now - started > .seconds(600) {
                     logger.warning("secure stage \(stage) of round \(round) never came: giving up on it")
                     return nil
+                }
+                if Self.answeredAtOnce(since: asked, pollMilliseconds: options.pollMilliseconds) {
+                    try await pause(.milliseconds(250))
                 }
                 continue
             case .inputs(let sealed):

@@ -283,3 +283,11 @@ public struct WeightedAggregator: Sendable {
         return aggregate
     }
 }
+
+extension ClientUpdate {
+    /// Whether the delta, the item-embedding gradient and the loss are all finite (local training that diverged
+    /// gives NaN or infinity; the coordinator refuses such an update, so a client does not send it).
+    public var isFinite: Bool {
+        meanLoss.isFinite && FlatVector.isFinite(userTowerDelta) && FlatVector.isFinite(itemEmbeddingGradient.storedValues)
+    }
+}

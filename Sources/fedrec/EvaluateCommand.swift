@@ -37,7 +37,7 @@ struct EvaluateCommand: AsyncParsableCommand {
         guard Fold(rawValue: fold) != nil else {
             throw ValidationError("--fold must be 'test' or 'validation', got '\(fold)'")
         }
-        let parts = k.split(separator: ",")
+        let parts = k.split(separator: ",", omittingEmptySubsequences: false)
         guard !parts.isEmpty, parts.count == cutoffs.count, cutoffs.allSatisfy({ $0 > 0 }) else {
             throw ValidationError("--k must be positive whole numbers separated by commas, got '\(k)'")
         }
@@ -49,6 +49,11 @@ struct EvaluateCommand: AsyncParsableCommand {
         let data = try ModelLoading.dataset(at: dataset, matching: file)
         let aligned = try ModelLoading.aligned(file, to: data, path: dataset).model
         let fold = Fold(rawValue: fold)!
+        if let trainedFor = file.extraMetadata[SavedModel.MetadataKey.evaluationFold], Fold(rawValue: trainedFor) == nil {
+            throw ValidationError(
+                "model '\(model)': metadata '\(SavedModel.MetadataKey.evaluationFold)' is '\(trainedFor)', not a fold "
+                    + "(test or validation); the file was not written by fedrec")
+        }
         if let trainedFor = file.extraMetadata[SavedModel.MetadataKey.evaluationFold], trainedFor != fold.rawValue {
             throw ValidationError(
                 "model '\(model)' was trained for the \(trainedFor) fold ("

@@ -119,6 +119,28 @@ extension ClientTrainerTests {
     }
 }
 
+extension ClientTrainerTests {
+    /// A client does not send an update whose delta, item-embedding gradient or loss is not finite.
+    @Test func updatesFromDivergedTrainingAreNotFinite() {
+        let model = data.model
+        let items = model.itemEmbeddings(itemFeatures: data.itemFeatures)
+        var trainer = ClientTrainer(configuration: .init(localEpochs: 1, batchSize: 4, optimizer: .sgd(learningRate: 0.5)))
+        let update = trainer.train(
+            globalUserTower: model.userTower, itemEmbeddings: items, user: data.users[0], userFeatures: nil, seed: 1)
+        #expect(update.isFinite)
+        var delta = update
+        delta.userTowerDelta[3] = .nan
+        var gradient = update
+        if case .dense(var matrix) = gradient.itemEmbeddingGradient {
+            matrix.storage[5] = .infinity
+            gradient.itemEmbeddingGradient = .dense(matrix)
+        }
+        var loss = update
+        loss.meanLoss = .infinity
+        #expect(!delta.isFinite && !gradient.isFinite && !loss.isFinite)
+    }
+}
+
 /// Coordinator state machine + virtual clients in process, no network.
 @Suite struct InProcessFederationTests {
     let data = SyntheticData()

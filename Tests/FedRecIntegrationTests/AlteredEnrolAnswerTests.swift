@@ -94,6 +94,22 @@ struct AlteredEnrolAnswerTests {
         #expect(error.message.contains("the enrol answer was altered on the way"), "\(error)")
     }
 
+    /// Shapes whose model no client buffers (the configuration allows d up to 2^24) are refused at enrolment,
+    /// before any chunk of an assignment is read.
+    @Test("a model configuration of gigantic shapes is refused at enrolment")
+    func giganticShapes() async throws {
+        let outcome = try await clientOutcome { answer in
+            var json =
+                try! JSONSerialization.jsonObject(with: Data(answer.modelConfigurationJson.utf8))
+                as! [String: Any]
+            json["dimension"] = 1 << 24
+            answer.modelConfigurationJson = String(
+                decoding: try! JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+        }
+        let error = try #require(outcome)
+        #expect(error.code == .setup && error.message.contains("a client takes at most"), "\(error)")
+    }
+
     @Test("an answer that leaves a hosted client out of both lists is refused at enrolment")
     func clientLeftOut() async throws {
         let outcome = try await clientOutcome { answer in answer.accepted.removeFirst() }

@@ -29,6 +29,7 @@ import Testing
         (["train", "--dataset", "x", "--out", "y", "--optimizer", "rmsprop"], "--optimizer must be 'adam' or 'sgd'"),
         (["train", "--dataset", "x", "--out", "y", "--threads", "0"], "--threads must be at least 1"),
         (["evaluate", "--model", "m", "--dataset", "d", "--k", "0"], "--k must be positive whole numbers"),
+        (["evaluate", "--model", "m", "--dataset", "d", "--k", "10,,20"], "--k must be positive whole numbers"),
         (["evaluate", "--model", "m", "--dataset", "d", "--fold", "train"], "--fold must be 'test' or 'validation'"),
         (["recall", "--model", "m", "--history-ids", "1", "--k", "0"], "--k must be positive"),
         (["recall", "--model", "m", "--user", "1"], "--user needs --dataset"),

@@ -42,13 +42,37 @@ public struct SecureAggregationClient: Sendable {
     /// Every peer this client rejected (bad signature, bad key, tampered share), for the log.
     public private(set) var rejections: [SecureAggregationError] = []
 
+    /// What every participant of a round derives from the parameters alone: checked once, then shared
+    /// (copy-on-write) by all the participants one process hosts, so each does not hold a graph of its own.
+    public struct RoundContext: Sendable {
+        public let parameters: SecureAggregationParameters
+        let graph: NeighbourGraph
+        let digest: [UInt8]
+
+        /// Throws `invalidParameters` for bad parameters.
+        public init(parameters: SecureAggregationParameters) throws {
+            try parameters.validate()
+            self.parameters = parameters
+            graph = parameters.graph
+            digest = try parameters.digest()
+        }
+    }
+
     /// Throws `invalidParameters` for bad parameters, an index out of range, a key list of the wrong length, or
     /// an identity that is not `identityKeys[index]`.
     public init(
         parameters: SecureAggregationParameters, index: Int, identity: SigningIdentity,
         identityKeys: [SigningPublicKey]
     ) throws {
-        try parameters.validate()
+        try self.init(
+            context: RoundContext(parameters: parameters), index: index, identity: identity, identityKeys: identityKeys)
+    }
+
+    /// As `init(parameters:index:identity:identityKeys:)` with the round's shared context.
+    public init(
+        context: RoundContext, index: Int, identity: SigningIdentity, identityKeys: [SigningPublicKey]
+    ) throws {
+        let parameters = context.parameters
         let n = parameters.participants.count
         guard (0..<n).contains(index) else {
             throw SecureAggregationError(code: .invalidParameters, message: "index \(index) is not in 0..<\(n)")
@@ -66,9 +90,9 @@ public struct SecureAggregationClient: Sendable {
         self.index = index
         self.identity = identity
         self.identityKeys = identityKeys
-        self.graph = parameters.graph
+        self.graph = context.graph
         self.neighbours = graph.neighbours(of: index)
-        self.digest = try parameters.digest()
+        self.digest = context.digest
     }
 
     // MARK: Stage 1
