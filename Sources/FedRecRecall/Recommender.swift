@@ -130,11 +130,12 @@ public struct Recommender: Sendable {
                     excluded: excluded, k: k, contentProfile: profile))
         }
 
-        // Embedding channel: one batched user-tower pass and index search.
-        let embedded = plans.indices.filter { (plans[$0].slots[.embedding] ?? 0) > 0 }
+        // Embedding channel: one batched user-tower pass and index search for the requests that give it slots
+        // (and, below, one more for requests the other channels leave short).
         var embeddingCandidates: [Int: [(item: Int32, score: Float)]] = [:]
-        if !embedded.isEmpty {
-            let queries = userEmbeddings(requests: embedded.map { requests[$0] })
+        func searchEmbeddings(for indices: [Int]) throws(RecallError) {
+            guard !indices.isEmpty else { return }
+            let queries = userEmbeddings(requests: indices.map { requests[$0] })
             // Item embeddings are checked unit rows at load; a user tower with finite but absurd weights can still
             // overflow, and a NaN score would rank first and leave the JSON answer unencodable.
             guard FastMath.allFinite(queries.storage) else {
@@ -142,9 +143,9 @@ public struct Recommender: Sendable {
                     code: .corruptModel,
                     message: "the model's user tower gives a non-finite embedding: the model file is damaged")
             }
-            let fetch = min(n, embedded.map { plans[$0].k + plans[$0].excluded.count }.max()!)
+            let fetch = min(n, indices.map { plans[$0].k + plans[$0].excluded.count }.max()!)
             let results = try index.search(queries, k: fetch)
-            for (row, r) in embedded.enumerated() {
+            for (row, r) in indices.enumerated() {
                 var list: [(item: Int32, score: Float)] = []
                 for (item, score) in results.row(row) where !plans[r].excluded.contains(item) {
                     if let minimum = configuration.minimumScore, score < minimum { break }
@@ -154,9 +155,12 @@ public struct Recommender: Sendable {
                 embeddingCandidates[r] = list
             }
         }
+        try searchEmbeddings(for: plans.indices.filter { (plans[$0].slots[.embedding] ?? 0) > 0 })
 
-        var out: [RecallResult] = []
-        for (r, plan) in plans.enumerated() {
+        var candidatesOf: [[RecallChannel: [(item: Int32, score: Float)]]] = []
+        var itemsOf: [[RecalledItem]] = []
+        for plan in plans {
+            let r = candidatesOf.count
             var candidates: [RecallChannel: [(item: Int32, score: Float)]] = [:]
             candidates[.embedding] = embeddingCandidates[r] ?? []
             if (plan.slots[.popularity] ?? 0) > 0 || plan.available.contains(.popularity) {
@@ -170,7 +174,19 @@ public struct Recommender: Sendable {
             // unless every slotted channel ran dry; then the rest fill in channel order).
             var slotted: [RecallChannel: [(item: Int32, score: Float)]] = [:]
             for channel in plan.slots.keys { slotted[channel] = candidates[channel] }
-            var items = RecallMerger.merge(candidates: slotted, slots: plan.slots, k: plan.k, proposals: candidates)
+            itemsOf.append(RecallMerger.merge(candidates: slotted, slots: plan.slots, k: plan.k, proposals: candidates))
+            candidatesOf.append(candidates)
+        }
+        // Requests the slotted channels left short whose embedding channel had no slots: it fills their gaps too
+        // (the only channel a model released under DP, without item popularity, has left to fill them).
+        let short = plans.indices.filter { itemsOf[$0].count < plans[$0].k && embeddingCandidates[$0] == nil }
+        try searchEmbeddings(for: short)
+        for r in short { candidatesOf[r][.embedding] = embeddingCandidates[r] ?? [] }
+
+        var out: [RecallResult] = []
+        for (r, plan) in plans.enumerated() {
+            let candidates = candidatesOf[r]
+            var items = itemsOf[r]
             if items.count < plan.k {
                 let taken = Set(items.map(\.item))
                 var rest = candidates

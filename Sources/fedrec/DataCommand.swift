@@ -134,6 +134,7 @@ struct DataImportCommand: AsyncParsableCommand {
         let result = try options.run(source: source)
         let dataset = try result.write(to: out, force: force)
         print(summary(of: dataset.manifest, split: dataset.split))
+        for warning in contentGaps(result.content) { print("warning: \(warning)") }
         print("written: \(out)")
     }
 }
@@ -200,6 +201,23 @@ struct DataSplitCommand: AsyncParsableCommand {
         print(summary(of: manifest, split: split))
         print("written: \(SplitExport.fileNames.map { out + "/" + $0 }.joined(separator: ", "))")
     }
+}
+
+/// Users and items the source's content files leave out, when it has such files: they import without the
+/// features those files give (not an error: MovieLens' files are optional per user and item).
+func contentGaps(_ content: DatasetContent) -> [String] {
+    var gaps: [String] = []
+    if !content.userAttributeNames.isEmpty {
+        let missing = content.userAttributes.filter { $0.allSatisfy(\.isEmpty) }.count
+        if missing > 0 {
+            gaps.append("\(missing) of \(content.userIDs.count) users have no attributes (no row in the users file)")
+        }
+    }
+    let untitled = content.titles.filter(\.isEmpty).count
+    if untitled > 0, untitled < content.titles.count {
+        gaps.append("\(untitled) of \(content.titles.count) catalogue items have no title (no row in the items file)")
+    }
+    return gaps
 }
 
 /// A short human summary of an import and its split.

@@ -57,6 +57,10 @@ struct ItemsAddCommand: AsyncParsableCommand {
         if let id, id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw ValidationError("--id \(id.debugDescription) holds a control character (tab, line break, ...)")
         }
+        // --history-ids, --exclude and --input split on commas and trim spaces: such an id could never be named.
+        if let id, id.contains(",") || id != id.trimmingCharacters(in: .whitespaces) {
+            throw ValidationError("--id \(id.debugDescription) holds a comma or surrounding spaces, which recall cannot read back")
+        }
         if let title, title.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--title must not be empty")
         }

@@ -99,6 +99,7 @@ struct RecallHTTPHandler: Sendable {
         var configuration = configuration
         if let k = request.k {
             guard k > 0 else { return fail(.unprocessableEntity, "k must be positive, got \(k)") }
+            // A bound on one answer's size (the CLI, answering its own user, takes any k).
             guard k <= 10_000 else { return fail(.unprocessableEntity, "k must be at most 10000, got \(k)") }
             configuration.k = k
         }
@@ -106,9 +107,10 @@ struct RecallHTTPHandler: Sendable {
         do {
             let history =
                 if let titles = request.history { try catalogue.resolve(titles: titles) } else {
-                    try catalogue.resolve(ids: request.history_ids ?? [])
+                    try catalogue.resolve(ids: (request.history_ids ?? []).map(Self.trimmed))
                 }
-            let exclude = excluded + (try catalogue.resolve(ids: request.exclude_ids ?? [], role: "excluded item"))
+            let exclude =
+                excluded + (try catalogue.resolve(ids: (request.exclude_ids ?? []).map(Self.trimmed), role: "excluded item"))
             let result = try recommender.recommend(
                 [RecallRequest(history: history, exclude: exclude)], configuration: configuration)[0]
             return (
@@ -128,6 +130,9 @@ struct RecallHTTPHandler: Sendable {
         }
         return (.unprocessableEntity, RecallSetup.json(Body(error: error.message, candidates: error.candidates)))
     }
+
+    /// An id as the CLI reads it (`--history-ids " 1"` is item 1): surrounding whitespace is not part of it.
+    static func trimmed(_ id: String) -> String { id.trimmingCharacters(in: .whitespaces) }
 
     /// The fields a recall request may have.
     static let fields = ["history_ids", "history", "k", "exclude_ids", "include_seen"]

@@ -147,6 +147,35 @@ import Testing
         } throws: { ($0 as? RecallError)?.code == .noChannel }
     }
 
+    /// Slots a channel cannot fill go to the other channels' next candidates, the embedding channel's included
+    /// when it had no slots: a model without item popularity (released under DP) with content-only quotas and a
+    /// score threshold answers every item either channel scores above it, not only the content channel's.
+    @Test func channelsThatRunDryAreFilledFromTheEmbeddingChannel() throws {
+        var withoutPopularity = Fixture.modelFile()
+        withoutPopularity.itemPopularity = nil
+        let dp = Fixture.recommender(withoutPopularity)
+        let history: [Int32] = [0, 3, 6, 9, 12, 15]
+        let n = dp.catalogue.count
+        func answer(_ quotas: ChannelQuotas, minimum: Float?) throws -> [RecalledItem] {
+            var configuration = RecallConfiguration()
+            configuration.warm = quotas
+            configuration.short = quotas
+            configuration.minimumScore = minimum
+            return try dp.recommend([RecallRequest(history: history, k: n)], configuration: configuration)[0].items
+        }
+        // A threshold half of the content channel's candidates pass.
+        let contentScores = try answer(ChannelQuotas(content: 1), minimum: nil).filter { $0.channel == .content }
+            .map(\.score).sorted()
+        let threshold = contentScores[contentScores.count / 2]
+        let content = Set(try answer(ChannelQuotas(content: 1), minimum: threshold).filter { $0.channel == .content }
+            .map(\.item))
+        let embedding = Set(try answer(ChannelQuotas(embedding: 1), minimum: threshold).map(\.item))
+        try #require(!embedding.isSubset(of: content), "the fixture's embedding channel adds nothing above \(threshold)")
+        let filled = try answer(ChannelQuotas(content: 1), minimum: threshold)
+        #expect(Set(filled.map(\.item)) == content.union(embedding) && filled.count == content.union(embedding).count)
+        #expect(!filled.contains { history.contains($0.item) })
+    }
+
     @Test func kBeyondTheCatalogueReturnsEveryUnseenItem() throws {
         let recommender = Fixture.recommender(Fixture.modelFile())
         let n = recommender.catalogue.count

@@ -94,6 +94,8 @@ import Testing
         (["train", "--dataset", "x", "--out", "/tmp"], "'/tmp' is a folder"),
         (["items", "add", "--model", "m", "--id", "new\n7", "--title", "New (2024)"], "holds a control character"),
         (["items", "add", "--model", "m", "--id", "new", "--title", " "], "--title must not be empty"),
+        (["items", "add", "--model", "m", "--id", "X,1", "--title", "T (2020)"], "holds a comma or surrounding spaces"),
+        (["items", "add", "--model", "m", "--id", " X", "--title", "T (2020)"], "holds a comma or surrounding spaces"),
         // The demo checks what it forwards before importing or making keys; addresses are IPv4 literals.
         (["demo", "--port", "70000", "--out", "/nonexistent/demo"], "--port must lie in 0...65535"),
         (["demo", "--server-optimizer", "sgd", "--out", "/nonexistent/demo"], "--server-optimizer must be one of"),
@@ -145,6 +147,26 @@ import Testing
             let result = try CLI.run(["train", "--dataset", dataset, "--out", model, "--dimension", "8", "--epochs", "1"])
             #expect(result.status == 0, "\(result.combined)")
         }
+    }
+
+    /// Users and items the content files leave out are imported without their features, and the import says
+    /// how many.
+    @Test func importNamesUsersAndItemsWithoutContent() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = folder.appendingPathComponent("ml")
+        try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+        let ratings = (1...2).flatMap { user in (1...6).map { "\(user)\t\($0)\t4\t\(100 + $0)\n" } }.joined()
+        let item = { (id: Int) in "\(id)|Movie \(id) (1990)|01-Jan-1990||x" + String(repeating: "|0", count: 19) + "\n" }
+        for (name, text) in [
+            ("u.data", ratings), ("u.user", "1|24|M|technician|85711\n"), ("u.item", (1...5).map(item).joined()),
+        ] {
+            try Data(text.utf8).write(to: source.appendingPathComponent(name))
+        }
+        let result = try CLI.run(["data", "import", source.path, "--out", folder.appendingPathComponent("d").path])
+        #expect(result.status == 0, "\(result.combined)")
+        #expect(result.combined.contains("warning: 1 of 2 users have no attributes"), "\(result.combined)")
+        #expect(result.combined.contains("warning: 1 of 6 catalogue items have no title"), "\(result.combined)")
     }
 
     /// `data import --force` replaces an earlier import and nothing else: not the source's folder, a folder

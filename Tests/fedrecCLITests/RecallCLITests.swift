@@ -323,6 +323,12 @@ import FoundationNetworking
         let (okStatus, ok) = try await send("/recall", body: #"{"history_ids": ["i1", "i2"], "k": 3}"#)
         #expect(okStatus == 200)
         #expect((ok["items"] as? [Any])?.count == 3)
+        // Ids are trimmed as on the command line: the same answer.
+        let (paddedStatus, padded) = try await send("/recall", body: #"{"history_ids": [" i1", "i2 "], "k": 3}"#)
+        func ids(_ answer: [String: Any]) -> [String] {
+            ((answer["items"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+        }
+        #expect(paddedStatus == 200 && ids(padded) == ids(ok) && ids(ok).count == 3, "\(padded)")
         // --exclude holds for every request, with or without the request's own exclude_ids.
         for body in [#"{"history_ids": ["i1"], "k": 29}"#, #"{"history_ids": ["i1"], "k": 29, "exclude_ids": ["i9"]}"#] {
             let (status, all) = try await send("/recall", body: body)
