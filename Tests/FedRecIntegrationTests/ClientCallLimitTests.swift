@@ -23,11 +23,16 @@ struct ClientCallLimitTests {
         #expect(stage.timeout == .seconds(300) + Client.uploadGrace)
     }
 
-    @Test("an assignment is read up to 256 MiB or the enrolled model plus 1 MiB, whichever is more")
+    @Test(
+        "an assignment is read up to 256 MiB or the enrolled model plus 1 MiB and the largest secure section, whichever is more"
+    )
     func assignmentBound() {
         let small = PayloadShapes(userTowerCount: 100, itemRows: 10, dimension: 8)
         #expect(Client.maximumAssignmentBytes(small) == 256 << 20)
         let large = PayloadShapes(userTowerCount: 1 << 20, itemRows: 1 << 20, dimension: 64)
-        #expect(Client.maximumAssignmentBytes(large) == large.globalModelByteCount + (1 << 20))
+        // A secure section: 64 KiB of terms and 97 bytes per participant (an id of up to 64 bytes, its identity
+        // key and framing) for up to 2^16 participants.
+        #expect(Client.secureSectionBytes == (64 << 10) + 97 * 65_536)
+        #expect(Client.maximumAssignmentBytes(large) == large.globalModelByteCount + (1 << 20) + Client.secureSectionBytes)
     }
 }
