@@ -233,6 +233,16 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                             code: .malformedChunk, message: "each message of an update stream starts with a header"))
                 }
                 submitted += 1
+                // An envelope's client id is 1...255 UTF-8 bytes: a longer one cannot be a client's, and is not kept
+                // (each refused message's id stays listed until the stream ends; a 1 MiB id each would pin MiBs).
+                guard (1...255).contains(header.clientID.utf8.count) else {
+                    throw core.reject(
+                        ProtocolError(
+                            code: .malformedChunk,
+                            message: "a message header names a client id of \(header.clientID.utf8.count) bytes "
+                                + "(1...255 allowed)",
+                            client: String(header.clientID.prefix(16)) + "…"))
+                }
                 let client = header.clientID
                 reading = client
                 let round = Int(clamping: header.round)

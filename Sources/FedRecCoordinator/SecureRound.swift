@@ -388,6 +388,14 @@ extension CoordinatorService {
         let start = core.clock.now
         let round = Int(clamping: request.round)
         let attempt = Int(request.attempt)
+        // A stage a client never fetches (1-3 are the coordinator's answers) is refused and recorded like any
+        // other bad poll.
+        guard (1...3).contains(request.stage) else {
+            throw core.reject(
+                ProtocolError(
+                    code: .unexpectedMessage, message: "no stage \(request.stage) to fetch (1...3)",
+                    client: request.clientIds.first, round: round))
+        }
         while true {
             let version = core.changes.version
             switch try core.stageInputs(

@@ -466,6 +466,17 @@ struct InProcessTests {
                 }
             }
             #expect(coordinator.core.rejectionCount - rejectionsBefore == 150)
+            // A header naming a client id no envelope can carry (over 255 bytes) breaks the stream off at once: such
+            // ids are not kept in the call's list of refused clients.
+            var longID = try Wire.updateMessages(envelope: template, clientID: b, round: round, attempt: 0)
+            longID[0].header.clientID = String(repeating: "x", count: 1 << 20)
+            let overlongID = longID
+            let idRefusal = try #require(
+                await #expect(throws: RPCError.self) {
+                    _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: overlongID) })
+                })
+            #expect(idRefusal.message.contains("client id of 1048576 bytes (1...255 allowed)"), "\(idRefusal.message.prefix(300))")
+            #expect(idRefusal.metadata[binaryValues: Wire.refusedMetadataKey].map(\.count).allSatisfy { $0 <= 255 })
             let valid = try sealedUpdate(identities[0])
             // Tampered: one ciphertext bit flipped (the chunk digest is recomputed, so only the AEAD tag catches it).
             var tampered = valid
