@@ -662,7 +662,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         return try meter.measure(.codec) {
             try Wire.updateMessages(
-                envelope: envelope, clientID: client.id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+                envelope: envelope, clientID: client.id, round: round, attempt: attempt,
+                proofKey: client.keys.transmit, chunkSize: options.chunkSize)
         }
     }
 }

@@ -156,7 +156,8 @@ extension FederatedClient {
         }
         return try meter.measure(.codec) {
             try Wire.updateMessages(
-                envelope: envelope, clientID: id, round: round, attempt: attempt, chunkSize: options.chunkSize)
+                envelope: envelope, clientID: id, round: round, attempt: attempt, proofKey: client.keys.transmit,
+                chunkSize: options.chunkSize)
         }
     }
 

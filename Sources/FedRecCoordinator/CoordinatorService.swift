@@ -257,10 +257,20 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                 // is not collecting, is read through without being stored (an unauthenticated sender cannot make
                 // the coordinator hold payloads), then refused.
                 var refusedUpfront = admissionRefusal(client: client, round: round)
-                // The header's client id is not authenticated until the whole message is in: one message per
-                // named client is stored at a time (an honest process sends its clients' messages one after
-                // another), so what senders can make the coordinator hold is bounded by the allow-list, not by
-                // the number of streams and connections.
+                // The envelope authenticates its client only with the last chunk; the header's proof does at once,
+                // so only the client's key holder takes its place below (a sender without the key could otherwise
+                // name the client, stall, and have its genuine message refused meanwhile).
+                if refusedUpfront == nil, let session = core.session(of: client),
+                    !core.meter.measure(.crypto, { HeaderProof.verifies(header, key: session.keys.receive) })
+                {
+                    refusedUpfront = ProtocolError(
+                        code: .authenticationFailed,
+                        message: "the message header's proof does not authenticate it under the client's key",
+                        client: client, round: round)
+                }
+                // One message per named client is stored at a time (an honest process sends its clients' messages
+                // one after another), so what senders can make the coordinator hold is bounded by the allow-list,
+                // not by the number of streams and connections.
                 var claimed = false
                 if refusedUpfront == nil {
                     claimed = core.beginReceiving(from: client)

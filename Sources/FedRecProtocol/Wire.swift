@@ -59,21 +59,21 @@ public enum Wire {
         return taken
     }
 
-    /// The messages of one sealed update: header, then chunks.
+    /// The messages of one sealed update: the header, with its `HeaderProof` under `proofKey` (the client's
+    /// `SessionKeys.transmit`), then the chunks.
     public static func updateMessages(
-        envelope: [UInt8], clientID: String, round: Int, attempt: Int, chunkSize: Int = ChunkPlan.defaultChunkSize
+        envelope: [UInt8], clientID: String, round: Int, attempt: Int, proofKey: SymmetricKey,
+        chunkSize: Int = ChunkPlan.defaultChunkSize
     ) throws -> [Fedrec_V1_UpdateMessage] {
         let (plan, chunks) = Chunker.split(envelope, chunkSize: chunkSize)
-        var messages: [Fedrec_V1_UpdateMessage] = [
-            .with {
-                $0.header = .with {
-                    $0.clientID = clientID
-                    $0.round = UInt64(round)
-                    $0.attempt = UInt32(attempt)
-                    $0.payload = payloadInfo(plan)
-                }
-            }
-        ]
+        var header = Fedrec_V1_UpdateHeader.with {
+            $0.clientID = clientID
+            $0.round = UInt64(round)
+            $0.attempt = UInt32(attempt)
+            $0.payload = payloadInfo(plan)
+        }
+        header.proof = try HeaderProof.make(header, key: proofKey)
+        var messages: [Fedrec_V1_UpdateMessage] = [.with { $0.header = header }]
         for (index, chunk) in chunks.enumerated() {
             messages.append(
                 .with {

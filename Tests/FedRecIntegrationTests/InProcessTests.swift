@@ -149,7 +149,8 @@ struct InProcessTests {
             // the cut fails them as `deadlineExceeded` naming the limit (no wall-time bound: a loaded machine may
             // take long to start the coordinator).
             let message = try Wire.updateMessages(
-                envelope: [UInt8](repeating: 7, count: 100), clientID: "user-x", round: 0, attempt: 0)
+                envelope: [UInt8](repeating: 7, count: 100), clientID: "user-x", round: 0, attempt: 0,
+                proofKey: try SymmetricKey())
             let producers: [@Sendable (RPCWriter<Fedrec_V1_UpdateMessage>) async throws -> Void] = [
                 { _ in try await Task.sleep(for: .seconds(60)) },
                 { writer in
@@ -259,7 +260,8 @@ struct InProcessTests {
                     using: keys.transmit
                 ).serialized
                 let messages = try Wire.updateMessages(
-                    envelope: envelope, clientID: identity.name, round: round, attempt: attempt)
+                    envelope: envelope, clientID: identity.name, round: round, attempt: attempt,
+                    proofKey: keys.transmit)
                 _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: messages) })
             }
 
@@ -434,8 +436,12 @@ struct InProcessTests {
                     using: keys.transmit
                 ).serialized
             }
+            /// The key a sender proves its headers with: the client's own, or one no client has.
+            let unknownKey = try SymmetricKey()
+            func key(_ client: String) -> SymmetricKey { transmitKeys[client] ?? unknownKey }
             func submit(_ envelope: [UInt8], as client: String) async throws {
-                let messages = try Wire.updateMessages(envelope: envelope, clientID: client, round: round, attempt: 0)
+                let messages = try Wire.updateMessages(
+                    envelope: envelope, clientID: client, round: round, attempt: 0, proofKey: key(client))
                 _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: messages) })
             }
 
@@ -452,7 +458,8 @@ struct InProcessTests {
                     envelope[at] ^= UInt8(1) << UInt8(rng.next() % 8)
                 }
                 let sender = [a, b, stranger.name, "user-\(rng.next() % 1_000)"][index % 4]
-                var messages = try Wire.updateMessages(envelope: envelope, clientID: sender, round: round, attempt: 0)
+                var messages = try Wire.updateMessages(
+                    envelope: envelope, clientID: sender, round: round, attempt: 0, proofKey: key(sender))
                 switch index % 5 {
                 case 0: break  // tampered envelope
                 case 1: messages[1].data.data = messages[1].data.data.dropLast(1 + Int(rng.next() % 100))  // cut
@@ -468,7 +475,8 @@ struct InProcessTests {
             #expect(coordinator.core.rejectionCount - rejectionsBefore == 150)
             // A header naming a client id no envelope can carry (over 255 bytes) breaks the stream off at once: such
             // ids are not kept in the call's list of refused clients.
-            var longID = try Wire.updateMessages(envelope: template, clientID: b, round: round, attempt: 0)
+            var longID = try Wire.updateMessages(
+                envelope: template, clientID: b, round: round, attempt: 0, proofKey: key(b))
             longID[0].header.clientID = String(repeating: "x", count: 1 << 20)
             let overlongID = longID
             let idRefusal = try #require(
@@ -494,7 +502,7 @@ struct InProcessTests {
             // refused (tampered) and listed, and so is that one, whose header was read.
             let listed = fixture.userIDs.count
             let overlong = try (0...listed).flatMap { _ in
-                try Wire.updateMessages(envelope: tampered, clientID: a, round: round, attempt: 0)
+                try Wire.updateMessages(envelope: tampered, clientID: a, round: round, attempt: 0, proofKey: key(a))
             }
             let cut = try #require(
                 await #expect(throws: RPCError.self) {
@@ -530,15 +538,27 @@ struct InProcessTests {
             #expect(wrongAttempt.code == .failedPrecondition, "\(wrongAttempt)")
             #expect(
                 wrongAttempt.message.contains("update of attempt 1, round \(round) is at attempt 0"), "\(wrongAttempt)")
+            // A sender without a's key names a and stalls: its header's proof does not authenticate, so it does not
+            // take a's place (before header proofs it did, and a's genuine update below was refused `unavailable`).
+            let squat = [try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0, proofKey: unknownKey)[0]]
+            let squatter = Task {
+                _ = try? await service.submitUpdate(requestProducer: { writer in
+                    try await writer.write(contentsOf: squat)
+                    try await Task.sleep(for: .seconds(3))
+                })
+            }
+            try await Task.sleep(for: .milliseconds(300))
             // The genuine update is accepted, its replay refused.
             try await submit(valid, as: a)
+            await squatter.value
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
             // One stream carrying a's replay, then b's update (as a process sends its clients' updates), then a
             // stray chunk: the replay is refused, b's update taken, and the stream breaks off at the chunk. The
             // call names both problems and counts b's update as taken; the round closes with it.
             let batch =
-                try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0)
-                + Wire.updateMessages(envelope: try sealedUpdate(identities[1]), clientID: b, round: round, attempt: 0)
+                try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0, proofKey: key(a))
+                + Wire.updateMessages(
+                    envelope: try sealedUpdate(identities[1]), clientID: b, round: round, attempt: 0, proofKey: key(b))
                 + [.with { $0.data = .with { $0.index = 0 } }]
             let refusal = await #expect(throws: RPCError.self) {
                 _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: batch) })

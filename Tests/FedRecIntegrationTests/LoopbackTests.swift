@@ -68,7 +68,8 @@ struct LoopbackTests {
                 for i in stride(from: 0, to: payload.count, by: 4093) {
                     payload[i] = UInt8(truncatingIfNeeded: i / 4093)
                 }
-                let messages = try Wire.updateMessages(envelope: payload, clientID: "user-1", round: 0, attempt: 0)
+                let messages = try Wire.updateMessages(
+                    envelope: payload, clientID: "user-1", round: 0, attempt: 0, proofKey: try SymmetricKey())
                 #expect(messages.count == 25)
                 let response = try await service.submitUpdate(requestProducer: {
                     try await $0.write(contentsOf: messages)

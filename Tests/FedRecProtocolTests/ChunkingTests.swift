@@ -251,8 +251,24 @@ struct EnrolmentTests {
             using: clientKeys.transmit
         ).serialized
         let messages = try Wire.updateMessages(
-            envelope: sealed, clientID: "user-1", round: 2, attempt: 0, chunkSize: 1024)
+            envelope: sealed, clientID: "user-1", round: 2, attempt: 0, proofKey: clientKeys.transmit, chunkSize: 1024)
         #expect(messages.count == 1 + (sealed.count + 1023) / 1024)
+        // The header's proof authenticates every field of it under the client's key, and nothing else.
+        let header = messages[0].header
+        #expect(HeaderProof.verifies(header, key: serverKeys.receive))
+        #expect(!HeaderProof.verifies(header, key: clientKeys.receive))
+        for change in 0..<6 {
+            var altered = header
+            switch change {
+            case 0: altered.clientID = "user-2"
+            case 1: altered.round += 1
+            case 2: altered.attempt += 1
+            case 3: altered.payload.totalLength += 1
+            case 4: altered.payload.chunkCount += 1
+            default: altered.proof = altered.proof.dropLast()
+            }
+            #expect(!HeaderProof.verifies(altered, key: serverKeys.receive), "change \(change)")
+        }
         var tampered = sealed
         tampered[tampered.count - 20] ^= 0x40
         #expect(throws: SecurityError.self) {

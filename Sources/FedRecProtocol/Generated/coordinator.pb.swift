@@ -426,6 +426,11 @@ public nonisolated struct Fedrec_V1_UpdateHeader: Sendable {
   /// Clears the value of `payload`. Subsequent reads from it will return its default value.
   public mutating func clearPayload() {self._payload = nil}
 
+  /// An XChaCha20-Poly1305 tag (empty plaintext) under the client's session key over the header's other fields
+  /// (`HeaderProof`): the coordinator stores a message for its client, one at a time, only when it verifies, so a
+  /// sender without the key cannot hold the client's place.
+  public var proof: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1314,7 +1319,7 @@ nonisolated extension Fedrec_V1_StageAborted: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedrec_V1_UpdateHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_id\0\u{1}round\0\u{1}attempt\0\u{1}payload\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_id\0\u{1}round\0\u{1}attempt\0\u{1}payload\0\u{1}proof\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1326,6 +1331,7 @@ nonisolated extension Fedrec_V1_UpdateHeader: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.round) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.proof) }()
       default: break
       }
     }
@@ -1348,6 +1354,9 @@ nonisolated extension Fedrec_V1_UpdateHeader: SwiftProtobuf.Message, SwiftProtob
     try { if let v = self._payload {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.proof.isEmpty {
+      try visitor.visitSingularBytesField(value: self.proof, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1356,6 +1365,7 @@ nonisolated extension Fedrec_V1_UpdateHeader: SwiftProtobuf.Message, SwiftProtob
     if lhs.round != rhs.round {return false}
     if lhs.attempt != rhs.attempt {return false}
     if lhs._payload != rhs._payload {return false}
+    if lhs.proof != rhs.proof {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
