@@ -40,10 +40,12 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         // signature per allow-listed client.
         var named = Set<String>()
         var unlisted = 0
+        var firstUnlisted: String? = nil
         for proof in request.clients {
             guard (try? core.allowList.identity(named: proof.clientID)) != nil, named.insert(proof.clientID).inserted
             else {
                 unlisted += 1
+                if firstUnlisted == nil { firstUnlisted = proof.clientID }
                 rejected.append(
                     .with {
                         $0.clientID = proof.clientID
@@ -81,8 +83,9 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
             core.reject(
                 ProtocolError(
                     code: .enrolmentRefused,
-                    message: "\(unlisted) proof(s) for ids not on the allow-list or named twice in one request",
-                    client: request.clients.first?.clientID))
+                    message: "\(unlisted) proof(s) for ids not on the allow-list or named twice in one request"
+                        + (unlisted > 1 ? " (the first named)" : ""),
+                    client: firstUnlisted))
         }
         return .with {
             $0.coordinatorIdentity = core.identity.publicIdentity.line

@@ -110,6 +110,21 @@ final class ChildProcess: @unchecked Sendable {
         return exitCode
     }
 
+    /// As `waitForExit()`, but SIGKILLs the process once `grace` has passed: a stopped (SIGSTOP) or hung process
+    /// never acts on SIGTERM, and the caller must not wait for it forever.
+    func waitForExit(killingAfter grace: Duration) async throws -> Int32 {
+        let start = ContinuousClock.now
+        var killed = false
+        while process.isRunning {
+            if !killed, ContinuousClock.now - start > grace {
+                kill(process.processIdentifier, SIGKILL)
+                killed = true
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return exitCode
+    }
+
     func signal(_ signal: Int32) {
         if process.isRunning { kill(process.processIdentifier, signal) }
     }

@@ -84,6 +84,11 @@ struct DemoCommand: AsyncParsableCommand {
         let model = out + "/model.safetensors"
         // The source a data set was imported from: a later run with another --source must not quietly reuse it.
         let sourceRecord = out + "/dataset-source"
+        // One demo per --out at a time, before anything is removed or written: --fresh would otherwise delete a
+        // running demo's folder under its coordinator (which then went on writing into the new one).
+        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let lock = try Self.lockFolder(out)
+        defer { close(lock) }
         if fresh {
             for path in [datasetPath, keys, allowList, state, model, sourceRecord] { try? fm.removeItem(atPath: path) }
         }
@@ -242,7 +247,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
         for child in children {
             child.signal(SIGTERM)
-            _ = try await child.waitForExit()
+            _ = try await child.waitForExit(killingAfter: .seconds(10))
         }
         printFlushed("== client processes stopped: \(children.map(\.ending).joined(separator: ", "))")
         guard coordinatorStatus == 0 else {
@@ -268,15 +273,19 @@ final class DemoChildren: @unchecked Sendable {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [self] in
-                interrupted.withLock { $0 = true }
-                for child in children.withLock({ $0 }) { child.signal(SIGTERM) }
+                let again = interrupted.withLock { before in
+                    defer { before = true }
+                    return before
+                }
+                // A second Ctrl-C does not wait for children that do not stop (a stopped or hung process).
+                for child in children.withLock({ $0 }) { child.signal(again ? SIGKILL : SIGTERM) }
             }
             source.resume()
             sources.append(source)
         }
     }
 
-    /// Whether SIGINT or SIGTERM has arrived.
+    /// Whether SIGINT or SIGTERM has arrived (a second one SIGKILLs every child still running).
     var wasInterrupted: Bool { interrupted.withLock { $0 } }
 
     func start(name: String, arguments: [String], echo: Bool) throws -> ChildProcess {
@@ -302,10 +311,31 @@ final class DemoChildren: @unchecked Sendable {
         }
     }
 
-    /// SIGTERM to every running child, then waits for all of them.
+    /// SIGTERM to every running child, then waits for all of them (SIGKILL after 10 s).
     func stopAll() async {
         let all = children.withLock { $0 }
         for child in all { child.signal(SIGTERM) }
-        for child in all { _ = try? await child.waitForExit() }
+        for child in all { _ = try? await child.waitForExit(killingAfter: .seconds(10)) }
+    }
+}
+
+extension DemoCommand {
+    /// Takes an exclusive `flock` on `folder/.demo.lock`; the descriptor holds it until closed (or the process
+    /// ends). Throws exit code 6 when another demo holds it.
+    static func lockFolder(_ folder: String) throws -> Int32 {
+        let path = folder + "/.demo.lock"
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            printFlushed("cannot open \(path) (errno \(errno)): is \(folder) writable?")
+            throw ExitCode(FederationExit.state)
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let error = errno
+            close(descriptor)
+            guard error == EWOULDBLOCK else { return -1 }  // no flock on this file system: go on unlocked
+            printFlushed("another demo is running on \(folder): stop it first, or use another --out")
+            throw ExitCode(FederationExit.state)
+        }
+        return descriptor
     }
 }

@@ -597,6 +597,9 @@ struct InProcessTests {
         #expect(coordinator.core.records.first?.participants == 2)
         let codes = coordinator.core.rejections.map(\.code)
         #expect(codes.contains("enrolmentRefused"))
+        // The refusal names the id that was not allow-listed, not the request's first (allow-listed) one.
+        let unlisted = try #require(coordinator.core.rejections.first { $0.code == "enrolmentRefused" && $0.round == nil })
+        #expect(unlisted.client?.contains("user-stranger") == true, "\(unlisted)")
         #expect(codes.contains("authenticationFailed"))
         #expect(codes.contains("notEnrolled"))
         #expect(codes.contains("replayed"))

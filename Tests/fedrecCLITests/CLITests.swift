@@ -169,6 +169,23 @@ import Testing
         #expect(result.combined.contains("warning: 1 of 6 catalogue items have no title"), "\(result.combined)")
     }
 
+    /// One demo per --out at a time: a second one, --fresh or not, is refused (exit 6) before it removes or
+    /// writes anything (--fresh used to delete a running demo's folder under its coordinator).
+    @Test func aSecondDemoOnTheSameFolderIsRefusedUntouched() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let out = folder.appendingPathComponent("demo").path
+        try FileManager.default.createDirectory(atPath: out + "/state", withIntermediateDirectories: true)
+        try Data("kept\n".utf8).write(to: URL(fileURLWithPath: out + "/state/state.json"))
+        // This process stands for the running demo: it holds the folder's lock.
+        let descriptor = open(out + "/.demo.lock", O_RDWR | O_CREAT, 0o600)
+        try #require(descriptor >= 0 && flock(descriptor, LOCK_EX | LOCK_NB) == 0)
+        defer { close(descriptor) }
+        let result = try CLI.run(["demo", "--out", out, "--fresh", "--rounds", "1"])
+        #expect(result.status == 6 && result.combined.contains("another demo is running on"), "\(result.combined)")
+        #expect(FileManager.default.contents(atPath: out + "/state/state.json") == Data("kept\n".utf8))
+    }
+
     /// `data import --force` replaces an earlier import and nothing else: not the source's folder, a folder
     /// holding the source or the current folder, nor a folder that is not a data set. Nothing is touched.
     @Test func importForceReplacesOnlyAnEarlierImport() throws {
