@@ -129,6 +129,11 @@ struct DemoCommand: AsyncParsableCommand {
                 _ = try KeyFiles.write(made, directory: keys, overwrite: false)
                 return made
             }
+            // A key file's temporary copy left by a demo stopped while it wrote keys (a secret, mode 0600):
+            // nothing else writes here while this demo holds the folder's lock.
+            for name in (try? fm.contentsOfDirectory(atPath: keys)) ?? [] where name.contains(".key.tmp-") || name.contains(".pub.tmp-") {
+                try? fm.removeItem(atPath: keys + "/" + name)
+            }
             _ = try identity(named: CoordinatorBuilder.identityName)
             var lines = ""
             for user in dataset.userIDs {
@@ -228,12 +233,30 @@ struct DemoCommand: AsyncParsableCommand {
                         "--shard", "\(index)/\(clients)", "--log-level", "warning",
                     ], echo: false))
         }
+        // Since when the coordinator has been ending (told to stop, or past its last round and closing its calls).
+        var endingSince: ContinuousClock.Instant? = nil
+        var killed = Set<Int32>()
         while coordinator.isRunning {
             if !group.wasInterrupted, let failed = children.first(where: { !$0.isRunning && $0.exitCode != 0 }) {
                 printFlushed("== \(failed.name) failed (\(failed.ending)); its last output:")
                 for line in failed.output.suffix(20) { printFlushed("[\(failed.name)] \(line)") }
                 await group.stopAll()
                 throw ExitCode(failed.exitCode)
+            }
+            // An ending coordinator waits for its connections to close; a client process that neither answers nor
+            // exits (stopped, hung) would hold it, and so the demo, forever: 10 s on, such a client is killed (the
+            // coordinator has saved its state by then).
+            if endingSince == nil,
+                group.wasInterrupted
+                    || coordinator.output.suffix(5).contains(where: { $0.contains("calls still open after the last round") })
+            {
+                endingSince = .now
+            }
+            if let endingSince, ContinuousClock.now - endingSince > .seconds(10) {
+                for child in children where child.isRunning && killed.insert(child.pid).inserted {
+                    printFlushed("== \(child.name) does not stop: killing it")
+                    child.signal(SIGKILL)
+                }
             }
             try await Task.sleep(for: .milliseconds(100))
         }
