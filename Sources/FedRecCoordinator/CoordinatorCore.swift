@@ -619,6 +619,14 @@ public final class CoordinatorCore: Sendable {
                 return .success(s.machine.receiveUpdate(update, from: client, round: round))
             }
         }
+        /// The refusal of this update when the round machine excluded it (`reason`: why, when it says).
+        func invalid(_ reason: FederationError?) -> ProtocolError {
+            record(
+                code: reason?.code.description ?? "excluded", client: client, round: round,
+                message: reason?.message ?? "excluded")
+            return ProtocolError(
+                code: .wrongShape, message: reason?.description ?? "excluded", client: client, round: round)
+        }
         let action: Machine.Action
         switch handed {
         case .success(let taken): action = taken
@@ -638,22 +646,14 @@ public final class CoordinatorCore: Sendable {
             throw ProtocolError(code: .unexpectedMessage, message: error.description, client: client, round: round)
         case .closeRound(let result):
             stash(action)
-            if result.excluded.contains(client) {
-                let reason = result.rejections.last { $0.client == client }
-                record(
-                    code: reason?.code.description ?? "excluded", client: client, round: round,
-                    message: reason?.message ?? "excluded")
-                throw ProtocolError(
-                    code: .wrongShape, message: reason?.description ?? "excluded", client: client, round: round)
-            }
+            if result.excluded.contains(client) { throw invalid(result.rejections.last { $0.client == client }) }
             return true
         case .retryRound(_, _, _, let rejections):
             stash(action)
             // The update that made the attempt too short to close may itself have failed validation: its reason
             // is then the attempt's last rejection (validation appends it just before closing).
             if let reason = rejections.last, reason.client == client, reason.code.isValidationFailure {
-                record(code: reason.code.description, client: client, round: round, message: reason.message)
-                throw ProtocolError(code: .wrongShape, message: reason.description, client: client, round: round)
+                throw invalid(reason)
             }
             return false
         default:

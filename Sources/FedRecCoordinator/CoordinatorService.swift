@@ -244,7 +244,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                             code: .malformedChunk,
                             message: "a message header names a client id of \(header.clientID.utf8.count) bytes "
                                 + "(1...255 allowed)",
-                            client: String(header.clientID.prefix(16)) + "…"))
+                            client: CoordinatorCore.shortened(header.clientID, to: 64)))
                 }
                 let client = header.clientID
                 reading = client

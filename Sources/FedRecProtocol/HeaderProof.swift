@@ -12,7 +12,7 @@ public import Foundation
 /// client itself sent for that round and attempt, whose message the replay guard takes once.
 public enum HeaderProof {
     /// Nonce and tag: an empty plaintext seals to nothing else.
-    public static let byteCount = AEAD.nonceByteCount + AEAD.tagByteCount
+    public static let byteCount = KeyProof.byteCount
 
     static func associatedData(_ header: Fedrec_V1_UpdateHeader) -> [UInt8] {
         var bytes = Array("fedrec-update-header-v1".utf8)
@@ -29,15 +29,12 @@ public enum HeaderProof {
 
     /// The proof of `header` (its `proof` field ignored) under `key`, the client's `SessionKeys.transmit`.
     public static func make(_ header: Fedrec_V1_UpdateHeader, key: SymmetricKey) throws -> Data {
-        Data(try AEAD.seal([UInt8](), using: key, authenticating: associatedData(header)).combined)
+        try KeyProof.make(key: key, authenticating: associatedData(header))
     }
 
     /// Whether `header.proof` authenticates the header under `key`, the coordinator's `SessionKeys.receive` of
     /// the named client.
     public static func verifies(_ header: Fedrec_V1_UpdateHeader, key: SymmetricKey) -> Bool {
-        guard header.proof.count == byteCount, let box = try? AEAD.SealedBox(combined: header.proof) else {
-            return false
-        }
-        return (try? AEAD.open(box, using: key, authenticating: associatedData(header))) != nil
+        KeyProof.verifies(header.proof, key: key, authenticating: associatedData(header))
     }
 }

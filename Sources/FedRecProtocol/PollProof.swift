@@ -71,10 +71,7 @@ public struct PollRequest: Sendable, Hashable {
         precondition(keys.count == clientIDs.count, "one key per named client")
         let digest = try digest()
         return try keys.enumerated().map { index, key in
-            Data(
-                try AEAD.seal(
-                    [UInt8](), using: key, authenticating: Self.associatedData(digest: digest, index: index)
-                ).combined)
+            try KeyProof.make(key: key, authenticating: Self.associatedData(digest: digest, index: index))
         }
     }
 
@@ -84,13 +81,10 @@ public struct PollRequest: Sendable, Hashable {
     public func firstUnproven(_ proofs: [Data], keys: [SymmetricKey]) throws -> Int? {
         precondition(proofs.count == clientIDs.count && keys.count == clientIDs.count, "one proof and key per client")
         let digest = try digest()
-        for (index, proof) in proofs.enumerated() {
-            guard proof.count == PollProof.byteCount,
-                let box = try? AEAD.SealedBox(combined: proof),
-                (try? AEAD.open(
-                    box, using: keys[index], authenticating: Self.associatedData(digest: digest, index: index)))
-                    != nil
-            else { return index }
+        for (index, proof) in proofs.enumerated()
+        where !KeyProof.verifies(proof, key: keys[index], authenticating: Self.associatedData(digest: digest, index: index))
+        {
+            return index
         }
         return nil
     }
@@ -126,7 +120,24 @@ extension PollRequest {
 
 public enum PollProof {
     /// Nonce and tag: an empty plaintext seals to nothing else.
-    public static let byteCount = AEAD.nonceByteCount + AEAD.tagByteCount
+    public static let byteCount = KeyProof.byteCount
+}
+
+/// A proof of holding a session key: an XChaCha20-Poly1305 tag over an empty plaintext, with what it proves as
+/// associated data. Polls (`PollRequest`) and message headers (`HeaderProof`) carry one per named client.
+enum KeyProof {
+    /// Nonce and tag: an empty plaintext seals to nothing else.
+    static let byteCount = AEAD.nonceByteCount + AEAD.tagByteCount
+
+    static func make(key: SymmetricKey, authenticating data: [UInt8]) throws -> Data {
+        Data(try AEAD.seal([UInt8](), using: key, authenticating: data).combined)
+    }
+
+    /// Whether `proof` is a well-formed tag that authenticates `data` under `key`.
+    static func verifies(_ proof: Data, key: SymmetricKey, authenticating data: [UInt8]) -> Bool {
+        guard proof.count == byteCount, let box = try? AEAD.SealedBox(combined: proof) else { return false }
+        return (try? AEAD.open(box, using: key, authenticating: data)) != nil
+    }
 }
 
 /// Stamps for one process's polls: microseconds since the Unix epoch, strictly increasing (a second poll in the

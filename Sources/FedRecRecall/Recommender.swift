@@ -159,8 +159,7 @@ public struct Recommender: Sendable {
 
         var candidatesOf: [[RecallChannel: [(item: Int32, score: Float)]]] = []
         var itemsOf: [[RecalledItem]] = []
-        for plan in plans {
-            let r = candidatesOf.count
+        for (r, plan) in plans.enumerated() {
             var candidates: [RecallChannel: [(item: Int32, score: Float)]] = [:]
             candidates[.embedding] = embeddingCandidates[r] ?? []
             if (plan.slots[.popularity] ?? 0) > 0 || plan.available.contains(.popularity) {

@@ -204,12 +204,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--local-epochs must be at least 1 and --local-batch at least 0")
         }
         try OptionChecks.nonNegative(Double(proximalMu), "--proximal-mu")
-        guard dimension <= OutputPaths.maximumDimension else {
-            throw ValidationError("--dimension must lie in 1...\(OutputPaths.maximumDimension), got \(dimension)")
-        }
         guard dimension >= 1, hidden >= 1, tau > 0, tau.isFinite else {
             throw ValidationError("--dimension, --hidden and --tau must be positive")
         }
+        try OptionChecks.dimension(dimension)
         guard Fold(rawValue: fold) != nil else {
             throw ValidationError("--fold must be validation or test, got '\(fold)'")
         }

@@ -103,9 +103,6 @@ struct DataImportCommand: AsyncParsableCommand {
         }
         // --force replaces an earlier import and nothing else: never the source, a folder holding it or the
         // current folder, nor any folder without a data set's manifest.
-        func canonical(_ path: String) -> String {
-            URL(fileURLWithPath: path.isEmpty ? "." : path).standardizedFileURL.resolvingSymlinksInPath().path
-        }
         let target = canonical(out)
         func within(_ path: String) -> Bool { path == target || path.hasPrefix(target + "/") }
         for input in [source, options.itemsFile].compactMap({ $0 }) where within(canonical(input)) {
@@ -175,9 +172,6 @@ struct DataSplitCommand: AsyncParsableCommand {
             _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
             inputFolders.append(isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent)
         }
-        func canonical(_ path: String) -> String {
-            URL(fileURLWithPath: path.isEmpty ? "." : path).standardizedFileURL.resolvingSymlinksInPath().path
-        }
         let clashing = SplitExport.fileNames.filter { FileManager.default.fileExists(atPath: out + "/" + $0) }
         if inputFolders.contains(where: { canonical($0) == canonical(out) }), !clashing.isEmpty {
             throw ValidationError(
@@ -218,6 +212,12 @@ func contentGaps(_ content: DatasetContent) -> [String] {
         gaps.append("\(untitled) of \(content.titles.count) catalogue items have no title (no row in the items file)")
     }
     return gaps
+}
+
+/// `path` absolute, standardized and with symlinks resolved (the empty path is the current folder), so two
+/// spellings of one folder compare equal.
+private func canonical(_ path: String) -> String {
+    URL(fileURLWithPath: path.isEmpty ? "." : path).standardizedFileURL.resolvingSymlinksInPath().path
 }
 
 /// A short human summary of an import and its split.

@@ -30,6 +30,17 @@ enum OptionChecks {
         }
     }
 
+    /// The widest embedding the commands accept: far beyond recall models' 32-512, and small enough that a
+    /// typo (`--dimension 100000000`) is refused instead of failing to allocate tens of gigabytes.
+    static let maximumDimension = 4_096
+
+    /// `--dimension`: 1...`maximumDimension`.
+    static func dimension(_ value: Int) throws {
+        guard (1...maximumDimension).contains(value) else {
+            throw ValidationError("--dimension must lie in 1...\(maximumDimension), got \(value)")
+        }
+    }
+
     /// The levels `--log-level` takes.
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 

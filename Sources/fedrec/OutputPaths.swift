@@ -5,10 +5,6 @@ import Foundation
 /// Checks made on an output path before any work, so a long run never ends in a write that fails or replaces
 /// something that was not a result of the same kind.
 enum OutputPaths {
-    /// The widest embedding the commands accept: far beyond recall models' 32-512, and small enough that a
-    /// typo (`--dimension 100000000`) is refused instead of failing to allocate tens of gigabytes.
-    static let maximumDimension = 4_096
-
     /// A model file to write at `path` (`option` names it in messages): its folder must exist, and what is
     /// there already may only be a fedrec model file (an earlier result), never a folder or another file.
     static func checkModelFile(_ path: String, option: String = "--out") throws {

@@ -124,9 +124,7 @@ struct SimulateCommand: AsyncParsableCommand {
         guard Fold(rawValue: fold) != nil else { throw ValidationError("--fold must be 'test' or 'validation'") }
         if let rounds, rounds <= 0 { throw ValidationError("--rounds must be positive, got \(rounds)") }
         if let out { try OutputPaths.checkModelFile(out) }
-        guard (1...OutputPaths.maximumDimension).contains(dimension) else {
-            throw ValidationError("--dimension must lie in 1...\(OutputPaths.maximumDimension), got \(dimension)")
-        }
+        try OptionChecks.dimension(dimension)
         guard cohort > 0 else { throw ValidationError("--cohort must be positive, got \(cohort)") }
         guard localEpochs > 0 else { throw ValidationError("--local-epochs must be positive, got \(localEpochs)") }
         guard localBatch >= 0 else { throw ValidationError("--local-batch must be >= 0, got \(localBatch)") }

@@ -75,9 +75,7 @@ struct TrainCommand: AsyncParsableCommand {
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        guard (1...OutputPaths.maximumDimension).contains(dimension) else {
-            throw ValidationError("--dimension must lie in 1...\(OutputPaths.maximumDimension), got \(dimension)")
-        }
+        try OptionChecks.dimension(dimension)
         guard tau > 0, tau.isFinite else { throw ValidationError("--tau must be a positive number, got \(tau)") }
         guard learningRate > 0, learningRate.isFinite else {
             throw ValidationError("--lr must be a positive number, got \(learningRate)")

@@ -11,6 +11,17 @@ import GRPCInProcessTransport
 import Logging
 import Testing
 
+/// An `Enrol` proof of `identity` for the challenge `nonce`, as a client process makes it.
+func enrolmentProof(_ identity: Identity, nonce: [UInt8], coordinator: PublicIdentity) throws -> Fedrec_V1_ClientProof {
+    let signature = try EnrolmentTranscript.sign(challenge: nonce, identity: identity, coordinator: coordinator)
+    return .with {
+        $0.clientID = identity.name
+        $0.ed25519PublicKey = Data(identity.signing.publicKey.rawRepresentation)
+        $0.x25519PublicKey = Data(identity.keyAgreement.publicKey.rawRepresentation)
+        $0.signature = Data(signature)
+    }
+}
+
 @Suite("Coordinator and clients in-process (InProcessTransport)")
 struct InProcessTests {
     @Test("a client process with every user trains three rounds; state is saved and a new coordinator resumes from it")
@@ -206,16 +217,7 @@ struct InProcessTests {
             let enrolment = try await service.enrol(
                 .with {
                     $0.challenge = Data(nonce)
-                    $0.clients = try identities.map { identity in
-                        let signature = try EnrolmentTranscript.sign(
-                            challenge: nonce, identity: identity, coordinator: pinned)
-                        return .with {
-                            $0.clientID = identity.name
-                            $0.ed25519PublicKey = Data(identity.signing.publicKey.rawRepresentation)
-                            $0.x25519PublicKey = Data(identity.keyAgreement.publicKey.rawRepresentation)
-                            $0.signature = Data(signature)
-                        }
-                    }
+                    $0.clients = try identities.map { try enrolmentProof($0, nonce: nonce, coordinator: pinned) }
                 })
             #expect(Set(enrolment.accepted) == [a, b])
             let stamper = PollStamper()
@@ -318,13 +320,7 @@ struct InProcessTests {
             let challenge = try await service.getChallenge(.init())
             #expect(challenge.coordinatorIdentity == pinned.line)
             func proof(_ identity: Identity, _ nonce: [UInt8]) throws -> Fedrec_V1_ClientProof {
-                let signature = try EnrolmentTranscript.sign(challenge: nonce, identity: identity, coordinator: pinned)
-                return .with {
-                    $0.clientID = identity.name
-                    $0.ed25519PublicKey = Data(identity.signing.publicKey.rawRepresentation)
-                    $0.x25519PublicKey = Data(identity.keyAgreement.publicKey.rawRepresentation)
-                    $0.signature = Data(signature)
-                }
+                try enrolmentProof(identity, nonce: nonce, coordinator: pinned)
             }
             let nonce = Array(challenge.nonce)
             let response = try await service.enrol(

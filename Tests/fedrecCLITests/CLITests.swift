@@ -4,6 +4,11 @@ import Testing
 /// End-to-end tests of the `fedrec` command as a separate process: help, input validation, and the
 /// import -> split -> train -> evaluate -> recall pipeline on a small synthetic data set.
 @Suite(.serialized) struct CLITests {
+    /// `fedrec coordinator` with placeholder paths (validation refuses before any is read) and `options`.
+    static func coordinator(_ options: String...) -> [String] {
+        ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s"] + options
+    }
+
     @Test(arguments: [
         ["--help"], ["data", "--help"], ["data", "import", "--help"], ["data", "split", "--help"], ["train", "--help"],
         ["evaluate", "--help"], ["recall", "--help"], ["bench", "--help"], ["bench", "train-step", "--help"],
@@ -43,47 +48,20 @@ import Testing
         ),
         (["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-lr", "0"], "--clip-lr must be positive"),
         (["simulate", "--dataset", "d", "--target-epsilon", "8"], "--target-epsilon needs differential privacy"),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--local-batch=-1"],
-            "--local-batch at least 0"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--batch-size=-1"],
-            "--local-batch at least 0"
-        ),
+        (coordinator("--local-batch=-1"), "--local-batch at least 0"),
+        (coordinator("--batch-size=-1"), "--local-batch at least 0"),
         (
             ["simulate", "--dataset", "d", "--noise-multiplier", "1", "--target-epsilon", "0"],
             "--target-epsilon must be a positive number"
         ),
         // Numbers no run can use are refused naming the option, not trapped on in a conversion later.
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--deadline", "1e300"],
-            "--deadline must lie in 0.001...10000000 seconds"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--deadline", "1e-300"],
-            "--deadline must lie in"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--enrol-grace", "inf"],
-            "--enrol-grace must lie in 0...10000000 seconds"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--proximal-mu", "inf"],
-            "--proximal-mu must be a number in"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--item-lr", "inf"],
-            "--item-lr must be a positive number"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--log-level", "bogus"],
-            "--log-level must be one of"
-        ),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--dimension", "100000000"],
-            "--dimension must lie in 1...4096"
-        ),
+        (coordinator("--deadline", "1e300"), "--deadline must lie in 0.001...10000000 seconds"),
+        (coordinator("--deadline", "1e-300"), "--deadline must lie in"),
+        (coordinator("--enrol-grace", "inf"), "--enrol-grace must lie in 0...10000000 seconds"),
+        (coordinator("--proximal-mu", "inf"), "--proximal-mu must be a number in"),
+        (coordinator("--item-lr", "inf"), "--item-lr must be a positive number"),
+        (coordinator("--log-level", "bogus"), "--log-level must be one of"),
+        (coordinator("--dimension", "100000000"), "--dimension must lie in 1...4096"),
         (["client", "--coordinator", "127.0.0.1:5000", "--dataset", "d", "--keys", "k", "--clients", "1", "--connect-timeout", "1e19"], "--connect-timeout must lie in"),
         (["simulate", "--dataset", "d", "--noise-multiplier", "inf"], "--noise-multiplier must be a number in"),
         (["simulate", "--dataset", "d", "--noise-multiplier", "1", "--clip-norm", "1e300"], "--clip-norm must be a positive number"),
@@ -100,10 +78,7 @@ import Testing
         (["demo", "--port", "70000", "--out", "/nonexistent/demo"], "--port must lie in 0...65535"),
         (["demo", "--server-optimizer", "sgd", "--out", "/nonexistent/demo"], "--server-optimizer must be one of"),
         (["demo", "--local-batch=-1", "--out", "/nonexistent/demo"], "--local-batch at least 0"),
-        (
-            ["coordinator", "--dataset", "d", "--keys", "k", "--allow-list", "a", "--state", "s", "--address", "localhost:5000"],
-            "The value 'localhost:5000' is invalid for '--address"
-        ),
+        (coordinator("--address", "localhost:5000"), "The value 'localhost:5000' is invalid for '--address"),
         (["client", "--coordinator", "localhost:5000", "--dataset", "d", "--keys", "k"], "is invalid for '--coordinator"),
     ])
     func invalidOptionsAreRejectedWithAMessage(arguments: [String], message: String) throws {
