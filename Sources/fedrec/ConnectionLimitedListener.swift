@@ -1,5 +1,6 @@
 import FedRecCoordinator
 import Foundation
+import GRPCCore
 import GRPCNIOTransportCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -22,7 +23,19 @@ struct ConnectionLimitedListener: HTTP2ServerTransport.ListenerFactory {
         connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
     ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
         let gate = self.gate
-        return try await ServerBootstrap(group: eventLoopGroup)
+        do {
+            return try await bind(gate: gate, listenerConfigurator: listenerConfigurator,
+                connectionConfigurator: connectionConfigurator)
+        } catch {
+            throw ListenFailure(host: host, port: port, option: "--address", underlying: error)
+        }
+    }
+
+    private func bind(
+        gate: ConnectionGate, listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+        connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
+    ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+        try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { listenerConfigurator.configure(channel: $0) }
             .bind(host: host, port: port) { channel in
@@ -50,6 +63,46 @@ struct ConnectionLimitedListener: HTTP2ServerTransport.ListenerFactory {
             config: .init(
                 compression: config.compression, connection: config.connection, http2: config.http2, rpc: config.rpc,
                 channelDebuggingCallbacks: config.channelDebuggingCallbacks))
+    }
+}
+
+/// A server (the coordinator, `recall --serve`) could not listen where it was told (a port another process
+/// holds, an address not on this host, a privileged port): said in those words, naming the option, not as the
+/// transport's error chain.
+struct ListenFailure: Error, CustomStringConvertible {
+    let host: String
+    let port: Int
+    /// The option(s) that chose the address.
+    let option: String
+    let underlying: any Error
+
+    var description: String {
+        let reason: String
+        if let io = underlying as? IOError {
+            switch io.errnoCode {
+            case EADDRINUSE: reason = "the port is in use (another process listens on it; port 0 picks a free one)"
+            case EADDRNOTAVAIL: reason = "the address is not one of this host's"
+            case EACCES: reason = "permission denied (ports below 1024 need privileges)"
+            default: reason = String(cString: strerror(io.errnoCode))
+            }
+        } else {
+            reason = "\(underlying)"
+        }
+        return "cannot listen on \(host):\(port) (\(option)): \(reason)"
+    }
+
+    /// The `ListenFailure` in `error` or in the chain of causes the transport wrapped it in, if any.
+    static func find(in error: any Error) -> ListenFailure? {
+        var current: (any Error)? = error
+        for _ in 0..<8 {
+            switch current {
+            case let failure as ListenFailure: return failure
+            case let runtime as RuntimeError: current = runtime.cause
+            case let rpc as RPCError: current = rpc.cause
+            default: return nil
+            }
+        }
+        return nil
     }
 }
 

@@ -26,7 +26,7 @@ enum FederationExit {
     static let unreachable: Int32 = 5
     /// The state folder cannot be used (unreadable, or another run's).
     static let state: Int32 = 6
-    /// Bad data set, keys or allow-list.
+    /// Bad data set, keys or allow-list, or an `--address` the coordinator cannot listen on.
     static let setup: Int32 = 7
     /// The configured rounds would exceed the privacy budget (`--target-epsilon`); nothing was run.
     static let privacyBudget: Int32 = 8
@@ -36,6 +36,10 @@ enum FederationExit {
     /// Prints `error` and returns the exit code that says what happened.
     static func code(for error: any Error) -> Int32 {
         let (code, text): (Int32, String)
+        if let listen = ListenFailure.find(in: error) {
+            writeUnchecked(STDERR_FILENO, "Error: \(listen)\n")
+            return setup
+        }
         switch error {
         case let e as CoordinatorError:
             switch e.code {

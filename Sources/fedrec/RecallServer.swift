@@ -176,12 +176,17 @@ struct RecallHTTPServer {
         let connections = Connections()
         // Before the address is announced: a signal sent as soon as it is read must not be lost.
         let signals = Self.terminationSignals()
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture { try connections.wrap(channel) }
-            }
+        let server: NIOAsyncChannel<Connection, Never>
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture { try connections.wrap(channel) }
+                }
+        } catch {
+            throw ListenFailure(host: host, port: port, option: "--host, --port", underlying: error)
+        }
         let address = server.channel.localAddress
         onListening("\(address?.ipAddress ?? host):\(address?.port ?? port)")
         try await withThrowingTaskGroup(of: Void.self) { group in

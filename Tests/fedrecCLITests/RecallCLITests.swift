@@ -281,6 +281,20 @@ import FoundationNetworking
         return (process.terminationReason, process.terminationStatus, stderr)
     }
 
+    /// A second server on a port the first holds fails at once, saying so in words (not the socket error chain).
+    @Test func aPortInUseIsRefusedInWords() throws {
+        let setup = try #require(Self.trained)
+        let (first, line) = try Self.startServer(["recall", "--model", setup.model, "--serve", "--port", "0"])
+        defer { if first.isRunning { first.terminate() } }
+        let port = try #require(
+            line.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":").last.flatMap { UInt16($0) })
+        let second = try CLI.run(["recall", "--model", setup.model, "--serve", "--port", "\(port)"])
+        #expect(second.status == 1)
+        #expect(
+            second.combined.contains("cannot listen on 127.0.0.1:\(port) (--host, --port): the port is in use"),
+            "\(second.combined)")
+    }
+
     /// A connection that sends no request head is closed after --request-head-timeout, not held for the 30 s
     /// connection deadline (idle peers could otherwise hold every place); requests go on being served.
     @Test func idleConnectionsAreClosedAfterTheHeadTimeout() throws {
