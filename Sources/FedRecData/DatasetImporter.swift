@@ -78,7 +78,7 @@ public enum DatasetImporter {
             sourceFormat: format, sourceFiles: reader.sourceFiles, hasTimestamps: content.hasTimestamps,
             counts: counts,
             skippedReasons: reader.skipped.sorted { $0.key < $1.key }.map {
-                DatasetManifest.SkipReason(reason: $0.key, count: $0.value)
+                DatasetManifest.SkipReason(reason: $0.key, count: $0.value.count, lines: $0.value.lines)
             },
             options: options)
         return ImportResult(manifest: manifest, content: content, split: split)
@@ -96,7 +96,8 @@ struct SourceReader {
     /// is built without overflow checks), so a larger file is refused rather than wrapped.
     var maximumInteractionRows = Int(Int32.max)
     var counts = DatasetManifest.Counts()
-    var skipped: [String: Int] = [:]
+    /// Per reason (`"<file>: <reason>"`): how many rows, and the first `SkipReason.listedLines` line numbers.
+    var skipped: [String: (count: Int, lines: [Int])] = [:]
     var sourceFiles: [DatasetManifest.FileDigest] = []
 
     init(options: ImportOptions) {
@@ -151,7 +152,14 @@ struct SourceReader {
             } else {
                 reason = "invalid row"
             }
-            skipped["\((file as NSString).lastPathComponent): \(reason)", default: 0] += 1
+            let key = "\((file as NSString).lastPathComponent): \(reason)"
+            var entry = skipped[key, default: (0, [])]
+            entry.count += 1
+            // Rows are read in file order, so the first lines seen are the first in the file.
+            if entry.lines.count < DatasetManifest.SkipReason.listedLines, let line = error.line {
+                entry.lines.append(line)
+            }
+            skipped[key] = entry
             if content { counts.skippedContentRows += 1 } else { counts.skippedRows += 1 }
         }
     }

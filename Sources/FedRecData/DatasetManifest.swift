@@ -52,13 +52,20 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
         }
     }
 
-    /// A reason rows were skipped, with how many.
+    /// A reason rows were skipped, with how many and where.
     public struct SkipReason: Codable, Sendable, Equatable {
+        /// The most line numbers kept per reason.
+        public static let listedLines = 5
+
         public var reason: String
         public var count: Int
-        public init(reason: String, count: Int) {
+        /// The first (at most `listedLines`) skipped rows' line numbers in their file, ascending; nil in manifests
+        /// written before they were kept.
+        public var lines: [Int]?
+        public init(reason: String, count: Int, lines: [Int]? = nil) {
             self.reason = reason
             self.count = count
+            self.lines = lines
         }
     }
 

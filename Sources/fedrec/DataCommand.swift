@@ -240,8 +240,16 @@ func summary(of manifest: DatasetManifest, split: Split) -> String {
         lines.append("tags: \(c.tagsAfterFitPeriod) left out, applied after their user's fit period (held out)")
     }
     for reason in manifest.skippedReasons {
-        lines.append("skipped: \(reason.count) x \(reason.reason)")
+        lines.append("skipped: \(reason.count) x \(reason.reason)" + skippedLines(reason))
     }
     if !manifest.checksum.isEmpty { lines.append("checksum: \(manifest.checksum)") }
     return lines.joined(separator: "\n")
+}
+
+/// " (line 12)", " (lines 3, 7, 9)" or " (lines 3, 7, 9, 12, 15, ...)" for a skip reason whose lines are known.
+func skippedLines(_ reason: DatasetManifest.SkipReason) -> String {
+    guard let lines = reason.lines, !lines.isEmpty else { return "" }
+    let more = reason.count > lines.count ? ", ..." : ""
+    return " (line\(lines.count > 1 || !more.isEmpty ? "s" : "") "
+        + lines.map(String.init).joined(separator: ", ") + more + ")"
 }

@@ -263,9 +263,32 @@ import Testing
                 "ratings.csv: invalid 'rating'": 2, "ratings.csv: too few fields": 1,
                 "ratings.csv: invalid 'timestamp'": 1,
             ])
+        // Each reason keeps where its rows were (header line 1, the six good rows 2-7).
+        let lines = Dictionary(uniqueKeysWithValues: result.manifest.skippedReasons.map { ($0.reason, $0.lines) })
+        #expect(
+            lines == [
+                "ratings.csv: invalid 'rating'": [8, 12], "ratings.csv: too few fields": [9],
+                "ratings.csv: invalid 'timestamp'": [10],
+            ])
         // Skipped rows add nothing to the catalogue or the users.
         #expect(result.content.itemIDs == ["1", "2", "3", "4", "5", "6", "10"])
         #expect(result.content.userIDs == ["1"])
+    }
+
+    @Test func skipInvalidListsTheFirstFiveLinesOfAReason() throws {
+        let bad = (7...14).map { "1,\($0),bad,\(100 + $0)\n" }.joined()
+        let folder = try Fixtures.folder(["ratings.csv": Self.ratings(bad), "movies.csv": Self.movies])
+        defer { Fixtures.remove(folder) }
+        let result = try DatasetImporter.importDataset(
+            format: .mlLatestSmall, source: folder, options: ImportOptions(skipInvalid: true))
+        #expect(
+            result.manifest.skippedReasons == [
+                DatasetManifest.SkipReason(reason: "ratings.csv: invalid 'rating'", count: 8, lines: [8, 9, 10, 11, 12])
+            ])
+        // A manifest written before lines were kept still reads.
+        let old = #"{"reason": "ratings.csv: too few fields", "count": 2}"#
+        let decoded = try JSONDecoder().decode(DatasetManifest.SkipReason.self, from: Data(old.utf8))
+        #expect(decoded == DatasetManifest.SkipReason(reason: "ratings.csv: too few fields", count: 2))
     }
 
     @Test func skipInvalidDoesNotHideHeaderErrors() throws {
