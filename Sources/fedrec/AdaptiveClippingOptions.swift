@@ -13,13 +13,15 @@ struct AdaptiveClippingOptions: ParsableArguments {
                 + "--noise-multiplier alone costs."))
     var adaptiveClipping = false
 
-    @Option(help: "Adaptive clipping: target fraction of clients whose update is not clipped.")
+    @Option(parsing: .unconditional, help: "Adaptive clipping: target fraction of clients whose update is not clipped.")
     var clipQuantile: Double = 0.5
 
-    @Option(help: "Adaptive clipping: learning rate of the clip norm's geometric update.")
+    @Option(parsing: .unconditional, help: "Adaptive clipping: learning rate of the clip norm's geometric update.")
     var clipLR: Double = 0.2
 
-    @Option(help: "Adaptive clipping: noise sigma_b on the count of unclipped clients (default: expected cohort / 20).")
+    @Option(
+        parsing: .unconditional,
+        help: "Adaptive clipping: noise sigma_b on the count of unclipped clients (default: expected cohort / 20).")
     var countNoise: Double?
 
     func validate() throws {

@@ -18,8 +18,9 @@ struct BenchFuzzCommand: AsyncParsableCommand {
             signature check. A trap would end the run.
             """)
 
-    @Option(help: "Messages to fuzz (cycling through the targets).") var messages: Int = 1_000_000
-    @Option(help: "Random seed (of the mutations and the seed messages).") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Messages to fuzz (cycling through the targets).") var messages: Int =
+        1_000_000
+    @Option(parsing: .unconditional, help: "Random seed (of the mutations and the seed messages).") var seed: UInt64 = 1
 
     func validate() throws {
         guard messages > 0 else { throw ValidationError("--messages must be positive") }

@@ -15,16 +15,16 @@ struct BenchImportCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Interaction rows to generate.")
+    @Option(parsing: .unconditional, help: "Interaction rows to generate.")
     var rows: Int = 1_000_000
 
-    @Option(help: "Distinct users.")
+    @Option(parsing: .unconditional, help: "Distinct users.")
     var users: Int = 50_000
 
-    @Option(help: "Distinct items.")
+    @Option(parsing: .unconditional, help: "Distinct items.")
     var items: Int = 20_000
 
-    @Option(help: "Seed of the generator.")
+    @Option(parsing: .unconditional, help: "Seed of the generator.")
     var seed: UInt64 = 42
 
     func validate() throws {

@@ -21,28 +21,28 @@ struct BenchIndexCommand: AsyncParsableCommand {
     @Option(help: "Batch sizes, comma-separated.")
     var batches: String = "1,256"
 
-    @Option(help: "Embedding width.")
+    @Option(parsing: .unconditional, help: "Embedding width.")
     var dimension: Int = 64
 
-    @Option(help: "Top-K.")
+    @Option(parsing: .unconditional, help: "Top-K.")
     var k: Int = 100
 
-    @Option(help: "Distinct queries.")
+    @Option(parsing: .unconditional, help: "Distinct queries.")
     var queries: Int = 1024
 
-    @Option(help: "Minimum seconds per measurement.")
+    @Option(parsing: .unconditional, help: "Minimum seconds per measurement.")
     var seconds: Double = 2
 
-    @Option(name: .customLong("hnsw-m"), help: "HNSW M.")
+    @Option(name: .customLong("hnsw-m"), parsing: .unconditional, help: "HNSW M.")
     var hnswM: Int = 32
 
-    @Option(help: "HNSW efConstruction.")
+    @Option(parsing: .unconditional, help: "HNSW efConstruction.")
     var efConstruction: Int = 40
 
     @Option(help: "HNSW search breadths, comma-separated.")
     var efSearch: String = "64,128"
 
-    @Option(help: "Build HNSW only for catalogues up to this size (a 1M build takes minutes).")
+    @Option(parsing: .unconditional, help: "Build HNSW only for catalogues up to this size (a 1M build takes minutes).")
     var hnswMaxSize: Int = 100_000
 
     @Option(help: "HNSW backends, comma-separated: hnsw (fedrec's), faiss (libfaiss 1.7.3, for comparison).")
@@ -50,9 +50,11 @@ struct BenchIndexCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard dimension > 0, k > 0, queries > 0, seconds > 0, hnswM >= 2, efConstruction >= 1 else {
-            throw ValidationError("--dimension, --k, --queries, --seconds, --hnsw-m and --ef-construction must be positive")
+            throw ValidationError(
+                "--dimension, --k, --queries, --seconds, --hnsw-m and --ef-construction must be positive")
         }
-        for list in [sizes, batches, efSearch] where list.split(separator: ",").contains(where: { (Int($0) ?? 0) <= 0 }) {
+        for list in [sizes, batches, efSearch] where list.split(separator: ",").contains(where: { (Int($0) ?? 0) <= 0 })
+        {
             throw ValidationError("'\(list)' must be a comma-separated list of positive integers")
         }
         let names = backends.split(separator: ",").map(String.init)
@@ -158,7 +160,8 @@ struct BenchIndexCommand: AsyncParsableCommand {
                         }
                         print(
                             String(
-                                format: "%8d items  %@ ef %4d  batch %4d  %10.0f queries/s  recall@%d %.3f", size, label,
+                                format: "%8d items  %@ ef %4d  batch %4d  %10.0f queries/s  recall@%d %.3f", size,
+                                label,
                                 breadth, batch, qps, k, recall))
                     }
                 }

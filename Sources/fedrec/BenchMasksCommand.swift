@@ -17,9 +17,9 @@ struct BenchMasksCommand: AsyncParsableCommand {
             thread; the median of --runs timed runs.
             """)
 
-    @Option(help: "Words per vector.") var words: Int = 231_872
-    @Option(help: "Masks per vector (k + 1).") var terms: Int = 11
-    @Option(help: "Timed runs (the median is reported).") var runs: Int = 9
+    @Option(parsing: .unconditional, help: "Words per vector.") var words: Int = 231_872
+    @Option(parsing: .unconditional, help: "Masks per vector (k + 1).") var terms: Int = 11
+    @Option(parsing: .unconditional, help: "Timed runs (the median is reported).") var runs: Int = 9
 
     func validate() throws {
         guard words > 0, terms > 0, runs > 0 else {

@@ -28,10 +28,11 @@ struct BenchRoundsCommand: AsyncParsableCommand {
     var source: String = "../shared/data/ml-100k"
     @Option(help: "Comma-separated client counts N (client processes = clients per round).")
     var clients: String = "2,8,32"
-    @Option(help: "Timed rounds (after one warm-up round).") var rounds: Int = 10
+    @Option(parsing: .unconditional, help: "Timed rounds (after one warm-up round).") var rounds: Int = 10
     @Option(help: "flower or full.") var workload: String = "flower"
     @Option(help: "Work folder (data set, keys, states, stats).") var out: String = "runs/bench-rounds"
-    @Option(help: "Most client processes; above it, each process hosts several of the N clients.")
+    @Option(
+        parsing: .unconditional, help: "Most client processes; above it, each process hosts several of the N clients.")
     var maxProcesses: Int = 32
     @Flag(help: "Secure aggregation (SecAgg+ with its default neighbourhood) instead of plain updates.")
     var secureAggregation = false

@@ -10,22 +10,28 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("items"), help: "Catalogue sizes to measure (repeatable).")
     var items: [Int] = [1_682, 100_000]
-    @Option(help: "Examples per step.") var batch: Int = 256
-    @Option(help: "History items per example.") var history: Int = 20
-    @Option(help: "Steps per timed run.") var steps: Int = 20
-    @Option(help: "Timed runs (the median is reported).") var runs: Int = 7
-    @Option(help: "Embedding width.") var dimension: Int = 64
-    @Option(help: "Item content features.") var itemFeatures: Int = 31
-    @Option(help: "User features.") var userFeatures: Int = 30
-    @Option(help: "Sampled negatives per step (catalogues above 20,000 items).") var negatives: Int = 2_048
-    @Option(help: "Random seed.") var seed: UInt64 = 1
-    @Option(help: ArgumentHelp(
-        "With --known: how batches hold the histories: per-example (one bag per example) or leave-one-out (one group per user).",
-        valueName: "mode"))
+    @Option(parsing: .unconditional, help: "Examples per step.") var batch: Int = 256
+    @Option(parsing: .unconditional, help: "History items per example.") var history: Int = 20
+    @Option(parsing: .unconditional, help: "Steps per timed run.") var steps: Int = 20
+    @Option(parsing: .unconditional, help: "Timed runs (the median is reported).") var runs: Int = 7
+    @Option(parsing: .unconditional, help: "Embedding width.") var dimension: Int = 64
+    @Option(parsing: .unconditional, help: "Item content features.") var itemFeatures: Int = 31
+    @Option(parsing: .unconditional, help: "User features.") var userFeatures: Int = 30
+    @Option(parsing: .unconditional, help: "Sampled negatives per step (catalogues above 20,000 items).") var negatives:
+        Int = 2_048
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
+    @Option(
+        help: ArgumentHelp(
+            "With --known: how batches hold the histories: per-example (one bag per example) or leave-one-out (one group per user).",
+            valueName: "mode"))
     var historyMode: HistoryMode = .leaveOneOut
-    @Option(help: "Leave-one-out batches: users with this many known items, each example's history all the user's others (replaces --history).")
+    @Option(
+        parsing: .unconditional,
+        help:
+            "Leave-one-out batches: users with this many known items, each example's history all the user's others (replaces --history)."
+    )
     var known: Int?
-    @Option(help: "Leave-one-out batches: examples per user in a batch.") var perUser: Int = 3
+    @Option(parsing: .unconditional, help: "Leave-one-out batches: examples per user in a batch.") var perUser: Int = 3
 
     enum HistoryMode: String, ExpressibleByArgument {
         case perExample = "per-example"
@@ -33,7 +39,9 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
-        guard known != nil || items.allSatisfy({ $0 > history }) else { throw ValidationError("--items must exceed --history") }
+        guard known != nil || items.allSatisfy({ $0 > history }) else {
+            throw ValidationError("--items must exceed --history")
+        }
         guard batch > 0, history >= 0, steps > 0, runs > 0, dimension > 0, negatives > 0 else {
             throw ValidationError("--batch, --steps, --runs, --dimension, --negatives must be positive")
         }
@@ -47,9 +55,12 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
 
     func run() async throws {
         BLAS.setThreadCount(1)
-        let shape = known.map { "\(historyMode.rawValue) histories of \($0 - 1) (\(perUser) examples per user)" }
+        let shape =
+            known.map { "\(historyMode.rawValue) histories of \($0 - 1) (\(perUser) examples per user)" }
             ?? "history \(history)"
-        print("fedrec bench train-step: batch \(batch), d \(dimension), \(shape), \(itemFeatures) item / \(userFeatures) user features, 1 BLAS thread, median of \(runs) runs x \(steps) steps")
+        print(
+            "fedrec bench train-step: batch \(batch), d \(dimension), \(shape), \(itemFeatures) item / \(userFeatures) user features, 1 BLAS thread, median of \(runs) runs x \(steps) steps"
+        )
         for itemCount in items { measure(itemCount: itemCount) }
     }
 
@@ -59,21 +70,30 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
             dimension: dimension, itemCount: itemCount, itemFeatureCount: itemFeatures, userFeatureCount: userFeatures,
             maxHistory: known == nil ? history : nil, sampledNegatives: negatives)
         // Items: 2 genre-like features each; users: 3 one-hot-like features (ml-100k-like sparsity).
-        let itemMatrix = SparseMatrix(columns: itemFeatures, rows: (0..<itemCount).map { _ in
-            itemFeatures == 0 ? [] : (0..<2).map { _ in (Int(rng.next() % UInt64(itemFeatures)), Float(1)) }
-        })
+        let itemMatrix = SparseMatrix(
+            columns: itemFeatures,
+            rows: (0..<itemCount).map { _ in
+                itemFeatures == 0 ? [] : (0..<2).map { _ in (Int(rng.next() % UInt64(itemFeatures)), Float(1)) }
+            })
         let userCount = 1_000
-        let userMatrix = SparseMatrix(columns: userFeatures, rows: (0..<userCount).map { _ in
-            userFeatures == 0 ? [] : (0..<3).map { _ in (Int(rng.next() % UInt64(userFeatures)), Float(1)) }
-        })
+        let userMatrix = SparseMatrix(
+            columns: userFeatures,
+            rows: (0..<userCount).map { _ in
+                userFeatures == 0 ? [] : (0..<3).map { _ in (Int(rng.next() % UInt64(userFeatures)), Float(1)) }
+            })
         // Popularity-skewed synthetic items (squared uniform) so unigram sampling has something to model.
-        func item() -> Int32 { let u = rng.nextUnitFloat(); return Int32(min(Int(u * u * Float(itemCount)), itemCount - 1)) }
+        func item() -> Int32 {
+            let u = rng.nextUnitFloat()
+            return Int32(min(Int(u * u * Float(itemCount)), itemCount - 1))
+        }
         let batches: [TrainingBatch] = (0..<8).map { _ in
             guard let known else {
                 var b = TrainingBatch()
                 for _ in 0..<batch {
                     let known = (0...history).map { _ in item() }
-                    b.append(known: known, position: history, userRow: Int(rng.next() % UInt64(userCount)), maxHistory: history)
+                    b.append(
+                        known: known, position: history, userRow: Int(rng.next() % UInt64(userCount)),
+                        maxHistory: history)
                 }
                 return b
             }
@@ -99,8 +119,10 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
         }
         var frequencies = [Int](repeating: 0, count: itemCount)
         for b in batches { for t in b.targets { frequencies[Int(t)] += 1 } }
-        let sampler = configuration.usesSampledSoftmax
-            ? NegativeSampler(proposal: configuration.negativeProposal, itemFrequencies: frequencies, sampleCount: negatives) : nil
+        let sampler =
+            configuration.usesSampledSoftmax
+            ? NegativeSampler(
+                proposal: configuration.negativeProposal, itemFrequencies: frequencies, sampleCount: negatives) : nil
         var trainer = Trainer(
             model: TwoTowerModel(configuration: configuration, seed: seed), optimizer: .adam(learningRate: 0.005),
             seed: seed, negativeSampler: sampler)
@@ -111,7 +133,8 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
             let clock = ContinuousClock()
             let start = clock.now
             for _ in 0..<count {
-                let result = trainer.step(batch: batches[step % batches.count], itemFeatures: itemMatrix, userFeatures: userMatrix)
+                let result = trainer.step(
+                    batch: batches[step % batches.count], itemFeatures: itemMatrix, userFeatures: userMatrix)
                 step += 1
                 timing.forward += result.timing.forward
                 timing.backward += result.timing.backward
@@ -129,8 +152,10 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
         let rate = Double(batch * steps) / median.seconds
         func ms(_ s: Double) -> String { formatted(s / Double(steps) * 1e3, digits: 3) }
         let mode = configuration.usesSampledSoftmax ? "sampled softmax, \(negatives) negatives, log-Q" : "full softmax"
-        print("items \(itemCount) (\(mode)): \(formatted(rate, digits: 0)) examples/s, \(formatted(perStep * 1e3, digits: 3)) ms/step "
-            + "[forward \(ms(median.timing.forward)) ms, backward \(ms(median.timing.backward)) ms, optimizer \(ms(median.timing.optimizer)) ms], last loss \(formatted(Double(median.loss), digits: 3))")
+        print(
+            "items \(itemCount) (\(mode)): \(formatted(rate, digits: 0)) examples/s, \(formatted(perStep * 1e3, digits: 3)) ms/step "
+                + "[forward \(ms(median.timing.forward)) ms, backward \(ms(median.timing.backward)) ms, optimizer \(ms(median.timing.optimizer)) ms], last loss \(formatted(Double(median.loss), digits: 3))"
+        )
     }
 
     private func formatted(_ value: Double, digits: Int) -> String {

@@ -20,13 +20,15 @@ struct ClientCommand: AsyncParsableCommand {
     @Option(help: "Coordinator address IPv4:PORT (e.g. 127.0.0.1:50051).") var coordinator: HostPort
     @Option(help: "Data-set folder (the users' shards are read from it).") var dataset: String
     @Option(help: "Folder with user-<id>.key files and coordinator.pub.") var keys: String
-    @Option(help: "Host the first K users (data-set order).") var clients: Int?
+    @Option(parsing: .unconditional, help: "Host the first K users (data-set order).") var clients: Int?
     @Option(help: "Host these user ids (comma-separated).") var users: String?
     @Option(help: "Host users I, I+N, I+2N, ... (format I/N).") var shard: String?
-    @Option(name: .customLong("connect-timeout"), help: "Seconds to keep retrying an unreachable coordinator.")
+    @Option(
+        name: .customLong("connect-timeout"), parsing: .unconditional,
+        help: "Seconds to keep retrying an unreachable coordinator.")
     var connectTimeout: Double = 60
-    @Option(name: .customLong("hang-in-round"), help: .hidden) var hangInRound: Int?
-    @Option(name: .customLong("kill-at-stage"), help: .hidden) var killAtStage: Int?
+    @Option(name: .customLong("hang-in-round"), parsing: .unconditional, help: .hidden) var hangInRound: Int?
+    @Option(name: .customLong("kill-at-stage"), parsing: .unconditional, help: .hidden) var killAtStage: Int?
     @Option(help: "Write CPU seconds per phase, peak memory and wall time here (JSON) when the process ends.")
     var stats: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String =

@@ -29,60 +29,83 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "State folder (created when missing; resumed when it holds a state).") var state: String
     @Option(help: "Address to listen on, IPv4:PORT (port 0: any free port).") var address: HostPort = HostPort(
         argument: "127.0.0.1:50051")!
-    @Option(help: "Rounds to complete.") var rounds: Int = 10
-    @Option(help: "Clients per round (count; default 32 unless --fraction is given).") var cohort: Int?
-    @Option(help: "Clients per round (fraction of the enrolled clients).") var fraction: Double?
-    @Option(name: .customLong("min-clients"), help: "Fewest updates that close a round (with DP it must stay 1: a DP round closes with what arrived).")
+    @Option(parsing: .unconditional, help: "Rounds to complete.") var rounds: Int = 10
+    @Option(parsing: .unconditional, help: "Clients per round (count; default 32 unless --fraction is given).")
+    var cohort: Int?
+    @Option(parsing: .unconditional, help: "Clients per round (fraction of the enrolled clients).") var fraction:
+        Double?
+    @Option(
+        name: .customLong("min-clients"), parsing: .unconditional,
+        help: "Fewest updates that close a round (with DP it must stay 1: a DP round closes with what arrived).")
     var minClients: Int = 1
-    @Option(help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
-    @Option(name: .customLong("max-attempts"), help: "Attempts per round before giving up.") var maxAttempts: Int = 5
+    @Option(parsing: .unconditional, help: "Seconds from opening a round to its deadline.") var deadline: Double = 60
+    @Option(name: .customLong("max-attempts"), parsing: .unconditional, help: "Attempts per round before giving up.")
+    var maxAttempts: Int = 5
     /// The `--server-optimizer` names (`demo` forwards its own to this command and checks it against them).
     static let serverOptimizers = ["fedavg", "fedadam", "fedyogi", "adam"]
     @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).")
     var serverOptimizer: String =
         "fedadam"
-    @Option(name: .customLong("server-lr"), help: "Server learning rate (default: 1 for fedavg, 0.005 otherwise).")
-    var serverLR: Float?
-    @Option(name: .customLong("item-lr"), help: "Learning rate of the central item-tower Adam step.") var itemLR:
-        Float = 0.005
-    @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate.") var clientLR: Float = 1
-    @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round.") var localEpochs: Int = 1
     @Option(
-        name: [.customLong("local-batch"), .customLong("batch-size")],
+        name: .customLong("server-lr"), parsing: .unconditional,
+        help: "Server learning rate (default: 1 for fedavg, 0.005 otherwise).")
+    var serverLR: Float?
+    @Option(
+        name: .customLong("item-lr"), parsing: .unconditional,
+        help: "Learning rate of the central item-tower Adam step.") var itemLR: Float = 0.005
+    @Option(name: .customLong("client-lr"), parsing: .unconditional, help: "Clients' local SGD learning rate.")
+    var clientLR: Float = 1
+    @Option(name: .customLong("local-epochs"), parsing: .unconditional, help: "Clients' local epochs per round.")
+    var localEpochs: Int = 1
+    @Option(
+        name: [.customLong("local-batch"), .customLong("batch-size")], parsing: .unconditional,
         help:
             "Clients' local batch size, as simulate's --local-batch (0: all of a client's examples in one step, FedSGD)."
     )
     var localBatch: Int = 0
-    @Option(name: .customLong("server-beta1"), help: "Server first-moment decay (FedAdam, FedYogi, Adam).")
+    @Option(
+        name: .customLong("server-beta1"), parsing: .unconditional,
+        help: "Server first-moment decay (FedAdam, FedYogi, Adam).")
     var serverBeta1: Float = 0.9
-    @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
+    @Option(
+        name: .customLong("server-beta2"), parsing: .unconditional,
+        help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
     var serverBeta2: Float =
         0.999
-    @Option(name: .customLong("server-tau"), help: "FedAdam/FedYogi adaptivity (epsilon).") var serverTau: Float = 1e-8
-    @Option(name: .customLong("proximal-mu"), help: "FedProx proximal coefficient (0: off).") var proximalMu: Float = 0
-    @Option(help: "Embedding dimension d.") var dimension: Int = 64
-    @Option(name: .customLong("hidden"), help: "User-tower hidden width.") var hidden: Int = 128
-    @Option(help: "Softmax temperature.") var tau: Float = 0.1
+    @Option(name: .customLong("server-tau"), parsing: .unconditional, help: "FedAdam/FedYogi adaptivity (epsilon).")
+    var serverTau: Float = 1e-8
+    @Option(name: .customLong("proximal-mu"), parsing: .unconditional, help: "FedProx proximal coefficient (0: off).")
+    var proximalMu: Float = 0
+    @Option(parsing: .unconditional, help: "Embedding dimension d.") var dimension: Int = 64
+    @Option(name: .customLong("hidden"), parsing: .unconditional, help: "User-tower hidden width.") var hidden: Int =
+        128
+    @Option(parsing: .unconditional, help: "Softmax temperature.") var tau: Float = 0.1
     @Flag(name: .customLong("no-user-features")) var noUserFeatures = false
     @Flag(name: .customLong("no-item-features")) var noItemFeatures = false
     @Option(help: "Fold trained on: validation (Recall@20 on the validation slice) or test.") var fold: String =
         "validation"
-    @Option(name: .customLong("eval-every"), help: "Evaluate Recall@20 every N rounds (0: never).") var evalEvery: Int =
-        5
-    @Option(help: "Seed of the model and the cohorts.") var seed: UInt64 = 1
     @Option(
-        name: .customLong("wait-for"),
+        name: .customLong("eval-every"), parsing: .unconditional, help: "Evaluate Recall@20 every N rounds (0: never).")
+    var evalEvery: Int =
+        5
+    @Option(parsing: .unconditional, help: "Seed of the model and the cohorts.") var seed: UInt64 = 1
+    @Option(
+        name: .customLong("wait-for"), parsing: .unconditional,
         help: "Start once this many clients are enrolled (default: the whole allow-list).") var waitFor: Int?
-    @Option(name: .customLong("enrol-grace"), help: "...or after this many seconds with at least --min-clients.")
+    @Option(
+        name: .customLong("enrol-grace"), parsing: .unconditional,
+        help: "...or after this many seconds with at least --min-clients.")
     var enrolGrace: Double = 30
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String =
         "info"
-    @Option(name: .customLong("local-steps"), help: "Cap on clients' local steps per round (default: none).")
+    @Option(
+        name: .customLong("local-steps"), parsing: .unconditional,
+        help: "Cap on clients' local steps per round (default: none).")
     var localSteps: Int?
     @Option(help: "Write CPU seconds per phase, peak memory and wall time here (JSON) when the process ends.")
     var stats: String?
     @Option(
-        name: .customLong("max-connections"),
+        name: .customLong("max-connections"), parsing: .unconditional,
         help: ArgumentHelp(
             "Connections open at once; one beyond it is closed at once and logged.",
             discussion:
@@ -91,27 +114,34 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 + "coordinator's own files."))
     var maxConnections: Int = 1_024
     @Option(
-        name: .customLong("noise-multiplier"),
+        name: .customLong("noise-multiplier"), parsing: .unconditional,
         help: "Differential privacy: Gaussian noise multiplier z (noise z*S on the sum); turns DP-FedAvg on.")
     var noiseMultiplier: Double?
-    @Option(name: .customLong("clip-norm"), help: "Differential privacy: L2 clip norm S of each client's whole update.")
+    @Option(
+        name: .customLong("clip-norm"), parsing: .unconditional,
+        help: "Differential privacy: L2 clip norm S of each client's whole update.")
     var clipNorm: Double?
     @Option(
-        name: .customLong("target-epsilon"),
+        name: .customLong("target-epsilon"), parsing: .unconditional,
         help: "Differential privacy: refuse to start when the configured rounds would spend more than this epsilon.")
     var targetEpsilon: Double?
-    @Option(help: "Differential privacy: delta (default 1 / allow-listed clients).") var delta: Double?
+    @Option(parsing: .unconditional, help: "Differential privacy: delta (default 1 / allow-listed clients).") var delta:
+        Double?
     @OptionGroup var clipping: AdaptiveClippingOptions
     @Flag(
         name: .customLong("secure-aggregation"),
         help: "SecAgg+: the coordinator only learns the sum of the cohort's updates.")
     var secureAggregation = false
-    @Option(name: .customLong("secagg-neighbours"), help: "SecAgg+ neighbours per client (default: of order log2 n).")
+    @Option(
+        name: .customLong("secagg-neighbours"), parsing: .unconditional,
+        help: "SecAgg+ neighbours per client (default: of order log2 n).")
     var secaggNeighbours: Int?
-    @Option(name: .customLong("secagg-threshold"), help: "SecAgg+ shares needed to reconstruct a secret.")
+    @Option(
+        name: .customLong("secagg-threshold"), parsing: .unconditional,
+        help: "SecAgg+ shares needed to reconstruct a secret.")
     var secaggThreshold: Int?
     @Option(
-        name: .customLong("secagg-clip-range"),
+        name: .customLong("secagg-clip-range"), parsing: .unconditional,
         help: ArgumentHelp(
             "SecAgg+: each update element is clipped to [-R, R] before quantisation.",
             discussion:
@@ -120,23 +150,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 + "at least its clip norm, which may grow past R."))
     var secaggClipRange: Float?
     @Option(
-        name: .customLong("stage-deadline"),
+        name: .customLong("stage-deadline"), parsing: .unconditional,
         help: ArgumentHelp(
             "SecAgg+: seconds for each of the share-keys, masked-input and unmask stages (advertising keys has "
                 + "--deadline)."))
     var stageDeadline: Double = 30
     @Option(help: "Learning-rate schedule of the server and item steps: constant or cosine (decay over --rounds).")
     var schedule: String = "constant"
-    @Option(help: "Cosine schedule: warm-up rounds.") var warmup: Int = 0
-    @Option(name: .customLong("lr-floor"), help: "Cosine schedule: final multiplier of the learning rates.")
+    @Option(parsing: .unconditional, help: "Cosine schedule: warm-up rounds.") var warmup: Int = 0
+    @Option(
+        name: .customLong("lr-floor"), parsing: .unconditional,
+        help: "Cosine schedule: final multiplier of the learning rates.")
     var lrFloor: Float = 0.01
     @Option(
+        parsing: .unconditional,
         help:
             "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model)."
     )
     var average: Float = 0.99
     @Option(
-        name: .customLong("average-warmup"),
+        name: .customLong("average-warmup"), parsing: .unconditional,
         help:
             "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1; 2: a running mean of every round's model until the decay caps it)."
     )
@@ -153,7 +186,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         guard minClients >= 1 else { throw ValidationError("--min-clients must be at least 1, got \(minClients)") }
         try OptionChecks.seconds(deadline, "--deadline")
-        for (option, path) in [("--state", state), ("--dataset", dataset), ("--keys", keys), ("--allow-list", allowList)]
+        for (option, path) in [
+            ("--state", state), ("--dataset", dataset), ("--keys", keys), ("--allow-list", allowList),
+        ]
         where path.isEmpty {
             throw ValidationError("\(option) is empty")
         }

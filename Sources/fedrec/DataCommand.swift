@@ -29,10 +29,10 @@ struct SourceImportOptions: ParsableArguments {
     @Option(name: .customLong("items"), help: "Generic format: items file with item, title, genres/tags columns.")
     var itemsFile: String?
 
-    @Option(help: "Hash buckets for title words.")
+    @Option(parsing: .unconditional, help: "Hash buckets for title words.")
     var titleBuckets: Int = 256
 
-    @Option(help: "Hash buckets for tags.")
+    @Option(parsing: .unconditional, help: "Hash buckets for tags.")
     var tagBuckets: Int = 256
 
     @Flag(help: "Skip malformed rows (counted and reported) instead of failing.")

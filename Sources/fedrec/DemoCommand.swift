@@ -20,33 +20,44 @@ struct DemoCommand: AsyncParsableCommand {
             saves it as OUT/model.safetensors and prints a recall for a sample user.
             """)
 
-    @Option(help: "Client processes.") var clients: Int = 4
-    @Option(help: "Rounds.") var rounds: Int = 100
-    @Option(help: "Clients per round.") var cohort: Int = 32
-    @Option(help: "Seconds per round before stragglers are dropped.") var deadline: Double = 120
+    @Option(parsing: .unconditional, help: "Client processes.") var clients: Int = 4
+    @Option(parsing: .unconditional, help: "Rounds.") var rounds: Int = 100
+    @Option(parsing: .unconditional, help: "Clients per round.") var cohort: Int = 32
+    @Option(parsing: .unconditional, help: "Seconds per round before stragglers are dropped.") var deadline: Double =
+        120
     @Option(name: .customLong("server-optimizer"), help: "fedavg, fedadam, fedyogi or adam (bias-corrected).")
     var serverOptimizer: String =
         "fedadam"
-    @Option(name: .customLong("server-lr"), help: "Server learning rate.") var serverLR: Double = 0.005
-    @Option(name: .customLong("server-beta2"), help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
+    @Option(name: .customLong("server-lr"), parsing: .unconditional, help: "Server learning rate.") var serverLR:
+        Double = 0.005
+    @Option(
+        name: .customLong("server-beta2"), parsing: .unconditional,
+        help: "Server second-moment decay (FedAdam, FedYogi, Adam).")
     var serverBeta2: Double = 0.999
-    @Option(name: .customLong("item-lr"), help: "Learning rate of the central item-tower Adam step.")
+    @Option(
+        name: .customLong("item-lr"), parsing: .unconditional,
+        help: "Learning rate of the central item-tower Adam step.")
     var itemLR: Double = 0.005
-    @Option(help: "Decay of the served moving average of the global model (0: the raw model).") var average: Float =
+    @Option(parsing: .unconditional, help: "Decay of the served moving average of the global model (0: the raw model).")
+    var average: Float =
         0.99
     @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
-    @Option(help: "Embedding dimension d.") var dimension: Int = 64
-    @Option(name: .customLong("client-lr"), help: "Clients' local SGD learning rate (default: the coordinator's).")
+    @Option(parsing: .unconditional, help: "Embedding dimension d.") var dimension: Int = 64
+    @Option(
+        name: .customLong("client-lr"), parsing: .unconditional,
+        help: "Clients' local SGD learning rate (default: the coordinator's).")
     var clientLR: Float?
-    @Option(name: .customLong("local-epochs"), help: "Clients' local epochs per round (default: the coordinator's).")
+    @Option(
+        name: .customLong("local-epochs"), parsing: .unconditional,
+        help: "Clients' local epochs per round (default: the coordinator's).")
     var localEpochs: Int?
     @Option(
-        name: .customLong("local-batch"),
+        name: .customLong("local-batch"), parsing: .unconditional,
         help: "Clients' local batch size, 0 for FedSGD (default: the coordinator's).")
     var localBatch: Int?
     @Option(help: "Source data (a MovieLens or generic folder).") var source: String = "demo/data/ml-latest-small"
     @Option(help: "Output folder.") var out: String = "runs/federated-demo"
-    @Option(help: "Port of the coordinator (0: any free port).") var port: Int = 0
+    @Option(parsing: .unconditional, help: "Port of the coordinator (0: any free port).") var port: Int = 0
     @Option(help: "User for the sample recall (default: the first user).") var user: String?
     @Flag(help: "Start from scratch: remove OUT's data set, keys, allow-list, state and model first.") var fresh = false
 
@@ -131,7 +142,8 @@ struct DemoCommand: AsyncParsableCommand {
             }
             // A key file's temporary copy left by a demo stopped while it wrote keys (a secret, mode 0600):
             // nothing else writes here while this demo holds the folder's lock.
-            for name in (try? fm.contentsOfDirectory(atPath: keys)) ?? [] where name.contains(".key.tmp-") || name.contains(".pub.tmp-") {
+            for name in (try? fm.contentsOfDirectory(atPath: keys)) ?? []
+            where name.contains(".key.tmp-") || name.contains(".pub.tmp-") {
                 try? fm.removeItem(atPath: keys + "/" + name)
             }
             _ = try identity(named: CoordinatorBuilder.identityName)
@@ -248,7 +260,9 @@ struct DemoCommand: AsyncParsableCommand {
             // coordinator has saved its state by then).
             if endingSince == nil,
                 group.wasInterrupted
-                    || coordinator.output.suffix(5).contains(where: { $0.contains("calls still open after the last round") })
+                    || coordinator.output.suffix(5).contains(where: {
+                        $0.contains("calls still open after the last round")
+                    })
             {
                 endingSince = .now
             }

@@ -43,7 +43,7 @@ struct ItemsAddCommand: AsyncParsableCommand {
     @Option(help: "Tags separated by ','.")
     var tags: String = ""
 
-    @Option(help: "Release year (default: from the title).")
+    @Option(parsing: .unconditional, help: "Release year (default: from the title).")
     var year: Int?
 
     @Option(help: "Add every content-only item of this data set (must be the model's).")
@@ -59,7 +59,8 @@ struct ItemsAddCommand: AsyncParsableCommand {
         }
         // --history-ids, --exclude and --input split on commas and trim spaces: such an id could never be named.
         if let id, id.contains(",") || id != id.trimmingCharacters(in: .whitespaces) {
-            throw ValidationError("--id \(id.debugDescription) holds a comma or surrounding spaces, which recall cannot read back")
+            throw ValidationError(
+                "--id \(id.debugDescription) holds a comma or surrounding spaces, which recall cannot read back")
         }
         if let title, title.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--title must not be empty")
@@ -73,7 +74,9 @@ struct ItemsAddCommand: AsyncParsableCommand {
             if let id, let title {
                 try ColdItems.add(
                     to: &file, id: id, title: title,
-                    genres: genres.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+                    genres: genres.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+                        !$0.isEmpty
+                    },
                     tags: RecallSetup.list(tags), year: year)
                 added = 1
             } else if let dataset {
@@ -93,6 +96,8 @@ struct ItemsAddCommand: AsyncParsableCommand {
         }
         let target = out ?? model
         try file.write(to: target)
-        print("added \(added) item(s); \(target) now has \(file.itemIDs.count) trained + \(file.addedItems.count) added items")
+        print(
+            "added \(added) item(s); \(target) now has \(file.itemIDs.count) trained + \(file.addedItems.count) added items"
+        )
     }
 }

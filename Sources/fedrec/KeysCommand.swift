@@ -24,7 +24,7 @@ struct KeysCommand: AsyncParsableCommand {
         @Option(help: "Identity name, used as the client id (A-Z a-z 0-9 . _ -, at most 64).")
         var name: String = "identity"
 
-        @Option(help: "Generate this many identities, named NAME-0001, NAME-0002, ...")
+        @Option(parsing: .unconditional, help: "Generate this many identities, named NAME-0001, NAME-0002, ...")
         var count: Int?
 
         @Flag(help: "Replace existing key files.")

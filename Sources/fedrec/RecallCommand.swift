@@ -32,7 +32,10 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "User id in the data set: recall from their training history.")
     var user: String?
 
-    @Option(help: "History as comma-separated titles, e.g. \"Star Wars (1977),Fargo (1996)\"; a title may hold commas (\"Shawshank Redemption, The (1994)\": the longest run that is a title is taken).")
+    @Option(
+        help:
+            "History as comma-separated titles, e.g. \"Star Wars (1977),Fargo (1996)\"; a title may hold commas (\"Shawshank Redemption, The (1994)\": the longest run that is a title is taken)."
+    )
     var history: String?
 
     @Option(name: .customLong("history-ids"), help: "History as comma-separated item ids (\"\" for none).")
@@ -47,16 +50,18 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on with --serve.")
     var host: String = "127.0.0.1"
 
-    @Option(help: "Port to listen on with --serve (0: any free port, printed).")
+    @Option(parsing: .unconditional, help: "Port to listen on with --serve (0: any free port, printed).")
     var port: Int = 8080
 
-    @Option(help: "Largest request body accepted with --serve, in bytes.")
+    @Option(parsing: .unconditional, help: "Largest request body accepted with --serve, in bytes.")
     var maxRequestBytes: Int = 65_536
 
-    @Option(help: "With --serve, seconds a connection may take to send its request head before it is closed.")
+    @Option(
+        parsing: .unconditional,
+        help: "With --serve, seconds a connection may take to send its request head before it is closed.")
     var requestHeadTimeout: Double = 5
 
-    @Option(help: "How many items to return.")
+    @Option(parsing: .unconditional, help: "How many items to return.")
     var k: Int = 10
 
     @Option(help: "Comma-separated item ids never to return.")
@@ -65,7 +70,7 @@ struct RecallCommand: AsyncParsableCommand {
     @Flag(help: "Allow items of the history in the result.")
     var includeSeen = false
 
-    @Option(help: "Minimum cosine of the embedding and content channels.")
+    @Option(parsing: .unconditional, help: "Minimum cosine of the embedding and content channels.")
     var minScore: Float?
 
     @Option(help: "Channel shares for users with a full history, e.g. embedding=0.8,content=0.2.")
@@ -77,7 +82,7 @@ struct RecallCommand: AsyncParsableCommand {
     @Option(help: "Channel shares for cold users (no trained item in the history).")
     var coldQuotas: String?
 
-    @Option(help: "Histories with fewer trained items than this get the short-history shares.")
+    @Option(parsing: .unconditional, help: "Histories with fewer trained items than this get the short-history shares.")
     var shortHistory: Int = 5
 
     @Flag(help: "Print JSON.")
@@ -286,7 +291,8 @@ struct RecallCommand: AsyncParsableCommand {
         while start < histories.count {
             let end = min(histories.count, start + chunk)
             let requests = (start..<end).map {
-                RecallRequest(history: histories[$0], exclude: excluded, userFeatures: features.isEmpty ? [] : features[$0])
+                RecallRequest(
+                    history: histories[$0], exclude: excluded, userFeatures: features.isEmpty ? [] : features[$0])
             }
             let results: [RecallResult]
             do {

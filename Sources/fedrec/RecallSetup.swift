@@ -11,19 +11,19 @@ struct IndexOptions: ParsableArguments {
     @Option(help: "Item index: auto (HNSW from --hnsw-threshold items on), exact or hnsw.")
     var index: String = "auto"
 
-    @Option(help: "Catalogue size from which --index auto uses HNSW.")
+    @Option(parsing: .unconditional, help: "Catalogue size from which --index auto uses HNSW.")
     var hnswThreshold: Int = 500_000
 
     @Option(help: "HNSW file (default: the model file's path + '.hnsw').")
     var indexFile: String?
 
-    @Option(name: .customLong("hnsw-m"), help: "HNSW build parameter M (neighbours per node).")
+    @Option(name: .customLong("hnsw-m"), parsing: .unconditional, help: "HNSW build parameter M (neighbours per node).")
     var hnswM: Int = 32
 
-    @Option(help: "HNSW search breadth while building.")
+    @Option(parsing: .unconditional, help: "HNSW search breadth while building.")
     var efConstruction: Int = 40
 
-    @Option(help: "HNSW search breadth (efSearch) of a query.")
+    @Option(parsing: .unconditional, help: "HNSW search breadth (efSearch) of a query.")
     var efSearch: Int = 128
 
     @Flag(help: "Rebuild the HNSW file even when it exists.")
@@ -163,7 +163,8 @@ enum RecallSetup {
 
     static func json<T: Encodable>(_ value: T, pretty: Bool = false) -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting =
+            pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
         return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "null"
     }
 }

@@ -3,7 +3,7 @@ import FedRecTensor
 
 /// Options every compute-heavy command takes.
 struct RuntimeOptions: ParsableArguments {
-    @Option(help: "BLAS threads for this process (many client processes share the cores).")
+    @Option(parsing: .unconditional, help: "BLAS threads for this process (many client processes share the cores).")
     var threads: Int = 1
 
     func validate() throws {

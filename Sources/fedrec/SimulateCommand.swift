@@ -26,91 +26,98 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "'validation' (tuning) or 'test' (final figures).")
     var fold: String = "validation"
 
-    @Option(help: "Rounds to run (default 300; with --target-epsilon, as many as the budget allows).")
+    @Option(
+        parsing: .unconditional,
+        help: "Rounds to run (default 300; with --target-epsilon, as many as the budget allows).")
     var rounds: Int?
 
-    @Option(help: "Users sampled per round.")
+    @Option(parsing: .unconditional, help: "Users sampled per round.")
     var cohort: Int = 32
 
-    @Option(help: "Local epochs per round (E).")
+    @Option(parsing: .unconditional, help: "Local epochs per round (E).")
     var localEpochs: Int = 1
 
-    @Option(help: "Local batch size (B); 0: the client's whole data in one batch (one step, FedSGD).")
+    @Option(
+        parsing: .unconditional,
+        help: "Local batch size (B); 0: the client's whole data in one batch (one step, FedSGD).")
     var localBatch: Int = 0
 
-    @Option(help: "Local SGD learning rate.")
+    @Option(parsing: .unconditional, help: "Local SGD learning rate.")
     var clientLR: Float = 1
 
-    @Option(help: "FedProx proximal coefficient mu.")
+    @Option(parsing: .unconditional, help: "FedProx proximal coefficient mu.")
     var proximalMu: Float = 0
 
     @Option(help: "Server optimizer: fedavg, fedadam, fedyogi or adam (bias-corrected).")
     var server: String = "fedadam"
 
-    @Option(help: "Server learning rate.")
+    @Option(parsing: .unconditional, help: "Server learning rate.")
     var serverLR: Float = 0.005
 
-    @Option(help: "Server beta1 (FedAdam/FedYogi).")
+    @Option(parsing: .unconditional, help: "Server beta1 (FedAdam/FedYogi).")
     var beta1: Float = 0.9
 
-    @Option(help: "Server beta2 (FedAdam/FedYogi).")
+    @Option(parsing: .unconditional, help: "Server beta2 (FedAdam/FedYogi).")
     var beta2: Float = 0.999
 
-    @Option(help: "Server adaptivity tau (FedAdam/FedYogi epsilon).")
+    @Option(parsing: .unconditional, help: "Server adaptivity tau (FedAdam/FedYogi epsilon).")
     var serverTau: Float = 1e-8
 
     @Option(help: "Learning-rate schedule of the server and item steps: constant or cosine (decay over --rounds).")
     var schedule: String = "constant"
 
-    @Option(help: "Cosine schedule: warm-up rounds.")
+    @Option(parsing: .unconditional, help: "Cosine schedule: warm-up rounds.")
     var warmup: Int = 0
 
-    @Option(help: "Cosine schedule: final multiplier of the learning rates.")
+    @Option(parsing: .unconditional, help: "Cosine schedule: final multiplier of the learning rates.")
     var lrFloor: Float = 0.01
 
     @Option(
+        parsing: .unconditional,
         help:
             "Evaluate and save a moving average of the global model (Polyak averaging across rounds) with this decay (0: the raw model)."
     )
     var average: Float = 0.99
 
-    @Option(help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1).")
+    @Option(parsing: .unconditional, help: "Warm-up w of the average's decay min(decay, (1+t)/(w+t)) at round t (> 1).")
     var averageWarmup: Float = 2
 
     @Option(help: wirePrecisionHelp) var wirePrecision: WirePrecisionArgument = .f32
 
-    @Option(help: "Learning rate of the central item-tower Adam step.")
+    @Option(parsing: .unconditional, help: "Learning rate of the central item-tower Adam step.")
     var itemLR: Float = 0.005
 
-    @Option(help: "Softmax temperature tau.")
+    @Option(parsing: .unconditional, help: "Softmax temperature tau.")
     var tau: Float = 0.1
 
-    @Option(help: "Embedding width d.")
+    @Option(parsing: .unconditional, help: "Embedding width d.")
     var dimension: Int = 64
 
-    @Option(help: "Evaluate every this many rounds.")
+    @Option(parsing: .unconditional, help: "Evaluate every this many rounds.")
     var evalEvery: Int = 25
 
     @Flag(help: "Ignore the data set's user features.")
     var noUserFeatures = false
 
-    @Option(help: "Seed.")
+    @Option(parsing: .unconditional, help: "Seed.")
     var seed: UInt64 = 1
 
     @Option(help: "Write the final model here (safetensors).")
     var out: String?
 
-    @Option(help: "Differential privacy: noise multiplier z (turns DP-FedAvg on; the cohort becomes Poisson).")
+    @Option(
+        parsing: .unconditional,
+        help: "Differential privacy: noise multiplier z (turns DP-FedAvg on; the cohort becomes Poisson).")
     var noiseMultiplier: Double?
 
-    @Option(help: "Differential privacy: L2 clip norm S of each client's whole update.")
+    @Option(parsing: .unconditional, help: "Differential privacy: L2 clip norm S of each client's whole update.")
     var clipNorm: Double = 0.1
 
-    @Option(help: "Differential privacy: delta (default 1 / virtual clients).")
+    @Option(parsing: .unconditional, help: "Differential privacy: delta (default 1 / virtual clients).")
     var delta: Double?
 
     @Option(
-        name: .customLong("target-epsilon"),
+        name: .customLong("target-epsilon"), parsing: .unconditional,
         help:
             "Differential privacy: the privacy budget (epsilon at --delta). A run whose --rounds would exceed it is refused; without --rounds, the run has as many rounds as it allows."
     )

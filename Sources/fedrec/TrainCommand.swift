@@ -21,40 +21,41 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Model file to write (safetensors).")
     var out: String
 
-    @Option(help: "Embedding width d of both towers.")
+    @Option(parsing: .unconditional, help: "Embedding width d of both towers.")
     var dimension: Int = 64
 
-    @Option(help: "Softmax temperature tau (score = cosine / tau).")
+    @Option(parsing: .unconditional, help: "Softmax temperature tau (score = cosine / tau).")
     var tau: Float = 0.1
 
     @Option(help: "Optimizer: adam or sgd.")
     var optimizer: String = "adam"
 
-    @Option(name: .customLong("lr"), help: "Learning rate.")
+    @Option(name: .customLong("lr"), parsing: .unconditional, help: "Learning rate.")
     var learningRate: Float = 0.005
 
-    @Option(help: "Decoupled weight decay.")
+    @Option(parsing: .unconditional, help: "Decoupled weight decay.")
     var weightDecay: Float = 0
 
-    @Option(help: "Examples per step.")
+    @Option(parsing: .unconditional, help: "Examples per step.")
     var batchSize: Int = 1024
 
-    @Option(help: "Most epochs of the validation phase.")
+    @Option(parsing: .unconditional, help: "Most epochs of the validation phase.")
     var maxEpochs: Int = 30
 
-    @Option(help: "Stop after this many epochs without a better validation Recall@20.")
+    @Option(parsing: .unconditional, help: "Stop after this many epochs without a better validation Recall@20.")
     var patience: Int = 3
 
-    @Option(help: "Skip validation: train exactly this many epochs on the full training set.")
+    @Option(parsing: .unconditional, help: "Skip validation: train exactly this many epochs on the full training set.")
     var epochs: Int?
 
-    @Option(help: "Use only the most recent N history items in the user tower (default: all).")
+    @Option(parsing: .unconditional, help: "Use only the most recent N history items in the user tower (default: all).")
     var maxHistory: Int?
 
-    @Option(help: "Catalogues above this many items train with sampled softmax (log-Q corrected).")
+    @Option(
+        parsing: .unconditional, help: "Catalogues above this many items train with sampled softmax (log-Q corrected).")
     var sampledSoftmaxThreshold: Int = 20_000
 
-    @Option(help: "Negatives per batch for sampled softmax.")
+    @Option(parsing: .unconditional, help: "Negatives per batch for sampled softmax.")
     var sampledNegatives: Int = 2_048
 
     @Flag(help: "Ignore the data set's user features.")
@@ -66,7 +67,7 @@ struct TrainCommand: AsyncParsableCommand {
     @Flag(help: "Keep the best validation-phase model instead of refitting on the full training set.")
     var noRefit = false
 
-    @Option(help: "Seed of initialisation, shuffling and negative sampling.")
+    @Option(parsing: .unconditional, help: "Seed of initialisation, shuffling and negative sampling.")
     var seed: UInt64 = 1
 
     @Option(help: "Also write the per-epoch history as JSON to this file.")
@@ -88,7 +89,9 @@ struct TrainCommand: AsyncParsableCommand {
         guard maxEpochs > 0 else { throw ValidationError("--max-epochs must be positive, got \(maxEpochs)") }
         guard patience > 0 else { throw ValidationError("--patience must be positive, got \(patience)") }
         if let epochs, epochs <= 0 { throw ValidationError("--epochs must be positive, got \(epochs)") }
-        if let maxHistory, maxHistory <= 0 { throw ValidationError("--max-history must be positive, got \(maxHistory)") }
+        if let maxHistory, maxHistory <= 0 {
+            throw ValidationError("--max-history must be positive, got \(maxHistory)")
+        }
         guard sampledNegatives > 0 else {
             throw ValidationError("--sampled-negatives must be positive, got \(sampledNegatives)")
         }
@@ -130,7 +133,8 @@ struct TrainCommand: AsyncParsableCommand {
         print(
             "training on \(data.manifest.sourceFormat.rawValue): \(data.userIDs.count) users, \(data.itemIDs.count) items, "
                 + "\(shape.itemFeatureCount) item features, \(shape.userFeatureCount) user features, d=\(dimension), "
-                + "tau=\(tau), \(shape.usesSampledSoftmax ? "sampled softmax (\(sampledNegatives) negatives)" : "full softmax")")
+                + "tau=\(tau), \(shape.usesSampledSoftmax ? "sampled softmax (\(sampledNegatives) negatives)" : "full softmax")"
+        )
         let started = ContinuousClock.now
         let result = CentralTraining.run(dataset: data, configuration: configuration) { record in
             let recall = record.validationRecall.map { String(format: "  val R@20 %.4f", $0) } ?? ""

@@ -37,6 +37,11 @@ import Testing
         (["evaluate", "--model", "m", "--dataset", "d", "--k", "10,,20"], "--k must be positive whole numbers"),
         (["evaluate", "--model", "m", "--dataset", "d", "--fold", "train"], "--fold must be 'test' or 'validation'"),
         (["recall", "--model", "m", "--history-ids", "1", "--k", "0"], "--k must be positive"),
+        // A negative number is a numeric option's value (refused by its own check), not a missing value.
+        (["recall", "--model", "m", "--history-ids", "1", "--k", "-1"], "--k must be positive, got -1"),
+        (coordinator("--rounds", "-1"), "--rounds must be at least 1, got -1"),
+        (["simulate", "--dataset", "d", "--server-lr", "-0.5"], "--server-lr must be a positive number, got -0.5"),
+        (["recall", "--model", "m", "--history-ids", "1", "--k", "--json"], "The value '--json' is invalid for '--k"),
         (["recall", "--model", "m", "--user", "1"], "--user needs --dataset"),
         (["recall", "--model", "m", "--history-ids", "1", "--ef-search", "2147483647"], "--ef-search must lie in 1...16777216"),
         (["recall", "--model", "m", "--history-ids", "1", "--hnsw-m", "4294967298"], "--hnsw-m must lie in 2...2048"),
