@@ -152,12 +152,26 @@ struct ByteTable {
             return interner.intern(buffer, s, e)
         }
 
-        /// Whether the field's bytes are valid UTF-8 (ASCII is checked without decoding).
-        @inline(__always) func isValidUTF8(_ index: Int) -> Bool {
+        /// Why the field cannot be an id, or nil: its bytes must be valid UTF-8 (ASCII is checked without
+        /// decoding) without ASCII control characters other than tab (a NUL, an escape, DEL), which no id means
+        /// to hold and which would be hard to type or see wherever the id is shown or given. A tab inside a quoted
+        /// field is kept (the data-set files escape it).
+        @inline(__always) func idProblem(_ index: Int) -> String? {
             let (s, e) = trimmed(index)
             var r = s
-            while r < e && buffer[r] < 0x80 { r += 1 }
-            return r == e || String(validating: UnsafeBufferPointer(rebasing: buffer[s..<e]), as: UTF8.self) != nil
+            var nonASCII = false
+            while r < e {
+                let byte = buffer[r]
+                if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                    return "the id holds a control character (byte 0x\(String(byte, radix: 16, uppercase: true)))"
+                }
+                if byte >= 0x80 { nonASCII = true }
+                r += 1
+            }
+            if nonASCII, String(validating: UnsafeBufferPointer(rebasing: buffer[s..<e]), as: UTF8.self) == nil {
+                return "the id is not valid UTF-8 (convert the file to UTF-8, e.g. with iconv)"
+            }
+            return nil
         }
 
         /// The field's bytes with surrounding whitespace removed, and for a quoted field its quotes and the

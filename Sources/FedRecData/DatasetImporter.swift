@@ -245,11 +245,9 @@ struct SourceReader {
 
     /// Ids are compared as UTF-8 text: bytes that are not UTF-8 would be replaced by U+FFFD and could merge
     /// distinct ids, so they are refused.
-    static func requireUTF8(_ row: ByteTable.Row, _ index: Int, name: String, file: String) throws {
-        guard row.isValidUTF8(index) else {
-            throw DataError.at(
-                .invalidField, file: file, line: row.line, field: name,
-                "the id is not valid UTF-8 (convert the file to UTF-8, e.g. with iconv)")
+    static func requireValidID(_ row: ByteTable.Row, _ index: Int, name: String, file: String) throws {
+        if let problem = row.idProblem(index) {
+            throw DataError.at(.invalidField, file: file, line: row.line, field: name, problem)
         }
     }
 
@@ -368,8 +366,8 @@ struct SourceReader {
                     timestamp = value
                     timestampText = row.string(column)
                 }
-                try Self.requireUTF8(row, layout.user, name: layout.names[layout.user], file: file)
-                try Self.requireUTF8(row, layout.item, name: layout.names[layout.item], file: file)
+                try Self.requireValidID(row, layout.user, name: layout.names[layout.user], file: file)
+                try Self.requireValidID(row, layout.item, name: layout.names[layout.item], file: file)
                 raw.rowUsers.append(row.intern(layout.user, into: &raw.users))
                 raw.rowItems.append(row.intern(layout.item, into: &raw.items))
                 raw.valueTexts.append(valueText)
@@ -776,6 +774,7 @@ struct SourceReader {
                 let titleText = row.string(title)
                 let genres = Self.splitList(row.string(genresColumn)).filter { $0 != "(no genres listed)" }
                 genreSet.formUnion(genres)
+                try Self.requireValidID(row, id, name: found.names[id], file: moviesPath)
                 try content.add(
                     ItemMeta(
                         id: row.string(id), title: titleText, genres: genres,
@@ -878,6 +877,7 @@ struct SourceReader {
                 do {
                     try Self.checkFields(row, needed: p.values.max()! + 1, names: found.names, file: itemsPath)
                     try Self.requireNonEmpty(row, p["item"]!, name: found.names[p["item"]!], file: itemsPath)
+                    try Self.requireValidID(row, p["item"]!, name: found.names[p["item"]!], file: itemsPath)
                     let id = row.string(p["item"]!)
                     let title = p["title"].map { row.string($0) } ?? ""
                     let genres = p["genres"].map { Self.splitList(row.string($0)) } ?? []

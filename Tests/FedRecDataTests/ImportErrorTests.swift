@@ -81,7 +81,8 @@ import Testing
             files: ["u.data": "1\t2\t3\t4\n", "u.user": "1|24|M|technician|85711\n1|25|M|technician|85711\n"],
             format: .ml100k, code: .invalidField, file: "u.user", line: 2, field: "user id"),
         Case(
-            name: "u.user age off any person's", files: ["u.data": "1\t2\t3\t4\n", "u.user": "1|-5|M|technician|85711\n"],
+            name: "u.user age off any person's",
+            files: ["u.data": "1\t2\t3\t4\n", "u.user": "1|-5|M|technician|85711\n"],
             format: .ml100k, code: .invalidField, file: "u.user", line: 1, field: "age"),
         Case(
             name: "u.user occupation u.occupation does not list",
@@ -230,6 +231,36 @@ import Testing
         #expect(result.content.userIDs.sorted() == ["è", "é"])
     }
 
+    /// An id holding an ASCII control character other than tab (a NUL, an escape, DEL) is refused naming file,
+    /// line and field, in the interactions and in an items file; `skipInvalid` skips such a row.
+    @Test func idsWithControlCharactersAreRefused() throws {
+        let good = (1...6).map { "u1,i\($0)\n" }.joined()
+        for (bad, field, byte) in [
+            ("u1,i\u{0}x\n", "item", "0x0"), ("\"u\u{1B}1\",i1\n", "user", "0x1B"), ("u1,i\u{7F}\n", "item", "0x7F"),
+        ] {
+            let folder = try Fixtures.folder(["interactions.csv": "user,item\n" + good + bad])
+            defer { Fixtures.remove(folder) }
+            let error = try #require(throws: DataError.self) {
+                try DatasetImporter.importDataset(format: .generic, source: folder)
+            }
+            #expect(error.code == .invalidField && error.line == 8 && error.field == field, "\(error.message)")
+            #expect(error.message.contains("control character (byte \(byte))"), "\(error.message)")
+            let skipped = try DatasetImporter.importDataset(
+                format: .generic, source: folder, options: ImportOptions(skipInvalid: true))
+            #expect(skipped.manifest.counts.skippedRows == 1)
+        }
+        let folder = try Fixtures.folder([
+            "interactions.csv": "user,item\n" + good, "items.csv": "item,title\ni1,A (1990)\ni\u{1}2,B (1991)\n",
+        ])
+        defer { Fixtures.remove(folder) }
+        let error = try #require(throws: DataError.self) {
+            try DatasetImporter.importDataset(
+                format: .generic, source: folder + "/interactions.csv",
+                options: ImportOptions(itemsFile: folder + "/items.csv"))
+        }
+        #expect(error.line == 3 && error.field == "item" && error.file?.hasSuffix("items.csv") == true, "\(error)")
+    }
+
     /// Rows, users and items are Int32-indexed: a file with more interaction rows than that is refused at the row
     /// past the limit (a lower limit here stands in for 2^31 - 1), also under `skipInvalid`.
     @Test func tooManyRowsAreRefusedNotWrapped() throws {
@@ -283,7 +314,8 @@ import Testing
             format: .mlLatestSmall, source: folder, options: ImportOptions(skipInvalid: true))
         #expect(
             result.manifest.skippedReasons == [
-                DatasetManifest.SkipReason(reason: "ratings.csv: invalid 'rating'", count: 8, lines: [8, 9, 10, 11, 12])
+                DatasetManifest.SkipReason(
+                    reason: "ratings.csv: invalid 'rating'", count: 8, lines: [8, 9, 10, 11, 12])
             ])
         // A manifest written before lines were kept still reads.
         let old = #"{"reason": "ratings.csv: too few fields", "count": 2}"#
