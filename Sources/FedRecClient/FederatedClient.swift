@@ -227,7 +227,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 unreachableSince = since
                 if now - since > options.connectTimeout {
                     guard clockRefused else {
-                        throw ClientError(code: .unreachable, message: "coordinator unreachable: \(error.message)")
+                        throw ClientError(
+                            code: .unreachable,
+                            message: Self.unreachableMessage(
+                                error, host: options.coordinatorHost, port: options.coordinatorPort,
+                                after: options.connectTimeout))
                     }
                     throw ClientError(
                         code: .enrolmentRefused,
@@ -255,6 +259,24 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             }
         }
         throw ClientError(code: .interrupted, message: "stopped by a signal before training finished")
+    }
+
+    /// Why the process gave up on its coordinator, in words first (the gRPC status, which names the transport's
+    /// state, follows in parentheses for diagnosis).
+    static func unreachableMessage(_ error: RPCError, host: String, port: Int, after timeout: Duration) -> String {
+        let address = "\(host):\(port)"
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
+        let span = "for \(seconds.formatted(.number.precision(.fractionLength(0...3)))) s (--connect-timeout)"
+        let what: String
+        switch error.code {
+        case .unavailable:
+            what = "no coordinator answered at \(address) \(span): is it running, and listening on that address?"
+        case .deadlineExceeded:
+            what = "the coordinator at \(address) did not answer in time \(span)"
+        default:
+            what = "every call to the coordinator at \(address) failed \(span)"
+        }
+        return what + " (gRPC \(error.code): \(error.message))"
     }
 
     /// Sleeps before a retry; a shutdown (the flag, or the loop's cancellation) cuts it short without an error,

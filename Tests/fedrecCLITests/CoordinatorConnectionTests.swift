@@ -83,6 +83,37 @@ struct CoordinatorConnectionTests {
         }
     }
 
+    @Test("a client whose coordinator never answers exits 5 saying where it looked and for how long")
+    func unreachableCoordinatorIsNamed() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (dataset, keys) = try Self.coordinatorInputs(in: folder)
+        try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", "user-u1"]).status == 0)
+        // A port nothing listens on: bound, then closed.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(probe, $0, length) == 0 && getsockname(probe, $0, &length) == 0
+            }
+        }
+        close(probe)
+        try #require(bound)
+        let port = UInt16(bigEndian: address.sin_port)
+        let result = try CLI.run([
+            "client", "--coordinator", "127.0.0.1:\(port)", "--dataset", dataset, "--keys", keys, "--users", "u1",
+            "--connect-timeout", "0.5",
+        ])
+        #expect(result.status == 5, "\(result.combined)")
+        #expect(
+            result.combined.contains(
+                "no coordinator answered at 127.0.0.1:\(port) for 0.5 s (--connect-timeout): is it running"),
+            "\(result.combined)")
+    }
+
     @Test("a connection beyond --max-connections is closed at once and logged; a freed place is taken again")
     func connectionLimit() throws {
         let folder = try CLI.temporaryFolder()
