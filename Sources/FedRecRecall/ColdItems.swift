@@ -27,9 +27,32 @@ public enum ColdItems {
         to file: inout ModelFile, id: String, title: String, genres: [String], tags: [String] = [], year: Int? = nil
     ) throws(RecallError) {
         let featurizer = try featurizer(of: file, adding: id)
+        let genres = try canonicalGenres(genres, of: featurizer, item: id)
         try add(
             to: &file, id: id, title: title, genres: genres,
             features: featurizer.features(title: title, genres: genres, tags: tags, year: year))
+    }
+
+    /// `genres` spelled as the model's genre columns are (matched ignoring case: "comedy" is "Comedy"); a genre
+    /// the model has no column for is refused, listing the ones it has, since it would add nothing to the item
+    /// (a misspelt genre would silently leave the item without it).
+    static func canonicalGenres(_ genres: [String], of featurizer: ItemFeaturizer, item id: String)
+        throws(RecallError) -> [String]
+    {
+        let known = Dictionary(
+            featurizer.genres.map { ($0.lowercased(), $0) }, uniquingKeysWith: { first, _ in first })
+        var canonical: [String] = []
+        for genre in genres {
+            guard let match = known[genre.lowercased()] else {
+                let listed =
+                    featurizer.genres.isEmpty ? "it has none" : "it has " + featurizer.genres.joined(separator: ", ")
+                throw RecallError(
+                    code: .invalidRequest,
+                    message: "item '\(id)': genre '\(genre)' is not one of the model's genres (\(listed))")
+            }
+            if !canonical.contains(match) { canonical.append(match) }
+        }
+        return canonical
     }
 
     /// Adds an item whose feature row was already made by the importer (a data set's content-only item, tags

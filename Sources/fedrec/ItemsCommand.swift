@@ -65,7 +65,13 @@ struct ItemsAddCommand: AsyncParsableCommand {
         if let title, title.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--title must not be empty")
         }
+        if let year, !Self.releaseYears.contains(year) {
+            throw ValidationError("--year must lie in \(Self.releaseYears), got \(year)")
+        }
     }
+
+    /// Years `--year` takes: a release year (the importer's year buckets run from before 1910 to the 2010s).
+    static let releaseYears = 1800...2100
 
     func run() async throws {
         var file = try ModelLoading.model(at: model)

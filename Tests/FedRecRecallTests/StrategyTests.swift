@@ -208,6 +208,16 @@ import Testing
         try ColdItems.add(to: &file, id: "new", title: "Brand New Drama (2021)", genres: ["Drama"], tags: ["fresh"])
         #expect(file.addedItems.count == 1)
         #expect(throws: RecallError.self) { try ColdItems.add(to: &file, id: "new", title: "x", genres: []) }
+        // Genres match the model's ignoring case; one it has no column for is refused, naming those it has.
+        var spelt = Fixture.modelFile()
+        try ColdItems.add(to: &spelt, id: "new", title: "Brand New Drama (2021)", genres: ["drama"], tags: ["fresh"])
+        #expect(spelt.addedItems == file.addedItems)
+        let unknown = try #require(throws: RecallError.self) {
+            try ColdItems.add(to: &spelt, id: "other", title: "Other (2021)", genres: ["Dramma"])
+        }
+        #expect(unknown.message.contains("genre 'Dramma' is not one of the model's genres (it has "), "\(unknown)")
+        #expect(unknown.message.contains("Drama"), "\(unknown)")
+        #expect(spelt.addedItems.count == 1)
         // A feature row made elsewhere (a data set's, in its own column order) gives the same item.
         var twin = Fixture.modelFile()
         let names = try #require(twin.itemContent?.featureNames)

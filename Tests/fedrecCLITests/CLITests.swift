@@ -77,6 +77,7 @@ import Testing
         (["train", "--dataset", "x", "--out", "/tmp"], "'/tmp' is a folder"),
         (["items", "add", "--model", "m", "--id", "new\n7", "--title", "New (2024)"], "holds a control character"),
         (["items", "add", "--model", "m", "--id", "new", "--title", " "], "--title must not be empty"),
+        (["items", "add", "--model", "m", "--id", "new", "--title", "T", "--year", "99999"], "--year must lie in 1800...2100"),
         (["items", "add", "--model", "m", "--id", "X,1", "--title", "T (2020)"], "holds a comma or surrounding spaces"),
         (["items", "add", "--model", "m", "--id", " X", "--title", "T (2020)"], "holds a comma or surrounding spaces"),
         // The demo checks what it forwards before importing or making keys; addresses are IPv4 literals.
