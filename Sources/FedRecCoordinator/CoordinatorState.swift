@@ -187,17 +187,11 @@ public struct StateStore: Sendable {
             return state
         } catch let error as CoordinatorError {
             throw error
-        } catch let DecodingError.keyNotFound(key, context) {
-            let path = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
-            throw CoordinatorError(code: .state, message: "\(statePath): field '\(path)' is missing; nothing was changed")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
-            let DecodingError.dataCorrupted(context)
-        {
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            let detail = context.underlyingError.map { "\(context.debugDescription) (\($0))" } ?? context.debugDescription
+        } catch let error as DecodingError {
+            let problem = JSONDecodingProblem(
+                error, json: (try? Data(contentsOf: URL(fileURLWithPath: statePath))) ?? Data())
             throw CoordinatorError(
-                code: .state,
-                message: "\(statePath): " + (path.isEmpty ? "" : "field '\(path)': ") + detail + "; nothing was changed")
+                code: .state, message: "\(statePath): \(problem.map { "\($0)" } ?? "\(error)"); nothing was changed")
         } catch {
             throw CoordinatorError(code: .state, message: "\(statePath): \(error)")
         }
@@ -314,7 +308,8 @@ public struct StateStore: Sendable {
         let lockPath = directory + "/.lock"
         let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
-            throw CoordinatorError(code: .state, message: "cannot open \(lockPath) (errno \(errno)): is the folder writable?")
+            throw CoordinatorError(
+                code: .state, message: "cannot open \(lockPath) (errno \(errno)): is the folder writable?")
         }
         if flock(descriptor, LOCK_EX | LOCK_NB) == 0 {
             folderLock = FolderLock(descriptor: descriptor)

@@ -1,3 +1,4 @@
+import FedRecTensor
 import Foundation
 
 /// Options of an import; stored in the manifest so a data set records how it was made.
@@ -159,13 +160,11 @@ public struct DatasetManifest: Codable, Sendable, Equatable {
         }
         do {
             return try decoder.decode(DatasetManifest.self, from: Data(bytes))
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw DataError.at(.corruptDataset, file: file, field: key.stringValue, "missing key")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
-            let DecodingError.dataCorrupted(context)
-        {
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw DataError.at(.corruptDataset, file: file, field: path, context.debugDescription)
+        } catch let error as DecodingError {
+            guard let problem = JSONDecodingProblem(error, json: Data(bytes)) else {
+                throw DataError.at(.corruptDataset, file: file, "\(error)")
+            }
+            throw DataError.at(.corruptDataset, file: file, field: problem.field, problem.message)
         } catch {
             throw DataError.at(.corruptDataset, file: file, "\(error)")
         }

@@ -197,6 +197,17 @@ import Testing
             let error = try #require(throws: CoordinatorError.self) { _ = try store.load() }
             #expect(error.code == .state && error.message.contains("field '\(field)'"), "\(path): \(error.message)")
         }
+        // A fraction where a whole number belongs: Foundation names no field and calls the JSON invalid; the
+        // message says what is wrong instead.
+        var object = try #require(try JSONSerialization.jsonObject(with: original) as? [String: Any])
+        object["nextRound"] = 2.5
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: store.statePath))
+        let fraction = try #require(throws: CoordinatorError.self) { _ = try store.load() }
+        #expect(fraction.message.contains("a number does not fit its field"), "\(fraction.message)")
+        #expect(!fraction.message.contains("not valid JSON"), "\(fraction.message)")
+        try Data("{\"nextRound\": ".utf8).write(to: URL(fileURLWithPath: store.statePath))
+        let cut = try #require(throws: CoordinatorError.self) { _ = try store.load() }
+        #expect(!cut.message.contains("a number does not fit"), "\(cut.message)")
     }
 
     /// Once state.json is written it is only ever replaced, so later rounds' checkpoints without it mean it was
