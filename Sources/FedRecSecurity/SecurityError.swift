@@ -70,5 +70,6 @@ public struct SecurityError: Error, Hashable, Sendable, CustomStringConvertible 
         self.message = message
     }
 
-    public var description: String { "\(code): \(message)" }
+    /// The message alone: each says what failed in words (the code is for programs, `code`).
+    public var description: String { message }
 }

@@ -70,6 +70,11 @@ struct KeysCommand: AsyncParsableCommand {
             let identities: [PublicIdentity]
             if try KeyFiles.isSecretKeyFile(path: file) {
                 identities = [try KeyFiles.loadIdentity(path: file).publicIdentity]
+            } else if file.hasSuffix(".key") {
+                // Read as an allow-list, it would be refused for not holding public lines, which misleads.
+                throw ValidationError(
+                    "\(file) is not a fedrec key file (its first line is not '\(KeyFiles.secretHeader)'); "
+                        + "'fedrec keys generate' writes them")
             } else {
                 identities = try KeyFiles.loadAllowList(path: file).entries
                 // An empty file parses as an empty allow-list; saying nothing would look like success.

@@ -93,6 +93,28 @@ import Testing
         #expect(result.combined.contains(message), "\(arguments): \(result.combined)")
     }
 
+    /// `keys show` prints a key file's public identity; a file named .key that is not one, or one readable by
+    /// others, is refused in words (no error-code prefix).
+    @Test func keysShowNamesWhatIsWrongWithAKeyFile() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let keys = folder.path
+        try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", "a"]).status == 0)
+        let shown = try CLI.run(["keys", "show", keys + "/a.key"])
+        #expect(shown.status == 0 && shown.output.hasPrefix("a ed25519:"), "\(shown.combined)")
+        try "garbage\n".write(toFile: keys + "/b.key", atomically: true, encoding: .utf8)
+        chmod(keys + "/b.key", 0o600)
+        let garbage = try CLI.run(["keys", "show", keys + "/b.key"])
+        #expect(garbage.status != 0)
+        #expect(
+            garbage.combined.contains("b.key is not a fedrec key file (its first line is not 'fedrec-identity-v1')"),
+            "\(garbage.combined)")
+        chmod(keys + "/a.key", 0o644)
+        let open = try CLI.run(["keys", "show", keys + "/a.key"])
+        #expect(open.status != 0)
+        #expect(open.combined.contains("Error: \(keys)/a.key has mode 0644"), "\(open.combined)")
+    }
+
     @Test func missingInputsAreNamed() throws {
         let folder = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
