@@ -26,7 +26,7 @@ struct IndexOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "HNSW search breadth (efSearch) of a query.")
     var efSearch: Int = 128
 
-    @Flag(help: "Rebuild the HNSW file even when it exists.")
+    @Flag(help: "Rebuild the HNSW file even when it exists (one built from another item matrix or with other --hnsw-m / --ef-construction is rebuilt anyway).")
     var rebuildIndex = false
 
     func validate() throws {
@@ -49,7 +49,8 @@ struct IndexOptions: ParsableArguments {
     func indexPath(model: String) -> String { indexFile ?? model + ".hnsw" }
 
     /// The index for `catalogue`. HNSW policy: a file built from another item matrix (stale: the model was
-    /// retrained or items were added) or damaged is rebuilt and overwritten, with a note on stderr; a file at an
+    /// retrained or items were added), with other build options (`--hnsw-m`, `--ef-construction`) or damaged is
+    /// rebuilt and overwritten, with a note on stderr; a file at an
     /// explicit --index-file that is no fedrec HNSW index (a model, say) is an error unless --rebuild-index, and
     /// the index path may never be the model's own.
     func makeIndex(catalogue: RecallCatalogue, model: String) throws -> any ItemIndex {
@@ -72,6 +73,14 @@ struct IndexOptions: ParsableArguments {
                         code: .staleIndex,
                         message: "\(path): the index holds \(index.count) x \(index.dimension) vectors, the model "
                             + "\(catalogue.count) x \(catalogue.embeddings.columns)")
+                }
+                // Built with other options than asked (--hnsw-m, --ef-construction, defaults included): it would
+                // be searched as if it were the graph asked for.
+                guard index.parameters.m == hnswM, index.parameters.efConstruction == efConstruction else {
+                    throw RecallError(
+                        code: .staleIndex,
+                        message: "\(path) was built with M \(index.parameters.m), efConstruction "
+                            + "\(index.parameters.efConstruction); asked for M \(hnswM), efConstruction \(efConstruction)")
                 }
                 return index
             }

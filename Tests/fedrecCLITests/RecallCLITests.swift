@@ -61,6 +61,17 @@ import FoundationNetworking
         let hnsw = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1,i2,i3,i4,i5", "--index", "hnsw", "--k", "3"])
         #expect(hnsw.status == 0, "\(hnsw.combined)")
         #expect(FileManager.default.fileExists(atPath: setup.model + ".hnsw"))
+        #expect(!hnsw.error.contains("rebuilding"), "\(hnsw.combined)")
+        // The saved index is reused as built; other build options rebuild it, with a note, then it is reused.
+        let again = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw"])
+        #expect(again.status == 0 && !again.error.contains("rebuilding"), "\(again.combined)")
+        let otherM = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw", "--hnsw-m", "8"])
+        #expect(otherM.status == 0, "\(otherM.combined)")
+        #expect(otherM.error.contains("was built with M 32, efConstruction 40; asked for M 8, efConstruction 40; rebuilding it"), "\(otherM.combined)")
+        let sameM = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw", "--hnsw-m", "8"])
+        #expect(sameM.status == 0 && !sameM.error.contains("rebuilding"), "\(sameM.combined)")
+        let back = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--index", "hnsw"])
+        #expect(back.error.contains("asked for M 32, efConstruction 40; rebuilding it"), "\(back.combined)")
 
         // An index path that holds something else (here a copy of the model) is never overwritten unasked, and
         // the model file itself is never an index path.
