@@ -26,7 +26,10 @@ struct IndexOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "HNSW search breadth (efSearch) of a query.")
     var efSearch: Int = 128
 
-    @Flag(help: "Rebuild the HNSW file even when it exists (one built from another item matrix or with other --hnsw-m / --ef-construction is rebuilt anyway).")
+    @Flag(
+        help:
+            "Rebuild the HNSW file even when it exists (one built from another item matrix or with other --hnsw-m / --ef-construction is rebuilt anyway)."
+    )
     var rebuildIndex = false
 
     func validate() throws {
@@ -80,7 +83,8 @@ struct IndexOptions: ParsableArguments {
                     throw RecallError(
                         code: .staleIndex,
                         message: "\(path) was built with M \(index.parameters.m), efConstruction "
-                            + "\(index.parameters.efConstruction); asked for M \(hnswM), efConstruction \(efConstruction)")
+                            + "\(index.parameters.efConstruction); asked for M \(hnswM), efConstruction \(efConstruction)"
+                    )
                 }
                 return index
             }
