@@ -194,9 +194,14 @@ struct RecallCommand: AsyncParsableCommand {
             print(RecallSetup.json(rows, pretty: true))
             return
         }
+        // The channels that placed an item (one available without slots, the embedding channel of a cold request
+        // by default, placed none), in channel order.
+        let placing = Set(result.items.map(\.channel))
+        let channels = result.channels.filter { placing.contains($0) }.map(\.rawValue)
         print(
             "history: \(request.history.count) items (\(result.state.rawValue)); top \(rows.count) of \(catalogue.count) "
-                + "via \(result.channels.map(\.rawValue).joined(separator: ", ")) (\(recommender.index.kind) index"
+                + "via \(channels.isEmpty ? "no channel" : channels.joined(separator: ", ")) "
+                + "(\(recommender.index.kind) index"
                 + "\(configuration.excludeSeen ? ", seen items excluded" : ""))")
         for row in rows {
             let genreText = row.genres.isEmpty ? "" : "  [\(row.genres.joined(separator: "|"))]"

@@ -49,6 +49,10 @@ import FoundationNetworking
         try #require(cold.status == 0, "\(cold.combined)")
         let coldRows = try #require(try Self.json(cold.output) as? [[String: Any]])
         #expect(Set(coldRows.compactMap { $0["channel"] as? String }) == ["popularity", "content"])
+        // The text header names the channels that placed items (not the embedding channel, which had no slots).
+        let coldText = try CLI.run(["recall", "--model", setup.model, "--history-ids", "", "--k", "6"])
+        #expect(coldText.output.contains("(cold); top 6 of"), "\(coldText.combined)")
+        #expect(coldText.output.contains(" via content, popularity ("), "\(coldText.combined)")
 
         let zero = try CLI.run(["recall", "--model", setup.model, "--history-ids", "i1", "--k", "0"])
         #expect(zero.status != 0 && zero.combined.contains("--k must be positive"))
