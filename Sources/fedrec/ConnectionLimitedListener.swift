@@ -24,7 +24,8 @@ struct ConnectionLimitedListener: HTTP2ServerTransport.ListenerFactory {
     ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
         let gate = self.gate
         do {
-            return try await bind(gate: gate, listenerConfigurator: listenerConfigurator,
+            return try await bind(
+                gate: gate, listenerConfigurator: listenerConfigurator,
                 connectionConfigurator: connectionConfigurator)
         } catch {
             throw ListenFailure(host: host, port: port, option: "--address", underlying: error)
