@@ -253,7 +253,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 if now - since > options.connectTimeout {
                     throw ClientError(
                         code: .unreachable,
-                        message: "every answer of the coordinator for \(options.connectTimeout) was malformed: \(error)")
+                        message: "every answer of the coordinator for \(options.connectTimeout) was malformed: \(error)"
+                    )
                 }
                 try await pause(.milliseconds(250))
             }
@@ -449,7 +450,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             runTerms: try Wire.runTermsDigest(
                 modelConfigurationJSON: response.modelConfigurationJson, fold: response.fold),
             configuration: configuration,
-            shapes: shapes, users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures)
+            shapes: shapes, users: users, userFeatures: configuration.userFeatureCount == 0 ? nil : dataset.userFeatures
+        )
     }
 
     /// Opens an assignment: the round key sealed for one of this process's clients, the model under it, the
@@ -563,7 +565,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
         // as soon as it is trained and sent while the next client trains, all through one call.
-        let taken = try await submitInOneCall(
+        let (taken, _) = try await submitInOneCall(
             selected, round: round, what: "update", sampleMemory: true, deadline: deadline, service: service
         ) { id in
             guard ContinuousClock.now < deadline else {
@@ -584,16 +586,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// skip it, and each is written while the next is prepared. At most `uploadsInFlight` prepared messages wait
     /// to be written, which bounds their memory. The call starts with the first message (nothing to send, no
     /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). Returns the clients
-    /// whose messages the coordinator took; refusals are logged, not thrown.
+    /// whose messages the coordinator took, and its answer when it took them all (for a secure stage, it may
+    /// carry the next stage's inputs); refusals are logged, not thrown.
     func submitInOneCall<Item>(
         _ items: [Item], round: Int, what: String, sampleMemory: Bool, deadline: ContinuousClock.Instant,
         stageDeadline: Duration = .zero, service: Fedrec_V1_Coordinator.Client<Transport>,
         prepare: (Item) async throws -> (client: String, messages: [Fedrec_V1_UpdateMessage])?
-    ) async throws -> [String] {
+    ) async throws -> (taken: [String], response: Fedrec_V1_SubmitResponse?) {
         let (uploads, feed) = AsyncStream.makeStream(of: (String, [Fedrec_V1_UpdateMessage]).self)
         let (written, writtenFeed) = AsyncStream.makeStream(of: Void.self)
         let uploadsInFlight = max(1, options.uploadsInFlight)
-        return try await withThrowingTaskGroup(of: [String].self) { group in
+        return try await withThrowingTaskGroup(of: ([String], Fedrec_V1_SubmitResponse?).self) { group in
             var acknowledgements = written.makeAsyncIterator()
             var pending = 0
             var uploading = false
@@ -619,7 +622,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 }
             }
             feed.finish()
-            return try await group.next() ?? []
+            return try await group.next() ?? ([], nil)
         }
     }
 
@@ -641,16 +644,17 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     }
 
     /// Writes the sealed messages, as they come, into one `SubmitUpdate` call, acknowledging each once written;
-    /// returns the clients whose messages were taken (`Wire.takenClients` when the call failed).
+    /// returns the clients whose messages were taken (`Wire.takenClients` when the call failed) and the answer
+    /// when it did not fail.
     private func upload(
         _ uploads: AsyncStream<(String, [Fedrec_V1_UpdateMessage])>,
         acknowledging written: AsyncStream<Void>.Continuation, round: Int, what: String, options: CallOptions,
         service: Fedrec_V1_Coordinator.Client<Transport>
-    ) async -> [String] {
+    ) async -> ([String], Fedrec_V1_SubmitResponse?) {
         defer { written.finish() }
         let sent = UploadTally()
         do {
-            _ = try await service.submitUpdate(
+            let response = try await service.submitUpdate(
                 options: options,
                 requestProducer: { writer in
                     for await (client, messages) in uploads {
@@ -659,13 +663,13 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                         written.yield()
                     }
                 })
-            return sent.written.withLock { $0 }
+            return (sent.written.withLock { $0 }, response)
         } catch let error as RPCError {
             logger.warning("\(what)(s) refused: \(error.message)", metadata: ["round": "\(round)"])
-            return Wire.takenClients(written: sent.written.withLock { $0 }, failure: error.metadata)
+            return (Wire.takenClients(written: sent.written.withLock { $0 }, failure: error.metadata), nil)
         } catch {
             logger.warning("\(what) upload failed: \(error)", metadata: ["round": "\(round)"])
-            return []
+            return ([], nil)
         }
     }
 

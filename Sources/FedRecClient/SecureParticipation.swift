@@ -63,7 +63,10 @@ extension FederatedClient {
         // not taken (or could not be made) stops.
         // Stage 1: advertise keys.
         try checkKillHook(stage: 1)
-        let advertised = try await submitInOneCall(
+        // A call's answer may carry the next stage's inputs (the coordinator held it until they were ready).
+        var answer: Fedrec_V1_SubmitResponse?
+        let advertised: [String]
+        (advertised, answer) = try await submitInOneCall(
             participants.keys.sorted(), round: round, what: "secure stage 1 message", sampleMemory: false,
             deadline: deadline, stageDeadline: secure.stageDeadline, service: service
         ) { id in
@@ -76,9 +79,18 @@ extension FederatedClient {
         // Stages 2-4: fetch the coordinator's output of the previous stage, answer it.
         for stage in 2...4 {
             guard !participants.isEmpty, !isStopping else { return }
-            let inputs = try await fetchStage(
-                stage - 1, clientIDs: participants.keys.sorted(), round: round, attempt: attempt,
-                participantCount: secure.parameters.participants.count, service: service)
+            let inputs: [String: [UInt8]]?
+            switch Self.inlineStage(answer, requested: Set(participants.keys)) {
+            case .aborted(let reason)?:
+                logger.warning("secure round \(round) attempt \(attempt) abandoned: \(reason)")
+                inputs = nil
+            case .inputs(let sealed)?:
+                inputs = openStageInputs(sealed, stage: stage - 1, round: round, attempt: attempt)
+            case .wait?, nil:
+                inputs = try await fetchStage(
+                    stage - 1, clientIDs: participants.keys.sorted(), round: round, attempt: attempt,
+                    participantCount: secure.parameters.participants.count, service: service)
+            }
             guard let inputs else { return }
             try checkKillHook(stage: stage)
             let present = Set(inputs.keys)
@@ -87,7 +99,8 @@ extension FederatedClient {
                 participants[id] = nil
             }
             // Once a round, when the first masked input (the largest message) is made, memory is sampled.
-            let answered = try await submitInOneCall(
+            let answered: [String]
+            (answered, answer) = try await submitInOneCall(
                 participants.keys.sorted(), round: round, what: "secure stage \(stage) message",
                 sampleMemory: stage == 3, deadline: deadline, stageDeadline: secure.stageDeadline, service: service
             ) { id in
@@ -168,7 +181,6 @@ extension FederatedClient {
         _ stage: Int, clientIDs: [String], round: Int, attempt: Int, participantCount: Int,
         service: Fedrec_V1_Coordinator.Client<Transport>
     ) async throws -> [String: [UInt8]]? {
-        let kind: MessageKind = stage == 1 ? .advertiseKeys : (stage == 2 ? .shareKeys : .unmask)
         let started = ContinuousClock.now
         while !isStopping {
             var request = Fedrec_V1_StageRequest.with {
@@ -202,32 +214,58 @@ extension FederatedClient {
                 }
                 continue
             case .inputs(let sealed):
-                var opened: [String: [UInt8]] = [:]
-                for (id, bytes) in sealed {
-                    guard let client = clients[id] else { continue }
-                    do {
-                        let envelope = try Envelope(serialized: bytes)
-                        // Bound to this attempt (sequence attempt * 8 + stage, authenticated): an earlier attempt's
-                        // input replayed on the path is refused.
-                        guard envelope.header.sequence == UInt64(attempt) * 8 + UInt64(stage) else {
-                            throw ProtocolError(
-                                code: .unexpectedMessage,
-                                message: "stage \(stage) input of sequence \(envelope.header.sequence), not of attempt "
-                                    + "\(attempt)", round: round)
-                        }
-                        opened[id] = try meter.measure(.crypto) {
-                            try envelope.open(
-                                using: client.keys.receive, clientID: id, kind: kind, round: UInt64(round))
-                        }
-                    } catch {
-                        logger.error(
-                            "secure stage input refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
-                    }
-                }
-                return opened
+                return openStageInputs(sealed, stage: stage, round: round, attempt: attempt)
             }
         }
         return nil
+    }
+
+    /// Opens the sealed inputs of `stage` (1 roster, 2 shares, 3 unmask request), each for its hosted client;
+    /// one that does not open, or belongs to another attempt, is logged and left out.
+    private func openStageInputs(_ sealed: [(String, [UInt8])], stage: Int, round: Int, attempt: Int)
+        -> [String: [UInt8]]
+    {
+        let kind: MessageKind = stage == 1 ? .advertiseKeys : (stage == 2 ? .shareKeys : .unmask)
+        var opened: [String: [UInt8]] = [:]
+        for (id, bytes) in sealed {
+            guard let client = clients[id] else { continue }
+            do {
+                let envelope = try Envelope(serialized: bytes)
+                // Bound to this attempt (sequence attempt * 8 + stage, authenticated): an earlier attempt's
+                // input replayed on the path is refused.
+                guard envelope.header.sequence == UInt64(attempt) * 8 + UInt64(stage) else {
+                    throw ProtocolError(
+                        code: .unexpectedMessage,
+                        message: "stage \(stage) input of sequence \(envelope.header.sequence), not of attempt "
+                            + "\(attempt)", round: round)
+                }
+                opened[id] = try meter.measure(.crypto) {
+                    try envelope.open(using: client.keys.receive, clientID: id, kind: kind, round: UInt64(round))
+                }
+            } catch {
+                logger.error(
+                    "secure stage input refused: \(error)", metadata: ["client": "\(id)", "round": "\(round)"])
+            }
+        }
+        return opened
+    }
+
+    /// The next stage's inputs a `SubmitResponse` carries, checked as `readStage` checks a `GetStage` answer: at
+    /// most one per requested client, none for another, each at most `maximumStageInputBytes`. Nil when it
+    /// carries none (no answer, or `stage_ready` false) or breaks those rules: the caller then polls
+    /// `GetStage` instead.
+    static func inlineStage(_ response: Fedrec_V1_SubmitResponse?, requested: Set<String>) -> StageAnswer? {
+        guard let response, response.stageReady else { return nil }
+        if !response.stageAborted.isEmpty { return .aborted(response.stageAborted) }
+        var answered = Set<String>()
+        var inputs: [(String, [UInt8])] = []
+        for input in response.stageInputs {
+            guard requested.contains(input.sealedFor), answered.insert(input.sealedFor).inserted,
+                input.envelope.count <= maximumStageInputBytes
+            else { return nil }
+            inputs.append((input.sealedFor, Array(input.envelope)))
+        }
+        return .inputs(inputs)
     }
 
     enum StageAnswer: Sendable {

@@ -203,6 +203,10 @@ public final class CoordinatorCore: Sendable {
     /// secure stage completes or closes, or the coordinator finishes or stops; an accepted update that leaves
     /// the round open notifies no one.
     let changes = ChangeSignal()
+    /// How secure stage inputs went out: in `SubmitUpdate` answers (`inline`, one per answer that carried them)
+    /// or through `GetStage` polls (`polled`, one per poll answered with inputs).
+    let stageDeliveries = Mutex((inline: 0, polled: 0))
+    public var stageDeliveryCounts: (inline: Int, polled: Int) { stageDeliveries.withLock { $0 } }
     let state: Mutex<CoreState>
     /// Differential privacy (nil: off). Plain-mode updates are clipped to its clip norm on arrival.
     let privacy: DifferentialPrivacyConfiguration?
@@ -545,7 +549,16 @@ public final class CoordinatorCore: Sendable {
     func isCollecting(round: Int) -> Bool { state.withLock { $0.open?.round == round } }
 
     /// Opens, checks freshness, decodes and hands an update to the machine. Every refusal is recorded.
-    func receive(envelope bytes: [UInt8], client: String, round: Int) throws -> Bool {
+    /// What `receive` took.
+    enum TakenMessage: Equatable {
+        /// A plain model update.
+        case update
+        /// A secure-aggregation message of `stage` (1...4) of `attempt`.
+        case stage(attempt: Int, stage: Int)
+    }
+
+    @discardableResult
+    func receive(envelope bytes: [UInt8], client: String, round: Int) throws -> TakenMessage {
         guard let session = session(of: client) else {
             throw reject(ProtocolError(code: .notEnrolled, message: "not enrolled", client: client, round: round))
         }
@@ -592,10 +605,9 @@ public final class CoordinatorCore: Sendable {
                         client: client, round: round))
             }
             // Stage messages carry `attempt * 8 + stage` as their (authenticated) sequence number.
-            try receiveSecure(
-                kind: kind, plaintext: plaintext, client: client, round: round,
-                attempt: Int(envelope.header.sequence / 8))
-            return true
+            let attempt = Int(envelope.header.sequence / 8)
+            try receiveSecure(kind: kind, plaintext: plaintext, client: client, round: round, attempt: attempt)
+            return .stage(attempt: attempt, stage: Int(envelope.header.sequence % 8))
         }
         var update: ClientUpdate
         do {
@@ -640,14 +652,14 @@ public final class CoordinatorCore: Sendable {
                     "client": "\(client)", "round": "\(round)", "received": "\(received)",
                     "outstanding": "\(outstanding)",
                 ])
-            return true
+            return .update
         case .rejected(let error):
             record(code: error.code.description, client: client, round: round, message: error.message)
             throw ProtocolError(code: .unexpectedMessage, message: error.description, client: client, round: round)
         case .closeRound(let result):
             stash(action)
             if result.excluded.contains(client) { throw invalid(result.rejections.last { $0.client == client }) }
-            return true
+            return .update
         case .retryRound(_, _, _, let rejections):
             stash(action)
             // The update that made the attempt too short to close may itself have failed validation: its reason
@@ -655,10 +667,10 @@ public final class CoordinatorCore: Sendable {
             if let reason = rejections.last, reason.client == client, reason.code.isValidationFailure {
                 throw invalid(reason)
             }
-            return false
+            return .update
         default:
             stash(action)
-            return false
+            return .update
         }
     }
 

@@ -186,7 +186,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, context: ServerContext
     ) async throws -> Fedrec_V1_SubmitResponse {
         let expired = Expiry()
-        return try await withThrowingTaskGroup(of: Fedrec_V1_SubmitResponse?.self) { group in
+        let submitted = try await withThrowingTaskGroup(of: Submitted?.self) { group in
             group.addTask { try await self.readUpdates(request, expired: expired) }
             group.addTask {
                 // Sets `expired` when the time is up; the reader, cancelled then, ends the call as stalled.
@@ -195,10 +195,53 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
             }
             defer { group.cancelAll() }
             while let result = try await group.next() {
-                if let response = result { return response }
+                if let submitted = result { return submitted }
                 group.cancelAll()  // the time is up: stop the reader
             }
             throw CancellationError()
+        }
+        var response = Fedrec_V1_SubmitResponse.with { $0.accepted = true }
+        if let awaited = submitted.awaitedStage { try await attachStageInputs(awaited, to: &response) }
+        return response
+    }
+
+    /// What a `SubmitUpdate` call took: when every message was taken and they were one stage's (1-3) messages
+    /// of one attempt, that stage and the clients, whose next inputs the answer may carry.
+    struct Submitted: Sendable {
+        var awaitedStage: (clients: [String], round: Int, attempt: Int, stage: Int)? = nil
+    }
+
+    /// The most bytes of sealed stage inputs one `SubmitResponse` carries; a process hosting clients whose inputs
+    /// are larger gets `stage_ready` false and polls `GetStage`, which streams them in chunks.
+    static let maximumInlineStageBytes = 1 << 20
+
+    /// Waits, as a `GetStage` poll does (at most `maximumWait`), until the stage's outputs are ready, then puts
+    /// the sealed next inputs of `awaited.clients` into `response` (or that the attempt was abandoned).
+    func attachStageInputs(
+        _ awaited: (clients: [String], round: Int, attempt: Int, stage: Int),
+        to response: inout Fedrec_V1_SubmitResponse
+    ) async throws {
+        switch try await awaitStageInputs(
+            clients: awaited.clients, round: awaited.round, attempt: awaited.attempt, stage: awaited.stage,
+            wait: maximumWait)
+        {
+        case .wait:
+            return
+        case .aborted(let reason):
+            response.stageReady = true
+            response.stageAborted = reason
+        case .inputs(let inputs):
+            // Too large for one answer: the process polls GetStage, which streams them (sealing them again; the
+            // round's sent-bytes figure then counts them twice, only in this rare case).
+            guard inputs.reduce(0, { $0 + $1.1.count }) <= Self.maximumInlineStageBytes else { return }
+            response.stageReady = true
+            core.stageDeliveries.withLock { $0.inline += 1 }
+            response.stageInputs = inputs.map { input in
+                .with {
+                    $0.sealedFor = input.0
+                    $0.envelope = Data(input.1)
+                }
+            }
         }
     }
 
@@ -206,7 +249,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     /// same metadata as any other failure (the messages taken before stay taken, and the sender learns which).
     func readUpdates(
         _ request: RPCAsyncSequence<Fedrec_V1_UpdateMessage, any Error>, expired: Expiry
-    ) async throws -> Fedrec_V1_SubmitResponse {
+    ) async throws -> Submitted {
         var messages = request.makeAsyncIterator()
         /// The next message; once the call's time is up (the stream then ends or fails), `CallExpired` instead.
         func nextMessage() async throws -> Fedrec_V1_UpdateMessage? {
@@ -224,6 +267,10 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         var refused: [String] = []
         /// The client of the message being read, until it is taken or refused.
         var reading: String? = nil
+        /// The clients of the secure-stage messages taken, and their (round, attempt, stage) while all share one.
+        var stageClients: [String] = []
+        var stageKey: (round: Int, attempt: Int, stage: Int)? = nil
+        var mixedStages = false
         do {
             next = try await nextMessage()
             guard next != nil else {
@@ -305,7 +352,15 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     if let refusal = refusedUpfront ?? admissionRefusal(client: client, round: round) {
                         throw core.reject(refusal)
                     }
-                    _ = try core.receive(envelope: bytes, client: client, round: round)
+                    if case .stage(let attempt, let stage) = try core.receive(
+                        envelope: bytes, client: client, round: round)
+                    {
+                        if stageKey == nil { stageKey = (round, attempt, stage) }
+                        if stageKey! != (round, attempt, stage) { mixedStages = true }
+                        stageClients.append(client)
+                    } else {
+                        mixedStages = true
+                    }
                     accepted += 1
                 } catch let error as ProtocolError {
                     refusals.append(error)  // recorded and logged where it was raised; the stream goes on
@@ -332,7 +387,11 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
             throw Self.failure(
                 broken: nil, refusals: refusals, refused: refused, submitted: submitted, accepted: accepted)
         }
-        return .with { $0.accepted = true }
+        var result = Submitted()
+        if !mixedStages, let key = stageKey, (1...3).contains(key.stage) {
+            result.awaitedStage = (stageClients, key.round, key.attempt, key.stage)
+        }
+        return result
     }
 
     /// Why a message of `client` for `round` cannot be taken whatever it holds (the client is not enrolled, or the

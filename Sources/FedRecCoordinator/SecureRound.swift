@@ -385,7 +385,6 @@ extension CoordinatorService {
     /// `GetStage`: long-polls until the requested stage's inputs are ready, then streams them.
     func secureStage(request: Fedrec_V1_StageRequest, response: RPCWriter<Fedrec_V1_RoundMessage>) async throws {
         let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
-        let start = core.clock.now
         let round = Int(clamping: request.round)
         let attempt = Int(request.attempt)
         // A stage a client never fetches (1-3 are the coordinator's answers) is refused and recorded like any
@@ -396,40 +395,47 @@ extension CoordinatorService {
                     code: .unexpectedMessage, message: "no stage \(request.stage) to fetch (1...3)",
                     client: request.clientIds.first, round: round))
         }
+        switch try await awaitStageInputs(
+            clients: request.clientIds, round: round, attempt: attempt, stage: Int(request.stage), wait: wait)
+        {
+        case .aborted(let reason):
+            try await response.write(.with { $0.aborted = .with { $0.reason = reason } })
+        case .wait:
+            try await response.write(.with { $0.wait = .init() })
+        case .inputs(let inputs):
+            core.stageDeliveries.withLock { $0.polled += 1 }
+            for (client, sealed) in inputs {
+                let (plan, chunks) = core.meter.measure(.codec) {
+                    Chunker.split(sealed, chunkSize: core.chunkSize)
+                }
+                try await response.write(
+                    .with {
+                        $0.stageHeader = .with {
+                            $0.round = request.round
+                            $0.attempt = request.attempt
+                            $0.stage = request.stage
+                            $0.sealedFor = client
+                            $0.payload = Wire.payloadInfo(plan)
+                        }
+                    })
+                try await Self.writeChunks(chunks, to: response)
+            }
+        }
+    }
+
+    /// The sealed inputs of `stage` (1 roster, 2 inbox, 3 unmask request) for `clients`, once ready, or that the
+    /// attempt was abandoned; `.wait` when they are not ready within `wait` (or the coordinator is stopping).
+    func awaitStageInputs(clients: [String], round: Int, attempt: Int, stage: Int, wait: Duration) async throws
+        -> CoordinatorCore.StageAnswer
+    {
+        let start = core.clock.now
         while true {
             let version = core.changes.version
-            switch try core.stageInputs(
-                for: request.clientIds, round: round, attempt: attempt, stage: Int(request.stage))
-            {
-            case .aborted(let reason):
-                try await response.write(.with { $0.aborted = .with { $0.reason = reason } })
-                return
-            case .inputs(let inputs):
-                for (client, sealed) in inputs {
-                    let (plan, chunks) = core.meter.measure(.codec) {
-                        Chunker.split(sealed, chunkSize: core.chunkSize)
-                    }
-                    try await response.write(
-                        .with {
-                            $0.stageHeader = .with {
-                                $0.round = request.round
-                                $0.attempt = request.attempt
-                                $0.stage = request.stage
-                                $0.sealedFor = client
-                                $0.payload = Wire.payloadInfo(plan)
-                            }
-                        })
-                    try await Self.writeChunks(chunks, to: response)
-                }
-                return
-            case .wait:
-                // A cancelled handler (the server is being torn down) would find every wait over at once.
-                if core.isStopping || Task.isCancelled || core.clock.now.offset - start.offset >= wait {
-                    try await response.write(.with { $0.wait = .init() })
-                    return
-                }
-                await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
-            }
+            let answer = try core.stageInputs(for: clients, round: round, attempt: attempt, stage: stage)
+            guard case .wait = answer else { return answer }
+            // A cancelled handler (the server is being torn down) would find every wait over at once.
+            if core.isStopping || Task.isCancelled || core.clock.now.offset - start.offset >= wait { return .wait }
+            await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
         }
     }
 }

@@ -6,8 +6,8 @@ import FedRecFederation
 import FedRecModel
 import FedRecProtocol
 import FedRecTensor
-import GRPCInProcessTransport
 import Foundation
+import GRPCInProcessTransport
 import Testing
 
 /// What round 0 of a FedAvg (server learning rate 1) run must produce from the given survivors, recomputed here
@@ -97,6 +97,10 @@ struct SecureAggregationTests {
         #expect(records.map(\.round) == [0, 1])
         #expect(records.allSatisfy { $0.participants == fixture.userIDs.count })
         #expect(coordinator.core.rejections.isEmpty)
+        // With no one missing, each stage's inputs came back in the answer to the stage's upload: 3 stages a
+        // round, no GetStage poll.
+        let deliveries = coordinator.core.stageDeliveryCounts
+        #expect(deliveries.inline == 3 * 2 && deliveries.polled == 0, "\(deliveries)")
     }
 
     /// Plain and secure, float32 and bfloat16 on the wire: the one-round checkpoint's user tower is the initial

@@ -93,4 +93,42 @@ struct StageReaderTests {
         #expect(error.code == .oversized, "\(error)")
         #expect(error.message.contains("stage answer of more than 20 bytes for 3 client(s)"), "\(error)")
     }
+
+    /// The next stage's inputs carried in a `SubmitUpdate` answer are checked as a `GetStage` answer is: nil
+    /// (poll instead) when not ready, when one is for a client not asked for, twice for one client, or too large.
+    @Test("stage inputs in an upload's answer are taken only as a GetStage answer would be")
+    func inlineInputs() {
+        typealias Client = FederatedClient<InProcessTransport.Client>
+        func answer(_ inputs: [(String, Int)], ready: Bool = true, aborted: String = "") -> Fedrec_V1_SubmitResponse {
+            .with {
+                $0.accepted = true
+                $0.stageReady = ready
+                $0.stageAborted = aborted
+                $0.stageInputs = inputs.map { input in
+                    .with {
+                        $0.sealedFor = input.0
+                        $0.envelope = Data(repeating: 7, count: input.1)
+                    }
+                }
+            }
+        }
+        let requested: Set<String> = ["a", "b"]
+        guard case .inputs(let taken)? = Client.inlineStage(answer([("a", 3), ("b", 4)]), requested: requested)
+        else {
+            Issue.record("inputs expected")
+            return
+        }
+        #expect(taken.map(\.0) == ["a", "b"] && taken.map(\.1.count) == [3, 4])
+        if case .aborted(let reason)? = Client.inlineStage(answer([], aborted: "too few"), requested: requested) {
+            #expect(reason == "too few")
+        } else {
+            Issue.record("aborted expected")
+        }
+        #expect(Client.inlineStage(nil, requested: requested) == nil)
+        #expect(Client.inlineStage(answer([("a", 3)], ready: false), requested: requested) == nil)
+        #expect(Client.inlineStage(answer([("c", 3)]), requested: requested) == nil)
+        #expect(Client.inlineStage(answer([("a", 3), ("a", 3)]), requested: requested) == nil)
+        #expect(
+            Client.inlineStage(answer([("a", Client.maximumStageInputBytes + 1)]), requested: requested) == nil)
+    }
 }

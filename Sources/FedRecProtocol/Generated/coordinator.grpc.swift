@@ -212,7 +212,8 @@ extension Fedrec_V1_Coordinator {
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
         /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+        /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
@@ -346,7 +347,8 @@ extension Fedrec_V1_Coordinator {
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
         /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+        /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
@@ -479,7 +481,8 @@ extension Fedrec_V1_Coordinator {
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
         /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+        /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
@@ -864,7 +867,8 @@ extension Fedrec_V1_Coordinator {
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
         /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+        /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
@@ -1067,7 +1071,8 @@ extension Fedrec_V1_Coordinator {
         /// >
         /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
         /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-        /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+        /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+        /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
         /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
@@ -1274,7 +1279,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// >
     /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
     /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-    /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+    /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+    /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
     /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
     /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
     /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
@@ -1477,7 +1483,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// >
     /// > One or more sealed client messages, one after another: each an `UpdateHeader`, then its envelope in
     /// > `DataChunk`s (a client process sends all its clients' updates of a round, or all their messages of one
-    /// > secure-aggregation stage, in one call). The envelope's kind says what it is: a plain model update, or
+    /// > secure-aggregation stage, in one call; for stages 1-3 the answer may carry the next stage's inputs, see
+    /// > `SubmitResponse`). The envelope's kind says what it is: a plain model update, or
     /// > (secure aggregation) advertised keys, encrypted shares, a masked input or an unmasking response. Each
     /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
     /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in

@@ -483,6 +483,32 @@ public nonisolated struct Fedrec_V1_SubmitResponse: Sendable {
 
   public var message: String = String()
 
+  /// Secure aggregation: when every message of the call was taken and they were one stage's (1-3) messages of
+  /// one attempt, the coordinator holds the answer (bounded, as a `GetStage` poll) until the stage's outputs are
+  /// ready and returns the next inputs of the call's clients here, saving the caller a `GetStage` call.
+  /// `stage_ready` false (waited too long, or the inputs would make the answer too large): poll `GetStage`.
+  public var stageReady: Bool = false
+
+  /// The round (attempt) was abandoned (as `StageAborted`); set with `stage_ready`.
+  public var stageAborted: String = String()
+
+  /// One sealed input per call client that takes part in the next stage (as `GetStage` streams them).
+  public var stageInputs: [Fedrec_V1_SealedStageInput] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedrec_V1_SealedStageInput: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sealedFor: String = String()
+
+  public var envelope: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1440,7 +1466,7 @@ nonisolated extension Fedrec_V1_UpdateMessage: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}code\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}code\0\u{1}message\0\u{3}stage_ready\0\u{3}stage_aborted\0\u{3}stage_inputs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1451,6 +1477,9 @@ nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.code) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.stageReady) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.stageAborted) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.stageInputs) }()
       default: break
       }
     }
@@ -1466,6 +1495,15 @@ nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProt
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 3)
     }
+    if self.stageReady != false {
+      try visitor.visitSingularBoolField(value: self.stageReady, fieldNumber: 4)
+    }
+    if !self.stageAborted.isEmpty {
+      try visitor.visitSingularStringField(value: self.stageAborted, fieldNumber: 5)
+    }
+    if !self.stageInputs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.stageInputs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1473,6 +1511,44 @@ nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.accepted != rhs.accepted {return false}
     if lhs.code != rhs.code {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.stageReady != rhs.stageReady {return false}
+    if lhs.stageAborted != rhs.stageAborted {return false}
+    if lhs.stageInputs != rhs.stageInputs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedrec_V1_SealedStageInput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SealedStageInput"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sealed_for\0\u{1}envelope\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.sealedFor) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.envelope) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.sealedFor.isEmpty {
+      try visitor.visitSingularStringField(value: self.sealedFor, fieldNumber: 1)
+    }
+    if !self.envelope.isEmpty {
+      try visitor.visitSingularBytesField(value: self.envelope, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedrec_V1_SealedStageInput, rhs: Fedrec_V1_SealedStageInput) -> Bool {
+    if lhs.sealedFor != rhs.sealedFor {return false}
+    if lhs.envelope != rhs.envelope {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
