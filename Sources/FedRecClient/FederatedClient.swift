@@ -266,8 +266,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// state, follows in parentheses for diagnosis).
     static func unreachableMessage(_ error: RPCError, host: String, port: Int, after timeout: Duration) -> String {
         let address = "\(host):\(port)"
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) * 1e-18
-        let span = "for \(seconds.formatted(.number.precision(.fractionLength(0...3)))) s (--connect-timeout)"
+        let span = "for \(timeout.seconds.formatted(.number.precision(.fractionLength(0...3)))) s (--connect-timeout)"
         let what: String
         switch error.code {
         case .unavailable:

@@ -355,8 +355,8 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
                     if case .stage(let attempt, let stage) = try core.receive(
                         envelope: bytes, client: client, round: round)
                     {
-                        if stageKey == nil { stageKey = (round, attempt, stage) }
-                        if stageKey! != (round, attempt, stage) { mixedStages = true }
+                        if let key = stageKey, key != (round, attempt, stage) { mixedStages = true }
+                        stageKey = stageKey ?? (round, attempt, stage)
                         stageClients.append(client)
                     } else {
                         mixedStages = true

@@ -213,10 +213,3 @@ public struct TwoTowerWorkspace: Sendable {
         candidates = SoftmaxCandidates(positives: positives, negatives: negativeRows, logCorrection: correction)
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
-}

@@ -121,7 +121,7 @@ public final class PhaseMeter: Sendable {
         phases["transport"] = max(0, cpu - measured.values.reduce(0, +))
         let wall = ContinuousClock.now - started
         return PhaseReport(
-            cpuSeconds: cpu, wallSeconds: Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18,
+            cpuSeconds: cpu, wallSeconds: wall.seconds,
             peakResidentBytes: Int(usage.ru_maxrss) * 1024, phaseCPUSeconds: phases,
             peakPrivateBytes: memory.privateBytes > 0 ? memory.privateBytes : nil,
             peakProportionalBytes: memory.proportionalBytes > 0 ? memory.proportionalBytes : nil)

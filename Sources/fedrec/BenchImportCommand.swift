@@ -76,11 +76,8 @@ struct BenchImportCommand: AsyncParsableCommand {
             _ = try Dataset.load(from: folder + "/dataset")
         }
         let c = result!.manifest.counts
-        func seconds(_ d: Duration) -> Double {
-            Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-        }
-        let importSeconds = seconds(importTime)
-        let writeSeconds = seconds(writeTime)
+        let importSeconds = importTime.seconds
+        let writeSeconds = writeTime.seconds
         print("kept: \(c.interactionsKept) interactions, \(c.usersKept) users, \(c.catalogueItems) items")
         print(
             String(
@@ -91,6 +88,6 @@ struct BenchImportCommand: AsyncParsableCommand {
             String(
                 format: "total: %.3f s, %.0f rows/s", importSeconds + writeSeconds,
                 Double(rows) / (importSeconds + writeSeconds)))
-        print(String(format: "load data-set folder (verify + parse + split): %.3f s", seconds(loadTime)))
+        print(String(format: "load data-set folder (verify + parse + split): %.3f s", loadTime.seconds))
     }
 }

@@ -141,8 +141,7 @@ struct BenchTrainStepCommand: AsyncParsableCommand {
                 timing.optimizer += result.timing.optimizer
                 loss = result.loss
             }
-            let elapsed = clock.now - start
-            return (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18, timing, loss)
+            return ((clock.now - start).seconds, timing, loss)
         }
         _ = runSteps(max(3, steps / 4))  // warm-up: workspaces reach their steady size
         var results = (0..<runs).map { _ in runSteps(steps) }

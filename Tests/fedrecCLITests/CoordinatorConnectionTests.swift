@@ -37,25 +37,32 @@ struct CoordinatorConnectionTests {
         return (dataset, keys)
     }
 
-    @Test("a coordinator fails at once, announcing no address, when its port is taken or its allow-list cannot fill a round")
-    func portInUse() throws {
-        let folder = try CLI.temporaryFolder()
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let (dataset, keys) = try Self.coordinatorInputs(in: folder)
-        // Another process's listener on a loopback port.
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(holder) }
+    /// A TCP socket bound to a free loopback port (listening when `listening`), and that port.
+    static func loopbackSocket(listening: Bool) throws -> (socket: Int32, port: UInt16) {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(holder, $0, length) == 0 && listen(holder, 4) == 0 && getsockname(holder, $0, &length) == 0
+                bind(descriptor, $0, length) == 0 && (!listening || listen(descriptor, 4) == 0)
+                    && getsockname(descriptor, $0, &length) == 0
             }
         }
+        if !bound { close(descriptor) }
         try #require(bound)
-        let port = UInt16(bigEndian: address.sin_port)
+        return (descriptor, UInt16(bigEndian: address.sin_port))
+    }
+
+    @Test("a coordinator fails at once, announcing no address, when its port is taken or its allow-list cannot fill a round")
+    func portInUse() throws {
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (dataset, keys) = try Self.coordinatorInputs(in: folder)
+        // Another process's listener on a loopback port.
+        let (holder, port) = try Self.loopbackSocket(listening: true)
+        defer { close(holder) }
         let result = try CLI.run([
             "coordinator", "--dataset", dataset, "--keys", keys, "--allow-list", keys + "/user-1.pub", "--state",
             folder.appendingPathComponent("state").path, "--address", "127.0.0.1:\(port)",
@@ -90,19 +97,8 @@ struct CoordinatorConnectionTests {
         let (dataset, keys) = try Self.coordinatorInputs(in: folder)
         try #require(try CLI.run(["keys", "generate", "--out", keys, "--name", "user-u1"]).status == 0)
         // A port nothing listens on: bound, then closed.
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(probe, $0, length) == 0 && getsockname(probe, $0, &length) == 0
-            }
-        }
+        let (probe, port) = try Self.loopbackSocket(listening: false)
         close(probe)
-        try #require(bound)
-        let port = UInt16(bigEndian: address.sin_port)
         let result = try CLI.run([
             "client", "--coordinator", "127.0.0.1:\(port)", "--dataset", dataset, "--keys", keys, "--users", "u1",
             "--connect-timeout", "0.5",
