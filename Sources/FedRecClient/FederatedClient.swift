@@ -15,6 +15,21 @@ final class UploadTally: Sendable {
     let written = Mutex<[String]>([])
 }
 
+/// The messages of a `GetRound` answer as an upload's answer carried them (`SubmitResponse.next_round`), read
+/// as the call's stream is.
+struct InlineMessages: AsyncSequence, Sendable {
+    typealias Element = Fedrec_V1_RoundMessage
+    let messages: [Fedrec_V1_RoundMessage]
+    init(_ messages: [Fedrec_V1_RoundMessage]) { self.messages = messages }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var remaining: IndexingIterator<[Fedrec_V1_RoundMessage]>
+        mutating func next() async -> Fedrec_V1_RoundMessage? { remaining.next() }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: messages.makeIterator()) }
+}
+
 /// One hosted user: its identity, its session with the pinned coordinator, its data.
 struct VirtualClient: Sendable {
     var id: String
@@ -104,6 +119,23 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         return try meter.measure(.crypto) { try poll.proofs(keys: keys) }
     }
 
+    /// The `GetRound` poll for this process's enrolled clients, asking for an assignment newer than `last`
+    /// (epoch, round, attempt), stamped and proved; sent as a call or at the end of an upload stream.
+    func roundRequest(run: RunSettings, after last: (epoch: UInt64, round: UInt64, attempt: UInt32)) throws
+        -> Fedrec_V1_RoundRequest
+    {
+        var request = Fedrec_V1_RoundRequest.with {
+            $0.clientIds = run.enrolled
+            $0.waitMilliseconds = UInt32(options.pollMilliseconds)
+            $0.lastEpoch = last.epoch
+            $0.lastRound = last.round
+            $0.lastAttempt = last.attempt
+            $0.stamp = stamper.next()
+        }
+        request.proofs = try pollProofs(PollRequest(request))
+        return request
+    }
+
     /// Runs a poll call. A coordinator that refuses the poll's proofs will refuse every poll of this process
     /// (session keys are fixed by the identities), so that ends the process (exit 4) with its reason. A stamp
     /// refused as too far from the coordinator's clock (`outOfRange`) is left to the loop, which retries it like
@@ -146,26 +178,30 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         var unreachableSince: Duration? = nil
         // Since when every answer has been refused as malformed (nil after one that was not).
         var malformedSince: Duration? = nil
+        // The next assignment as the last upload's answer carried it (empty: poll GetRound).
+        var inline: [Fedrec_V1_RoundMessage] = []
         let started = ContinuousClock.now
 
         while !isStopping && !Task.isCancelled {
             do {
                 if settings == nil { settings = try await enrol(service) }
                 guard let run = settings else { continue }
-                var request = Fedrec_V1_RoundRequest.with {
-                    $0.clientIds = run.enrolled
-                    $0.waitMilliseconds = UInt32(options.pollMilliseconds)
-                    $0.lastEpoch = last.epoch
-                    $0.lastRound = last.round
-                    $0.lastAttempt = last.attempt
-                    $0.stamp = stamper.next()
-                }
-                request.proofs = try pollProofs(PollRequest(request))
+                let answer: Answer
                 let asked = ContinuousClock.now
-                let answer = try await refusingPoll {
-                    try await service.getRound(request, options: pollCallOptions) { response in
-                        try await Self.readAssignment(
-                            response.messages, chunkSize: self.options.chunkSize, shapes: run.shapes)
+                if !inline.isEmpty {
+                    // The last upload's answer carried the next assignment: no GetRound call (a `wait` there was
+                    // an empty answer, and polls below).
+                    let messages = inline
+                    inline = []
+                    answer = try await Self.readAssignment(
+                        InlineMessages(messages), chunkSize: options.chunkSize, shapes: run.shapes)
+                } else {
+                    let request = try roundRequest(run: run, after: last)
+                    answer = try await refusingPoll {
+                        try await service.getRound(request, options: pollCallOptions) { response in
+                            try await Self.readAssignment(
+                                response.messages, chunkSize: self.options.chunkSize, shapes: run.shapes)
+                        }
                     }
                 }
                 unreachableSince = nil
@@ -203,7 +239,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                         continue
                     }
                     last = key
-                    try await handle(
+                    inline = try await handle(
                         header: header, global: global, received: received, run: run, trainer: &trainer,
                         service: service)
                 }
@@ -316,9 +352,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// catalogue stays under the sampled-softmax threshold).
     static var maximumModelBytes: Int { 2 << 30 }
 
-    static func readAssignment(
-        _ messages: RPCAsyncSequence<Fedrec_V1_RoundMessage, any Error>, chunkSize: Int, shapes: PayloadShapes
-    ) async throws -> Answer {
+    /// Reads a `GetRound` answer (or the same messages as an upload's answer carried them): the assignment, a
+    /// wait, or that training finished.
+    static func readAssignment<Messages: AsyncSequence>(
+        _ messages: Messages, chunkSize: Int, shapes: PayloadShapes
+    ) async throws -> Answer where Messages.Element == Fedrec_V1_RoundMessage {
         var iterator = messages.makeAsyncIterator()
         guard let first = try await iterator.next() else { return .wait }
         switch first.part {
@@ -507,7 +545,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     private func handle(
         header: Fedrec_V1_RoundHeader, global: GlobalModelPayload, received: ContinuousClock.Instant,
         run: RunSettings, trainer: inout ClientTrainer?, service: Fedrec_V1_Coordinator.Client<Transport>
-    ) async throws {
+    ) async throws -> [Fedrec_V1_RoundMessage] {
         let deadline = received + .milliseconds(Int64(clamping: header.deadlineMilliseconds))
         let round = Int(clamping: header.round)
         let attempt = Int(header.attempt)
@@ -517,18 +555,18 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         if let hang = options.hangInRound, hang == round {
             logger.warning("test hook: hanging in round \(round)")
             while !isStopping { try await clock.sleep(for: .milliseconds(50)) }
-            return
+            return []
         }
         guard
             let training = try? JSONDecoder().decode(
                 ClientTrainingConfiguration.self, from: Data(global.trainingConfigurationJSON.utf8))
         else {
             logger.error("unreadable training configuration", metadata: ["round": "\(round)"])
-            return
+            return []
         }
         if let problem = training.problem {
             logger.error("invalid training configuration: \(problem)", metadata: ["round": "\(round)"])
-            return
+            return []
         }
         // The configuration may change between rounds (adaptive clipping's norm); the trainer keeps its buffers.
         if trainer == nil {
@@ -556,16 +594,20 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             }
             return update
         }
+        // The round's last upload asks for the next assignment too: its answer carries it when it comes in time.
+        let next = { [self] in
+            try roundRequest(run: run, after: (header.epoch, header.round, header.attempt))
+        }
         if let secure = global.secure {
-            try await participateSecurely(
+            return try await participateSecurely(
                 secure, header: header, deadline: deadline, selected: selected, shapes: run.shapes, train: train,
-                service: service)
-            return
+                nextRound: next, service: service)
         }
         // Training runs one client after another (one trainer, one core's worth of BLAS); each update is sealed
         // as soon as it is trained and sent while the next client trains, all through one call.
-        let (taken, _) = try await submitInOneCall(
-            selected, round: round, what: "update", sampleMemory: true, deadline: deadline, service: service
+        let (taken, response) = try await submitInOneCall(
+            selected, round: round, what: "update", sampleMemory: true, deadline: deadline, nextRound: next,
+            service: service
         ) { id in
             guard ContinuousClock.now < deadline else {
                 logger.warning("deadline passed: skipping", metadata: ["client": "\(id)", "round": "\(round)"])
@@ -578,21 +620,26 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             return (id, messages)
         }
         accepted.withLock { $0 += taken.count }
+        return response?.nextRound ?? []
     }
 
     /// Sends hosted clients' sealed messages of one round through one `SubmitUpdate` call (a call costs about as
     /// much CPU as half a megabyte of payload): `prepare` turns each item into one client's messages, or nil to
     /// skip it, and each is written while the next is prepared. At most `uploadsInFlight` prepared messages wait
     /// to be written, which bounds their memory. The call starts with the first message (nothing to send, no
-    /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). Returns the clients
-    /// whose messages the coordinator took, and its answer when it took them all (for a secure stage, it may
-    /// carry the next stage's inputs); refusals are logged, not thrown.
+    /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). `nextRound`, when
+    /// given, makes the `GetRound` poll that ends the stream (made once the last message is prepared, so its stamp
+    /// is fresh). Returns the clients whose messages the coordinator took, and its answer when it took them all
+    /// (for a secure stage, it may carry the next stage's inputs; with `nextRound`, the next assignment);
+    /// refusals are logged, not thrown.
     func submitInOneCall<Item>(
         _ items: [Item], round: Int, what: String, sampleMemory: Bool, deadline: ContinuousClock.Instant,
-        stageDeadline: Duration = .zero, service: Fedrec_V1_Coordinator.Client<Transport>,
+        stageDeadline: Duration = .zero, nextRound: (() throws -> Fedrec_V1_RoundRequest)? = nil,
+        service: Fedrec_V1_Coordinator.Client<Transport>,
         prepare: (Item) async throws -> (client: String, messages: [Fedrec_V1_UpdateMessage])?
     ) async throws -> (taken: [String], response: Fedrec_V1_SubmitResponse?) {
-        let (uploads, feed) = AsyncStream.makeStream(of: (String, [Fedrec_V1_UpdateMessage]).self)
+        // Each element: one client's messages, or (client nil) the closing next-round request.
+        let (uploads, feed) = AsyncStream.makeStream(of: (String?, [Fedrec_V1_UpdateMessage]).self)
         let (written, writtenFeed) = AsyncStream.makeStream(of: Void.self)
         let uploadsInFlight = max(1, options.uploadsInFlight)
         return try await withThrowingTaskGroup(of: ([String], Fedrec_V1_SubmitResponse?).self) { group in
@@ -620,6 +667,10 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     if sampleMemory { meter.sampleMemory() }
                 }
             }
+            if uploading, let nextRound, !isStopping {
+                let request = try nextRound()
+                feed.yield((nil, [.with { $0.nextRound = request }]))
+            }
             feed.finish()
             return try await group.next() ?? ([], nil)
         }
@@ -646,7 +697,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// returns the clients whose messages were taken (`Wire.takenClients` when the call failed) and the answer
     /// when it did not fail.
     private func upload(
-        _ uploads: AsyncStream<(String, [Fedrec_V1_UpdateMessage])>,
+        _ uploads: AsyncStream<(String?, [Fedrec_V1_UpdateMessage])>,
         acknowledging written: AsyncStream<Void>.Continuation, round: Int, what: String, options: CallOptions,
         service: Fedrec_V1_Coordinator.Client<Transport>
     ) async -> ([String], Fedrec_V1_SubmitResponse?) {
@@ -658,6 +709,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                 requestProducer: { writer in
                     for await (client, messages) in uploads {
                         try await writer.write(contentsOf: messages)
+                        guard let client else { continue }  // the closing next-round request
                         sent.written.withLock { $0.append(client) }
                         written.yield()
                     }

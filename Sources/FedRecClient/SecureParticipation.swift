@@ -26,12 +26,13 @@ extension FederatedClient {
     /// it is meaningless without the others' masks. A client that is left out of a stage (dropped or excluded by
     /// the coordinator) stops; an aborted attempt ends the round for this process. Each stage's upload call ends
     /// at the latest the stage deadline plus `uploadGrace` after `deadline` (the round's) or after its start,
-    /// whichever is later.
+    /// whichever is later. The unmask stage's call ends with the next-round request `nextRound` makes; returns
+    /// its answer's next assignment (empty: poll `GetRound`).
     func participateSecurely(
         _ secure: SecureRoundAssignment, header: Fedrec_V1_RoundHeader, deadline: ContinuousClock.Instant,
         selected: [String], shapes: PayloadShapes, train: (VirtualClient) -> ClientUpdate?,
-        service: Fedrec_V1_Coordinator.Client<Transport>
-    ) async throws {
+        nextRound: @escaping () throws -> Fedrec_V1_RoundRequest, service: Fedrec_V1_Coordinator.Client<Transport>
+    ) async throws -> [Fedrec_V1_RoundMessage] {
         let round = Int(clamping: header.round)
         let attempt = Int(header.attempt)
         var participants: [String: SecureParticipant] = [:]
@@ -39,7 +40,7 @@ extension FederatedClient {
         let context: SecureAggregationClient.RoundContext
         do { context = try SecureAggregationClient.RoundContext(parameters: secure.parameters) } catch {
             logger.error("secure aggregation refused: \(error)", metadata: ["round": "\(round)"])
-            return
+            return []
         }
         for id in selected {
             guard !isStopping, let client = clients[id],
@@ -78,7 +79,7 @@ extension FederatedClient {
         participants = participants.filter { advertised.contains($0.key) }
         // Stages 2-4: fetch the coordinator's output of the previous stage, answer it.
         for stage in 2...4 {
-            guard !participants.isEmpty, !isStopping else { return }
+            guard !participants.isEmpty, !isStopping else { return [] }
             let inputs: [String: [UInt8]]?
             switch Self.inlineStage(answer, requested: Set(participants.keys)) {
             case .aborted(let reason)?:
@@ -91,7 +92,7 @@ extension FederatedClient {
                     stage - 1, clientIDs: participants.keys.sorted(), round: round, attempt: attempt,
                     participantCount: secure.parameters.participants.count, service: service)
             }
-            guard let inputs else { return }
+            guard let inputs else { return [] }
             try checkKillHook(stage: stage)
             let present = Set(inputs.keys)
             for id in participants.keys.sorted() where !present.contains(id) {
@@ -102,7 +103,8 @@ extension FederatedClient {
             let answered: [String]
             (answered, answer) = try await submitInOneCall(
                 participants.keys.sorted(), round: round, what: "secure stage \(stage) message",
-                sampleMemory: stage == 3, deadline: deadline, stageDeadline: secure.stageDeadline, service: service
+                sampleMemory: stage == 3, deadline: deadline, stageDeadline: secure.stageDeadline,
+                nextRound: stage == 4 ? nextRound : nil, service: service
             ) { id in
                 let opened = inputs[id]!
                 let kind: MessageKind
@@ -145,6 +147,7 @@ extension FederatedClient {
             participants = participants.filter { answered.contains($0.key) }
         }
         accepted.withLock { $0 += participants.count }
+        return answer?.nextRound ?? []
     }
 
     /// Test hook (`--kill-at-stage`): the process SIGKILLs itself before sending this stage's messages.

@@ -207,6 +207,10 @@ public final class CoordinatorCore: Sendable {
     /// or through `GetStage` polls (`polled`, one per poll answered with inputs).
     let stageDeliveries = Mutex((inline: 0, polled: 0))
     public var stageDeliveryCounts: (inline: Int, polled: Int) { stageDeliveries.withLock { $0 } }
+    /// How round assignments went out: in `SubmitUpdate` answers to a stream's next-round request (`inline`) or
+    /// through `GetRound` polls (`polled`), one per assignment sent.
+    let roundDeliveries = Mutex((inline: 0, polled: 0))
+    public var roundDeliveryCounts: (inline: Int, polled: Int) { roundDeliveries.withLock { $0 } }
     let state: Mutex<CoreState>
     /// Differential privacy (nil: off). Plain-mode updates are clipped to its clip norm on arrival.
     let privacy: DifferentialPrivacyConfiguration?
@@ -495,23 +499,35 @@ public final class CoordinatorCore: Sendable {
         case finished(Int)
         case wait
         case round(header: Fedrec_V1_RoundHeader, chunks: [Data])
+        /// There is an assignment, but its payload and header would exceed the asked bound (nothing was sealed
+        /// or counted for it).
+        case tooLarge
     }
 
     /// The assignment for a process hosting `clients`, if a round newer than (epoch, round, attempt) concerns it:
-    /// the round key sealed for its first selected client, and the round's shared sealed model.
-    func assignment(for clients: [String], lastEpoch: UInt64, lastRound: UInt64, lastAttempt: UInt32) throws
-        -> Assignment
-    {
+    /// the round key sealed for its first selected client, and the round's shared sealed model. `tooLarge` when
+    /// the sealed model and the selected ids would exceed `maximumLength` bytes.
+    func assignment(
+        for clients: [String], lastEpoch: UInt64, lastRound: UInt64, lastAttempt: UInt32, maximumLength: Int = .max
+    ) throws -> Assignment {
         let now = clock.now
+        var tooLarge = false
         let found: (OpenRound, [String], Session, UInt64)? = state.withLock { s in
             guard clients.contains(where: { s.sessions[$0] != nil }) else { return nil }
             guard let open = s.open else { return nil }
             if lastEpoch == epoch, (UInt64(open.round), UInt32(open.attempt)) <= (lastRound, lastAttempt) { return nil }
             let selected = clients.filter { open.cohort.contains($0) && s.sessions[$0] != nil }
             guard let first = selected.first, let session = s.sessions[first] else { return nil }
+            // The header's size is about its ids (each with 3 bytes of framing) and 1 KiB of fields and key.
+            let headerBound = selected.reduce(1024) { $0 + $1.utf8.count + 3 }
+            guard open.plan.totalLength + headerBound <= maximumLength else {
+                tooLarge = true
+                return nil
+            }
             s.sequence += 1
             return (open, selected, session, s.sequence)
         }
+        if tooLarge { return .tooLarge }
         let finished = state.withLock { s in
             guard s.finished else { return false }
             for client in clients where s.sessions[client] != nil { s.toldFinished.insert(client) }

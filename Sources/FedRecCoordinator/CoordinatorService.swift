@@ -101,29 +101,63 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     ) async throws {
         try checkClientList(request.clientIds, of: "GetRound")
         try core.authenticatePoll(PollRequest(request), proofs: request.proofs)
+        switch try await awaitAssignment(request) {
+        case .finished(let rounds):
+            try await response.write(.with { $0.finished = .with { $0.completedRounds = UInt64(rounds) } })
+        case .round(let header, let chunks):
+            core.roundDeliveries.withLock { $0.polled += 1 }
+            try await response.write(.with { $0.header = header })
+            try await Self.writeChunks(chunks, to: response)
+        case .wait, .tooLarge:  // (never too large: no bound is asked)
+            try await response.write(.with { $0.wait = .init() })
+        }
+    }
+
+    /// Waits (at most the request's wait, and `maximumWait`) for an assignment of the request's clients newer than
+    /// the one it names, as a `GetRound` poll (authenticated by the caller) does; `.wait` when none came in time.
+    /// `maximumLength` bounds the assignment's bytes (`.tooLarge`, at once, above it).
+    func awaitAssignment(_ request: Fedrec_V1_RoundRequest, maximumLength: Int = .max) async throws
+        -> CoordinatorCore.Assignment
+    {
         let wait = min(maximumWait, .milliseconds(Int(request.waitMilliseconds)))
         let start = core.clock.now
         while true {
             let version = core.changes.version
             let assignment = try core.assignment(
                 for: request.clientIds, lastEpoch: request.lastEpoch, lastRound: request.lastRound,
-                lastAttempt: request.lastAttempt)
-            switch assignment {
+                lastAttempt: request.lastAttempt, maximumLength: maximumLength)
+            guard case .wait = assignment else { return assignment }
+            // A cancelled handler (the server is being torn down) would find every wait over at once.
+            if core.isStopping || Task.isCancelled || core.clock.now.offset - start.offset >= wait { return .wait }
+            await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
+        }
+    }
+
+    /// The most bytes of assignment (sealed model and header) one `SubmitResponse` carries in `next_round`: gRPC's
+    /// default message limit, which the client keeps, is 4 MiB. A larger model goes out through `GetRound`, which
+    /// streams it in chunks.
+    static let maximumInlineRoundBytes = 3 << 20
+
+    /// Answers an update stream's next-round request in `response` as a `GetRound` poll would be answered (its
+    /// proofs and stamp checked the same way), when an assignment newer than the one it names comes within its
+    /// wait and fits `maximumInlineRoundBytes`; otherwise leaves `next_round` empty and the caller polls. A refused
+    /// request is recorded and logged, and fails nothing: the updates before it were taken.
+    func attachNextRound(_ request: Fedrec_V1_RoundRequest, to response: inout Fedrec_V1_SubmitResponse) async {
+        do {
+            try checkClientList(request.clientIds, of: "SubmitUpdate's next-round request")
+            try core.authenticatePoll(PollRequest(request), proofs: request.proofs)
+            switch try await awaitAssignment(request, maximumLength: Self.maximumInlineRoundBytes) {
+            case .wait, .tooLarge:
+                return
             case .finished(let rounds):
-                try await response.write(.with { $0.finished = .with { $0.completedRounds = UInt64(rounds) } })
-                return
+                response.nextRound = [.with { $0.finished = .with { $0.completedRounds = UInt64(rounds) } }]
             case .round(let header, let chunks):
-                try await response.write(.with { $0.header = header })
-                try await Self.writeChunks(chunks, to: response)
-                return
-            case .wait:
-                // A cancelled handler (the server is being torn down) would find every wait over at once.
-                if core.isStopping || Task.isCancelled || core.clock.now.offset - start.offset >= wait {
-                    try await response.write(.with { $0.wait = .init() })
-                    return
-                }
-                await core.changes.wait(after: version, timeout: .milliseconds(100), clock: core.clock)
+                core.roundDeliveries.withLock { $0.inline += 1 }
+                response.nextRound = [.with { $0.header = header }] + Self.chunkMessages(chunks)
             }
+        } catch {
+            // Refusals were recorded and logged where they were raised; the caller's GetRound poll meets them again.
+            return
         }
     }
 
@@ -148,14 +182,18 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
 
     /// `writeChunks` for chunks already in `Data` (a round's sealed model, shared by every answer).
     static func writeChunks(_ chunks: [Data], to response: RPCWriter<Fedrec_V1_RoundMessage>) async throws {
-        for (index, chunk) in chunks.enumerated() {
-            try await response.write(
-                .with {
-                    $0.data = .with {
-                        $0.index = UInt32(index)
-                        $0.data = chunk
-                    }
-                })
+        for message in chunkMessages(chunks) { try await response.write(message) }
+    }
+
+    /// A payload's chunks, in order, as `DataChunk` messages.
+    static func chunkMessages(_ chunks: [Data]) -> [Fedrec_V1_RoundMessage] {
+        chunks.enumerated().map { index, chunk in
+            .with {
+                $0.data = .with {
+                    $0.index = UInt32(index)
+                    $0.data = chunk
+                }
+            }
         }
     }
 
@@ -201,7 +239,11 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
             throw CancellationError()
         }
         var response = Fedrec_V1_SubmitResponse.with { $0.accepted = true }
-        if let awaited = submitted.awaitedStage { try await attachStageInputs(awaited, to: &response) }
+        if let awaited = submitted.awaitedStage {
+            try await attachStageInputs(awaited, to: &response)
+        } else if let request = submitted.nextRound {
+            await attachNextRound(request, to: &response)
+        }
         return response
     }
 
@@ -209,6 +251,8 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     /// of one attempt, that stage and the clients, whose next inputs the answer may carry.
     struct Submitted: Sendable {
         var awaitedStage: (clients: [String], round: Int, attempt: Int, stage: Int)? = nil
+        /// The stream's closing next-round request (a `GetRound` poll to answer in the response), if any.
+        var nextRound: Fedrec_V1_RoundRequest? = nil
     }
 
     /// The most bytes of sealed stage inputs one `SubmitResponse` carries; a process hosting clients whose inputs
@@ -271,12 +315,24 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
         var stageClients: [String] = []
         var stageKey: (round: Int, attempt: Int, stage: Int)? = nil
         var mixedStages = false
+        var nextRound: Fedrec_V1_RoundRequest? = nil
         do {
             next = try await nextMessage()
             guard next != nil else {
                 throw core.reject(ProtocolError(code: .malformedChunk, message: "empty update stream"))
             }
             while let message = next {
+                if case .nextRound(let request)? = message.part {
+                    // The stream's last message, after at least one client message; answered once all were taken.
+                    guard submitted > 0, try await nextMessage() == nil else {
+                        throw core.reject(
+                            ProtocolError(
+                                code: .malformedChunk,
+                                message: "a next-round request may only end a stream of client messages"))
+                    }
+                    nextRound = request
+                    break
+                }
                 guard case .header(let header)? = message.part else {
                     throw core.reject(
                         ProtocolError(
@@ -387,7 +443,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
             throw Self.failure(
                 broken: nil, refusals: refusals, refused: refused, submitted: submitted, accepted: accepted)
         }
-        var result = Submitted()
+        var result = Submitted(nextRound: nextRound)
         if !mixedStages, let key = stageKey, (1...3).contains(key.stage) {
             result.awaitedStage = (stageClients, key.round, key.attempt, key.stage)
         }

@@ -1,5 +1,5 @@
 import FedRecClient
-import FedRecCoordinator
+@testable import FedRecCoordinator
 import FedRecFederation
 import FedRecModel
 import FedRecProtocol
@@ -40,6 +40,10 @@ struct InProcessTests {
         #expect(coordinator.core.rejections.isEmpty)
         // The client process was told training is over, which ends the coordinator's linger at once.
         #expect(coordinator.core.everyClientToldFinished)
+        // Round 0's assignment came through a GetRound poll; later ones in the answer to the previous round's
+        // upload (a poll only if the coordinator took longer than the poll's wait to open the round).
+        let deliveries = coordinator.core.roundDeliveryCounts
+        #expect(deliveries.inline >= 1 && deliveries.inline + deliveries.polled == 3, "\(deliveries)")
 
         let saved = try #require(try StateStore(directory: fixture.state).load())
         #expect(saved.completedRounds == 3 && saved.nextRound == 3 && saved.rounds.count == 3)
@@ -376,6 +380,16 @@ struct InProcessTests {
             }
             let round = Int(header!.round)
             #expect(Set(header!.selected) == [a, b])
+            // An assignment larger than the asked bound (an upload's answer carries at most 3 MiB) is neither
+            // sealed nor counted: the poll made by the upload's next-round request comes back empty.
+            let sentBefore = coordinator.core.traffic().sent
+            let bounded = try coordinator.core.assignment(
+                for: [a, b], lastEpoch: 0, lastRound: 0, lastAttempt: 0, maximumLength: 1_000)
+            guard case .tooLarge = bounded else {
+                Issue.record("a 1,000-byte bound gave \(bounded)")
+                return
+            }
+            #expect(coordinator.core.traffic().sent == sentBefore)
 
             // Unauthenticated polls are refused and recorded, and the round goes on: one without proofs (GetRound
             // and GetStage), one whose proofs are swapped, one proved by a key that is not enrolled, a replay of a
@@ -544,8 +558,39 @@ struct InProcessTests {
                 })
             }
             try await Task.sleep(for: .milliseconds(300))
-            // The genuine update is accepted, its replay refused.
-            try await submit(valid, as: a)
+            // A next-round request may only end a stream of client messages: alone, or followed by anything, it
+            // breaks the stream off.
+            let nextRound = try proved(
+                .with {
+                    $0.clientIds = [a, b]
+                    $0.lastEpoch = header!.epoch
+                    $0.lastRound = header!.round
+                })
+            let lone = try #require(
+                await #expect(throws: RPCError.self) {
+                    _ = try await service.submitUpdate(requestProducer: {
+                        try await $0.write(.with { $0.nextRound = nextRound })
+                    })
+                })
+            #expect(lone.message.contains("a next-round request may only end a stream of client messages"), "\(lone)")
+            // The genuine update is accepted, its replay refused. Its stream ends with a next-round request for b
+            // proved with a's key: the request is refused and recorded (naming b), the update taken, and the answer
+            // carries no assignment (the caller would poll GetRound).
+            var unproven = nextRound
+            unproven.clientIds = [b]
+            unproven.stamp = stamper.next()
+            unproven.proofs = try PollRequest(unproven).proofs(keys: [transmitKeys[a]!])
+            let genuine =
+                try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0, proofKey: key(a))
+                + [.with { $0.nextRound = unproven }]
+            func unprovenForB() -> Int {
+                coordinator.core.rejections.filter { $0.client == b && $0.message.contains("proof does not authenticate") }
+                    .count
+            }
+            let before = unprovenForB()
+            let taken = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: genuine) })
+            #expect(taken.accepted && taken.nextRound.isEmpty, "\(taken)")
+            #expect(unprovenForB() == before + 1)
             await squatter.value
             await #expect(throws: RPCError.self) { try await submit(valid, as: a) }
             // One stream carrying a's replay, then b's update (as a process sends its clients' updates), then a
@@ -555,13 +600,16 @@ struct InProcessTests {
                 try Wire.updateMessages(envelope: valid, clientID: a, round: round, attempt: 0, proofKey: key(a))
                 + Wire.updateMessages(
                     envelope: try sealedUpdate(identities[1]), clientID: b, round: round, attempt: 0, proofKey: key(b))
+                + [.with { $0.nextRound = nextRound }]
                 + [.with { $0.data = .with { $0.index = 0 } }]
             let refusal = await #expect(throws: RPCError.self) {
                 _ = try await service.submitUpdate(requestProducer: { try await $0.write(contentsOf: batch) })
             }
             let refused = try #require(refusal)
             #expect(refused.code == .invalidArgument, "\(refused)")
-            #expect(refused.message.contains("starts with a header") && refused.message.contains(a), "\(refused)")
+            #expect(
+                refused.message.contains("a next-round request may only end") && refused.message.contains(a),
+                "\(refused)")
             #expect(Array(refused.metadata[stringValues: Wire.acceptedMetadataKey]) == ["1"])
             let refusedIDs = refused.metadata[binaryValues: Wire.refusedMetadataKey].map {
                 String(decoding: $0, as: UTF8.self)

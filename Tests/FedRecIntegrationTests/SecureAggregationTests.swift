@@ -101,6 +101,10 @@ struct SecureAggregationTests {
         // round, no GetStage poll.
         let deliveries = coordinator.core.stageDeliveryCounts
         #expect(deliveries.inline == 3 * 2 && deliveries.polled == 0, "\(deliveries)")
+        // Round 1's assignment came in the answer to round 0's unmask upload (a GetRound poll only if the
+        // coordinator took longer than the poll's wait to open it).
+        let rounds = coordinator.core.roundDeliveryCounts
+        #expect(rounds.inline >= 1 && rounds.inline + rounds.polled == 2, "\(rounds)")
     }
 
     /// Plain and secure, float32 and bfloat16 on the wire: the one-round checkpoint's user tower is the initial

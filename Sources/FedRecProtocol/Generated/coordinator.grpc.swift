@@ -218,7 +218,8 @@ extension Fedrec_V1_Coordinator {
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
         /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-        /// > broken off there.
+        /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+        /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -353,7 +354,8 @@ extension Fedrec_V1_Coordinator {
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
         /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-        /// > broken off there.
+        /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+        /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedrec_V1_UpdateMessage` messages.
@@ -487,7 +489,8 @@ extension Fedrec_V1_Coordinator {
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
         /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-        /// > broken off there.
+        /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+        /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
         ///
         /// - Parameters:
         ///   - request: A stream of `Fedrec_V1_UpdateMessage` messages.
@@ -873,7 +876,8 @@ extension Fedrec_V1_Coordinator {
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
         /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-        /// > broken off there.
+        /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+        /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1077,7 +1081,8 @@ extension Fedrec_V1_Coordinator {
         /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
         /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
         /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-        /// > broken off there.
+        /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+        /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1285,7 +1290,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
     /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
     /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-    /// > broken off there.
+    /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+    /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Fedrec_V1_UpdateMessage` messages.
@@ -1489,7 +1495,8 @@ extension Fedrec_V1_Coordinator.ClientProtocol {
     /// > message is taken or refused on its own; if any is refused the call fails naming them, with the number taken
     /// > in the trailing metadata `fedrec-accepted` and each refused message's client id (UTF-8, in stream order) in
     /// > `fedrec-refused-bin`. A call carries at most one message per allow-listed client; a longer stream is
-    /// > broken off there.
+    /// > broken off there. A stream may end with a `next_round` request: when every message was taken, the answer
+    /// > then carries the caller's next assignment (see `SubmitResponse`), saving it a `GetRound` call.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.

@@ -461,11 +461,26 @@ public nonisolated struct Fedrec_V1_UpdateMessage: Sendable {
     set {part = .data(newValue)}
   }
 
+  /// Only as the last message of a stream that carried at least one client message: the poll `GetRound` would
+  /// get next (proved and stamped the same way). The coordinator takes it only when it took every message
+  /// before it, and answers it in `SubmitResponse.next_round`.
+  public var nextRound: Fedrec_V1_RoundRequest {
+    get {
+      if case .nextRound(let v)? = part {return v}
+      return Fedrec_V1_RoundRequest()
+    }
+    set {part = .nextRound(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Part: Equatable, Sendable {
     case header(Fedrec_V1_UpdateHeader)
     case data(Fedrec_V1_DataChunk)
+    /// Only as the last message of a stream that carried at least one client message: the poll `GetRound` would
+    /// get next (proved and stamped the same way). The coordinator takes it only when it took every message
+    /// before it, and answers it in `SubmitResponse.next_round`.
+    case nextRound(Fedrec_V1_RoundRequest)
 
   }
 
@@ -494,6 +509,12 @@ public nonisolated struct Fedrec_V1_SubmitResponse: Sendable {
 
   /// One sealed input per call client that takes part in the next stage (as `GetStage` streams them).
   public var stageInputs: [Fedrec_V1_SealedStageInput] = []
+
+  /// The answer to the stream's `next_round` request, held (as a `GetRound` poll, at most its wait) until the
+  /// coordinator has a newer assignment for the request's clients: exactly the messages `GetRound` would stream
+  /// (a `RoundHeader` and its `DataChunk`s, or `finished`). Empty when there is none yet, when the request was
+  /// refused, or when the assignment would make this answer too large (over 3 MiB): the caller polls `GetRound`.
+  public var nextRound: [Fedrec_V1_RoundMessage] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1399,7 +1420,7 @@ nonisolated extension Fedrec_V1_UpdateHeader: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedrec_V1_UpdateMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{1}data\0\u{3}next_round\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1433,6 +1454,19 @@ nonisolated extension Fedrec_V1_UpdateMessage: SwiftProtobuf.Message, SwiftProto
           self.part = .data(v)
         }
       }()
+      case 3: try {
+        var v: Fedrec_V1_RoundRequest?
+        var hadOneofValue = false
+        if let current = self.part {
+          hadOneofValue = true
+          if case .nextRound(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.part = .nextRound(v)
+        }
+      }()
       default: break
       }
     }
@@ -1452,6 +1486,10 @@ nonisolated extension Fedrec_V1_UpdateMessage: SwiftProtobuf.Message, SwiftProto
       guard case .data(let v)? = self.part else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     }()
+    case .nextRound?: try {
+      guard case .nextRound(let v)? = self.part else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1466,7 +1504,7 @@ nonisolated extension Fedrec_V1_UpdateMessage: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}code\0\u{1}message\0\u{3}stage_ready\0\u{3}stage_aborted\0\u{3}stage_inputs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}code\0\u{1}message\0\u{3}stage_ready\0\u{3}stage_aborted\0\u{3}stage_inputs\0\u{3}next_round\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1480,6 +1518,7 @@ nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProt
       case 4: try { try decoder.decodeSingularBoolField(value: &self.stageReady) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.stageAborted) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.stageInputs) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.nextRound) }()
       default: break
       }
     }
@@ -1504,6 +1543,9 @@ nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProt
     if !self.stageInputs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.stageInputs, fieldNumber: 6)
     }
+    if !self.nextRound.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.nextRound, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1514,6 +1556,7 @@ nonisolated extension Fedrec_V1_SubmitResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.stageReady != rhs.stageReady {return false}
     if lhs.stageAborted != rhs.stageAborted {return false}
     if lhs.stageInputs != rhs.stageInputs {return false}
+    if lhs.nextRound != rhs.nextRound {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
