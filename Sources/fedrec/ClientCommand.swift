@@ -84,6 +84,7 @@ struct ClientCommand: AsyncParsableCommand {
                     if selected > 0 { printFlushed("round \(round): training \(selected) client(s)") }
                 })
             printFlushed("hosting \(client.clientIDs.count) client(s)")
+            client.meter.samplesMemory = stats != nil
             let group = ServiceGroup(
                 configuration: .init(
                     services: [.init(service: client, successTerminationBehavior: .gracefullyShutdownGroup)],

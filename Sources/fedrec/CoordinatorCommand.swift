@@ -377,6 +377,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 configuration: .init(
                     services: [.init(service: coordinator, successTerminationBehavior: .gracefullyShutdownGroup)],
                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            coordinator.core.meter.samplesMemory = stats != nil
             defer { if let stats { try? coordinator.core.meter.report().write(to: stats) } }
             try await group.run()
             printFlushed("completed \(coordinator.core.completedRounds) round(s); state in \(options.stateDirectory)")

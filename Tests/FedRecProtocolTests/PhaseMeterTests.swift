@@ -34,4 +34,14 @@ struct PhaseMeterTests {
         let decoded = try PhaseReport.read(from: path)
         #expect(decoded.peakPrivateBytes == nil && decoded.peakResidentBytes == 3)
     }
+
+    @Test("a meter that does not sample memory reports no private or proportional figures")
+    func memorySamplingOff() {
+        let meter = PhaseMeter()
+        meter.samplesMemory = false
+        meter.sampleMemory()
+        let report = meter.report()
+        #expect(report.peakPrivateBytes == nil && report.peakProportionalBytes == nil)
+        #expect(report.peakResidentBytes > 0)
+    }
 }
