@@ -120,10 +120,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     }
 
     /// The `GetRound` poll for this process's enrolled clients, asking for an assignment newer than `last`
-    /// (epoch, round, attempt), stamped and proved; sent as a call or at the end of an upload stream.
-    func roundRequest(run: RunSettings, after last: (epoch: UInt64, round: UInt64, attempt: UInt32)) throws
-        -> Fedrec_V1_RoundRequest
-    {
+    /// (epoch, round, attempt), stamped and proved for `call`: a `GetRound` call, or (`.nextRound`) the end of an
+    /// upload stream.
+    func roundRequest(
+        run: RunSettings, after last: (epoch: UInt64, round: UInt64, attempt: UInt32), call: PollRequest.Call
+    ) throws -> Fedrec_V1_RoundRequest {
         var request = Fedrec_V1_RoundRequest.with {
             $0.clientIds = run.enrolled
             $0.waitMilliseconds = UInt32(options.pollMilliseconds)
@@ -132,7 +133,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             $0.lastAttempt = last.attempt
             $0.stamp = stamper.next()
         }
-        request.proofs = try pollProofs(PollRequest(request))
+        request.proofs = try pollProofs(PollRequest(request, call: call))
         return request
     }
 
@@ -196,7 +197,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     answer = try await Self.readAssignment(
                         InlineMessages(messages), chunkSize: options.chunkSize, shapes: run.shapes)
                 } else {
-                    let request = try roundRequest(run: run, after: last)
+                    let request = try roundRequest(run: run, after: last, call: .getRound)
                     answer = try await refusingPoll {
                         try await service.getRound(request, options: pollCallOptions) { response in
                             try await Self.readAssignment(
@@ -596,7 +597,7 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
         }
         // The round's last upload asks for the next assignment too: its answer carries it when it comes in time.
         let next = { [self] in
-            try roundRequest(run: run, after: (header.epoch, header.round, header.attempt))
+            try roundRequest(run: run, after: (header.epoch, header.round, header.attempt), call: .nextRound)
         }
         if let secure = global.secure {
             return try await participateSecurely(

@@ -145,7 +145,7 @@ public struct CoordinatorService: Fedrec_V1_Coordinator.SimpleServiceProtocol {
     func attachNextRound(_ request: Fedrec_V1_RoundRequest, to response: inout Fedrec_V1_SubmitResponse) async {
         do {
             try checkClientList(request.clientIds, of: "SubmitUpdate's next-round request")
-            try core.authenticatePoll(PollRequest(request), proofs: request.proofs)
+            try core.authenticatePoll(PollRequest(request, call: .nextRound), proofs: request.proofs)
             switch try await awaitAssignment(request, maximumLength: Self.maximumInlineRoundBytes) {
             case .wait, .tooLarge:
                 return

@@ -29,7 +29,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable, Hashable {
     case unmaskRequest = "unmask request"
     /// Secure aggregation, coordinator: an unmask response.
     case unmaskResponse = "unmask response"
-    /// Coordinator: a long poll (`GetRound` or `GetStage` request as gRPC delivers it) through the proof checks
+    /// Coordinator: a long poll (`GetRound` or `GetStage` request as gRPC delivers it, or a `SubmitUpdate` stream's
+    /// closing next-round request) through the proof checks
     /// and the poll book (`CoordinatorCore.authenticatePoll`). Only a request asking exactly what was proved, and
     /// only once, may be taken.
     case poll
@@ -264,7 +265,7 @@ public struct MessageFuzzer {
         return (Array(payload.prefix(16)), outcome)  // the start of the payload, to describe a violation
     }
 
-    /// A freshly stamped and proved poll (GetRound or GetStage, naming one to three enrolled clients and now and
+    /// A freshly stamped and proved poll (GetRound, GetStage or a next-round request, naming one to three enrolled clients and now and
     /// then one that is not), as gRPC hands it over, mutated, through the coordinator's checks; sometimes a poll
     /// taken before instead (a replay), or one stamped outside the window.
     private mutating func poll() -> ([UInt8], Result<String?, any Error>) {
@@ -275,7 +276,7 @@ public struct MessageFuzzer {
             let outcome = Result { try takePoll(replay.bytes, call: replay.call, now: now) }
             return (replay.bytes, outcome.map { _ in "a replayed poll was taken" })
         }
-        let call: PollRequest.Call = next(2) == 0 ? .getRound : .getStage
+        let call = pick([PollRequest.Call.getRound, .getStage, .nextRound])
         var named = Array(pollClients.shuffled(using: &rng).prefix(1 + next(3)))
         let stranger = next(32) == 0
         if stranger { named[next(named.count)].id = "user-9" }  // not enrolled (its proof is under a known key)
@@ -289,7 +290,7 @@ public struct MessageFuzzer {
         let original: [UInt8]
         do {
             switch call {
-            case .getRound:
+            case .getRound, .nextRound:
                 var request = Fedrec_V1_RoundRequest.with {
                     $0.clientIds = ids
                     $0.waitMilliseconds = wait
@@ -298,7 +299,7 @@ public struct MessageFuzzer {
                     $0.lastAttempt = UInt32(truncatingIfNeeded: words[2])
                     $0.stamp = stamp
                 }
-                request.proofs = try PollRequest(request).proofs(keys: named.map(\.transmit))
+                request.proofs = try PollRequest(request, call: call).proofs(keys: named.map(\.transmit))
                 original = try request.serializedBytes()
             case .getStage:
                 var request = Fedrec_V1_StageRequest.with {
@@ -333,9 +334,9 @@ public struct MessageFuzzer {
     static func pollRequest(_ bytes: [UInt8], call: PollRequest.Call) throws -> (poll: PollRequest, proofs: [Data]) {
         do {
             switch call {
-            case .getRound:
+            case .getRound, .nextRound:
                 let request = try Fedrec_V1_RoundRequest(serializedBytes: bytes)
-                return (PollRequest(request), request.proofs)
+                return (PollRequest(request, call: call), request.proofs)
             case .getStage:
                 let request = try Fedrec_V1_StageRequest(serializedBytes: bytes)
                 return (PollRequest(request), request.proofs)

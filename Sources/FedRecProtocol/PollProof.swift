@@ -13,8 +13,17 @@ public struct PollRequest: Sendable, Hashable {
     public enum Call: UInt8, Sendable, CustomStringConvertible {
         case getRound = 1
         case getStage = 2
+        /// A `RoundRequest` ending a `SubmitUpdate` stream (`UpdateMessage.next_round`), answered in the upload's
+        /// answer. Its own call in the digest, so a proof made for one kind of request is not one for the other.
+        case nextRound = 3
 
-        public var description: String { self == .getRound ? "GetRound" : "GetStage" }
+        public var description: String {
+            switch self {
+            case .getRound: "GetRound"
+            case .getStage: "GetStage"
+            case .nextRound: "SubmitUpdate's next-round request"
+            }
+        }
     }
 
     public var call: Call
@@ -25,8 +34,10 @@ public struct PollRequest: Sendable, Hashable {
     public var fields: [UInt64]
     public var clientIDs: [String]
 
-    public init(_ request: Fedrec_V1_RoundRequest) {
-        call = .getRound
+    /// `call` is `.getRound` for a `GetRound` poll or `.nextRound` for a stream's closing request.
+    public init(_ request: Fedrec_V1_RoundRequest, call: Call = .getRound) {
+        precondition(call != .getStage, "a RoundRequest is a GetRound poll or a next-round request")
+        self.call = call
         stamp = request.stamp
         waitMilliseconds = request.waitMilliseconds
         fields = [request.lastEpoch, request.lastRound, UInt64(request.lastAttempt)]

@@ -67,6 +67,13 @@ struct PollProofTests {
                 $0.stamp = Self.request.stamp
             })
         #expect(try stage.firstUnproven(proofs, keys: coordinator) == 0)
+        // So is the same request closing an upload stream (and the other way round), and refusals name which.
+        let closing = PollRequest(Self.request, call: .nextRound)
+        #expect(try closing.firstUnproven(proofs, keys: coordinator) == 0)
+        #expect(try poll.firstUnproven(try closing.proofs(keys: client), keys: coordinator) == 0)
+        let refusal = try #require(
+            #expect(throws: ProtocolError.self) { try closing.verify(proofs, keys: coordinator.map { $0 }) })
+        #expect(refusal.message == "SubmitUpdate's next-round request proof does not authenticate", "\(refusal)")
 
         // Proofs swapped between clients, a proof under another client's key, a cut or flipped proof: refused at
         // that index.
