@@ -629,8 +629,8 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// skip it, and each is written while the next is prepared. At most `uploadsInFlight` prepared messages wait
     /// to be written, which bounds their memory. The call starts with the first message (nothing to send, no
     /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). `nextRound`, when
-    /// given, makes the `GetRound` poll that ends the stream (made once the last message is prepared, so its stamp
-    /// is fresh). Returns the clients whose messages the coordinator took, and its answer when it took them all
+    /// given, makes the next-round request that ends the stream (a `RoundRequest` proved for `.nextRound`, made
+    /// once the last message is prepared, so its stamp is fresh). Returns the clients whose messages the coordinator took, and its answer when it took them all
     /// (for a secure stage, it may carry the next stage's inputs; with `nextRound`, the next assignment);
     /// refusals are logged, not thrown.
     func submitInOneCall<Item>(
