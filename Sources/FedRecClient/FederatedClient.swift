@@ -716,6 +716,11 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
                     }
                 })
             return (sent.written.withLock { $0 }, response)
+        } catch _ where isStopping || Task.isCancelled {
+            // A shutdown cut the call short, most often while the coordinator held its answer for the next round:
+            // nothing was refused, and whether the messages were taken is unknown (none is counted).
+            logger.debug("\(what) upload ended by the shutdown", metadata: ["round": "\(round)"])
+            return ([], nil)
         } catch let error as RPCError {
             logger.warning("\(what)(s) refused: \(error.message)", metadata: ["round": "\(round)"])
             return (Wire.takenClients(written: sent.written.withLock { $0 }, failure: error.metadata), nil)

@@ -118,6 +118,30 @@ struct ProcessTests {
         #expect(status.lines.filter { $0.hasPrefix("round ") }.count == 3)
     }
 
+    @Test("a client process stopped by SIGINT while its upload waits for the next round says it was interrupted")
+    func interruptedWhileHeld() async throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        // Round 1 stays open until its deadline (the second process hangs in it), so the first process's round-1
+        // upload, which asks for round 2, is held by the coordinator when the signal comes.
+        let coordinator = try Child(coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 20))
+        defer { coordinator.kill(SIGKILL) }
+        let address = try await ProcessTests.address(of: coordinator)
+        let steady = try Child(clientArguments(fixture, address: address, ["--shard", "0/2"]))
+        let hanging = try Child(clientArguments(fixture, address: address, ["--shard", "1/2", "--hang-in-round", "1"]))
+        defer {
+            steady.kill(SIGKILL)
+            hanging.kill(SIGKILL)
+        }
+        _ = try #require(try await steady.line(containing: "round 1: training"))
+        _ = try #require(try await hanging.line(containing: "hanging in round 1"))
+        try await Task.sleep(for: .milliseconds(500))
+        steady.kill(SIGINT)
+        #expect(try await steady.exit() == 10)  // interrupted
+        #expect(steady.lines.contains { $0.contains("stopped by a signal before training finished") })
+        #expect(!steady.lines.contains { $0.contains("refused") || $0.contains("upload failed") }, "\(steady.lines)")
+    }
+
     @Test("a coordinator killed between rounds, restarted with the same command, resumes to the same round count")
     func killedCoordinator() async throws {
         let fixture = try Fixture(users: 6)
