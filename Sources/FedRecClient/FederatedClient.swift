@@ -722,6 +722,15 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
             logger.debug("\(what) upload ended by the shutdown", metadata: ["round": "\(round)"])
             return ([], nil)
         } catch let error as RPCError {
+            // The coordinator's refusals always say how many messages it took; a failure without that count is the
+            // call breaking off (the coordinator stopped or the connection dropped, most often while the answer was
+            // held for the next round), which refused nothing.
+            guard error.metadata[stringValues: Wire.acceptedMetadataKey].contains(where: { _ in true }) else {
+                logger.warning(
+                    "\(what) upload broke off before the coordinator answered (gRPC \(error.code): \(error.message))",
+                    metadata: ["round": "\(round)"])
+                return ([], nil)
+            }
             logger.warning("\(what)(s) refused: \(error.message)", metadata: ["round": "\(round)"])
             return (Wire.takenClients(written: sent.written.withLock { $0 }, failure: error.metadata), nil)
         } catch {

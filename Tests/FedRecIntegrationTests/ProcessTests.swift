@@ -142,6 +142,29 @@ struct ProcessTests {
         #expect(!steady.lines.contains { $0.contains("refused") || $0.contains("upload failed") }, "\(steady.lines)")
     }
 
+    @Test("a coordinator stopped while it holds a client's upload answer: the client says the call broke off")
+    func coordinatorStoppedWhileHeld() async throws {
+        let fixture = try Fixture(users: 8)
+        defer { fixture.remove() }
+        let coordinator = try Child(coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 20))
+        defer { coordinator.kill(SIGKILL) }
+        let address = try await ProcessTests.address(of: coordinator)
+        let steady = try Child(
+            clientArguments(fixture, address: address, ["--shard", "0/2", "--connect-timeout", "1"]))
+        let hanging = try Child(clientArguments(fixture, address: address, ["--shard", "1/2", "--hang-in-round", "1"]))
+        defer {
+            steady.kill(SIGKILL)
+            hanging.kill(SIGKILL)
+        }
+        _ = try #require(try await steady.line(containing: "round 1: training"))
+        _ = try #require(try await hanging.line(containing: "hanging in round 1"))
+        try await Task.sleep(for: .milliseconds(500))
+        coordinator.kill(SIGINT)
+        _ = try await coordinator.exit()
+        #expect(try await steady.exit() == 5)  // unreachable once the coordinator is gone
+        #expect(!steady.lines.contains { $0.contains("refused") }, "\(steady.lines)")
+    }
+
     @Test("a coordinator killed between rounds, restarted with the same command, resumes to the same round count")
     func killedCoordinator() async throws {
         let fixture = try Fixture(users: 6)
