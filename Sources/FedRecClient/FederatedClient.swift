@@ -630,9 +630,9 @@ public final class FederatedClient<Transport: ClientTransport>: Service {
     /// to be written, which bounds their memory. The call starts with the first message (nothing to send, no
     /// call) and memory is sampled then when `sampleMemory` (the round's fullest moment). `nextRound`, when
     /// given, makes the next-round request that ends the stream (a `RoundRequest` proved for `.nextRound`, made
-    /// once the last message is prepared, so its stamp is fresh). Returns the clients whose messages the coordinator took, and its answer when it took them all
-    /// (for a secure stage, it may carry the next stage's inputs; with `nextRound`, the next assignment);
-    /// refusals are logged, not thrown.
+    /// once the last message is prepared, so its stamp is fresh). Returns the clients whose messages the
+    /// coordinator took, and its answer when it took them all (for a secure stage, it may carry the next stage's
+    /// inputs; with `nextRound`, the next assignment); refusals are logged, not thrown.
     func submitInOneCall<Item>(
         _ items: [Item], round: Int, what: String, sampleMemory: Bool, deadline: ContinuousClock.Instant,
         stageDeadline: Duration = .zero, nextRound: (() throws -> Fedrec_V1_RoundRequest)? = nil,

@@ -265,9 +265,9 @@ public struct MessageFuzzer {
         return (Array(payload.prefix(16)), outcome)  // the start of the payload, to describe a violation
     }
 
-    /// A freshly stamped and proved poll (GetRound, GetStage or a next-round request, naming one to three enrolled clients and now and
-    /// then one that is not), as gRPC hands it over, mutated, through the coordinator's checks; sometimes a poll
-    /// taken before instead (a replay), or one stamped outside the window.
+    /// A freshly stamped and proved poll (GetRound, GetStage or a next-round request, naming one to three enrolled
+    /// clients and now and then one that is not), as gRPC hands it over, mutated, through the coordinator's checks;
+    /// sometimes a poll taken before instead (a replay), or one stamped outside the window.
     private mutating func poll() -> ([UInt8], Result<String?, any Error>) {
         pollClock += 1_000
         let now = pollClock

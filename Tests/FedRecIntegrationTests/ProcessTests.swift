@@ -118,24 +118,37 @@ struct ProcessTests {
         #expect(status.lines.filter { $0.hasPrefix("round ") }.count == 3)
     }
 
+    /// A coordinator and two client processes, the second hanging in round 1. Round 1 stays open until its 20 s
+    /// deadline, so once this returns the first (`steady`) process's round-1 upload, which asks for round 2, is
+    /// held by the coordinator. The caller kills the three; they are killed here if setting up fails.
+    func heldUpload(_ fixture: Fixture, steadyOptions: [String] = []) async throws
+        -> (coordinator: Child, steady: Child, hanging: Child)
+    {
+        let coordinator = try Child(coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 20))
+        var started = [coordinator]
+        do {
+            let address = try await ProcessTests.address(of: coordinator)
+            let steady = try Child(clientArguments(fixture, address: address, ["--shard", "0/2"] + steadyOptions))
+            started.append(steady)
+            let hanging = try Child(
+                clientArguments(fixture, address: address, ["--shard", "1/2", "--hang-in-round", "1"]))
+            started.append(hanging)
+            _ = try #require(try await steady.line(containing: "round 1: training"))
+            _ = try #require(try await hanging.line(containing: "hanging in round 1"))
+            try await Task.sleep(for: .milliseconds(500))
+            return (coordinator, steady, hanging)
+        } catch {
+            started.forEach { $0.kill(SIGKILL) }
+            throw error
+        }
+    }
+
     @Test("a client process stopped by SIGINT while its upload waits for the next round says it was interrupted")
     func interruptedWhileHeld() async throws {
         let fixture = try Fixture(users: 8)
         defer { fixture.remove() }
-        // Round 1 stays open until its deadline (the second process hangs in it), so the first process's round-1
-        // upload, which asks for round 2, is held by the coordinator when the signal comes.
-        let coordinator = try Child(coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 20))
-        defer { coordinator.kill(SIGKILL) }
-        let address = try await ProcessTests.address(of: coordinator)
-        let steady = try Child(clientArguments(fixture, address: address, ["--shard", "0/2"]))
-        let hanging = try Child(clientArguments(fixture, address: address, ["--shard", "1/2", "--hang-in-round", "1"]))
-        defer {
-            steady.kill(SIGKILL)
-            hanging.kill(SIGKILL)
-        }
-        _ = try #require(try await steady.line(containing: "round 1: training"))
-        _ = try #require(try await hanging.line(containing: "hanging in round 1"))
-        try await Task.sleep(for: .milliseconds(500))
+        let (coordinator, steady, hanging) = try await heldUpload(fixture)
+        defer { [coordinator, steady, hanging].forEach { $0.kill(SIGKILL) } }
         steady.kill(SIGINT)
         #expect(try await steady.exit() == 10)  // interrupted
         #expect(steady.lines.contains { $0.contains("stopped by a signal before training finished") })
@@ -146,19 +159,8 @@ struct ProcessTests {
     func coordinatorStoppedWhileHeld() async throws {
         let fixture = try Fixture(users: 8)
         defer { fixture.remove() }
-        let coordinator = try Child(coordinatorArguments(fixture, rounds: 3, address: "127.0.0.1:0", deadline: 20))
-        defer { coordinator.kill(SIGKILL) }
-        let address = try await ProcessTests.address(of: coordinator)
-        let steady = try Child(
-            clientArguments(fixture, address: address, ["--shard", "0/2", "--connect-timeout", "1"]))
-        let hanging = try Child(clientArguments(fixture, address: address, ["--shard", "1/2", "--hang-in-round", "1"]))
-        defer {
-            steady.kill(SIGKILL)
-            hanging.kill(SIGKILL)
-        }
-        _ = try #require(try await steady.line(containing: "round 1: training"))
-        _ = try #require(try await hanging.line(containing: "hanging in round 1"))
-        try await Task.sleep(for: .milliseconds(500))
+        let (coordinator, steady, hanging) = try await heldUpload(fixture, steadyOptions: ["--connect-timeout", "1"])
+        defer { [coordinator, steady, hanging].forEach { $0.kill(SIGKILL) } }
         coordinator.kill(SIGINT)
         _ = try await coordinator.exit()
         #expect(try await steady.exit() == 5)  // unreachable once the coordinator is gone
